@@ -1,0 +1,1 @@
+//! ipxe-script (under construction).

@@ -1,0 +1,1 @@
+//! newc-cpio (under construction).

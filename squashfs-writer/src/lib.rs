@@ -1,0 +1,1 @@
+//! squashfs-writer (under construction).
