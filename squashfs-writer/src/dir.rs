@@ -41,13 +41,18 @@ pub(crate) fn write_listing(w: &mut MetadataWriter, entries: &[ListingEntry<'_>]
         let block = (first.inode_ref >> 16) as u32;
         let base = first.number;
         // Entries under this header: same inode block, delta fits i16, at most 256.
+        // Also start a new header before a run outgrows one metadata block, as
+        // mksquashfs does, so the directory index can point near every name.
         let mut j = i;
+        let mut run = 12usize;
         while j < entries.len()
             && j - i < MAX_ENTRIES_PER_HEADER
+            && (j == i || run + 8 + entries[j].name.len() <= crate::metadata::METADATA_SIZE)
             && (entries[j].inode_ref >> 16) as u32 == block
             && i64::from(entries[j].number) - i64::from(base) >= i64::from(i16::MIN)
             && i64::from(entries[j].number) - i64::from(base) <= i64::from(i16::MAX)
         {
+            run += 8 + entries[j].name.len();
             j += 1;
         }
         let (hdr_block, _) = w.position();

@@ -63,11 +63,6 @@ impl MetadataWriter {
         (u64::from(b) << 16) | u64::from(o)
     }
 
-    /// Encoded size so far (block starts are relative to this).
-    pub(crate) fn encoded_len(&self) -> usize {
-        self.out.len()
-    }
-
     pub(crate) fn write(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             self.flush_full();
