@@ -606,6 +606,100 @@ fn gensquashfs_ref(src: &Path, comp: Compression, bs: u32, out: &Path) {
     );
 }
 
+/// What our reader (`squashfs_writer::read`) sees in an image, as
+/// [`FileRecord`]s (content hashed via `read_file`, hard links grouped by
+/// inode number).
+fn reader_records(bytes: &[u8]) -> Vec<FileRecord> {
+    use squashfs_writer::read::{EntryKind, Image};
+    let img = Image::new(bytes).unwrap_or_else(|e| panic!("read::Image::new: {e}"));
+    let entries = img
+        .entries()
+        .unwrap_or_else(|e| panic!("read::Image::entries: {e}"));
+    let mut groups: HashMap<u32, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for e in &entries {
+        let kind = match e.kind {
+            EntryKind::Dir => Kind::Dir,
+            EntryKind::File => Kind::File,
+            EntryKind::Symlink => Kind::Symlink,
+            EntryKind::BlockDevice => Kind::BlockDev,
+            EntryKind::CharDevice => Kind::CharDev,
+            EntryKind::Fifo => Kind::Fifo,
+            EntryKind::Socket => Kind::Socket,
+        };
+        let sha256 = (kind == Kind::File).then(|| {
+            let data = img
+                .read_file(e)
+                .unwrap_or_else(|err| panic!("read_file {}: {err}", fixture::show(&e.path)));
+            assert_eq!(
+                data.len() as u64,
+                e.size,
+                "{}: read_file length",
+                fixture::show(&e.path)
+            );
+            fixture::sha256(&data)
+        });
+        let link_group = (kind != Kind::Dir && e.nlink > 1).then(|| {
+            let next = groups.len();
+            *groups.entry(e.inode_number).or_insert(next)
+        });
+        out.push(FileRecord {
+            path: e.path.clone(),
+            kind,
+            mode: u32::from(e.mode),
+            uid: e.uid,
+            gid: e.gid,
+            size: match kind {
+                Kind::File | Kind::Symlink => e.size,
+                _ => 0,
+            },
+            sha256,
+            target: e.target.clone(),
+            rdev: e.rdev,
+            nlink: u64::from(e.nlink),
+            link_group,
+            mtime: i64::from(e.mtime),
+        });
+    }
+    out
+}
+
+/// Our reader on our image equals the source; on the mksquashfs and
+/// gensquashfs images of the same source it sees the same tree, up to
+/// what those tools do differently on purpose (gensquashfs: root mtime
+/// default, dir nlink = 2 + entries, hard links not detected by `-D`).
+fn check_reader(ours: &[u8], src: &[FileRecord], mk: &Path, gen: Option<&Path>) {
+    let mine = reader_records(ours);
+    fixture::assert_same(
+        "our reader on our image vs source",
+        src,
+        &mine,
+        &Compare::default(),
+    );
+    let theirs = reader_records(&std::fs::read(mk).unwrap());
+    fixture::assert_same(
+        "our reader: mksquashfs image vs our image",
+        &theirs,
+        &mine,
+        &Compare::default(),
+    );
+    if let Some(gen) = gen {
+        let g = reader_records(&std::fs::read(gen).unwrap());
+        let cmp = Compare {
+            root_meta: false,
+            dir_nlink: false,
+            hard_links: false,
+            ..Compare::default()
+        };
+        fixture::assert_same(
+            "our reader: gensquashfs image vs our image",
+            &g,
+            &mine,
+            &cmp,
+        );
+    }
+}
+
 /// One differential case.
 fn case(name: &str, comp: Compression, bs: u32, with_gensquashfs: bool) {
     if tools::require(TOOLS).is_none() {
@@ -615,7 +709,7 @@ fn case(name: &str, comp: Compression, bs: u32, with_gensquashfs: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let ours = t.join(format!("{name}.sqfs"));
-    build_ours(&src.dir, false, &opts(comp, bs), &ours);
+    let ours_bytes = build_ours(&src.dir, false, &opts(comp, bs), &ours);
 
     check_stat(&ours, comp_name(comp).0, bs);
     check_lln(&ours, &src.records);
@@ -632,11 +726,17 @@ fn case(name: &str, comp: Compression, bs: u32, with_gensquashfs: bool) {
         "rdsquashfs -d differs between mksquashfs's image and ours ({name}):\n{}",
         first_diff(&mk_desc, &ours_desc)
     );
+    let gen = t.join("gen.sqfs");
     if with_gensquashfs {
-        let gen = t.join("gen.sqfs");
         gensquashfs_ref(&src.dir, comp, bs, &gen);
         check_sqfsdiff(&gen, &ours, true);
     }
+    check_reader(
+        &ours_bytes,
+        &src.records,
+        &mk,
+        with_gensquashfs.then_some(gen.as_path()),
+    );
 }
 
 fn first_diff(a: &[u8], b: &[u8]) -> String {
