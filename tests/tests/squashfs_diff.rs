@@ -1185,3 +1185,100 @@ fn out_of_range_mtimes_saturate() {
         assert_eq!(got[name.as_bytes()].mtime, i64::from(want), "{name}");
     }
 }
+
+/// Invalid options and inputs are typed errors, never panics or images.
+#[test]
+fn invalid_options_are_errors() {
+    use squashfs_writer::{DeviceKind, FileData, Metadata, Tree};
+    let mut tree = Tree::new();
+    tree.add_file(b"f", Metadata::new(0o644), FileData::bytes(b"x".to_vec()))
+        .unwrap();
+    let base = opts(Compression::Gzip { level: 9 }, 128 * K);
+    let bad: Vec<(&str, Options)> = vec![
+        ("block size 2 KiB", base.clone().block_size(2048)),
+        ("block size 2 MiB", base.clone().block_size(2 << 20)),
+        (
+            "block size not a power of two",
+            base.clone().block_size(100_000),
+        ),
+        ("block size 0", base.clone().block_size(0)),
+        (
+            "gzip level 0",
+            base.clone().compression(Compression::Gzip { level: 0 }),
+        ),
+        (
+            "gzip level 10",
+            base.clone().compression(Compression::Gzip { level: 10 }),
+        ),
+    ];
+    for (what, o) in bad {
+        let mut cur = std::io::Cursor::new(Vec::new());
+        let r = squashfs_writer::write_image(&tree, &o, &mut cur);
+        assert!(r.is_err(), "{what}: accepted: {r:?}");
+    }
+    // jobs(0) is either rejected or treated as 1, but never hangs or panics.
+    let mut cur = std::io::Cursor::new(Vec::new());
+    let _ = squashfs_writer::write_image(&tree, &base.clone().jobs(0), &mut cur);
+
+    let m = || Metadata::new(0o644);
+    let mut t = Tree::new();
+    let name257 = vec![b'n'; 257];
+    let target4096 = vec![b't'; 4096];
+    let rejects: Vec<(&str, squashfs_writer::Result<()>)> = vec![
+        (
+            "257-byte name",
+            t.add_file(&name257, m(), FileData::bytes(vec![])),
+        ),
+        (
+            "NUL in name",
+            t.add_file(b"a\0b", m(), FileData::bytes(vec![])),
+        ),
+        (
+            "`..` component",
+            t.add_file(b"a/../b", m(), FileData::bytes(vec![])),
+        ),
+        (
+            "`.` component",
+            t.add_file(b"./b", m(), FileData::bytes(vec![])),
+        ),
+        ("empty path", t.add_file(b"", m(), FileData::bytes(vec![]))),
+        (
+            "4096-byte symlink target",
+            t.add_symlink(b"l", m(), &target4096),
+        ),
+        (
+            "major > 0xfff",
+            t.add_device(b"d1", m(), DeviceKind::Char, 0x1000, 0),
+        ),
+        (
+            "minor > 0xfffff",
+            t.add_device(b"d2", m(), DeviceKind::Block, 1, 0x10_0000),
+        ),
+        ("hard link to missing", t.add_hard_link(b"h", b"missing")),
+    ];
+    for (what, r) in rejects {
+        assert!(r.is_err(), "{what}: accepted");
+    }
+    t.add_dir(b"dir", m()).unwrap();
+    assert!(
+        t.add_hard_link(b"h", b"dir").is_err(),
+        "hard link to a directory accepted"
+    );
+    t.add_file(b"file", m(), FileData::bytes(vec![])).unwrap();
+    assert!(
+        t.add_file(b"file", m(), FileData::bytes(vec![])).is_err(),
+        "duplicate path accepted"
+    );
+    assert!(
+        t.add_file(b"file/child", m(), FileData::bytes(vec![]))
+            .is_err(),
+        "child of a file accepted"
+    );
+    let bad_xattr =
+        Metadata::new(0o644).with_xattr(b"system.posix_acl_access".to_vec(), b"x".to_vec());
+    assert!(
+        t.add_file(b"x", bad_xattr, FileData::bytes(vec![]))
+            .is_err(),
+        "xattr outside user./trusted./security. accepted"
+    );
+}

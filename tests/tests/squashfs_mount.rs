@@ -438,6 +438,39 @@ fn mount_xattrs() {
         ("dir/fifo", p),
         ("plain", vec![]),
     ]);
+    // Extended inode kinds that carry an xattr index: root dir, hard-linked
+    // file (LREG with nlink 2), device (LDEV), socket (LIPC), a big dir (LDIR
+    // with index and xattr).
+    let r = vec![(b"user.root".to_vec(), b"r".to_vec())];
+    tree.set_root_metadata(with(m(0o711), &r));
+    let hl = vec![(b"trusted.hl".to_vec(), b"shared by two names".to_vec())];
+    tree.add_file(
+        b"hl_a",
+        with(m(0o640), &hl),
+        FileData::bytes(b"hl".to_vec()),
+    )
+    .unwrap();
+    tree.add_hard_link(b"hl_b", b"hl_a").unwrap();
+    let dv = vec![(b"security.dev".to_vec(), b"c".to_vec())];
+    tree.add_char_device(b"dev", with(m(0o600), &dv), 300, 70000)
+        .unwrap();
+    let so = vec![(b"trusted.sock".to_vec(), b"s".to_vec())];
+    tree.add_socket(b"sock", with(m(0o755), &so)).unwrap();
+    let bd = vec![(b"user.bigdir".to_vec(), vec![b'z'; 500])];
+    tree.add_dir(b"bigdir", with(m(0o755), &bd)).unwrap();
+    for i in 0..300 {
+        let name = format!("bigdir/{i:03}_{}", "q".repeat(60));
+        tree.add_file(name.as_bytes(), m(0o644), FileData::bytes(vec![]))
+            .unwrap();
+    }
+    want.extend([
+        ("", r),
+        ("hl_a", hl.clone()),
+        ("hl_b", hl),
+        ("dev", dv),
+        ("sock", so),
+        ("bigdir", bd),
+    ]);
 
     let tmp = tempfile::tempdir().unwrap();
     let img = tmp.path().join("x.sqfs");
