@@ -372,10 +372,14 @@ fn mount_many_fragments() {
     );
 }
 
+/// Extended attributes of one inode: (full name, value).
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Extended attributes through the in-memory Tree API (the fs walk skips
 /// host xattrs by design): user./trusted./security. on a file, a directory,
 /// a symlink and a fifo; a shared 3000-byte value; 40 keys on one inode
-/// (several KiB of key/value table). Checked through the kernel's
+/// (several KiB of key/value table); the root, a hard-linked file, a device,
+/// a socket and a 300-entry directory. Checked through the kernel's
 /// listxattr/getxattr (python3's os module; lgetxattr semantics).
 #[test]
 fn mount_xattrs() {
@@ -386,7 +390,7 @@ fn mount_xattrs() {
     let big: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut tree = Tree::new();
     let m = |mode: u16| Metadata::new(mode).with_mtime(10);
-    let mut want: Vec<(&str, Vec<(Vec<u8>, Vec<u8>)>)> = Vec::new();
+    let mut want: Vec<(&str, Xattrs)> = Vec::new();
     let f1 = vec![
         (b"user.comment".to_vec(), b"hello".to_vec()),
         (b"trusted.big".to_vec(), big.clone()),
