@@ -358,3 +358,86 @@ fn keep_as_directory_and_single_file_sources() {
         b"data"
     );
 }
+
+#[test]
+fn kernel_reads_xattrs_and_every_inode_type() {
+    use squashfs_writer::{FileData, Metadata, Tree};
+    if !is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipping: loop mount needs root and /dev/loop-control");
+        return;
+    }
+    let (Some(mount), Some(umount), Some(python)) =
+        (tool("mount"), tool("umount"), tool("python3"))
+    else {
+        return;
+    };
+    let m = |mode| {
+        Metadata::new(mode)
+            .with_owner(1000, 100)
+            .with_mtime(1_700_000_000)
+    };
+    let mut t = Tree::new();
+    t.add_dir(
+        b"d",
+        m(0o750).with_xattr(b"user.dir".to_vec(), b"D".to_vec()),
+    )
+    .unwrap();
+    t.add_file(
+        b"d/f",
+        m(0o4755)
+            .with_xattr(b"user.a".to_vec(), b"1".to_vec())
+            .with_xattr(b"trusted.b".to_vec(), vec![0xAB; 5000]),
+        FileData::bytes(vec![3u8; 70000]),
+    )
+    .unwrap();
+    t.add_symlink(
+        b"s",
+        m(0o777).with_xattr(b"security.label".to_vec(), b"x".to_vec()),
+        b"d/f",
+    )
+    .unwrap();
+    t.add_char_device(
+        b"c",
+        m(0o600).with_xattr(b"security.label".to_vec(), b"x".to_vec()),
+        4095,
+        1_048_575,
+    )
+    .unwrap();
+    t.add_socket(b"sock", m(0o600)).unwrap();
+    t.add_hard_link(b"d/f2", b"d/f").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("x.sqfs");
+    let mnt = dir.path().join("m");
+    std::fs::create_dir(&mnt).unwrap();
+    write_image_to_path(&t, &Options::new().block_size(4096), &img).unwrap();
+    run(Command::new(&mount)
+        .args(["-t", "squashfs", "-o", "loop,ro"])
+        .arg(&img)
+        .arg(&mnt));
+    let script = r#"
+import os, sys
+m = sys.argv[1]
+print(sorted(os.listxattr(m + "/d/f")), os.getxattr(m + "/d/f", "user.a"), len(os.getxattr(m + "/d/f", "trusted.b")))
+print(os.getxattr(m + "/d", "user.dir"), os.getxattr(m + "/s", "security.label", follow_symlinks=False))
+st = os.lstat(m + "/c"); print(os.major(st.st_rdev), os.minor(st.st_rdev), oct(st.st_mode))
+st = os.stat(m + "/d/f"); print(st.st_nlink, oct(st.st_mode), st.st_uid, st.st_gid, st.st_mtime, st.st_size)
+print(oct(os.lstat(m + "/sock").st_mode), os.readlink(m + "/s"))
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    run(Command::new(&umount).arg(&mnt));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "['trusted.b', 'user.a'] b'1' 5000\nb'D' b'x'\n4095 1048575 0o20600\n2 0o104755 1000 100 1700000000.0 70000\n0o140600 d/f\n"
+    );
+}
