@@ -241,6 +241,19 @@ fn mount_store_closure() {
     ] {
         let o = opts(comp, 1024 * K).all_root(true).fixed_mtime(Some(1));
         mount_and_compare("closure", &store, false, &o, None, &want);
+        // The guest-side check of the real-boot test, run here on a loop mount.
+        if let Some(host) = fixture::describe_busybox(&store) {
+            let tmp = tempfile::tempdir().unwrap();
+            let img = tmp.path().join("c.sqfs");
+            let tree = squashfs_writer::fs::tree_from_path(&store, false).unwrap();
+            squashfs_writer::write_image_to_path(&tree, &o, &img).unwrap();
+            let m = Mount::new(&img, &tmp.path().join("mnt"));
+            let guest = fixture::describe_busybox(&m.dir).unwrap();
+            assert!(
+                host == guest,
+                "describe.sh differs between the store and its mounted image"
+            );
+        }
     }
     assert!(want
         .iter()
