@@ -1344,7 +1344,7 @@ fn reader_on_mksquashfs_variants() {
     for comp in ["xz", "lzo", "zstd"] {
         let img = tmp.path().join(format!("{comp}.sqfs"));
         let ok = Command::new("mksquashfs")
-            .arg(&src.dir.join("sizes"))
+            .arg(src.dir.join("sizes"))
             .arg(&img)
             .args(["-noappend", "-quiet", "-no-progress", "-comp", comp])
             .status()
