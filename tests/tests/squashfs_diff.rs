@@ -1365,3 +1365,36 @@ fn reader_on_mksquashfs_variants() {
         assert!(r.is_err(), "{comp}: our reader claims to read it: {r:?}");
     }
 }
+
+/// Extended attributes the Linux kernel could not hand back are refused:
+/// a value over XATTR_SIZE_MAX (65536; getxattr fails with E2BIG on the
+/// mount) and the same name twice on one inode (one value would be lost).
+#[test]
+fn xattr_limits() {
+    use squashfs_writer::{FileData, Metadata, Tree};
+    let o = opts(Compression::Gzip { level: 1 }, 128 * K);
+    let attempt = |meta: Metadata| -> Result<(), String> {
+        let mut t = Tree::new();
+        t.add_file(b"f", meta, FileData::bytes(vec![]))
+            .map_err(|e| e.to_string())?;
+        let mut cur = std::io::Cursor::new(Vec::new());
+        squashfs_writer::write_image(&t, &o, &mut cur)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    // At the limit: fine.
+    attempt(Metadata::new(0o644).with_xattr(b"user.max".to_vec(), vec![1u8; 65536])).unwrap();
+    let mut errs = Vec::new();
+    if attempt(Metadata::new(0o644).with_xattr(b"user.big".to_vec(), vec![1u8; 65537])).is_ok() {
+        errs.push("a 65537-byte xattr value (> XATTR_SIZE_MAX) was accepted");
+    }
+    let dup = Metadata::new(0o644)
+        .with_xattr(b"user.a".to_vec(), b"v".to_vec())
+        .with_xattr(b"user.a".to_vec(), b"w".to_vec());
+    if attempt(dup).is_ok() {
+        errs.push(
+            "the same xattr name twice on one inode was accepted (the image keeps only one value)",
+        );
+    }
+    assert!(errs.is_empty(), "{errs:#?}");
+}
