@@ -8,7 +8,6 @@ use crate::error::{corrupt, Error, Result};
 
 /// Which compressor the image uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Compression {
     /// zlib stream (SquashFS id 1), level 1..=9.
     Gzip {
