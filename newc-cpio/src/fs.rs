@@ -184,7 +184,11 @@ fn walk(root: &Path, rel: &mut Vec<u8>, out: &mut Vec<Node>) -> Result<()> {
 /// the tree); directories get 2 + their subdirectories (`st_nlink` on
 /// ext4/tmpfs, and stable on file systems such as btrfs that report 1).
 /// Symlinks are never grouped as hard links.
-pub fn append_tree<W: Write>(w: &mut Writer<W>, root: &Path, opts: &TreeOptions) -> Result<TreeStats> {
+pub fn append_tree<W: Write>(
+    w: &mut Writer<W>,
+    root: &Path,
+    opts: &TreeOptions,
+) -> Result<TreeStats> {
     let root_meta = fs::symlink_metadata(root).map_err(host_err(root))?;
     if !root_meta.is_dir() {
         return Err(Error::NotADirectory {
@@ -248,7 +252,11 @@ pub fn append_tree<W: Write>(w: &mut Writer<W>, root: &Path, opts: &TreeOptions)
             // newc has 32 bits; GNU cpio truncates the same way.
             meta.ino() as u32
         };
-        let name = if n.name.is_empty() { b".".to_vec() } else { n.name.clone() };
+        let name = if n.name.is_empty() {
+            b".".to_vec()
+        } else {
+            n.name.clone()
+        };
         let kind = EntryKind::from_mode(meta.mode());
         let mut entry = match kind {
             Some(EntryKind::Symlink) => {
@@ -265,7 +273,11 @@ pub fn append_tree<W: Write>(w: &mut Writer<W>, root: &Path, opts: &TreeOptions)
         } else {
             1
         };
-        let (dev_major, dev_minor) = if opts.reproducible { (0, 0) } else { split_dev(meta.dev()) };
+        let (dev_major, dev_minor) = if opts.reproducible {
+            (0, 0)
+        } else {
+            split_dev(meta.dev())
+        };
         let (rdev_major, rdev_minor) = match kind {
             Some(EntryKind::CharDevice | EntryKind::BlockDevice) => split_dev(meta.rdev()),
             _ => (0, 0),
@@ -323,7 +335,12 @@ fn link_key(meta: &fs::Metadata) -> Option<()> {
     (!meta.is_dir() && !meta.file_type().is_symlink() && meta.nlink() > 1).then_some(())
 }
 
-fn append_one<W: Write>(w: &mut Writer<W>, entry: &Entry, path: &Path, stats: &mut TreeStats) -> Result<()> {
+fn append_one<W: Write>(
+    w: &mut Writer<W>,
+    entry: &Entry,
+    path: &Path,
+    stats: &mut TreeStats,
+) -> Result<()> {
     if entry.kind() == EntryKind::File && entry.file_size() > 0 {
         let file = File::open(path).map_err(host_err(path))?;
         w.append(entry, file)?;
@@ -376,7 +393,9 @@ impl Extractor {
 
     /// Resolves an entry name to a path below `dest`, checking parents.
     fn resolve(&self, name: &[u8]) -> Result<Option<PathBuf>> {
-        let unsafe_path = || Error::UnsafePath { name: name.to_vec() };
+        let unsafe_path = || Error::UnsafePath {
+            name: name.to_vec(),
+        };
         if name.first() == Some(&b'/') {
             return Err(unsafe_path());
         }
@@ -395,7 +414,11 @@ impl Extractor {
             path.push(OsStr::from_bytes(p));
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(Error::ThroughSymlink { name: name.to_vec() }),
+                Ok(_) => {
+                    return Err(Error::ThroughSymlink {
+                        name: name.to_vec(),
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&path).map_err(host_err(&path))?;
                 }
@@ -474,8 +497,10 @@ impl Extractor {
                 }
                 file.set_permissions(fs::Permissions::from_mode(entry.perm()))
                     .map_err(host_err(&path))?;
-                file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(entry.mtime().into()))
-                    .map_err(host_err(&path))?;
+                file.set_modified(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(entry.mtime().into()),
+                )
+                .map_err(host_err(&path))?;
             }
             _ => {
                 self.stats.skipped += 1;

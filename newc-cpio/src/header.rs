@@ -236,6 +236,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         b[0] = b'x';
-        assert!(matches!(NewcHeader::parse(&b, 0), Err(Error::BadMagic { .. })));
+        assert!(matches!(
+            NewcHeader::parse(&b, 0),
+            Err(Error::BadMagic { .. })
+        ));
     }
 }

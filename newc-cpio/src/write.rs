@@ -9,9 +9,7 @@ use std::io::{self, Read, Write};
 
 use crate::entry::{Entry, EntryKind};
 use crate::error::{Error, Result};
-use crate::header::{
-    pad4, Format, NewcHeader, MAX_NAME_LEN, MAX_SYMLINK_TARGET, TRAILER_NAME,
-};
+use crate::header::{pad4, Format, NewcHeader, MAX_NAME_LEN, MAX_SYMLINK_TARGET, TRAILER_NAME};
 
 const ZEROS: [u8; 4] = [0; 4];
 const COPY_CHUNK: usize = 64 * 1024;
