@@ -463,19 +463,24 @@ impl Extractor {
             }
             EntryKind::File => {
                 let key = (entry.ino().unwrap_or(0), entry.dev().0, entry.dev().1);
-                let linked = if entry.nlink() > 1 {
-                    match self.links.get(&key) {
-                        Some(first) => {
-                            fs::hard_link(first, &path).map_err(host_err(&path))?;
-                            true
-                        }
-                        None => {
-                            self.links.insert(key, path.clone());
-                            false
-                        }
+                // Link only to a first name that is still the regular file
+                // we made: a later entry may have replaced it by a symlink,
+                // and linking that would let the data go through it.
+                let first = self
+                    .links
+                    .get(&key)
+                    .filter(|first| fs::symlink_metadata(first).is_ok_and(|m| m.is_file()));
+                let linked = match first {
+                    Some(first) if entry.nlink() > 1 => {
+                        fs::hard_link(first, &path).map_err(host_err(&path))?;
+                        true
                     }
-                } else {
-                    false
+                    _ => {
+                        if entry.nlink() > 1 {
+                            self.links.insert(key, path.clone());
+                        }
+                        false
+                    }
                 };
                 let mut file = if linked {
                     // Data for hard links comes on the last link; write it
@@ -516,6 +521,11 @@ impl Extractor {
     pub fn finish(mut self) -> Result<ExtractStats> {
         self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
         for (path, perm, mtime) in &self.dirs {
+            // A later entry may have replaced the directory (e.g. by a
+            // symlink): never chmod through it.
+            if !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
             if let Ok(f) = File::open(path) {
                 f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs((*mtime).into()))
                     .map_err(host_err(path))?;

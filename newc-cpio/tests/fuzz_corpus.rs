@@ -26,7 +26,12 @@ fn files(dir: &Path) -> Vec<Vec<u8>> {
 fn replay_reader_inputs() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     let mut n = 0;
-    for sub in ["corpus/cpio_read", "corpus/initramfs_read", "artifacts/cpio_read", "artifacts/initramfs_read"] {
+    for sub in [
+        "corpus/cpio_read",
+        "corpus/initramfs_read",
+        "artifacts/cpio_read",
+        "artifacts/initramfs_read",
+    ] {
         for data in files(&fuzz.join(sub)) {
             let mut r = Reader::new(&data[..]);
             while let Ok(Some(mut e)) = r.next_entry() {
