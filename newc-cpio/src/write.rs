@@ -323,6 +323,11 @@ pub(crate) fn validate(entry: &Entry) -> Result<()> {
                 max: MAX_SYMLINK_TARGET,
             });
         }
+        if target.is_empty() {
+            return Err(Error::EmptySymlinkTarget {
+                name: name.to_vec(),
+            });
+        }
         if target.contains(&0) {
             return Err(Error::SymlinkTargetContainsNul {
                 name: name.to_vec(),
