@@ -646,10 +646,16 @@ fn we_read_initramfs_made_by_gzip_and_lz4_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     make_tree(&root);
-    let archive = sh("find . -print0 | LC_ALL=C sort -z | cpio -o -H newc --null --quiet", &root);
+    let archive = sh(
+        "find . -print0 | LC_ALL=C sort -z | cpio -o -H newc --null --quiet",
+        &root,
+    );
     fs::write(tmp.path().join("a.cpio"), &archive).unwrap();
     // gzip with FNAME (file input), gzip from stdin, lz4 legacy (-l).
-    sh("gzip -9 -k a.cpio && lz4 -lq a.cpio a.cpio.lz4 && gzip -1 -c < a.cpio > stdin.gz", tmp.path());
+    sh(
+        "gzip -9 -k a.cpio && lz4 -lq a.cpio a.cpio.lz4 && gzip -1 -c < a.cpio > stdin.gz",
+        tmp.path(),
+    );
     let mut image = Vec::new();
     for part in ["a.cpio", "a.cpio.gz", "a.cpio.lz4", "stdin.gz"] {
         image.extend(fs::read(tmp.path().join(part)).unwrap());
@@ -660,9 +666,21 @@ fn we_read_initramfs_made_by_gzip_and_lz4_cli() {
     let gnu_names = run_with_stdin(Command::new("cpio").args(["-it", "--quiet"]), &archive);
     let listing = initramfs::segments(&image).unwrap();
     let kinds: Vec<_> = listing.iter().map(|s| s.info.kind).collect();
-    assert_eq!(kinds, [SegmentKind::Uncompressed, SegmentKind::Gzip, SegmentKind::Lz4Legacy, SegmentKind::Gzip]);
+    assert_eq!(
+        kinds,
+        [
+            SegmentKind::Uncompressed,
+            SegmentKind::Gzip,
+            SegmentKind::Lz4Legacy,
+            SegmentKind::Gzip
+        ]
+    );
     for seg in &listing {
-        let names: Vec<u8> = seg.entries.iter().flat_map(|(_, e)| [e.name(), b"\n"].concat()).collect();
+        let names: Vec<u8> = seg
+            .entries
+            .iter()
+            .flat_map(|(_, e)| [e.name(), b"\n"].concat())
+            .collect();
         assert_eq!(names, gnu_names, "{:?}", seg.info);
     }
 }
