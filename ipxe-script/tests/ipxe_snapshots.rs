@@ -40,13 +40,20 @@ fn netboot_bios_and_uefi_with_kernel_params() {
 
 #[test]
 fn netboot_long_init_path() {
-    let long = format!("/nix/store/{}-init/{}/init", "x".repeat(32), "deep/".repeat(40));
+    let long = format!(
+        "/nix/store/{}-init/{}/init",
+        "x".repeat(32),
+        "deep/".repeat(40)
+    );
     insta::assert_snapshot!(render(nixos().init(&long)));
     // Just over the limit: a typed error, not a silently cut command line.
     let huge = format!("/{}", "p".repeat(MAX_CMDLINE));
     assert!(matches!(
         nixos().init(&huge).build(),
-        Err(Error::CmdlineTooLong { max: MAX_CMDLINE, .. })
+        Err(Error::CmdlineTooLong {
+            max: MAX_CMDLINE,
+            ..
+        })
     ));
 }
 
