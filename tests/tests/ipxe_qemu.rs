@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
-use ipxe_script::{parse, Command, Line, Script, Value};
+use ipxe_script::{parse, Command, Image, Script, Value};
 
 const TRICKY: &[&str] = &[
     "#x",
@@ -58,6 +58,10 @@ const TRICKY: &[&str] = &[
 ];
 
 /// Labels for `goto`: one word, no whitespace.
+/// Name and command line of the image fetched with `imgfetch`.
+const IMAGE_NAME: &str = "#n$x";
+const IMAGE_ARGS: &str = "init=/nix/store/a-b/init  #c || d $x ${ e=f?g \\";
+
 const LABELS: &[&str] = &[
     "#l", "a#b", "||", "&&", ";", "-x", "$x", "${q", "x\\y", ":c",
 ];
@@ -86,6 +90,16 @@ fn build_script() -> Script {
             .label(*l)
             .echo(format!("GOTO-OK{i}"));
     }
+    // An image command: `--name`, `--timeout`, URI and a command line
+    // full of specials; `imgstat` prints the name and command line.
+    s = s
+        .imgfetch(
+            Image::new("blob")
+                .name(IMAGE_NAME)
+                .timeout_ms(5000)
+                .args(IMAGE_ARGS),
+        )
+        .raw("imgstat", vec![]);
     // `cmd ||` keeps a failing command from ending the script.
     s = s
         .command(Command::Other {
@@ -114,6 +128,7 @@ fn real_ipxe_sees_exactly_our_values() {
     let tftp = dir.path().join("tftp");
     std::fs::create_dir(&tftp).unwrap();
     std::fs::write(tftp.join("test.ipxe"), &text).unwrap();
+    std::fs::write(tftp.join("blob"), b"blob").unwrap();
     let log_path = dir.path().join("serial.log");
     let started = Instant::now();
     let mut child = Process::new(&tools[0])
@@ -181,6 +196,14 @@ fn real_ipxe_sees_exactly_our_values() {
             writeln!(failures, "goto {l:?}: reached={ok} skipped-next={skipped}").unwrap();
         }
     }
+    let stat = format!("{IMAGE_NAME} : 4 bytes");
+    let want_args = format!("\"{IMAGE_ARGS}\"");
+    if !lines
+        .iter()
+        .any(|l| l.starts_with(&stat) && l.ends_with(&want_args))
+    {
+        writeln!(failures, "imgstat: want a line `{stat} ... {want_args}`").unwrap();
+    }
     if !lines.contains(&"ALL-DONE") {
         writeln!(failures, "script did not reach ALL-DONE").unwrap();
     }
@@ -193,5 +216,4 @@ fn real_ipxe_sees_exactly_our_values() {
     }
     // Keep the line count honest: every value was checked.
     assert!(lines.iter().filter(|l| l.starts_with("HEX")).count() >= TRICKY.len());
-    let _ = Line::default();
 }
