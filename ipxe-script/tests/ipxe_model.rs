@@ -379,7 +379,10 @@ fn script_body() -> impl Strategy<Value = String> {
 /// minus what the renderer may add or drop without changing meaning: our
 /// escape `set`s, `--`, and a lone empty argument after an image URI
 /// (`kernel x ${}` sets an empty command line, `kernel x` none).
-fn normalized(text: &str) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<String>) {
+/// (command name, joined arguments) per command, and the labels.
+type Executed = (Vec<(Vec<u8>, Vec<u8>)>, Vec<String>);
+
+fn normalized(text: &str) -> Executed {
     let (cmds, labels) = run(text);
     let cmds = cmds
         .into_iter()
