@@ -374,14 +374,14 @@ fn script_body() -> impl Strategy<Value = String> {
     prop::collection::vec(words, 0..24).prop_map(|v| v.join(" "))
 }
 
+/// (command name, joined arguments) per command, and the labels.
+type Executed = (Vec<(Vec<u8>, Vec<u8>)>, Vec<String>);
+
 /// What iPXE would run, per command: the name and its arguments as the
 /// command sees them after `concat_args` (re-joined with single spaces),
 /// minus what the renderer may add or drop without changing meaning: our
 /// escape `set`s, `--`, and a lone empty argument after an image URI
 /// (`kernel x ${}` sets an empty command line, `kernel x` none).
-/// (command name, joined arguments) per command, and the labels.
-type Executed = (Vec<(Vec<u8>, Vec<u8>)>, Vec<String>);
-
 fn normalized(text: &str) -> Executed {
     let (cmds, labels) = run(text);
     let cmds = cmds
