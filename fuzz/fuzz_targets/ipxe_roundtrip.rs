@@ -2,7 +2,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use ipxe_script::{parse, Command, Image, Joiner, Line, Script, Value};
+use ipxe_script::{parse, Command, Image, Joiner, Script, Value};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -47,9 +47,18 @@ fuzz_target!(|cmds: Vec<Cmd>| {
     let mut s = Script::new();
     for c in cmds {
         s = match c {
-            Cmd::Echo(no_newline, t) => s.command(Command::Echo { no_newline, text: value(t) }),
+            Cmd::Echo(no_newline, t) => s.command(Command::Echo {
+                no_newline,
+                text: value(t),
+            }),
             Cmd::Set(v) => s.set("fuzz", value(v)),
-            Cmd::Kernel { uri, args, name, timeout, autofree } => {
+            Cmd::Kernel {
+                uri,
+                args,
+                name,
+                timeout,
+                autofree,
+            } => {
                 let mut img = Image::new(value(uri)).args(value(args)).autofree(autofree);
                 img.name = name.map(Value::text);
                 img.timeout_ms = timeout;
@@ -57,7 +66,9 @@ fuzz_target!(|cmds: Vec<Cmd>| {
             }
             Cmd::Chain(u, a, r) => s.chain(Image::new(u).autofree(a).replace(r)),
             Cmd::Boot => s.boot(),
-            Cmd::Imgfree(n) => s.command(Command::Imgfree { image: n.map(Value::text) }),
+            Cmd::Imgfree(n) => s.command(Command::Imgfree {
+                image: n.map(Value::text),
+            }),
             Cmd::Raw(args) => s.raw("imgstat", args.into_iter().map(Value::text).collect()),
             Cmd::Goto(l) => s.goto(l),
             Cmd::Label(l) => s.label(l),
@@ -65,10 +76,15 @@ fuzz_target!(|cmds: Vec<Cmd>| {
             Cmd::Sleep(n) => s.sleep(n),
             Cmd::Exit(c) => s.exit(c),
             Cmd::OrIgnore => s.or_ignore(),
-            Cmd::And(t) => s.join(Joiner::And, Command::Echo { no_newline: false, text: Value::text(t) }),
+            Cmd::And(t) => s.join(
+                Joiner::And,
+                Command::Echo {
+                    no_newline: false,
+                    text: Value::text(t),
+                },
+            ),
         };
     }
-    let _ = Line::default();
     if let Ok(text) = s.render() {
         let back = parse(&text).expect("rendered scripts parse");
         assert_eq!(back, s, "{text}");
