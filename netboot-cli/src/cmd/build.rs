@@ -81,6 +81,14 @@ fn write_image(tree: &Tree, opts: &Options, what: &Path) -> Result<Vec<u8>> {
     Ok(img)
 }
 
+/// The image root of `-keep-as-directory`: mksquashfs makes it 0777 root
+/// (stage 1 never copies it; matching keeps sqfsdiff against the seed clean).
+pub fn keep_as_directory_root() -> Metadata {
+    Metadata::new(0o777)
+        .with_owner(0, 0)
+        .with_mtime(media::MTIME)
+}
+
 /// A cpio segment holding `image` at `at`, with its parent directories.
 /// Every member: uid 0, gid 0, mtime 1; directories 0755, image 0444.
 pub fn image_segment(
@@ -168,8 +176,9 @@ fn build_one(
     let (segment, bytes_in) = match cached {
         Some(seg) => (seg, sc.as_ref().map_or(0, |s| s.file_bytes)),
         None => {
-            let tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
+            let mut tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
                 .map_err(|e| Error::at(&sp.source, e))?;
+            tree.set_root_metadata(keep_as_directory_root());
             let opts = squashfs_options(&plan.image, plan.mkfs_time, 1)
                 .all_root(true)
                 .fixed_mtime(Some(media::MTIME));
@@ -268,6 +277,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     };
     let reg_at = media::registration_image_path(&plan.store_dir);
     let mut tree = Tree::new();
+    tree.set_root_metadata(keep_as_directory_root());
     let meta = Metadata::new(0o444)
         .with_owner(0, 0)
         .with_mtime(media::MTIME);

@@ -45,9 +45,15 @@ pub fn mode_string(type_char: char, perm: u32) -> String {
     let mut s = String::with_capacity(10);
     s.push(type_char);
     let bits = [
-        (0o400, 'r'), (0o200, 'w'), (0o100, 'x'),
-        (0o040, 'r'), (0o020, 'w'), (0o010, 'x'),
-        (0o004, 'r'), (0o002, 'w'), (0o001, 'x'),
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
     ];
     for (i, (bit, c)) in bits.iter().enumerate() {
         let special = match i {
@@ -116,13 +122,18 @@ pub fn initramfs_listing(bytes: &[u8]) -> std::result::Result<(String, Value), S
             cur = Some(seg.index);
             nsegs += 1;
             let kind = format!("{:?}", seg.kind).to_lowercase();
-            let _ = writeln!(text, "segment {} at offset {} ({kind})", seg.index, seg.offset);
+            let _ = writeln!(
+                text,
+                "segment {} at offset {} ({kind})",
+                seg.index, seg.offset
+            );
             segs.push(json!({"index": seg.index, "offset": seg.offset, "compression": kind}));
         }
         let ent = e.entry().clone();
         let off = e.header_offset();
         let mut sink = std::io::sink();
-        std::io::copy(&mut e, &mut sink).map_err(|err| format!("{} at offset {off}: {err}", lossy(ent.name())))?;
+        std::io::copy(&mut e, &mut sink)
+            .map_err(|err| format!("{} at offset {off}: {err}", lossy(ent.name())))?;
         let tc = cpio_type_char(ent.kind());
         let name = lossy(ent.name());
         let target = lossy(ent.symlink_target());
@@ -151,22 +162,41 @@ pub fn initramfs_listing(bytes: &[u8]) -> std::result::Result<(String, Value), S
     if let Some(last) = segs.last_mut() {
         last["entries"] = Value::Array(entries);
     }
-    let head = if nsegs == 1 { "cpio archive (newc), 1 segment\n".to_owned() } else { format!("initramfs, {nsegs} segments\n") };
-    Ok((format!("{head}{text}"), json!({"type": "initramfs", "size": bytes.len(), "segments": segs})))
+    let head = if nsegs == 1 {
+        "cpio archive (newc), 1 segment\n".to_owned()
+    } else {
+        format!("initramfs, {nsegs} segments\n")
+    };
+    Ok((
+        format!("{head}{text}"),
+        json!({"type": "initramfs", "size": bytes.len(), "segments": segs}),
+    ))
 }
 
 /// Listing of a squashfs image: (text, json).
-pub fn squashfs_listing(bytes: &[u8]) -> std::result::Result<(String, Value), squashfs_writer::Error> {
+pub fn squashfs_listing(
+    bytes: &[u8],
+) -> std::result::Result<(String, Value), squashfs_writer::Error> {
     let img = squashfs_writer::read::Image::new(bytes)?;
     let sb = img.superblock();
     let mut text = format!(
         "squashfs {}.{}, {} bytes used, block size {}, compressor {}, {} inodes, mkfs_time {}\n",
-        sb.version_major, sb.version_minor, sb.bytes_used, sb.block_size, sb.compressor, sb.inode_count, sb.mkfs_time
+        sb.version_major,
+        sb.version_minor,
+        sb.bytes_used,
+        sb.block_size,
+        sb.compressor,
+        sb.inode_count,
+        sb.mkfs_time
     );
     let mut list = Vec::new();
     for e in img.entries()? {
         let tc = sqfs_type_char(e.kind);
-        let name = if e.path.is_empty() { ".".to_owned() } else { lossy(&e.path) };
+        let name = if e.path.is_empty() {
+            ".".to_owned()
+        } else {
+            lossy(&e.path)
+        };
         let _ = write!(
             text,
             "{} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
@@ -196,7 +226,9 @@ pub fn squashfs_listing(bytes: &[u8]) -> std::result::Result<(String, Value), sq
 }
 
 /// Listing of an iPXE script.
-pub fn ipxe_listing(text_in: &str) -> std::result::Result<(String, Value), ipxe_script::ParseError> {
+pub fn ipxe_listing(
+    text_in: &str,
+) -> std::result::Result<(String, Value), ipxe_script::ParseError> {
     let script = ipxe_script::parse(text_in)?;
     let _ = script;
     let mut text = format!("iPXE script, {} lines\n", text_in.lines().count());
@@ -205,18 +237,24 @@ pub fn ipxe_listing(text_in: &str) -> std::result::Result<(String, Value), ipxe_
         let _ = writeln!(text, "{:>4}  {l}", i + 1);
         lines.push(Value::String(l.to_owned()));
     }
-    Ok((text, json!({"type": "ipxe", "size": text_in.len(), "lines": lines})))
+    Ok((
+        text,
+        json!({"type": "ipxe", "size": text_in.len(), "lines": lines}),
+    ))
 }
 
 /// Runs the command.
 pub fn run(a: InspectArgs) -> Result<()> {
     let mut bytes = Vec::new();
-    std::fs::File::open(&a.file).and_then(|mut f| f.read_to_end(&mut bytes)).at(&a.file)?;
+    std::fs::File::open(&a.file)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .at(&a.file)?;
     let (text, value) = match detect(&bytes) {
         Some(Kind::Squashfs) => squashfs_listing(&bytes).map_err(|e| Error::at(&a.file, e))?,
         Some(Kind::Initramfs) => initramfs_listing(&bytes).map_err(|e| Error::at(&a.file, e))?,
         Some(Kind::Ipxe) => {
-            let s = std::str::from_utf8(&bytes).map_err(|e| Error::at(&a.file, format!("iPXE script is not UTF-8: {e}")))?;
+            let s = std::str::from_utf8(&bytes)
+                .map_err(|e| Error::at(&a.file, format!("iPXE script is not UTF-8: {e}")))?;
             ipxe_listing(s).map_err(|e| Error::at(&a.file, e))?
         }
         None => {

@@ -9,8 +9,13 @@ use crate::progress::{human, Verbosity};
 pub fn run(a: SquashfsArgs, v: Verbosity) -> Result<()> {
     let plan = a.image_opts.plan()?;
     let start = std::time::Instant::now();
-    let tree = squashfs_writer::fs::tree_from_path(&a.src, a.keep_as_directory)
+    let mut tree = squashfs_writer::fs::tree_from_path(&a.src, a.keep_as_directory)
         .map_err(|e| Error::at(&a.src, e))?;
+    if a.keep_as_directory || !a.src.is_dir() {
+        // mksquashfs makes the synthetic root 0777 (root-owned with -all-root).
+        let meta = crate::cmd::build::keep_as_directory_root().with_mtime(source_date_epoch(0)?);
+        tree.set_root_metadata(meta);
+    }
     let opts = squashfs_options(&plan, source_date_epoch(0)?, plan.jobs).all_root(a.all_root);
     let s = squashfs_writer::write_image_to_path(&tree, &opts, &a.image)
         .map_err(|e| Error::at(&a.image, e))?;

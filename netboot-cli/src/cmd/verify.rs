@@ -35,7 +35,10 @@ fn check_script(dir: &Path, text: &str) -> Result<usize> {
     for (i, line) in text.lines().enumerate() {
         let mut tok = line.split_whitespace();
         let cmd = tok.next().unwrap_or("");
-        if !matches!(cmd, "kernel" | "initrd" | "imgfetch" | "module" | "imgload" | "imgselect") {
+        if !matches!(
+            cmd,
+            "kernel" | "initrd" | "imgfetch" | "module" | "imgload" | "imgselect"
+        ) {
             continue;
         }
         let mut rest: Vec<&str> = tok.collect();
@@ -43,7 +46,10 @@ fn check_script(dir: &Path, text: &str) -> Result<usize> {
             rest.remove(0);
         }
         let Some(uri) = rest.first() else {
-            return Err(Error::new(format!("{}:{}", p.display(), i + 1), format!("`{cmd}` without a file")));
+            return Err(Error::new(
+                format!("{}:{}", p.display(), i + 1),
+                format!("`{cmd}` without a file"),
+            ));
         };
         if uri.contains(':') || uri.contains("${") {
             continue; // absolute URI or expansion: not checkable here
@@ -62,7 +68,10 @@ fn check_script(dir: &Path, text: &str) -> Result<usize> {
             if len > ipxe_script::netboot::MAX_CMDLINE {
                 return Err(Error::new(
                     format!("{}:{}", p.display(), i + 1),
-                    format!("kernel command line is {len} bytes, the limit is {}", ipxe_script::netboot::MAX_CMDLINE),
+                    format!(
+                        "kernel command line is {len} bytes, the limit is {}",
+                        ipxe_script::netboot::MAX_CMDLINE
+                    ),
                 ));
             }
             cmdline_len = Some(len);
@@ -78,7 +87,12 @@ fn manifest_text(dir: &Path, bytes: &[u8]) -> Result<String> {
     let mut links: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut r = newc_cpio::initramfs::Reader::new(bytes);
     while let Some(mut e) = r.next_entry().map_err(|e| Error::at(&p, e))? {
-        let name = e.entry().name().strip_prefix(b"./").unwrap_or(e.entry().name()).to_vec();
+        let name = e
+            .entry()
+            .name()
+            .strip_prefix(b"./")
+            .unwrap_or(e.entry().name())
+            .to_vec();
         let name = name.strip_prefix(b"/").map(<[u8]>::to_vec).unwrap_or(name);
         match e.entry().kind() {
             newc_cpio::EntryKind::File => {
@@ -95,14 +109,18 @@ fn manifest_text(dir: &Path, bytes: &[u8]) -> Result<String> {
     let mut name = b"nix-store-isos".to_vec();
     for _ in 0..8 {
         if let Some(d) = files.get(&name) {
-            return String::from_utf8(d.clone()).map_err(|_| Error::at(&p, "/nix-store-isos is not UTF-8"));
+            return String::from_utf8(d.clone())
+                .map_err(|_| Error::at(&p, "/nix-store-isos is not UTF-8"));
         }
         match links.get(&name) {
             Some(t) => name = t.strip_prefix(b"/").unwrap_or(t).to_vec(),
             None => break,
         }
     }
-    Err(Error::at(&p, "no /nix-store-isos regular file (or symlink to one) in the manifest"))
+    Err(Error::at(
+        &p,
+        "no /nix-store-isos regular file (or symlink to one) in the manifest",
+    ))
 }
 
 /// Checks one image; returns (entries, file bytes read).
@@ -117,7 +135,9 @@ fn check_image(what: &str, image: &[u8], dest: &str) -> std::result::Result<(usi
     if top != [dest.as_bytes()] {
         return Err(format!(
             "{what}: image root must hold exactly `{dest}`, found {:?}",
-            top.iter().map(|t| String::from_utf8_lossy(t)).collect::<Vec<_>>()
+            top.iter()
+                .map(|t| String::from_utf8_lossy(t))
+                .collect::<Vec<_>>()
         ));
     }
     let mut bytes = 0;
@@ -139,11 +159,18 @@ pub fn run(a: VerifyArgs, v: Verbosity) -> Result<()> {
         let p = dir.join(f);
         let m = std::fs::metadata(&p).at(&p)?;
         if f != "netboot.ipxe" && f != "bzImage" && m.len() % 4 != 0 {
-            return Err(Error::at(&p, format!("size {} is not a multiple of 4 (EFI concatenates initrds unpadded)", m.len())));
+            return Err(Error::at(
+                &p,
+                format!(
+                    "size {} is not a multiple of 4 (EFI concatenates initrds unpadded)",
+                    m.len()
+                ),
+            ));
         }
     }
     let script = read(dir, "netboot.ipxe")?;
-    let script = String::from_utf8(script).map_err(|_| Error::at(&dir.join("netboot.ipxe"), "not UTF-8"))?;
+    let script =
+        String::from_utf8(script).map_err(|_| Error::at(&dir.join("netboot.ipxe"), "not UTF-8"))?;
     let cmdline_len = check_script(dir, &script)?;
 
     let manifest = manifest_text(dir, &read(dir, "manifest")?)?;
@@ -155,15 +182,23 @@ pub fn run(a: VerifyArgs, v: Verbosity) -> Result<()> {
         let f = line.replacen(' ', "", 1);
         let at = format!("{}:/nix-store-isos:{}", mpath.display(), i + 1);
         if f.is_empty() || f.split_whitespace().count() != 1 || f.contains(['*', '[']) {
-            return Err(Error::new(at, format!("{f:?} is not one path without whitespace or globs")));
+            return Err(Error::new(
+                at,
+                format!("{f:?} is not one path without whitespace or globs"),
+            ));
         }
         let path = Path::new(&f);
-        let (Some(dirname), Some(base)) = (path.parent().and_then(|d| d.file_name()), path.file_name()) else {
+        let (Some(dirname), Some(base)) =
+            (path.parent().and_then(|d| d.file_name()), path.file_name())
+        else {
             return Err(Error::new(at, format!("{f:?} has no parent directory")));
         };
         let dest = format!("{}{}", dirname.to_string_lossy(), base.to_string_lossy());
         if !dests.insert(dest.clone()) {
-            return Err(Error::new(at, format!("destination {dest} repeats (stage 1's mkdir fails)")));
+            return Err(Error::new(
+                at,
+                format!("destination {dest} repeats (stage 1's mkdir fails)"),
+            ));
         }
         wanted.insert(f.trim_start_matches('/').to_owned(), dest);
     }
@@ -175,7 +210,10 @@ pub fn run(a: VerifyArgs, v: Verbosity) -> Result<()> {
     let (mut entries, mut bytes) = (0usize, 0u64);
     while let Some(mut e) = r.next_entry().map_err(|e| Error::at(&npath, e))? {
         let name = String::from_utf8_lossy(e.entry().name()).into_owned();
-        let name = name.trim_start_matches("./").trim_start_matches('/').to_owned();
+        let name = name
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .to_owned();
         if e.entry().kind() != newc_cpio::EntryKind::File {
             std::io::copy(&mut e, &mut std::io::sink()).at(&npath)?;
             continue;
@@ -190,10 +228,16 @@ pub fn run(a: VerifyArgs, v: Verbosity) -> Result<()> {
         }
     }
     if let Some(missing) = wanted.keys().find(|k| !found.contains(*k)) {
-        return Err(Error::at(&mpath, format!("names /{missing}, which nix-store does not contain")));
+        return Err(Error::at(
+            &mpath,
+            format!("names /{missing}, which nix-store does not contain"),
+        ));
     }
     if !dests.contains(media::REGISTRATION_NAME) {
-        return Err(Error::at(&mpath, "no image provides nix-path-registration (nix-store --load-db would fail after boot)"));
+        return Err(Error::at(
+            &mpath,
+            "no image provides nix-path-registration (nix-store --load-db would fail after boot)",
+        ));
     }
     if v != Verbosity::Quiet {
         eprintln!(
