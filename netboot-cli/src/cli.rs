@@ -28,7 +28,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build the media directory: bzImage, initrd, manifest, nix-store, netboot.ipxe.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Write one squashfs image of a tree (like mksquashfs).
     Squashfs(SquashfsArgs),
     /// Write one newc cpio archive of a tree (the seed's per-path cpio step).

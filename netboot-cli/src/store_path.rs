@@ -179,7 +179,7 @@ mod tests {
     fn rejects_bad_names() {
         for bad in [
             "short-name".to_owned(),
-            format!("{H}"),
+            H.to_string(),
             format!("{H}-"),
             format!("{H}_x"),
             format!("{H}-.hidden"),

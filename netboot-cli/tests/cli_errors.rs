@@ -44,7 +44,7 @@ fn bad_store_path_names() {
     let bad = d.path().join("not-a-store-path");
     std::fs::write(&bad, b"x").unwrap();
     expect(
-        &mut build_cmd(&out, &[bad.clone()]),
+        &mut build_cmd(&out, std::slice::from_ref(&bad)),
         d.path(),
         &out,
         "not-a-store-path: not a store path name",
