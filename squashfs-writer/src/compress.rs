@@ -1,0 +1,127 @@
+//! Block compressors: gzip (a zlib stream, RFC 1950), lz4 (raw LZ4 block), none.
+//!
+//! The compressor id and its options block are described in the superblock
+//! (`compressor` field) and, when needed, the compression options metadata block
+//! right after it (flag `COMP_OPT`, 0x400).
+
+use crate::error::{corrupt, Error, Result};
+
+/// Which compressor the image uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// zlib stream (SquashFS id 1), level 1..=9.
+    Gzip {
+        /// Level 1..=9; 9 is mksquashfs's default.
+        level: u32,
+    },
+    /// LZ4 raw block (SquashFS id 5). `high_compression` is not implemented
+    /// (no pure-Rust LZ4 HC encoder) and makes writing fail with
+    /// [`Error::Unsupported`].
+    Lz4 {
+        /// LZ4 HC (unsupported: returns an error at write time).
+        high_compression: bool,
+    },
+    /// Everything stored uncompressed (SquashFS id 1 with every "uncompressed" flag set).
+    None,
+}
+
+/// Superblock compressor ids.
+pub(crate) const ID_GZIP: u16 = 1;
+pub(crate) const ID_LZ4: u16 = 5;
+
+/// gzip defaults as mksquashfs writes them (compression options omitted when all default).
+const GZIP_DEFAULT_LEVEL: u32 = 9;
+const GZIP_WINDOW: u16 = 15;
+/// Strategy bit 0x1 = "default" as in squashfs-tools gzip_wrapper.h.
+const GZIP_STRATEGY_DEFAULT: u16 = 1;
+
+impl Compression {
+    pub(crate) fn validate(self) -> Result<()> {
+        match self {
+            Compression::Gzip { level } if !(1..=9).contains(&level) => {
+                Err(Error::InvalidCompressionLevel { level })
+            }
+            Compression::Lz4 {
+                high_compression: true,
+            } => Err(Error::Unsupported {
+                what: "lz4 high compression (no pure-Rust LZ4 HC encoder available)",
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn id(self) -> u16 {
+        match self {
+            Compression::Lz4 { .. } => ID_LZ4,
+            _ => ID_GZIP,
+        }
+    }
+
+    /// Payload of the compression options metadata block, if one is written.
+    /// lz4 must always carry it (the kernel refuses lz4 without COMP_OPT).
+    pub(crate) fn options_payload(self) -> Option<Vec<u8>> {
+        match self {
+            Compression::Gzip { level } if level != GZIP_DEFAULT_LEVEL => {
+                let mut v = Vec::with_capacity(8);
+                v.extend_from_slice(&level.to_le_bytes());
+                v.extend_from_slice(&GZIP_WINDOW.to_le_bytes());
+                v.extend_from_slice(&GZIP_STRATEGY_DEFAULT.to_le_bytes());
+                Some(v)
+            }
+            Compression::Lz4 { high_compression } => {
+                let mut v = Vec::with_capacity(8);
+                v.extend_from_slice(&1u32.to_le_bytes()); // LZ4_LEGACY version
+                v.extend_from_slice(&u32::from(high_compression).to_le_bytes());
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
+    /// Compresses `data`; `None` when the result would not be smaller (store raw).
+    pub(crate) fn compress(self, data: &[u8]) -> Option<Vec<u8>> {
+        let out = match self {
+            Compression::Gzip { level } => {
+                miniz_oxide::deflate::compress_to_vec_zlib(data, level.clamp(1, 9) as u8)
+            }
+            Compression::Lz4 { .. } => lz4_flex::block::compress(data),
+            Compression::None => return None,
+        };
+        (out.len() < data.len()).then_some(out)
+    }
+}
+
+/// Decompressor chosen from the superblock of an image being read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decompressor {
+    Zlib,
+    Lz4,
+}
+
+impl Decompressor {
+    pub(crate) fn from_id(id: u16) -> Result<Self> {
+        match id {
+            ID_GZIP => Ok(Decompressor::Zlib),
+            ID_LZ4 => Ok(Decompressor::Lz4),
+            other => Err(corrupt(20, format!("unsupported compressor id {other}"))),
+        }
+    }
+
+    /// Decompresses at most `limit` bytes; more output is an error, never a big allocation.
+    pub(crate) fn decompress(self, data: &[u8], limit: usize, offset: u64) -> Result<Vec<u8>> {
+        match self {
+            Decompressor::Zlib => {
+                miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, limit)
+                    .map_err(|e| corrupt(offset, format!("zlib: {e:?}")))
+            }
+            Decompressor::Lz4 => {
+                let mut out = vec![0u8; limit];
+                let n = lz4_flex::block::decompress_into(data, &mut out)
+                    .map_err(|e| corrupt(offset, format!("lz4: {e}")))?;
+                out.truncate(n);
+                Ok(out)
+            }
+        }
+    }
+}

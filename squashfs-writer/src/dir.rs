@@ -1,0 +1,144 @@
+//! Directory listings of the directory table: runs of a 12-byte header
+//! (`count-1`, inode block, base inode number) followed by 8-byte entries + name.
+//! Entries are sorted by name bytes (unsigned) — the kernel's lookup depends on it.
+
+use crate::error::{corrupt, Result};
+use crate::inode::{Cursor, DirIndex};
+use crate::metadata::MetadataWriter;
+
+/// Most entries one header may cover (kernel refuses more).
+pub const MAX_ENTRIES_PER_HEADER: usize = 256;
+
+/// One entry to list (writer side).
+pub(crate) struct ListingEntry<'a> {
+    pub(crate) name: &'a [u8],
+    /// Reference of the child's inode.
+    pub(crate) inode_ref: u64,
+    pub(crate) number: u32,
+    /// Basic inode type (1..=7).
+    pub(crate) basic_type: u16,
+}
+
+/// Where a listing went.
+pub(crate) struct ListingInfo {
+    pub(crate) start_block: u32,
+    pub(crate) offset: u16,
+    /// Listing bytes (the inode's file_size is this + 3).
+    pub(crate) len: u32,
+    pub(crate) index: Vec<DirIndex>,
+}
+
+/// Writes one directory's listing; `entries` must already be sorted by name.
+pub(crate) fn write_listing(w: &mut MetadataWriter, entries: &[ListingEntry<'_>]) -> ListingInfo {
+    let (start_block, offset) = w.position();
+    let mut len: u32 = 0;
+    let mut index = Vec::new();
+    let mut last_header_block = start_block;
+    let mut i = 0;
+    let mut buf = Vec::new();
+    while i < entries.len() {
+        let first = &entries[i];
+        let block = (first.inode_ref >> 16) as u32;
+        let base = first.number;
+        // Entries under this header: same inode block, delta fits i16, at most 256.
+        // Also start a new header before a run outgrows one metadata block, as
+        // mksquashfs does, so the directory index can point near every name.
+        let mut j = i;
+        let mut run = 12usize;
+        while j < entries.len()
+            && j - i < MAX_ENTRIES_PER_HEADER
+            && (j == i || run + 8 + entries[j].name.len() <= crate::metadata::METADATA_SIZE)
+            && (entries[j].inode_ref >> 16) as u32 == block
+            && i64::from(entries[j].number) - i64::from(base) >= i64::from(i16::MIN)
+            && i64::from(entries[j].number) - i64::from(base) <= i64::from(i16::MAX)
+        {
+            run += 8 + entries[j].name.len();
+            j += 1;
+        }
+        let (hdr_block, _) = w.position();
+        if hdr_block != last_header_block {
+            index.push(DirIndex {
+                index: len,
+                start_block: hdr_block,
+                name: first.name.to_vec(),
+            });
+            last_header_block = hdr_block;
+        }
+        buf.clear();
+        buf.extend_from_slice(&((j - i - 1) as u32).to_le_bytes());
+        buf.extend_from_slice(&block.to_le_bytes());
+        buf.extend_from_slice(&base.to_le_bytes());
+        for e in &entries[i..j] {
+            buf.extend_from_slice(&((e.inode_ref & 0xffff) as u16).to_le_bytes());
+            buf.extend_from_slice(&((i64::from(e.number) - i64::from(base)) as i16).to_le_bytes());
+            buf.extend_from_slice(&e.basic_type.to_le_bytes());
+            buf.extend_from_slice(&((e.name.len() - 1) as u16).to_le_bytes());
+            buf.extend_from_slice(e.name);
+        }
+        w.write(&buf);
+        len += buf.len() as u32;
+        i = j;
+    }
+    ListingInfo {
+        start_block,
+        offset,
+        len,
+        index,
+    }
+}
+
+/// One parsed directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Name bytes (1..=256, no `/` or NUL checked by the reader).
+    pub name: Vec<u8>,
+    /// Reference of the entry's inode.
+    pub inode_ref: u64,
+    /// Inode number.
+    pub number: u32,
+    /// Basic inode type (1..=7).
+    pub basic_type: u16,
+}
+
+/// Parses `len` listing bytes at `pos` of the uncompressed directory table.
+pub(crate) fn parse_listing(table: &[u8], pos: usize, len: usize) -> Result<Vec<DirEntry>> {
+    let end = pos
+        .checked_add(len)
+        .filter(|&e| e <= table.len())
+        .ok_or_else(|| corrupt(pos as u64, format!("directory listing of {len} bytes past the end of the directory table")))?;
+    let mut c = Cursor {
+        data: &table[..end],
+        pos,
+    };
+    let mut out = Vec::new();
+    while c.pos < end {
+        let count = c.u32()? as u64 + 1;
+        if count > MAX_ENTRIES_PER_HEADER as u64 {
+            return Err(corrupt(c.pos as u64, format!("directory header with {count} entries")));
+        }
+        let block = c.u32()?;
+        let base = c.u32()?;
+        for _ in 0..count {
+            let off = c.u16()?;
+            let delta = c.u16()? as i16;
+            let t = c.u16()?;
+            let nlen = usize::from(c.u16()?) + 1;
+            if nlen > crate::tree::MAX_NAME_LEN {
+                return Err(corrupt(c.pos as u64, format!("name of {nlen} bytes")));
+            }
+            let name = c.bytes(nlen)?.to_vec();
+            if !(1..=7).contains(&t) {
+                return Err(corrupt(c.pos as u64, format!("directory entry type {t}")));
+            }
+            let number = i64::from(base) + i64::from(delta);
+            let number = u32::try_from(number).map_err(|_| corrupt(c.pos as u64, "inode number out of range"))?;
+            out.push(DirEntry {
+                name,
+                inode_ref: (u64::from(block) << 16) | u64::from(off),
+                number,
+                basic_type: t,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,141 @@
+//! The crate's one error type: every variant says where (path, offset, inode) and what.
+
+use std::path::PathBuf;
+
+/// Shows a byte path lossily for error messages (names are bytes, not UTF-8).
+pub(crate) fn show(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+/// Errors from building a tree, writing an image or reading one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O error on the output image or an unnamed stream.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// An I/O error on a named host path.
+    #[error("{}: {source}", path.display())]
+    IoPath {
+        /// The host path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Block size not a power of two in 4 KiB..=1 MiB.
+    #[error("block size {block_size} is not a power of two between 4096 and 1048576")]
+    InvalidBlockSize {
+        /// The requested block size.
+        block_size: u32,
+    },
+    /// A compression level outside the compressor's range.
+    #[error("compression level {level} out of range (gzip: 1..=9)")]
+    InvalidCompressionLevel {
+        /// The requested level.
+        level: u32,
+    },
+    /// A feature this crate does not implement.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What is not supported.
+        what: &'static str,
+    },
+    /// A path given to [`crate::Tree`] that cannot name an entry.
+    #[error("invalid path {:?}: {reason}", show(path))]
+    InvalidPath {
+        /// The path bytes.
+        path: Vec<u8>,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+    /// An entry already exists at this path.
+    #[error("{:?} already exists in the tree", show(path))]
+    AlreadyExists {
+        /// The path bytes.
+        path: Vec<u8>,
+    },
+    /// A path (or its parent) does not exist or is not a directory.
+    #[error("{:?}: {reason}", show(path))]
+    NotFound {
+        /// The path bytes.
+        path: Vec<u8>,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// A symlink target of 4096 bytes or more (kernels refuse targets >= PAGE_SIZE).
+    #[error("symlink {:?}: target of {len} bytes (must be 1..=4095)", show(path))]
+    SymlinkTarget {
+        /// The symlink path.
+        path: Vec<u8>,
+        /// The target length.
+        len: usize,
+    },
+    /// A device number that does not fit SquashFS's 32-bit rdev encoding.
+    #[error("device {:?}: major {major} / minor {minor} out of range (major <= 4095, minor <= 1048575)", show(path))]
+    DeviceNumber {
+        /// The device path.
+        path: Vec<u8>,
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// An extended attribute whose name has no supported prefix or is too long.
+    #[error("{:?}: xattr {:?}: {reason}", show(path), show(name))]
+    Xattr {
+        /// The entry path.
+        path: Vec<u8>,
+        /// The xattr name.
+        name: Vec<u8>,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// More than 65536 distinct uids/gids, or more inodes than the format allows.
+    #[error("too many {what}: {count} (limit {limit})")]
+    TooMany {
+        /// What overflowed.
+        what: &'static str,
+        /// How many there are.
+        count: u64,
+        /// The format's limit.
+        limit: u64,
+    },
+    /// A host file changed size while the image was being written.
+    #[error("{}: size changed while reading (expected {expected} bytes)", path.display())]
+    FileChanged {
+        /// The host path.
+        path: PathBuf,
+        /// The size recorded when the file was first seen.
+        expected: u64,
+    },
+    /// The image being read is malformed.
+    #[error("corrupt image at offset {offset:#x}: {what}")]
+    Corrupt {
+        /// Byte offset (in the image, or in the table named by `what`).
+        offset: u64,
+        /// What was found or expected.
+        what: String,
+    },
+    /// A path looked up in an image does not exist.
+    #[error("{:?} not found in image", show(path))]
+    NotInImage {
+        /// The path bytes.
+        path: Vec<u8>,
+    },
+    /// A reader walk exceeded a limit (depth, entries, cycles).
+    #[error("limit exceeded: {what}")]
+    Limit {
+        /// Which limit.
+        what: String,
+    },
+}
+
+/// Shorthand result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn corrupt(offset: u64, what: impl Into<String>) -> Error {
+    Error::Corrupt {
+        offset,
+        what: what.into(),
+    }
+}

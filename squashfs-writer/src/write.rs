@@ -1,0 +1,739 @@
+//! The image writer: plans inode numbers, streams data blocks through a bounded
+//! parallel compression pipeline in a fixed order, then writes the metadata tables
+//! and patches the superblock.
+//!
+//! Layout (kernel order): superblock | compression options | data and fragment
+//! blocks | inode table | directory table | fragment table | export table | id table
+//! | xattr tables, zero-padded to 4096 bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::compress::Compression;
+use crate::dir::{write_listing, ListingEntry};
+use crate::error::{Error, Result};
+use crate::inode::{encode_rdev, kind, Inode, InodeBody, InodeHeader, NONE};
+use crate::metadata::{lookup_table, MetadataWriter, UNCOMPRESSED};
+use crate::options::Options;
+use crate::source::{for_each_chunk, same_contents, size_of, Source};
+use crate::superblock::{flags, Superblock, NOT_PRESENT, SIZE as SB_SIZE};
+use crate::tree::{DeviceKind, FileData, NodeKind, Tree};
+use crate::xattr::XattrWriter;
+
+/// Bit 24 of a data block / fragment size word: stored uncompressed.
+pub const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
+/// Images are padded to a multiple of this (loop devices need 1 KiB multiples).
+pub const PAD: u64 = 4096;
+
+/// What was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Inodes in the image.
+    pub inodes: u32,
+    /// Bytes of regular-file contents read (duplicates included).
+    pub bytes_in: u64,
+    /// Image size including padding.
+    pub image_bytes: u64,
+    /// Data blocks written (not counting sparse blocks or fragment blocks).
+    pub data_blocks: u64,
+    /// Fragment blocks written.
+    pub fragments: u32,
+    /// Files stored as references to an identical earlier file.
+    pub duplicate_files: u64,
+    /// All-zero blocks stored as holes.
+    pub sparse_blocks: u64,
+}
+
+/// Per-file placement, filled in as blocks are committed.
+#[derive(Clone, Debug, Default)]
+struct FileOut {
+    size: u64,
+    start: u64,
+    started: bool,
+    blocks: Vec<u32>,
+    fragment: u32,
+    fragment_offset: u32,
+    sparse: u64,
+}
+
+enum JobKind {
+    Data(usize),
+    Fragment,
+}
+
+struct Job {
+    seq: u64,
+    kind: JobKind,
+    data: Vec<u8>,
+}
+
+enum Packed {
+    Sparse(usize),
+    Compressed(Vec<u8>),
+    Raw(Vec<u8>),
+}
+
+struct Done {
+    seq: u64,
+    kind: JobKind,
+    packed: Packed,
+}
+
+fn pack(comp: Compression, kind: &JobKind, data: Vec<u8>) -> Packed {
+    if matches!(kind, JobKind::Data(_)) && data.iter().all(|&b| b == 0) {
+        return Packed::Sparse(data.len());
+    }
+    match comp.compress(&data) {
+        Some(c) => Packed::Compressed(c),
+        None => Packed::Raw(data),
+    }
+}
+
+/// Counts bytes and keeps the absolute position of the stream.
+struct Out<W> {
+    inner: W,
+    pos: u64,
+}
+
+impl<W: Write> Out<W> {
+    fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.inner.write_all(b)?;
+        self.pos += b.len() as u64;
+        Ok(())
+    }
+}
+
+/// The ordered half of the pipeline: receives compressed blocks and writes them in
+/// submission order, so the bytes do not depend on thread scheduling.
+struct Pipeline<W> {
+    tx: Option<SyncSender<Job>>,
+    rx: Receiver<Done>,
+    next_seq: u64,
+    next_commit: u64,
+    pending: BTreeMap<u64, Done>,
+    in_flight: usize,
+    limit: usize,
+    out: Out<W>,
+    files: Vec<FileOut>,
+    fragment_entries: Vec<u8>,
+    summary: Summary,
+}
+
+impl<W: Write> Pipeline<W> {
+    fn submit(&mut self, kind: JobKind, data: Vec<u8>) -> Result<()> {
+        while self.in_flight >= self.limit {
+            self.receive_one()?;
+        }
+        let job = Job {
+            seq: self.next_seq,
+            kind,
+            data,
+        };
+        self.next_seq += 1;
+        self.in_flight += 1;
+        let tx = self.tx.as_ref().ok_or(Error::Unsupported {
+            what: "pipeline already closed",
+        })?;
+        tx.send(job)
+            .map_err(|_| Error::Io(std::io::Error::other("compression worker stopped")))?;
+        Ok(())
+    }
+
+    fn receive_one(&mut self) -> Result<()> {
+        let done = self
+            .rx
+            .recv()
+            .map_err(|_| Error::Io(std::io::Error::other("compression worker stopped")))?;
+        self.pending.insert(done.seq, done);
+        while let Some(done) = self.pending.remove(&self.next_commit) {
+            self.next_commit += 1;
+            self.in_flight -= 1;
+            self.commit(done)?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        while self.in_flight > 0 {
+            self.receive_one()?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, done: Done) -> Result<()> {
+        match done.kind {
+            JobKind::Data(f) => {
+                let pos = self.out.pos;
+                let file = &mut self.files[f];
+                if !file.started {
+                    file.started = true;
+                    file.start = pos;
+                }
+                let word = match done.packed {
+                    Packed::Sparse(n) => {
+                        file.sparse += n as u64;
+                        self.summary.sparse_blocks += 1;
+                        0
+                    }
+                    Packed::Compressed(c) => {
+                        self.out.put(&c)?;
+                        self.summary.data_blocks += 1;
+                        c.len() as u32
+                    }
+                    Packed::Raw(r) => {
+                        self.out.put(&r)?;
+                        self.summary.data_blocks += 1;
+                        r.len() as u32 | BLOCK_UNCOMPRESSED
+                    }
+                };
+                self.files[f].blocks.push(word);
+            }
+            JobKind::Fragment => {
+                let start = self.out.pos;
+                let word = match done.packed {
+                    Packed::Compressed(c) => {
+                        self.out.put(&c)?;
+                        c.len() as u32
+                    }
+                    Packed::Raw(r) => {
+                        self.out.put(&r)?;
+                        r.len() as u32 | BLOCK_UNCOMPRESSED
+                    }
+                    Packed::Sparse(_) => 0,
+                };
+                self.fragment_entries.extend_from_slice(&start.to_le_bytes());
+                self.fragment_entries.extend_from_slice(&word.to_le_bytes());
+                self.fragment_entries.extend_from_slice(&0u32.to_le_bytes());
+                self.summary.fragments += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Traversal results: post-order of unique inodes, link counts, parents.
+struct Plan {
+    /// Unique node ids in post-order (children before their directory; root last).
+    post: Vec<usize>,
+    /// Inode number per node id (0 = unreachable).
+    number: Vec<u32>,
+    /// Directory entries naming each node.
+    links: Vec<u32>,
+    /// Parent directory of each directory node.
+    parent: Vec<usize>,
+}
+
+fn plan(tree: &Tree) -> Result<Plan> {
+    let n = tree.nodes.len();
+    let mut plan = Plan {
+        post: Vec::with_capacity(n),
+        number: vec![0; n],
+        links: vec![0; n],
+        parent: vec![0; n],
+    };
+    let mut seen = vec![false; n];
+    seen[0] = true;
+    let mut stack: Vec<(usize, std::collections::btree_map::Iter<'_, Vec<u8>, usize>)> = Vec::new();
+    if let NodeKind::Dir(children) = &tree.nodes[0].kind {
+        stack.push((0, children.iter()));
+    }
+    while let Some((dir, iter)) = stack.last_mut() {
+        let dir = *dir;
+        match iter.next() {
+            Some((_, &child)) => {
+                plan.links[child] += 1;
+                if seen[child] {
+                    continue;
+                }
+                seen[child] = true;
+                match &tree.nodes[child].kind {
+                    NodeKind::Dir(grand) => {
+                        plan.parent[child] = dir;
+                        stack.push((child, grand.iter()));
+                    }
+                    _ => plan.post.push(child),
+                }
+            }
+            None => {
+                plan.post.push(dir);
+                stack.pop();
+            }
+        }
+    }
+    if plan.post.len() as u64 >= u64::from(u32::MAX) {
+        return Err(Error::TooMany {
+            what: "inodes",
+            count: plan.post.len() as u64,
+            limit: u64::from(u32::MAX) - 1,
+        });
+    }
+    for (i, &node) in plan.post.iter().enumerate() {
+        plan.number[node] = i as u32 + 1;
+    }
+    Ok(plan)
+}
+
+/// Finds files identical to an earlier file: sizes first, then SHA-256, then a
+/// byte comparison (a hash match alone is never trusted).
+fn find_duplicates(tree: &Tree, files: &[usize], sizes: &[u64], jobs: usize) -> Result<Vec<Option<usize>>> {
+    let mut by_size: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, &s) in sizes.iter().enumerate() {
+        if s > 0 {
+            by_size.entry(s).or_default().push(i);
+        }
+    }
+    let mut candidates: Vec<usize> = by_size.values().filter(|v| v.len() > 1).flatten().copied().collect();
+    candidates.sort_unstable();
+    let mut dup = vec![None; files.len()];
+    if candidates.is_empty() {
+        return Ok(dup);
+    }
+    let data = |i: usize| -> &FileData {
+        match &tree.nodes[files[i]].kind {
+            NodeKind::File(d) => d,
+            _ => &EMPTY,
+        }
+    };
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Result<[u8; 32]>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1).min(candidates.len()) {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = candidates.get(k) else { break };
+                let mut h = Sha256::new();
+                let r = for_each_chunk(data(i), sizes[i], 256 * 1024, |c| {
+                    h.update(c);
+                    true
+                })
+                .map(|_| h.finalize().into());
+                if let Ok(mut g) = results.lock() {
+                    g.push((i, r));
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    let mut hashes: HashMap<usize, [u8; 32]> = HashMap::new();
+    for (i, r) in results {
+        hashes.insert(i, r?);
+    }
+    // Originals per (size, hash), in file order.
+    let mut originals: HashMap<(u64, [u8; 32]), Vec<usize>> = HashMap::new();
+    for &i in &candidates {
+        let Some(&h) = hashes.get(&i) else { continue };
+        let list = originals.entry((sizes[i], h)).or_default();
+        let mut found = None;
+        for &o in list.iter() {
+            if same_contents(data(o), data(i), sizes[i])? {
+                found = Some(o);
+                break;
+            }
+        }
+        match found {
+            Some(o) => dup[i] = Some(o),
+            None => list.push(i),
+        }
+    }
+    Ok(dup)
+}
+
+static EMPTY: FileData = FileData::Path(std::path::PathBuf::new());
+
+fn ids_index(ids: &mut Vec<u32>, map: &mut HashMap<u32, u16>, id: u32) -> Result<u16> {
+    if let Some(&i) = map.get(&id) {
+        return Ok(i);
+    }
+    if ids.len() >= 65536 {
+        return Err(Error::TooMany {
+            what: "distinct uids/gids",
+            count: ids.len() as u64 + 1,
+            limit: 65536,
+        });
+    }
+    let i = ids.len() as u16;
+    ids.push(id);
+    map.insert(id, i);
+    Ok(i)
+}
+
+fn basic_type(k: &NodeKind) -> u16 {
+    match k {
+        NodeKind::Dir(_) => kind::DIR,
+        NodeKind::File(_) => kind::FILE,
+        NodeKind::Symlink(_) => kind::SYMLINK,
+        NodeKind::Device(DeviceKind::Block, ..) => kind::BLOCK_DEV,
+        NodeKind::Device(DeviceKind::Char, ..) => kind::CHAR_DEV,
+        NodeKind::Fifo => kind::FIFO,
+        NodeKind::Socket => kind::SOCKET,
+    }
+}
+
+/// Writes `tree` as a SquashFS image to `out`, starting at its current position.
+/// The superblock is written last (seeking back), so a failed write never leaves a
+/// valid-looking image.
+pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> Result<Summary> {
+    opts.validate()?;
+    let comp = opts.compression;
+    let bs = opts.block_size;
+    let bs_usize = bs as usize;
+    let base = out.stream_position()?;
+    let plan = plan(tree)?;
+
+    // Files in traversal order.
+    let files: Vec<usize> = plan
+        .post
+        .iter()
+        .copied()
+        .filter(|&n| matches!(tree.nodes[n].kind, NodeKind::File(_)))
+        .collect();
+    let mut file_slot = vec![usize::MAX; tree.nodes.len()];
+    let mut sizes = Vec::with_capacity(files.len());
+    for (i, &n) in files.iter().enumerate() {
+        file_slot[n] = i;
+        if let NodeKind::File(d) = &tree.nodes[n].kind {
+            sizes.push(size_of(d)?);
+        }
+    }
+    let jobs = opts.jobs.max(1);
+    let dup = find_duplicates(tree, &files, &sizes, jobs)?;
+
+    // Superblock placeholder (zeros: not valid until patched) + compression options.
+    let mut o = Out { inner: out, pos: 0 };
+    o.put(&[0u8; SB_SIZE])?;
+    let comp_opts = comp.options_payload();
+    if let Some(p) = &comp_opts {
+        o.put(&(p.len() as u16 | UNCOMPRESSED).to_le_bytes())?;
+        o.put(p)?;
+    }
+
+    let limit = 2 * jobs + 2;
+    let (job_tx, job_rx) = sync_channel::<Job>(limit);
+    let (done_tx, done_rx) = channel::<Done>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let mut pipe = Pipeline {
+        tx: Some(job_tx),
+        rx: done_rx,
+        next_seq: 0,
+        next_commit: 0,
+        pending: BTreeMap::new(),
+        in_flight: 0,
+        limit,
+        out: o,
+        files: sizes
+            .iter()
+            .map(|&size| FileOut {
+                size,
+                fragment: NONE,
+                ..FileOut::default()
+            })
+            .collect(),
+        fragment_entries: Vec::new(),
+        summary: Summary::default(),
+    };
+
+    let data_result: Result<()> = std::thread::scope(|s| {
+        for _ in 0..jobs {
+            let rx = Arc::clone(&job_rx);
+            let tx: Sender<Done> = done_tx.clone();
+            s.spawn(move || loop {
+                let job = match rx.lock() {
+                    Ok(g) => g.recv(),
+                    Err(_) => break,
+                };
+                let Ok(job) = job else { break };
+                let packed = pack(comp, &job.kind, job.data);
+                if tx
+                    .send(Done {
+                        seq: job.seq,
+                        kind: job.kind,
+                        packed,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let r = stream_files(tree, opts, &files, &sizes, &dup, &mut pipe, bs_usize);
+        let r = r.and_then(|()| pipe.drain());
+        pipe.tx = None; // workers exit
+        r
+    });
+    data_result?;
+
+    let Pipeline {
+        out: mut o,
+        files: mut fouts,
+        fragment_entries,
+        mut summary,
+        ..
+    } = pipe;
+    for (i, d) in dup.iter().enumerate() {
+        if let Some(orig) = d {
+            let f = fouts[*orig].clone();
+            fouts[i] = f;
+            summary.duplicate_files += 1;
+        }
+    }
+    summary.bytes_in = sizes.iter().sum();
+
+    // Metadata: inodes in post-order (children first), listings as each dir is reached.
+    let inode_count = plan.post.len() as u32;
+    let mut inodes = MetadataWriter::new(comp);
+    let mut dirs = MetadataWriter::new(comp);
+    let mut xattrs = XattrWriter::new(comp);
+    let mut ids = Vec::new();
+    let mut id_map = HashMap::new();
+    let mut refs = vec![0u64; tree.nodes.len()];
+    let mut export = Vec::with_capacity(plan.post.len() * 8);
+    let mut buf = Vec::new();
+    for &node in &plan.post {
+        let n = &tree.nodes[node];
+        let (uid, gid) = if opts.all_root { (0, 0) } else { (n.meta.uid, n.meta.gid) };
+        let uid_idx = ids_index(&mut ids, &mut id_map, uid)?;
+        let gid_idx = ids_index(&mut ids, &mut id_map, gid)?;
+        let xattr = xattrs.add(&n.meta.xattrs).unwrap_or(NONE);
+        let nlink = plan.links[node].max(1);
+        let body = match &n.kind {
+            NodeKind::Dir(children) => {
+                let entries: Vec<ListingEntry<'_>> = children
+                    .iter()
+                    .map(|(name, &c)| ListingEntry {
+                        name,
+                        inode_ref: refs[c],
+                        number: plan.number[c],
+                        basic_type: basic_type(&tree.nodes[c].kind),
+                    })
+                    .collect();
+                let subdirs = children
+                    .values()
+                    .filter(|&&c| matches!(tree.nodes[c].kind, NodeKind::Dir(_)))
+                    .count() as u32;
+                let info = write_listing(&mut dirs, &entries);
+                InodeBody::Dir {
+                    start_block: info.start_block,
+                    nlink: 2 + subdirs,
+                    file_size: info.len + 3,
+                    offset: info.offset,
+                    parent: if node == 0 {
+                        inode_count + 1
+                    } else {
+                        plan.number[plan.parent[node]]
+                    },
+                    xattr,
+                    index: info.index,
+                }
+            }
+            NodeKind::File(_) => {
+                let f = &fouts[file_slot[node]];
+                InodeBody::File {
+                    start: if f.blocks.is_empty() { 0 } else { f.start },
+                    size: f.size,
+                    // Accounting only; kept below the size as mksquashfs does.
+                    sparse: f.sparse.min(f.size.saturating_sub(1)),
+                    nlink,
+                    fragment: f.fragment,
+                    fragment_offset: if f.fragment == NONE { 0 } else { f.fragment_offset },
+                    xattr,
+                    blocks: f.blocks.clone(),
+                }
+            }
+            NodeKind::Symlink(t) => InodeBody::Symlink {
+                nlink,
+                target: t.clone(),
+                xattr,
+            },
+            NodeKind::Device(_, major, minor) => InodeBody::Device {
+                nlink,
+                rdev: encode_rdev(*major, *minor),
+                xattr,
+            },
+            NodeKind::Fifo | NodeKind::Socket => InodeBody::Ipc { nlink, xattr },
+        };
+        let inode = Inode {
+            header: InodeHeader {
+                inode_type: basic_type(&n.kind),
+                mode: n.meta.mode & 0o7777,
+                uid_idx,
+                gid_idx,
+                mtime: opts.inode_mtime(n.meta.mtime),
+                number: plan.number[node],
+            },
+            body,
+        };
+        buf.clear();
+        inode.encode(&mut buf);
+        refs[node] = inodes.reference();
+        inodes.write(&buf);
+        export.extend_from_slice(&refs[node].to_le_bytes());
+    }
+    let root_ref = refs[0];
+
+    let mut sb = Superblock {
+        inode_count,
+        mkfs_time: opts.mkfs_time,
+        block_size: bs,
+        fragment_count: summary.fragments,
+        compressor: comp.id(),
+        block_log: bs.trailing_zeros() as u16,
+        flags: flags::DUPLICATES,
+        id_count: ids.len() as u16,
+        version_major: 4,
+        version_minor: 0,
+        root_inode: root_ref,
+        ..Superblock::default()
+    };
+    if comp == Compression::None {
+        sb.flags |= flags::UNCOMPRESSED_INODES
+            | flags::UNCOMPRESSED_DATA
+            | flags::UNCOMPRESSED_FRAGMENTS
+            | flags::UNCOMPRESSED_XATTRS
+            | flags::UNCOMPRESSED_IDS;
+    }
+    if comp_opts.is_some() {
+        sb.flags |= flags::COMP_OPT;
+    }
+    if opts.tail_packing {
+        sb.flags |= flags::ALWAYS_FRAGMENTS;
+    }
+
+    sb.inode_table_start = o.pos;
+    o.put(&inodes.finish())?;
+    sb.directory_table_start = o.pos;
+    let dir_bytes = dirs.finish();
+    o.put(&dir_bytes)?;
+    if fragment_entries.is_empty() {
+        sb.fragment_table_start = o.pos;
+    } else {
+        let (bytes, index) = lookup_table(comp, &fragment_entries, o.pos);
+        o.put(&bytes)?;
+        sb.fragment_table_start = index;
+    }
+    if opts.exportable {
+        let (bytes, index) = lookup_table(comp, &export, o.pos);
+        o.put(&bytes)?;
+        sb.export_table_start = index;
+        sb.flags |= flags::EXPORTABLE;
+    } else {
+        sb.export_table_start = NOT_PRESENT;
+    }
+    let id_bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+    let (bytes, index) = lookup_table(comp, &id_bytes, o.pos);
+    o.put(&bytes)?;
+    sb.id_table_start = index;
+    if xattrs.is_empty() {
+        sb.xattr_id_table_start = NOT_PRESENT;
+        sb.flags |= flags::NO_XATTRS;
+    } else {
+        let (bytes, header) = xattrs.finish(comp, o.pos);
+        o.put(&bytes)?;
+        sb.xattr_id_table_start = header;
+    }
+    sb.bytes_used = o.pos;
+    let padded = o.pos.div_ceil(PAD) * PAD;
+    let zeros = vec![0u8; (padded - o.pos) as usize];
+    o.put(&zeros)?;
+    let mut out = o.inner;
+    out.seek(SeekFrom::Start(base))?;
+    out.write_all(&sb.to_bytes())?;
+    out.seek(SeekFrom::Start(base + padded))?;
+    out.flush()?;
+    summary.inodes = inode_count;
+    summary.image_bytes = padded;
+    Ok(summary)
+}
+
+/// Reads every unique, non-duplicate file in order and feeds the pipeline.
+fn stream_files<W: Write>(
+    tree: &Tree,
+    opts: &Options,
+    files: &[usize],
+    sizes: &[u64],
+    dup: &[Option<usize>],
+    pipe: &mut Pipeline<W>,
+    bs: usize,
+) -> Result<()> {
+    let mut frag: Vec<u8> = Vec::new();
+    let mut frag_index: u32 = 0;
+    for (i, &node) in files.iter().enumerate() {
+        let size = sizes[i];
+        if size == 0 || dup[i].is_some() {
+            continue; // empty: no blocks, no fragment (kernel rule)
+        }
+        let NodeKind::File(data) = &tree.nodes[node].kind else {
+            continue;
+        };
+        let bs64 = bs as u64;
+        let tail = size % bs64;
+        let (nblocks, tail_in_fragment) = if size < bs64 {
+            (0, true)
+        } else if tail == 0 {
+            (size / bs64, false) // never a fragment for a block multiple
+        } else if opts.tail_packing {
+            (size / bs64, true)
+        } else {
+            (size.div_ceil(bs64), false)
+        };
+        let mut src = Source::open(data)?;
+        for b in 0..nblocks {
+            let len = (size - b * bs64).min(bs64) as usize;
+            let v = src.read_vec(len, size, data)?;
+            pipe.submit(JobKind::Data(i), v)?;
+        }
+        if tail_in_fragment {
+            let t = src.read_vec(tail as usize, size, data)?;
+            if frag.len() + t.len() > bs {
+                pipe.submit(JobKind::Fragment, std::mem::take(&mut frag))?;
+                frag_index += 1;
+            }
+            let f = &mut pipe.files[i];
+            f.fragment = frag_index;
+            f.fragment_offset = frag.len() as u32;
+            frag.extend_from_slice(&t);
+        }
+        src.expect_eof(size, data)?;
+    }
+    if !frag.is_empty() {
+        pipe.submit(JobKind::Fragment, frag)?;
+    }
+    Ok(())
+}
+
+/// Atomic [`write_image`] to a path: writes a temporary file beside `dest`, then
+/// renames it into place; on error the temporary file is removed and `dest` is untouched.
+pub fn write_image_to_path(tree: &Tree, opts: &Options, dest: &Path) -> Result<Summary> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let io = |e: std::io::Error| Error::IoPath {
+        path: dest.to_path_buf(),
+        source: e,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".squashfs-writer.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    let summary = write_image(tree, opts, &mut w)?;
+    let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // tempfile creates 0600; an image is a normal 0644 file like mksquashfs's.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io)?;
+    }
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(dest).map_err(|e| io(e.error))?;
+    Ok(summary)
+}

@@ -1,0 +1,277 @@
+//! Against real tools: our reader reads `mksquashfs` images identically, and the
+//! Linux kernel loop-mounts our images with the source's exact contents.
+//! Missing tools skip with a message unless `NETBOOT_REQUIRE_TOOLS` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use squashfs_writer::read::{Entry, EntryKind, Image};
+use squashfs_writer::{fs::tree_from_path, write_image_to_path, Compression, Options};
+
+/// Finds `name` on PATH; `None` = skip (or panic when tools are required).
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|c| c.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("NETBOOT_REQUIRE_TOOLS").is_none(),
+            "{name} is required (NETBOOT_REQUIRE_TOOLS is set) but not on PATH"
+        );
+        eprintln!("skipping: {name} not found");
+    }
+    found
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// A nasty source tree: block-edge sizes, zeros, duplicates, hard links, long and
+/// non-UTF-8 names, long symlinks, a big directory, deep nesting, special files.
+fn nasty_tree(root: &Path) {
+    let w = |p: &str, data: &[u8]| {
+        let p = root.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    };
+    let pattern = |n: usize, s: u32| -> Vec<u8> {
+        let mut x = s | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 3) as u8
+            })
+            .collect()
+    };
+    for (i, n) in [0usize, 1, 4095, 4096, 131071, 131072, 131073, 3 * 131072 + 77].into_iter().enumerate() {
+        w(&format!("sizes/f{n}"), &pattern(n, i as u32 + 1));
+    }
+    w("zeros/all", &vec![0u8; 300_000]);
+    let mut holey = pattern(400_000, 9);
+    holey[131072..262144].fill(0);
+    w("zeros/holey", &holey);
+    let a = pattern(200_000, 42);
+    let mut b = a.clone();
+    b[150_000] ^= 1; // differs after block 1
+    w("dup/a", &a);
+    w("dup/a2", &a);
+    w("dup/b", &b);
+    w("dup/small1", b"same small file");
+    w("dup/small2", b"same small file");
+    std::fs::hard_link(root.join("dup/a"), root.join("dup/hard")).unwrap();
+    for i in 0..300 {
+        w(&format!("big/{i:03}-{}", "n".repeat(200)), format!("{i}").as_bytes());
+    }
+    let mut deep = root.join("deep");
+    for i in 0..40 {
+        deep = deep.join(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("leaf"), b"leaf").unwrap();
+    w(&"x".repeat(255), b"long name");
+    let odd = root.join(std::ffi::OsStr::from_bytes(b"caf\xc3\xa9-\xff\xfe"));
+    std::fs::write(odd, b"non-utf8").unwrap();
+    std::fs::create_dir_all(root.join("links")).unwrap();
+    for n in [1usize, 200, 256, 4095] {
+        symlink("t".repeat(n), root.join(format!("links/s{n}"))).unwrap();
+    }
+    symlink("../sizes/f1", root.join("links/rel")).unwrap();
+    std::fs::create_dir_all(root.join("empty-dir")).unwrap();
+    if let Some(mkfifo) = tool("mkfifo") {
+        run(Command::new(mkfifo).arg(root.join("fifo")));
+    }
+    if is_root() {
+        if let Some(mknod) = tool("mknod") {
+            run(Command::new(&mknod).arg(root.join("null")).args(["c", "1", "3"]));
+            run(Command::new(&mknod).arg(root.join("blk")).args(["b", "259", "70000"]));
+        }
+    }
+}
+
+fn by_path(image: &Image<'_>) -> BTreeMap<Vec<u8>, Entry> {
+    image.entries().unwrap().into_iter().map(|e| (e.path.clone(), e)).collect()
+}
+
+#[test]
+fn reads_mksquashfs_images_like_our_own() {
+    let Some(mksquashfs) = tool("mksquashfs") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    nasty_tree(&src);
+    let ours_path = dir.path().join("ours.sqfs");
+    let tree = tree_from_path(&src, false).unwrap();
+    write_image_to_path(&tree, &Options::new().jobs(2), &ours_path).unwrap();
+    let ours_bytes = std::fs::read(&ours_path).unwrap();
+    let ours = Image::new(&ours_bytes).unwrap();
+    let ours_entries = by_path(&ours);
+    for comp in ["gzip", "lz4"] {
+        let reference = dir.path().join(format!("ref-{comp}.sqfs"));
+        run(Command::new(&mksquashfs)
+            .arg(&src)
+            .arg(&reference)
+            .args(["-comp", comp, "-noappend", "-no-progress", "-quiet", "-processors", "2"]));
+        let bytes = std::fs::read(&reference).unwrap();
+        let theirs = Image::new(&bytes).unwrap();
+        let theirs_entries = by_path(&theirs);
+        assert_eq!(
+            theirs_entries.keys().collect::<Vec<_>>(),
+            ours_entries.keys().collect::<Vec<_>>(),
+            "{comp}: paths"
+        );
+        for (path, t) in &theirs_entries {
+            let o = &ours_entries[path];
+            assert_eq!(
+                (t.kind, t.mode, t.uid, t.gid, t.nlink, &t.target, t.rdev),
+                (o.kind, o.mode, o.uid, o.gid, o.nlink, &o.target, o.rdev),
+                "{comp}: {path:?}"
+            );
+            if path.is_empty() {
+                continue; // mksquashfs may stamp the root differently
+            }
+            assert_eq!(t.mtime, o.mtime, "{comp}: {path:?} mtime");
+            if t.kind != EntryKind::Dir {
+                assert_eq!(t.size, o.size, "{comp}: {path:?} size");
+            }
+            if t.kind == EntryKind::File {
+                assert_eq!(theirs.read_file(t).unwrap(), ours.read_file(o).unwrap(), "{comp}: {path:?}");
+            }
+        }
+    }
+    // And the contents match the host files.
+    for (path, e) in &ours_entries {
+        if e.kind == EntryKind::File {
+            let host = src.join(std::ffi::OsStr::from_bytes(path));
+            assert_eq!(ours.read_file(e).unwrap(), std::fs::read(host).unwrap());
+        }
+    }
+}
+
+/// Walks `a` (host source) and `b` (mounted image) side by side.
+fn compare_trees(a: &Path, b: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![(a.to_path_buf(), b.to_path_buf())];
+    while let Some((x, y)) = stack.pop() {
+        let mx = std::fs::symlink_metadata(&x).unwrap();
+        let my = std::fs::symlink_metadata(&y).unwrap_or_else(|e| panic!("{}: {e}", y.display()));
+        n += 1;
+        let ft = mx.file_type();
+        assert_eq!(
+            (mx.mode(), mx.uid(), mx.gid(), mx.mtime()),
+            (my.mode(), my.uid(), my.gid(), my.mtime()),
+            "{}",
+            y.display()
+        );
+        if ft.is_dir() {
+            assert_eq!(mx.nlink(), my.nlink(), "{} nlink", y.display());
+            let mut names: Vec<_> = std::fs::read_dir(&x).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut got: Vec<_> = std::fs::read_dir(&y).unwrap().map(|e| e.unwrap().file_name()).collect();
+            names.sort();
+            got.sort();
+            assert_eq!(names, got, "{}", y.display());
+            for name in names {
+                stack.push((x.join(&name), y.join(&name)));
+            }
+        } else {
+            assert_eq!(mx.nlink(), my.nlink(), "{} nlink", y.display());
+            assert_eq!(mx.len(), my.len(), "{} size", y.display());
+            if ft.is_file() {
+                assert!(std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(), "{} contents", y.display());
+            } else if ft.is_symlink() {
+                assert_eq!(std::fs::read_link(&x).unwrap(), std::fs::read_link(&y).unwrap());
+            } else if ft.is_char_device() || ft.is_block_device() {
+                assert_eq!(mx.rdev(), my.rdev(), "{} rdev", y.display());
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn kernel_loop_mounts_our_images() {
+    if !is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipping: loop mount needs root and /dev/loop-control");
+        return;
+    }
+    let (Some(mount), Some(umount)) = (tool("mount"), tool("umount")) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    nasty_tree(&src);
+    let tree = tree_from_path(&src, false).unwrap();
+    let cases = [
+        (Compression::Gzip { level: 9 }, 131072, false),
+        (Compression::Gzip { level: 1 }, 4096, true),
+        (Compression::Lz4 { high_compression: false }, 1 << 20, false),
+        (Compression::None, 4096, false),
+    ];
+    for (i, (comp, bs, tail)) in cases.into_iter().enumerate() {
+        let img = dir.path().join(format!("img{i}.sqfs"));
+        let mnt = dir.path().join(format!("mnt{i}"));
+        std::fs::create_dir(&mnt).unwrap();
+        let opts = Options::new().compression(comp).block_size(bs).tail_packing(tail).jobs(2);
+        write_image_to_path(&tree, &opts, &img).unwrap();
+        let out = Command::new(&mount)
+            .args(["-t", "squashfs", "-o", "loop,ro"])
+            .arg(&img)
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if stderr.contains("failed to setup loop device") || stderr.contains("permission denied") {
+                eprintln!("skipping: loop devices unavailable: {stderr}");
+                return;
+            }
+            panic!("mount {comp:?}/{bs} failed: {stderr}");
+        }
+        let result = std::panic::catch_unwind(|| compare_trees(&src, &mnt));
+        run(Command::new(&umount).arg(&mnt));
+        let n = result.unwrap_or_else(|e| std::panic::resume_unwind(e));
+        assert!(n > 350, "only {n} entries compared");
+    }
+}
+
+#[test]
+fn keep_as_directory_and_single_file_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("store");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/f"), b"data").unwrap();
+    symlink("sub/f", src.join("l")).unwrap();
+    let t = tree_from_path(&src, true).unwrap();
+    let img = dir.path().join("a.sqfs");
+    write_image_to_path(&t, &Options::new(), &img).unwrap();
+    let bytes = std::fs::read(&img).unwrap();
+    let image = Image::new(&bytes).unwrap();
+    let paths: Vec<Vec<u8>> = image.entries().unwrap().into_iter().map(|e| e.path).collect();
+    assert_eq!(paths, vec![b"".to_vec(), b"store".to_vec(), b"store/l".to_vec(), b"store/sub".to_vec(), b"store/sub/f".to_vec()]);
+    // A symlink source is stored as a symlink at the root, not followed.
+    let t = tree_from_path(&src.join("l"), false).unwrap();
+    write_image_to_path(&t, &Options::new(), &img).unwrap();
+    let bytes = std::fs::read(&img).unwrap();
+    let image = Image::new(&bytes).unwrap();
+    let l = image.lookup(b"l").unwrap();
+    assert_eq!(l.target.as_deref(), Some(&b"sub/f"[..]));
+    let t = tree_from_path(&src.join("sub/f"), true).unwrap();
+    write_image_to_path(&t, &Options::new(), &img).unwrap();
+    let bytes = std::fs::read(&img).unwrap();
+    let image = Image::new(&bytes).unwrap();
+    assert_eq!(image.read_file(&image.lookup(b"f").unwrap()).unwrap(), b"data");
+}
