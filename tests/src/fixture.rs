@@ -447,7 +447,7 @@ impl Spec {
             link_group: None,
             mtime: i64::from(self.root_mtime),
         }];
-        for (path, _) in &by_path {
+        for path in by_path.keys() {
             let real = resolve(path);
             let n = by_path[&real];
             let nlink = names[&real];
