@@ -5,7 +5,8 @@
 #   name relative to the store; size/nlink "-" for directories; linkgroup =
 #   hex name of the first (sorted) entry sharing the inode when nlink > 1;
 #   content = sha256 (files), hex target (symlinks), major:minor (devices);
-#   mtime "-" for symlinks: the seed's `cp -ar` (busybox) cannot keep them.
+#   mtime, nlink, linkgroup "-" for symlinks: the seed's `cp -ar` (busybox)
+#   keeps neither symlink mtimes nor hard links between symlinks.
 status=$1
 store=${NETBOOT_STORE:-/mnt-root/nix/store}
 etc=${NETBOOT_ETC:-/etc/netboot}
@@ -43,8 +44,9 @@ if cd "$store"; then
       if ($9 == "directory") { ty = "d"; size = "-"; nl = "-"; ino = "-" }
       else if ($9 ~ /regular/) { ty = "f"; c = nextsum() }
       else if ($9 == "symbolic link") {
-        # busybox cp -a (the seed copy) does not keep symlink mtimes.
-        ty = "l"; $5 = "-"; if ((getline c < links) <= 0) c = "missing-link"
+        # busybox cp -a (the seed copy) keeps neither symlink mtimes nor
+        # hard links between symlinks (the images do hold both).
+        ty = "l"; $5 = "-"; nl = "-"; ino = "-"; if ((getline c < links) <= 0) c = "missing-link"
       }
       else if ($9 == "fifo") { ty = "p"; size = "-" }
       else if ($9 ~ /character/) { ty = "c"; size = "-"; c = $8 }
