@@ -138,8 +138,14 @@ fn setup() -> Option<&'static Setup> {
     SETUP
         .get_or_init(|| {
             let tools = qemu::require(Firmware::Uefi)?;
-            let k = kernel::debian_kernel(&kernel::default_cache_dir())
-                .unwrap_or_else(|e| panic!("cannot get a Debian kernel: {e:#}"));
+            let k = match kernel::debian_kernel(&kernel::default_cache_dir()) {
+                Ok(k) => k,
+                Err(e) if !netboot_tests::tools::tools_required() => {
+                    eprintln!("SKIP: cannot get a Debian kernel: {e:#}");
+                    return None;
+                }
+                Err(e) => panic!("cannot get a Debian kernel: {e:#}"),
+            };
             let work = target_dir().join("netboot-boot");
             force_remove(&work);
             std::fs::create_dir_all(&work).unwrap();
