@@ -128,11 +128,35 @@ fn boot_guest_store_description_matches_host() {
         "{text}"
     );
     // Off the guest there is no registration and no init= parameter.
+    let verdict = r.verdict.unwrap_or_default();
+    assert!(verdict.contains("no-registration"), "{text}");
+    assert!(!verdict.contains("store-differs"), "{text}");
+
+    // Negative control: one stray file must flip the verdict.
+    let sys = store.join(&c.system);
+    netboot_tests::tools::run_ok(Command::new("chmod").arg("u+w").arg(&sys));
+    std::fs::write(sys.join("stray"), b"x").unwrap();
+    let out = Command::new(&bb[0])
+        .arg("sh")
+        .arg(&script)
+        .arg("0")
+        .env_clear()
+        .env("PATH", &bin)
+        .env("NETBOOT_STORE", &store)
+        .env("NETBOOT_ETC", &etc)
+        .env("NETBOOT_TMP", &scratch)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r = console::parse(&text);
+    assert_eq!(r.listing.map(|l| l.len()), Some(host_lines.len() + 1));
     assert!(
-        r.verdict
-            .as_deref()
-            .is_some_and(|v| v.contains("no-registration")),
+        r.verdict.unwrap_or_default().contains("store-differs"),
         "{text}"
+    );
+    assert!(
+        text.contains(&listing::hex(b"/stray")),
+        "diff shown:\n{text}"
     );
 }
 
