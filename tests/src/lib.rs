@@ -4,5 +4,6 @@
 // Test harness code: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod boot;
 pub mod fixture;
 pub mod tools;

@@ -1,0 +1,414 @@
+//! Command-line flags as parsed (`Args`), and their validation into the
+//! plans the commands run (`BuildPlan`, ...). Parsing never touches the file
+//! system; validation reports one [`Error`] naming the flag or file.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::{Error, Result};
+use crate::store_path::{self, StorePath};
+
+/// Build NixOS netboot media in one process, with no external tools.
+#[derive(Debug, Parser)]
+#[command(name = "netboot", version, about, max_term_width = 100)]
+pub struct Args {
+    /// Print nothing but errors.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print one line per store path (built or taken from the cache).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the media directory: bzImage, initrd, manifest, nix-store, netboot.ipxe.
+    Build(Box<BuildArgs>),
+    /// Write one squashfs image of a tree (like mksquashfs).
+    Squashfs(SquashfsArgs),
+    /// Write one newc cpio archive of a tree (the seed's per-path cpio step).
+    Cpio(CpioArgs),
+    /// Describe a squashfs image, cpio archive, multi-segment initramfs or iPXE script.
+    Inspect(InspectArgs),
+    /// Check a media directory end to end.
+    Verify(VerifyArgs),
+}
+
+/// Compression of squashfs image blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImageCompression {
+    /// deflate (zlib), as the seed's `mksquashfs -comp gzip`.
+    Gzip,
+    /// LZ4 block format; `--level 9` or more selects high compression (-Xhc).
+    Lz4,
+    /// Store blocks uncompressed.
+    None,
+}
+
+/// Compression of a cpio initramfs segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SegmentCompression {
+    /// Uncompressed newc.
+    None,
+    /// gzip (level 9).
+    Gzip,
+    /// LZ4 legacy frame, as the kernel's unpacker accepts.
+    Lz4,
+}
+
+/// Options shared by `build` and `squashfs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImageArgs {
+    /// Squashfs block compression.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: ImageCompression,
+    /// Compression level: gzip 1-9 (default 9); lz4: 9 or more = high compression.
+    #[arg(long)]
+    pub level: Option<u32>,
+    /// Squashfs block size: a power of two from 4K to 1M (bytes, or with K/M suffix).
+    #[arg(long, default_value = "128K")]
+    pub block_size: String,
+    /// Worker threads (default: all cores).
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+}
+
+/// `netboot build`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = "\
+nix-store holds one cpio segment per store path, each carrying that path's squashfs image. The \
+images are already compressed, so --initrd-compression defaults to none: gzip over a gzip \
+squashfs saves about 1 % for one more compression at build time and one more inflate in the kernel \
+at boot. The manifest is always gzip (it is tiny).
+
+Store paths are given as positional arguments (directories, files or symlinks named \
+<32-char nix-base32 hash>-<name>, anywhere on disk) and/or with --closure FILE (one absolute \
+store path per line, as `nix-store -qR` prints).")]
+pub struct BuildArgs {
+    /// The kernel, copied to DIR/bzImage.
+    #[arg(long, value_name = "FILE")]
+    pub kernel: PathBuf,
+    /// The NixOS stage-1 initrd, copied to DIR/initrd unchanged (zero-padded to 4 bytes).
+    #[arg(long, value_name = "FILE")]
+    pub initrd: PathBuf,
+    /// Stage 2: the system's init, e.g. /nix/store/...-nixos-system-.../init.
+    #[arg(long, value_name = "PATH")]
+    pub init: String,
+    /// The media directory; replaced atomically.
+    #[arg(long, short, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Extra kernel parameters (boot.kernelParams).
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub cmdline: String,
+    /// File listing the closure, one absolute store path per line.
+    #[arg(long, value_name = "FILE")]
+    pub closure: Vec<PathBuf>,
+    /// Read the paths listed by --closure from DIR instead of from the store directory.
+    #[arg(long, value_name = "DIR", requires = "closure")]
+    pub closure_root: Option<PathBuf>,
+    /// The store directory the paths are placed in at boot.
+    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
+    pub store_dir: String,
+    /// closureInfo's `registration` file, shipped verbatim instead of computing it.
+    #[arg(long, value_name = "FILE")]
+    pub registration: Option<PathBuf>,
+    /// Compression of the nix-store cpio segments (images are already compressed).
+    #[arg(long, value_enum, default_value = "none")]
+    pub initrd_compression: SegmentCompression,
+    /// Keep finished segments here and reuse them when a path and the options are unchanged.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Image options.
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Store paths of the closure.
+    #[arg(value_name = "STORE_PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `netboot squashfs`.
+#[derive(Debug, clap::Args)]
+pub struct SquashfsArgs {
+    /// The tree (directory, file or symlink).
+    pub src: PathBuf,
+    /// The image to write (atomically).
+    pub image: PathBuf,
+    /// The image root holds one entry named like SRC (mksquashfs -keep-as-directory).
+    #[arg(long)]
+    pub keep_as_directory: bool,
+    /// Every inode owned by 0:0 (mksquashfs -all-root).
+    #[arg(long)]
+    pub all_root: bool,
+    /// Image options.
+    #[command(flatten)]
+    pub image_opts: ImageArgs,
+}
+
+/// `netboot cpio`.
+#[derive(Debug, clap::Args)]
+pub struct CpioArgs {
+    /// The tree; members are named relative to it, sorted bytewise.
+    pub src: PathBuf,
+    /// The archive to write.
+    pub out: PathBuf,
+    /// Compression of the archive.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: SegmentCompression,
+    /// Deterministic metadata: inode numbers in order, uid 0, gid 1, mtime 1 (as the seed's cpio -R +0:+1 --reproducible after touch -d @1).
+    #[arg(long)]
+    pub reproducible: bool,
+}
+
+/// `netboot inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The file to describe.
+    pub file: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `netboot verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The media directory.
+    pub dir: PathBuf,
+}
+
+/// Validated image options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePlan {
+    /// Block compression.
+    pub compression: ImageCompression,
+    /// gzip level (1-9) or lz4 high-compression flag as 0/1.
+    pub level: u32,
+    /// Block size in bytes.
+    pub block_size: u32,
+    /// Worker threads.
+    pub jobs: usize,
+}
+
+/// Parses `131072`, `128K`, `1M`.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1024),
+        (i, 'm' | 'M') => (&s[..i], 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+impl ImageArgs {
+    /// Validates the image flags.
+    pub fn plan(&self) -> Result<ImagePlan> {
+        let block_size = parse_size(&self.block_size)
+            .filter(|b| b.is_power_of_two() && (4096..=1 << 20).contains(b))
+            .ok_or_else(|| {
+                Error::new(
+                    "--block-size",
+                    format!("{:?} is not a power of two from 4K to 1M", self.block_size),
+                )
+            })?;
+        let level = match (self.compression, self.level) {
+            (ImageCompression::Gzip, None) => 9,
+            (ImageCompression::Gzip, Some(l @ 1..=9)) => l,
+            (ImageCompression::Gzip, Some(l)) => {
+                return Err(Error::new(
+                    "--level",
+                    format!("{l}: gzip levels are 1 to 9"),
+                ))
+            }
+            (ImageCompression::Lz4, l) => u32::from(l.unwrap_or(0) >= 9),
+            (ImageCompression::None, None) => 0,
+            (ImageCompression::None, Some(_)) => {
+                return Err(Error::new(
+                    "--level",
+                    "no level applies to --compression none",
+                ))
+            }
+        };
+        let jobs = match self.jobs {
+            Some(0) => return Err(Error::new("--jobs", "must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        Ok(ImagePlan {
+            compression: self.compression,
+            level,
+            block_size: block_size as u32,
+            jobs,
+        })
+    }
+}
+
+/// Everything `build` needs, validated.
+#[derive(Debug)]
+pub struct BuildPlan {
+    /// Kernel file.
+    pub kernel: PathBuf,
+    /// Stage-1 initrd file.
+    pub initrd: PathBuf,
+    /// init= path.
+    pub init: String,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Kernel parameters (after init= and initrd=).
+    pub cmdline: String,
+    /// Store directory, without trailing `/`.
+    pub store_dir: String,
+    /// The closure, sorted by base name.
+    pub paths: Vec<StorePath>,
+    /// Registration passthrough.
+    pub registration: Option<PathBuf>,
+    /// nix-store segment compression.
+    pub segment_compression: SegmentCompression,
+    /// Cache directory.
+    pub cache: Option<PathBuf>,
+    /// Image options.
+    pub image: ImagePlan,
+    /// squashfs mkfs_time: SOURCE_DATE_EPOCH, else 1 (as the fixed mtimes).
+    pub mkfs_time: u32,
+}
+
+/// `SOURCE_DATE_EPOCH` clamped to u32, or `default`.
+pub fn source_date_epoch(default: u32) -> Result<u32> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .map(|t| t.min(u64::from(u32::MAX)) as u32)
+            .map_err(|_| {
+                Error::new(
+                    "SOURCE_DATE_EPOCH",
+                    format!("{v:?} is not a number of seconds"),
+                )
+            }),
+        _ => Ok(default),
+    }
+}
+
+impl BuildArgs {
+    /// Validates `build`'s flags and the closure.
+    pub fn plan(self) -> Result<BuildPlan> {
+        let image = self.image.plan()?;
+        let store_dir = self.store_dir.trim_end_matches('/').to_owned();
+        if !store_dir.starts_with('/')
+            || store_dir
+                .chars()
+                .any(|c| c.is_whitespace() || c == '?' || c == '*' || c == '[')
+        {
+            return Err(Error::new(
+                "--store-dir",
+                format!(
+                    "{:?} must be an absolute path without whitespace or glob characters",
+                    self.store_dir
+                ),
+            ));
+        }
+        let init_ok = self.init.starts_with('/')
+            && !self
+                .init
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control());
+        if !init_ok {
+            return Err(Error::new(
+                "--init",
+                format!(
+                    "{:?} must be an absolute path without whitespace",
+                    self.init
+                ),
+            ));
+        }
+        let mut sources = self.paths.clone();
+        for f in &self.closure {
+            sources.extend(store_path::parse_closure_file(
+                f,
+                &store_dir,
+                self.closure_root.as_deref(),
+            )?);
+        }
+        if sources.is_empty() {
+            return Err(Error::new(
+                "STORE_PATH",
+                "no store paths given (positional arguments or --closure FILE)",
+            ));
+        }
+        let paths = store_path::validate_closure(&sources, &store_dir)?;
+        for f in [&self.kernel, &self.initrd] {
+            let m = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
+            if !m.is_file() {
+                return Err(Error::at(f, "not a regular file"));
+            }
+        }
+        Ok(BuildPlan {
+            kernel: self.kernel,
+            initrd: self.initrd,
+            init: self.init,
+            out: self.out,
+            cmdline: self.cmdline,
+            store_dir,
+            paths,
+            registration: self.registration,
+            segment_compression: self.initrd_compression,
+            cache: self.cache,
+            image,
+            mkfs_time: source_date_epoch(1)?,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("128K"), Some(131072));
+        assert_eq!(parse_size("1M"), Some(1 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("x"), None);
+    }
+
+    #[test]
+    fn image_flags_are_validated() {
+        let a = |c, l, b: &str, j| ImageArgs {
+            compression: c,
+            level: l,
+            block_size: b.into(),
+            jobs: j,
+        };
+        assert!(a(ImageCompression::Gzip, Some(10), "128K", None)
+            .plan()
+            .is_err());
+        assert!(a(ImageCompression::Gzip, None, "100K", None)
+            .plan()
+            .is_err());
+        assert!(a(ImageCompression::Gzip, None, "2M", None).plan().is_err());
+        assert!(a(ImageCompression::Gzip, None, "128K", Some(0))
+            .plan()
+            .is_err());
+        let p = a(ImageCompression::Lz4, Some(9), "1M", Some(2))
+            .plan()
+            .unwrap();
+        assert_eq!((p.level, p.block_size, p.jobs), (1, 1 << 20, 2));
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

@@ -1,0 +1,347 @@
+//! `netboot build`: the whole media pipeline.
+//!
+//! 1. every store path, on `--jobs` workers: one streaming pass (NAR hash
+//!    and size, references, content digest: [`crate::scan`]), then its
+//!    `nix-store` segment (a cpio holding the parent directories and the
+//!    squashfs image) from the cache or freshly built, written to a work
+//!    file in the staging directory;
+//! 2. the registration image (closureInfo's file, or computed);
+//! 3. `nix-store` = the segments in store-path order, then the registration
+//!    segment; `manifest`, `initrd`, `bzImage`, `netboot.ipxe`;
+//! 4. limits checked, files fsynced, directory renamed into place.
+
+use std::fs::File;
+use std::io::{BufWriter, Cursor, Write};
+use std::path::{Path, PathBuf};
+
+use newc_cpio::initramfs::{self, Compression as SegComp};
+use newc_cpio::Entry;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use squashfs_writer::{Compression as ImgComp, FileData, Metadata, Options, Tree};
+
+use crate::cache::Cache;
+use crate::cli::{BuildPlan, ImageCompression, ImagePlan, SegmentCompression};
+use crate::error::{Error, IoContext, Result};
+use crate::media::{self, ImagePath};
+use crate::outdir::Staging;
+use crate::progress::{Progress, Verbosity};
+use crate::registration;
+use crate::scan::{self, PathScan};
+use crate::store_path::StorePath;
+
+/// newc `c_filesize` is 32 bits: an image must stay below 4 GiB.
+pub const MAX_IMAGE: u64 = (1 << 32) - 1;
+/// BIOS iPXE places all initrds below `initrd_addr_max` (2 GiB); we refuse
+/// to build media that would only boot on some firmware.
+pub const MAX_INITRDS: u64 = 1 << 31;
+
+/// Bump when the segment layout changes, so old cache entries stop matching.
+const SEGMENT_FORMAT: &str = "netboot-cli segment v1";
+
+/// The squashfs options for an image plan.
+pub fn squashfs_options(image: &ImagePlan, mkfs_time: u32, jobs: usize) -> Options {
+    let comp = match image.compression {
+        ImageCompression::Gzip => ImgComp::Gzip { level: image.level },
+        ImageCompression::Lz4 => ImgComp::Lz4 {
+            high_compression: image.level != 0,
+        },
+        ImageCompression::None => ImgComp::None,
+    };
+    Options::new()
+        .compression(comp)
+        .block_size(image.block_size)
+        .jobs(jobs)
+        .mkfs_time(mkfs_time)
+}
+
+/// The cpio segment compression.
+pub fn segment_compression(c: SegmentCompression) -> SegComp {
+    match c {
+        SegmentCompression::None => SegComp::None,
+        SegmentCompression::Gzip => SegComp::Gzip { level: 9 },
+        SegmentCompression::Lz4 => SegComp::Lz4,
+    }
+}
+
+/// Builds an image of `tree` in memory.
+fn write_image(tree: &Tree, opts: &Options, what: &Path) -> Result<Vec<u8>> {
+    let mut cur = Cursor::new(Vec::new());
+    squashfs_writer::write_image(tree, opts, &mut cur).map_err(|e| Error::at(what, e))?;
+    let img = cur.into_inner();
+    if img.len() as u64 > MAX_IMAGE {
+        return Err(Error::at(
+            what,
+            format!(
+                "squashfs image is {} bytes; a newc cpio member must be smaller than 4 GiB (split this store path)",
+                img.len()
+            ),
+        ));
+    }
+    Ok(img)
+}
+
+/// The image root of `-keep-as-directory`: mksquashfs makes it 0777 root
+/// (stage 1 never copies it; matching keeps sqfsdiff against the seed clean).
+pub fn keep_as_directory_root() -> Metadata {
+    Metadata::new(0o777)
+        .with_owner(0, 0)
+        .with_mtime(media::MTIME)
+}
+
+/// A cpio segment holding `image` at `at`, with its parent directories.
+/// Every member: uid 0, gid 0, mtime 1; directories 0755, image 0444.
+pub fn image_segment(
+    at: &ImagePath,
+    image: &[u8],
+    comp: SegComp,
+) -> std::result::Result<Vec<u8>, newc_cpio::Error> {
+    initramfs::encode_segment(comp, |w| {
+        let mut ino = 1;
+        for dir in at.parents() {
+            let e = Entry::directory(dir.into_bytes())
+                .with_mode(media::DIR_MODE)
+                .with_uid(0)
+                .with_gid(0)
+                .with_mtime(media::MTIME)
+                .with_nlink(2)
+                .with_ino(ino);
+            w.append(&e, std::io::empty())?;
+            ino += 1;
+        }
+        let e = Entry::file(at.relative().into_bytes(), image.len() as u64)
+            .with_mode(media::FILE_MODE)
+            .with_uid(0)
+            .with_gid(0)
+            .with_mtime(media::MTIME)
+            .with_nlink(1)
+            .with_ino(ino);
+        w.append(&e, image)
+    })
+}
+
+struct Built {
+    scan: Option<PathScan>,
+    work: PathBuf,
+}
+
+fn cache_key(plan: &BuildPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [
+        SEGMENT_FORMAT,
+        env!("CARGO_PKG_VERSION"),
+        &plan.store_dir,
+        &sp.base,
+        &format!(
+            "{:?}/{}/{}/{}/{:?}",
+            plan.image.compression,
+            plan.image.level,
+            plan.image.block_size,
+            plan.mkfs_time,
+            plan.segment_compression
+        ),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(sc.content_digest);
+    h.finalize().into()
+}
+
+fn build_one(
+    plan: &BuildPlan,
+    i: usize,
+    sp: &StorePath,
+    idx: &std::collections::HashMap<[u8; 32], usize>,
+    cache: Option<&Cache>,
+    work_dir: &Path,
+    progress: &Progress,
+) -> Result<Built> {
+    let need_scan = plan.registration.is_none() || cache.is_some();
+    let sc = if need_scan {
+        Some(scan::scan(sp, idx)?)
+    } else {
+        None
+    };
+    let key = match (&sc, cache) {
+        (Some(sc), Some(_)) => Some(cache_key(plan, sp, sc)),
+        _ => None,
+    };
+    let comp = segment_compression(plan.segment_compression);
+    let cached = match (key, cache) {
+        (Some(k), Some(c)) => c.get(&k),
+        _ => None,
+    };
+    let hit = cached.is_some();
+    let (segment, bytes_in) = match cached {
+        Some(seg) => (seg, sc.as_ref().map_or(0, |s| s.file_bytes)),
+        None => {
+            let mut tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
+                .map_err(|e| Error::at(&sp.source, e))?;
+            tree.set_root_metadata(keep_as_directory_root());
+            let opts = squashfs_options(&plan.image, plan.mkfs_time, 1)
+                .all_root(true)
+                .fixed_mtime(Some(media::MTIME));
+            let img = write_image(&tree, &opts, &sp.source)?;
+            let at = media::image_path(&plan.store_dir, sp);
+            let seg = image_segment(&at, &img, comp).map_err(|e| Error::at(&sp.source, e))?;
+            if let (Some(k), Some(c)) = (key, cache) {
+                c.put(&k, &seg)?;
+            }
+            let bytes_in = sc.as_ref().map_or(img.len() as u64, |s| s.file_bytes);
+            (seg, bytes_in)
+        }
+    };
+    let work = work_dir.join(format!("{i:08}.seg"));
+    std::fs::write(&work, &segment).at(&work)?;
+    progress.path_done(&sp.base, bytes_in, segment.len() as u64, hit);
+    Ok(Built { scan: sc, work })
+}
+
+/// Copies `src` to `dest`, zero-padded to a multiple of 4; returns the padded size.
+fn copy_padded(src: &Path, dest: &Path) -> Result<u64> {
+    let mut r = File::open(src).at(src)?;
+    let mut w = BufWriter::new(File::create(dest).at(dest)?);
+    let n = std::io::copy(&mut r, &mut w)
+        .map_err(|e| Error::at(src, format!("copying to {}: {e}", dest.display())))?;
+    let padded = media::pad4(n);
+    w.write_all(&[0u8; 4][..(padded - n) as usize]).at(dest)?;
+    w.into_inner()
+        .map_err(|e| Error::io(dest, e.into_error()))?
+        .sync_all()
+        .at(dest)?;
+    Ok(padded)
+}
+
+/// The `manifest` initramfs: one gzip segment holding `/nix-store-isos`.
+pub fn manifest_bytes(lines: &str) -> std::result::Result<Vec<u8>, newc_cpio::Error> {
+    let seg = initramfs::encode_segment(SegComp::Gzip { level: 9 }, |w| {
+        let e = Entry::file(&b"nix-store-isos"[..], lines.len() as u64)
+            .with_mode(media::FILE_MODE)
+            .with_uid(0)
+            .with_gid(0)
+            .with_mtime(media::MTIME)
+            .with_nlink(1)
+            .with_ino(1);
+        w.append(&e, lines.as_bytes())
+    })?;
+    let mut out = initramfs::Writer::new(Vec::new());
+    out.append_encoded(SegComp::Gzip { level: 9 }, &seg[..])?;
+    out.finish()
+}
+
+/// The rendered `netboot.ipxe`.
+pub fn script_text(init: &str, cmdline: &str) -> std::result::Result<String, ipxe_script::Error> {
+    let script = ipxe_script::netboot::NetbootScript::new("bzImage")
+        .init(init)
+        .initrd("initrd")
+        .initrd("manifest")
+        .initrd("nix-store")
+        .kernel_params(cmdline)
+        .build()?;
+    script.render()
+}
+
+/// Runs the build.
+pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
+    let staging = Staging::new(&plan.out)?;
+    let out = staging.path().to_owned();
+    let work_dir = out.join(".work");
+    std::fs::create_dir(&work_dir).at(&work_dir)?;
+    let cache = plan.cache.as_deref().map(Cache::open).transpose()?;
+    let idx = scan::hash_index(&plan.paths);
+    let progress = Progress::new(plan.paths.len() as u64, verbosity);
+
+    // The script first: a bad command line fails before any work.
+    let script = script_text(&plan.init, &plan.cmdline).map_err(|e| Error::new("--cmdline", e))?;
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(plan.image.jobs)
+        .build()
+        .map_err(|e| Error::new("--jobs", e))?;
+    let built: Vec<Built> = pool.install(|| {
+        plan.paths
+            .par_iter()
+            .enumerate()
+            .map(|(i, sp)| build_one(&plan, i, sp, &idx, cache.as_ref(), &work_dir, &progress))
+            .collect::<Result<Vec<_>>>()
+    })?;
+
+    // Registration: closureInfo's file verbatim, or computed.
+    let reg_text = match &plan.registration {
+        Some(f) => std::fs::read(f).at(f)?,
+        None => {
+            let scans: Vec<PathScan> = built.iter().filter_map(|b| b.scan.clone()).collect();
+            registration::render(&plan.store_dir, &plan.paths, &scans).into_bytes()
+        }
+    };
+    let reg_at = media::registration_image_path(&plan.store_dir);
+    let mut tree = Tree::new();
+    tree.set_root_metadata(keep_as_directory_root());
+    let meta = Metadata::new(0o444)
+        .with_owner(0, 0)
+        .with_mtime(media::MTIME);
+    tree.add_file(
+        media::REGISTRATION_NAME.as_bytes(),
+        meta,
+        FileData::bytes(reg_text),
+    )
+    .map_err(|e| Error::new(media::REGISTRATION_NAME, e))?;
+    let opts = squashfs_options(&plan.image, plan.mkfs_time, 1)
+        .all_root(true)
+        .fixed_mtime(Some(media::MTIME));
+    let reg_img = write_image(&tree, &opts, Path::new(media::REGISTRATION_NAME))?;
+    let comp = segment_compression(plan.segment_compression);
+    let reg_seg = image_segment(&reg_at, &reg_img, comp)
+        .map_err(|e| Error::new(media::REGISTRATION_NAME, e))?;
+
+    // nix-store: segments in store-path order, registration last.
+    let ns_path = out.join("nix-store");
+    let f = File::create(&ns_path).at(&ns_path)?;
+    let mut ns = initramfs::Writer::new(BufWriter::new(f));
+    for b in &built {
+        let seg = File::open(&b.work).at(&b.work)?;
+        ns.append_encoded(comp, seg)
+            .map_err(|e| Error::at(&ns_path, e))?;
+    }
+    ns.append_encoded(comp, &reg_seg[..])
+        .map_err(|e| Error::at(&ns_path, e))?;
+    let w = ns.finish().map_err(|e| Error::at(&ns_path, e))?;
+    w.into_inner()
+        .map_err(|e| Error::io(&ns_path, e.into_error()))?;
+    std::fs::remove_dir_all(&work_dir).at(&work_dir)?;
+
+    // manifest: every image, in nix-store order.
+    let mut lines = String::new();
+    for sp in &plan.paths {
+        lines.push_str(&media::image_path(&plan.store_dir, sp).manifest_line());
+    }
+    lines.push_str(&reg_at.manifest_line());
+    let manifest = manifest_bytes(&lines).map_err(|e| Error::new("manifest", e))?;
+    let mpath = out.join("manifest");
+    std::fs::write(&mpath, &manifest).at(&mpath)?;
+
+    let initrd_len = copy_padded(&plan.initrd, &out.join("initrd"))?;
+    let kernel_len = copy_padded(&plan.kernel, &out.join("bzImage"))?;
+    let ns_len = std::fs::metadata(&ns_path).at(&ns_path)?.len();
+    let total = initrd_len + manifest.len() as u64 + ns_len;
+    if total >= MAX_INITRDS {
+        return Err(Error::at(
+            &plan.out,
+            format!(
+                "initrd + manifest + nix-store = {total} bytes; BIOS iPXE cannot place 2 GiB or more of initrds below initrd_addr_max"
+            ),
+        ));
+    }
+    // Padded with newlines (harmless blank lines) to keep every file 4-aligned.
+    let mut script = script;
+    while script.len() % 4 != 0 {
+        script.push('\n');
+    }
+    let spath = out.join("netboot.ipxe");
+    std::fs::write(&spath, script).at(&spath)?;
+
+    staging.commit()?;
+    progress.finish(plan.paths.len(), kernel_len + total);
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! `netboot inspect FILE [--json]`: what a file is, and its listing.
+//!
+//! Detection by magic: `hsqs` = squashfs image; `#!ipxe`/`#!gpxe` = iPXE
+//! script; `070701`/`070702`, gzip (`1f 8b`) or LZ4 legacy (`02 21 4c 18`)
+//! = cpio archive / initramfs (one or more segments).
+
+use std::fmt::Write as _;
+use std::io::Read;
+
+use serde_json::{json, Value};
+
+use crate::cli::InspectArgs;
+use crate::error::{Error, IoContext, Result};
+
+/// What a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// SquashFS 4.0 image.
+    Squashfs,
+    /// One or more cpio segments.
+    Initramfs,
+    /// iPXE script.
+    Ipxe,
+}
+
+/// Detects the kind from the first bytes.
+pub fn detect(bytes: &[u8]) -> Option<Kind> {
+    if bytes.starts_with(b"hsqs") {
+        Some(Kind::Squashfs)
+    } else if bytes.starts_with(b"#!ipxe") || bytes.starts_with(b"#!gpxe") {
+        Some(Kind::Ipxe)
+    } else if bytes.starts_with(b"070701")
+        || bytes.starts_with(b"070702")
+        || bytes.starts_with(&[0x1f, 0x8b])
+        || bytes.starts_with(&[0x02, 0x21, 0x4c, 0x18])
+    {
+        Some(Kind::Initramfs)
+    } else {
+        None
+    }
+}
+
+/// `ls -l`-style mode string.
+pub fn mode_string(type_char: char, perm: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(type_char);
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o040, 'r'),
+        (0o020, 'w'),
+        (0o010, 'x'),
+        (0o004, 'r'),
+        (0o002, 'w'),
+        (0o001, 'x'),
+    ];
+    for (i, (bit, c)) in bits.iter().enumerate() {
+        let special = match i {
+            2 => perm & 0o4000 != 0,
+            5 => perm & 0o2000 != 0,
+            8 => perm & 0o1000 != 0,
+            _ => false,
+        };
+        let set = perm & bit != 0;
+        s.push(match (special, set, i) {
+            (true, true, 8) => 't',
+            (true, false, 8) => 'T',
+            (true, true, _) => 's',
+            (true, false, _) => 'S',
+            (false, true, _) => *c,
+            (false, false, _) => '-',
+        });
+    }
+    s
+}
+
+fn cpio_type_char(k: newc_cpio::EntryKind) -> char {
+    use newc_cpio::EntryKind as K;
+    match k {
+        K::File => '-',
+        K::Directory => 'd',
+        K::Symlink => 'l',
+        K::CharDevice => 'c',
+        K::BlockDevice => 'b',
+        K::Fifo => 'p',
+        K::Socket => 's',
+    }
+}
+
+fn sqfs_type_char(k: squashfs_writer::read::EntryKind) -> char {
+    use squashfs_writer::read::EntryKind as K;
+    match k {
+        K::File => '-',
+        K::Dir => 'd',
+        K::Symlink => 'l',
+        K::CharDevice => 'c',
+        K::BlockDevice => 'b',
+        K::Fifo => 'p',
+        K::Socket => 's',
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Listing of an initramfs: (text, json).
+pub fn initramfs_listing(bytes: &[u8]) -> std::result::Result<(String, Value), String> {
+    let mut r = newc_cpio::initramfs::Reader::new(bytes);
+    let mut text = String::new();
+    let mut segs: Vec<Value> = Vec::new();
+    let mut cur: Option<usize> = None;
+    let mut entries: Vec<Value> = Vec::new();
+    let mut nsegs = 0;
+    while let Some(mut e) = r.next_entry().map_err(|e| e.to_string())? {
+        let seg = e.segment();
+        if cur != Some(seg.index) {
+            if let Some(last) = segs.last_mut() {
+                last["entries"] = Value::Array(std::mem::take(&mut entries));
+            }
+            cur = Some(seg.index);
+            nsegs += 1;
+            let kind = format!("{:?}", seg.kind).to_lowercase();
+            let _ = writeln!(
+                text,
+                "segment {} at offset {} ({kind})",
+                seg.index, seg.offset
+            );
+            segs.push(json!({"index": seg.index, "offset": seg.offset, "compression": kind}));
+        }
+        let ent = e.entry().clone();
+        let off = e.header_offset();
+        let mut sink = std::io::sink();
+        std::io::copy(&mut e, &mut sink)
+            .map_err(|err| format!("{} at offset {off}: {err}", lossy(ent.name())))?;
+        let tc = cpio_type_char(ent.kind());
+        let name = lossy(ent.name());
+        let target = lossy(ent.symlink_target());
+        let _ = write!(
+            text,
+            "  {:>10} {} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
+            off,
+            mode_string(tc, ent.perm()),
+            ent.nlink(),
+            ent.uid(),
+            ent.gid(),
+            ent.file_size(),
+            ent.mtime(),
+            name
+        );
+        if tc == 'l' {
+            let _ = write!(text, " -> {target}");
+        }
+        text.push('\n');
+        entries.push(json!({
+            "header_offset": off, "name": name, "type": tc.to_string(), "mode": ent.perm(),
+            "uid": ent.uid(), "gid": ent.gid(), "nlink": ent.nlink(), "size": ent.file_size(),
+            "mtime": ent.mtime(), "ino": ent.ino(), "target": if tc == 'l' { Value::String(target) } else { Value::Null },
+        }));
+    }
+    if let Some(last) = segs.last_mut() {
+        last["entries"] = Value::Array(entries);
+    }
+    let head = if nsegs == 1 {
+        "cpio archive (newc), 1 segment\n".to_owned()
+    } else {
+        format!("initramfs, {nsegs} segments\n")
+    };
+    Ok((
+        format!("{head}{text}"),
+        json!({"type": "initramfs", "size": bytes.len(), "segments": segs}),
+    ))
+}
+
+/// Listing of a squashfs image: (text, json).
+pub fn squashfs_listing(
+    bytes: &[u8],
+) -> std::result::Result<(String, Value), squashfs_writer::Error> {
+    let img = squashfs_writer::read::Image::new(bytes)?;
+    let sb = img.superblock();
+    let mut text = format!(
+        "squashfs {}.{}, {} bytes used, block size {}, compressor {}, {} inodes, mkfs_time {}\n",
+        sb.version_major,
+        sb.version_minor,
+        sb.bytes_used,
+        sb.block_size,
+        sb.compressor,
+        sb.inode_count,
+        sb.mkfs_time
+    );
+    let mut list = Vec::new();
+    for e in img.entries()? {
+        let tc = sqfs_type_char(e.kind);
+        let name = if e.path.is_empty() {
+            ".".to_owned()
+        } else {
+            lossy(&e.path)
+        };
+        let _ = write!(
+            text,
+            "{} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
+            mode_string(tc, u32::from(e.mode)),
+            e.nlink,
+            e.uid,
+            e.gid,
+            e.size,
+            e.mtime,
+            name
+        );
+        if let Some(t) = &e.target {
+            let _ = write!(text, " -> {}", lossy(t));
+        }
+        text.push('\n');
+        list.push(json!({
+            "path": name, "type": tc.to_string(), "mode": e.mode, "uid": e.uid, "gid": e.gid,
+            "nlink": e.nlink, "size": e.size, "mtime": e.mtime, "inode": e.inode_number,
+            "target": e.target.as_deref().map(lossy),
+        }));
+    }
+    let v = json!({
+        "type": "squashfs", "size": bytes.len(), "bytes_used": sb.bytes_used, "block_size": sb.block_size,
+        "compressor": sb.compressor, "inodes": sb.inode_count, "mkfs_time": sb.mkfs_time, "entries": list,
+    });
+    Ok((text, v))
+}
+
+/// Listing of an iPXE script.
+pub fn ipxe_listing(
+    text_in: &str,
+) -> std::result::Result<(String, Value), ipxe_script::ParseError> {
+    let script = ipxe_script::parse(text_in)?;
+    let _ = script;
+    let mut text = format!("iPXE script, {} lines\n", text_in.lines().count());
+    let mut lines = Vec::new();
+    for (i, l) in text_in.lines().enumerate() {
+        let _ = writeln!(text, "{:>4}  {l}", i + 1);
+        lines.push(Value::String(l.to_owned()));
+    }
+    Ok((
+        text,
+        json!({"type": "ipxe", "size": text_in.len(), "lines": lines}),
+    ))
+}
+
+/// Runs the command.
+pub fn run(a: InspectArgs) -> Result<()> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(&a.file)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .at(&a.file)?;
+    let (text, value) = match detect(&bytes) {
+        Some(Kind::Squashfs) => squashfs_listing(&bytes).map_err(|e| Error::at(&a.file, e))?,
+        Some(Kind::Initramfs) => initramfs_listing(&bytes).map_err(|e| Error::at(&a.file, e))?,
+        Some(Kind::Ipxe) => {
+            let s = std::str::from_utf8(&bytes)
+                .map_err(|e| Error::at(&a.file, format!("iPXE script is not UTF-8: {e}")))?;
+            ipxe_listing(s).map_err(|e| Error::at(&a.file, e))?
+        }
+        None => {
+            return Err(Error::at(
+                &a.file,
+                "unknown format: not a squashfs image, cpio archive, initramfs or iPXE script",
+            ))
+        }
+    };
+    if a.json {
+        println!("{value}");
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(mode_string('-', 0o4755), "-rwsr-xr-x");
+        assert_eq!(mode_string('d', 0o1777), "drwxrwxrwt");
+        assert_eq!(mode_string('-', 0o2644), "-rw-r-Sr--");
+        assert_eq!(detect(b"hsqs...."), Some(Kind::Squashfs));
+        assert_eq!(detect(b"#!ipxe\n"), Some(Kind::Ipxe));
+        assert_eq!(detect(b"070701"), Some(Kind::Initramfs));
+        assert_eq!(detect(b"ELF"), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! NAR serialisation (Nix archive, `libutil/archive.cc` `dump`), streamed
+//! into any `Write`, for the `narHash`/`narSize` of the registration.
+//!
+//! Grammar: `str("nix-archive-1")` then a node; `str(s)` = u64 LE length,
+//! bytes, zero padding to 8. A node is `( type regular [executable ""]
+//! contents <data> )`, `( type symlink target <t> )`, or `( type directory
+//! {entry ( name <n> node <node> )}* )` with entries sorted by name bytes.
+//! Only the owner-execute bit is recorded (`st_mode & S_IXUSR`).
+
+use std::fs::Metadata;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Called for every node with its path relative to the dumped root (empty
+/// for the root) and its metadata, in NAR order.
+pub type Visitor<'a> = dyn FnMut(&[u8], &Path, &Metadata) -> Result<()> + 'a;
+
+/// Writes the NAR serialisation of `path` to `out`.
+pub fn dump(path: &Path, out: &mut dyn Write, visit: &mut Visitor<'_>) -> Result<()> {
+    let mut w = NarOut { out, path };
+    w.str(b"nix-archive-1")?;
+    let mut rel = Vec::new();
+    node(path, &mut rel, &mut w, visit)
+}
+
+struct NarOut<'a> {
+    out: &'a mut dyn Write,
+    /// The root being dumped, for errors on the output side.
+    path: &'a Path,
+}
+
+impl NarOut<'_> {
+    fn raw(&mut self, b: &[u8]) -> Result<()> {
+        self.out.write_all(b).at(self.path)
+    }
+    fn str(&mut self, s: &[u8]) -> Result<()> {
+        self.raw(&(s.len() as u64).to_le_bytes())?;
+        self.raw(s)?;
+        self.pad(s.len() as u64)
+    }
+    fn pad(&mut self, len: u64) -> Result<()> {
+        let rem = (len % 8) as usize;
+        if rem != 0 {
+            self.raw(&[0u8; 8][..8 - rem])?;
+        }
+        Ok(())
+    }
+}
+
+fn node(path: &Path, rel: &mut Vec<u8>, w: &mut NarOut<'_>, visit: &mut Visitor<'_>) -> Result<()> {
+    let meta = std::fs::symlink_metadata(path).at(path)?;
+    visit(rel, path, &meta)?;
+    w.str(b"(")?;
+    w.str(b"type")?;
+    let ft = meta.file_type();
+    if ft.is_file() {
+        w.str(b"regular")?;
+        if meta.permissions().mode() & 0o100 != 0 {
+            w.str(b"executable")?;
+            w.str(b"")?;
+        }
+        w.str(b"contents")?;
+        let size = meta.len();
+        w.raw(&size.to_le_bytes())?;
+        let mut f = std::fs::File::open(path).at(path)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut done = 0u64;
+        loop {
+            let n = f.read(&mut buf).at(path)?;
+            if n == 0 {
+                break;
+            }
+            done += n as u64;
+            if done > size {
+                break;
+            }
+            w.raw(buf.get(..n).unwrap_or(&[]))?;
+        }
+        if done != size {
+            return Err(Error::at(
+                path,
+                format!("file changed while reading: size was {size}, read {done}"),
+            ));
+        }
+        w.pad(size)?;
+    } else if ft.is_symlink() {
+        w.str(b"symlink")?;
+        w.str(b"target")?;
+        let t = std::fs::read_link(path).at(path)?;
+        w.str(t.as_os_str().as_bytes())?;
+    } else if ft.is_dir() {
+        w.str(b"directory")?;
+        let mut names = Vec::new();
+        for e in std::fs::read_dir(path).at(path)? {
+            names.push(e.at(path)?.file_name());
+        }
+        // NB: NAR order is by name bytes, independent of readdir order.
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            w.str(b"entry")?;
+            w.str(b"(")?;
+            w.str(b"name")?;
+            w.str(name.as_bytes())?;
+            w.str(b"node")?;
+            let len = rel.len();
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name.as_bytes());
+            node(&path.join(&name), rel, w, visit)?;
+            rel.truncate(len);
+            w.str(b")")?;
+        }
+    } else {
+        return Err(Error::at(
+            path,
+            "a store path may hold only regular files, directories and symlinks (NAR cannot carry devices, fifos or sockets)",
+        ));
+    }
+    w.str(b")")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_file_layout() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        let mut out = Vec::new();
+        dump(&f, &mut out, &mut |_, _, _| Ok(())).unwrap();
+        let mut want = Vec::new();
+        for s in [
+            &b"nix-archive-1"[..],
+            b"(",
+            b"type",
+            b"regular",
+            b"contents",
+            b"abc",
+            b")",
+        ] {
+            want.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            want.extend_from_slice(s);
+            want.resize(want.len().div_ceil(8) * 8, 0);
+        }
+        assert_eq!(out, want);
+    }
+}

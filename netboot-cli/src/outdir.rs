@@ -1,0 +1,180 @@
+//! The atomic output directory.
+//!
+//! The build writes into `.<DIR>.netboot-tmp-<pid>` beside `DIR` (same file
+//! system, so renames are atomic), fsyncs every file, then renames the old
+//! `DIR` to `.<DIR>.netboot-old-<pid>`, the new one to `DIR`, and removes
+//! the old one. A failed build drops its [`Staging`] guard, which removes
+//! the temporary directory; `DIR` is never touched before the final rename.
+//!
+//! NB: without `unsafe` (and without a signal crate) we cannot run code on
+//! SIGINT/SIGTERM. A killed build therefore leaves its temporary directory,
+//! but `DIR` itself is intact, and the next build beside `DIR` removes
+//! leftovers whose process (the `<pid>` in the name) no longer exists.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+const TMP_TAG: &str = ".netboot-tmp-";
+const OLD_TAG: &str = ".netboot-old-";
+
+/// A temporary output directory; removed on drop unless committed.
+#[derive(Debug)]
+pub struct Staging {
+    dest: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+fn sibling(dest: &Path, tag: &str, pid: u32) -> Result<PathBuf> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| Error::at(dest, "output directory has no final component"))?;
+    let mut n = std::ffi::OsString::from(".");
+    n.push(name);
+    n.push(format!("{tag}{pid}"));
+    Ok(dest.with_file_name(n))
+}
+
+/// Removes temporary/old directories left by dead builds of `dest`.
+fn clean_stale(dest: &Path) {
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    for e in rd.flatten() {
+        let f = e.file_name();
+        let f = f.to_string_lossy();
+        let Some(rest) = f
+            .strip_prefix('.')
+            .and_then(|r| r.strip_prefix(name.as_ref()))
+        else {
+            continue;
+        };
+        let pid = rest
+            .strip_prefix(TMP_TAG)
+            .or_else(|| rest.strip_prefix(OLD_TAG));
+        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+impl Staging {
+    /// Creates the temporary directory beside `dest`.
+    pub fn new(dest: &Path) -> Result<Staging> {
+        clean_stale(dest);
+        let tmp = sibling(dest, TMP_TAG, std::process::id())?;
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).at(&tmp)?;
+        }
+        std::fs::create_dir(&tmp).at(&tmp)?;
+        Ok(Staging {
+            dest: dest.to_owned(),
+            tmp,
+            committed: false,
+        })
+    }
+
+    /// Where to write the output files.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Fsyncs the staged files and moves them into place.
+    pub fn commit(mut self) -> Result<()> {
+        for e in std::fs::read_dir(&self.tmp).at(&self.tmp)? {
+            let p = e.at(&self.tmp)?.path();
+            File::open(&p).and_then(|f| f.sync_all()).at(&p)?;
+        }
+        File::open(&self.tmp)
+            .and_then(|f| f.sync_all())
+            .at(&self.tmp)?;
+        let old = sibling(&self.dest, OLD_TAG, std::process::id())?;
+        let had_old = match std::fs::symlink_metadata(&self.dest) {
+            Ok(m) if m.is_dir() => {
+                std::fs::rename(&self.dest, &old).at(&self.dest)?;
+                true
+            }
+            Ok(_) => return Err(Error::at(&self.dest, "exists and is not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(Error::io(&self.dest, e)),
+        };
+        if let Err(e) = std::fs::rename(&self.tmp, &self.dest) {
+            if had_old {
+                let _ = std::fs::rename(&old, &self.dest);
+            }
+            return Err(Error::io(&self.dest, e));
+        }
+        self.committed = true;
+        if let Some(parent) = self.dest.parent() {
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            let _ = File::open(parent).and_then(|f| f.sync_all());
+        }
+        if had_old {
+            std::fs::remove_dir_all(&old).at(&old)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_replaces_and_drop_cleans() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("old"), b"1").unwrap();
+        {
+            let s = Staging::new(&dest).unwrap();
+            std::fs::write(s.path().join("new"), b"2").unwrap();
+            // dropped without commit
+        }
+        assert!(dest.join("old").exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        let s = Staging::new(&dest).unwrap();
+        std::fs::write(s.path().join("new"), b"2").unwrap();
+        s.commit().unwrap();
+        assert!(!dest.join("old").exists() && dest.join("new").exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn stale_leftovers_of_dead_processes_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out");
+        // pid 0 never names a live process directory in /proc.
+        let stale = d.path().join(".out.netboot-tmp-0");
+        std::fs::create_dir(&stale).unwrap();
+        let s = Staging::new(&dest).unwrap();
+        assert!(!stale.exists());
+        drop(s);
+    }
+}

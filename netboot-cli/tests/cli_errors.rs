@@ -1,0 +1,208 @@
+//! Every error: one line `netboot: error: <subject>: <problem>`, non-zero
+//! exit, and the previous output directory untouched, no temporaries left.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn prepare() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("media");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("previous"), b"keep me").unwrap();
+    (d, out)
+}
+
+fn untouched(d: &Path, out: &Path) {
+    assert_eq!(listing(out), ["previous"]);
+    assert_eq!(
+        listing(d).iter().filter(|n| n.contains("netboot")).count(),
+        0,
+        "{:?}",
+        listing(d)
+    );
+}
+
+fn expect(cmd: &mut Command, d: &Path, out: &Path, needle: &str) {
+    let err = run_err(cmd);
+    assert!(err.contains(needle), "{err:?} lacks {needle:?}");
+    untouched(d, out);
+}
+
+#[test]
+fn bad_store_path_names() {
+    let (d, out) = prepare();
+    let bad = d.path().join("not-a-store-path");
+    std::fs::write(&bad, b"x").unwrap();
+    expect(
+        &mut build_cmd(&out, std::slice::from_ref(&bad)),
+        d.path(),
+        &out,
+        "not-a-store-path: not a store path name",
+    );
+    let dot = d.path().join("0123456789abcdfghijklmnpqrsvwxyz-.hidden");
+    std::fs::write(&dot, b"x").unwrap();
+    expect(
+        &mut build_cmd(&out, &[dot]),
+        d.path(),
+        &out,
+        "must not start with `.`",
+    );
+}
+
+#[test]
+fn duplicates_and_missing_paths() {
+    let (d, out) = prepare();
+    let mut p = example_paths();
+    p.push(p[0].clone());
+    expect(
+        &mut build_cmd(&out, &p),
+        d.path(),
+        &out,
+        "duplicate store path",
+    );
+    let gone = d.path().join("0123456789abcdfghijklmnpqrsvwxyz-vanished");
+    expect(
+        &mut build_cmd(&out, &[gone]),
+        d.path(),
+        &out,
+        "vanished: No such file",
+    );
+}
+
+#[test]
+fn bad_flags() {
+    let (d, out) = prepare();
+    expect(
+        build_cmd(&out, &example_paths()).args(["--jobs", "0"]),
+        d.path(),
+        &out,
+        "--jobs: must be at least 1",
+    );
+    expect(
+        build_cmd(&out, &example_paths()).args(["--level", "12"]),
+        d.path(),
+        &out,
+        "--level",
+    );
+    expect(
+        build_cmd(&out, &example_paths()).args(["--block-size", "3000"]),
+        d.path(),
+        &out,
+        "--block-size",
+    );
+    expect(
+        build_cmd(&out, &example_paths()).arg("--bogus"),
+        d.path(),
+        &out,
+        "command line: unexpected argument",
+    );
+    expect(
+        &mut build_cmd(&out, &[]),
+        d.path(),
+        &out,
+        "no store paths given",
+    );
+    expect(
+        build_cmd(&out, &example_paths()).args(["--init", "relative/init"]),
+        d.path(),
+        &out,
+        "--init",
+    );
+    let long = "x".repeat(3000);
+    expect(
+        build_cmd(&out, &example_paths()).args(["--cmdline", &long]),
+        d.path(),
+        &out,
+        "--cmdline",
+    );
+}
+
+#[test]
+fn missing_inputs() {
+    let (d, out) = prepare();
+    let with = |kernel: &Path| {
+        let mut c = netboot();
+        c.arg("build")
+            .arg("--kernel")
+            .arg(kernel)
+            .arg("--initrd")
+            .arg(example().join("initrd"));
+        c.args(["--init", INIT])
+            .arg("--out")
+            .arg(&out)
+            .args(example_paths());
+        c
+    };
+    expect(
+        &mut with(&d.path().join("nokernel")),
+        d.path(),
+        &out,
+        "nokernel: No such file",
+    );
+    expect(&mut with(d.path()), d.path(), &out, "not a regular file");
+    expect(
+        build_cmd(&out, &example_paths())
+            .arg("--registration")
+            .arg(d.path().join("noreg")),
+        d.path(),
+        &out,
+        "noreg: No such file",
+    );
+    let closure = d.path().join("closure");
+    std::fs::write(&closure, "/usr/lib/foo\n").unwrap();
+    expect(
+        build_cmd(&out, &[]).arg("--closure").arg(&closure),
+        d.path(),
+        &out,
+        "closure:1",
+    );
+}
+
+#[test]
+fn special_files_cannot_be_archived() {
+    let (d, out) = prepare();
+    let p = d.path().join("0123456789abcdfghijklmnpqrsvwxyz-with-fifo");
+    std::fs::create_dir(&p).unwrap();
+    run(Command::new("mkfifo").arg(p.join("fifo")));
+    expect(&mut build_cmd(&out, &[p]), d.path(), &out, "fifo");
+}
+
+#[test]
+fn stale_temporaries_of_a_killed_build_are_removed() {
+    let (d, out) = prepare();
+    // pid 0 is never a live process.
+    let stale = d.path().join(".media.netboot-tmp-0");
+    std::fs::create_dir(&stale).unwrap();
+    run(build_cmd(&out, &example_paths()).arg("-q"));
+    assert!(!stale.exists());
+    assert_eq!(listing(&out).len(), 5);
+    assert_eq!(listing(d.path()), ["media"]);
+}
+
+#[test]
+fn other_subcommands_fail_in_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let junk = d.path().join("junk");
+    std::fs::write(&junk, b"ELF....").unwrap();
+    let e = run_err(netboot().arg("inspect").arg(&junk));
+    assert!(e.contains("unknown format"), "{e}");
+    let e = run_err(netboot().arg("verify").arg(d.path()));
+    assert!(e.contains("bzImage"), "{e}");
+    let e = run_err(
+        netboot()
+            .arg("squashfs")
+            .arg(d.path().join("nope"))
+            .arg(d.path().join("img")),
+    );
+    assert!(e.contains("nope"), "{e}");
+}

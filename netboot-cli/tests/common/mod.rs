@@ -1,0 +1,149 @@
+//! Helpers shared by the CLI integration tests (they run the real binary).
+#![allow(missing_docs)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use netboot_tests::tools;
+
+pub const INIT: &str = "/nix/store/0n9k0wizkglfrmnx96pbn8m1rs6f3fbx-nixos-system-nixos-24.05/init";
+pub const FILES: [&str; 5] = ["bzImage", "initrd", "manifest", "nix-store", "netboot.ipxe"];
+
+pub fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/closure")
+}
+
+/// The example's store paths, sorted.
+pub fn example_paths() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(example().join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn netboot() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_netboot"));
+    c.env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// `netboot build` of the example closure (given positionally) into `out`.
+pub fn build_cmd(out: &Path, paths: &[PathBuf]) -> Command {
+    let mut c = netboot();
+    c.arg("build")
+        .arg("--kernel")
+        .arg(example().join("bzImage"))
+        .arg("--initrd")
+        .arg(example().join("initrd"))
+        .args(["--init", INIT, "--cmdline", "console=ttyS0 panic=-1"])
+        .arg("--out")
+        .arg(out)
+        .args(paths);
+    c
+}
+
+pub fn run(c: &mut Command) -> Output {
+    tools::run_ok(c)
+}
+
+/// Runs a command that must fail with exactly one `netboot: error: ` line.
+pub fn run_err(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "{c:?} succeeded");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("netboot: error: "), "{err:?}");
+    err
+}
+
+/// The five files of a media directory.
+pub fn media(dir: &Path) -> BTreeMap<&'static str, Vec<u8>> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    let mut want: Vec<String> = FILES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(sorted, want, "DIR must hold exactly the five files");
+    FILES
+        .iter()
+        .map(|f| (*f, std::fs::read(dir.join(f)).unwrap()))
+        .collect()
+}
+
+/// Every regular file of an initramfs, by name (without leading `./`).
+pub fn initramfs_files(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut r = newc_cpio::initramfs::Reader::new(bytes);
+    let mut out = BTreeMap::new();
+    while let Some(mut e) = r.next_entry().unwrap() {
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        if e.entry().kind() == newc_cpio::EntryKind::File {
+            out.insert(String::from_utf8(e.entry().name().to_vec()).unwrap(), data);
+        }
+    }
+    out
+}
+
+/// The manifest's `/nix-store-isos` text.
+pub fn manifest_text(manifest: &[u8]) -> String {
+    String::from_utf8(initramfs_files(manifest).remove("nix-store-isos").unwrap()).unwrap()
+}
+
+/// Stage 1's view: (f, dest) per manifest line.
+pub fn manifest_images(manifest: &[u8]) -> Vec<(String, String)> {
+    manifest_text(manifest)
+        .lines()
+        .map(|l| {
+            let f = l.replacen(' ', "", 1);
+            let p = Path::new(&f);
+            let dest = format!(
+                "{}{}",
+                p.parent().unwrap().file_name().unwrap().to_str().unwrap(),
+                p.file_name().unwrap().to_str().unwrap()
+            );
+            (f, dest)
+        })
+        .collect()
+}
+
+/// Copies the example store into a fresh temp dir (for modification).
+pub fn copy_store(to: &Path) -> Vec<PathBuf> {
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(example().join("store"))
+        .arg(to));
+    let mut v: Vec<PathBuf> = std::fs::read_dir(to.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Directory entries of `dir` (names), sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn summary_hits(stderr: &[u8]) -> u64 {
+    let s = String::from_utf8_lossy(stderr);
+    let line = s
+        .lines()
+        .find(|l| l.contains("cache hits"))
+        .unwrap_or_else(|| panic!("no summary in {s:?}"));
+    let before = line.rsplit(", ").next().unwrap();
+    before.split_whitespace().next().unwrap().parse().unwrap()
+}

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Test stage 1 for netboot media (built by `stage1-initrd`): the minimum of
+# NixOS stage 1 the seed's postMountCommands rely on, then a self-check.
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "NETBOOT-STAGE1: started at $(cut -d' ' -f1 /proc/uptime)s, cmdline: $(cat /proc/cmdline)"
+# loop and squashfs, dependencies first (etc/netboot/modules is in load order).
+while read -r m; do
+  insmod "/lib/modules/$m.ko" || echo "NETBOOT-STAGE1: insmod $m failed"
+done < /etc/netboot/modules
+# fileSystems."/" and fileSystems."/nix" of the seed: tmpfs, mode=0755.
+mkdir -p /mnt-root
+mount -t tmpfs -o mode=0755 tmpfs /mnt-root
+mkdir -p /mnt-root/nix
+mount -t tmpfs -o mode=0755 tmpfs /mnt-root/nix
+echo "NETBOOT-STAGE1: postMountCommands begin"
+# --- the seed's boot.initrd.postMountCommands, verbatim ---
+@POSTMOUNT@
+# --- end of postMountCommands ---
+status=$?
+echo "NETBOOT-STAGE1: postMountCommands exit status $status at $(cut -d' ' -f1 /proc/uptime)s"
+# Quiet the console so kernel messages cannot interleave with the listing.
+echo 1 > /proc/sys/kernel/printk
+sh /etc/netboot/verify.sh "$status"
+echo "NETBOOT-UPTIME: $(cut -d' ' -f1 /proc/uptime)"
+sync
+poweroff -f

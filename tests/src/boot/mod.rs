@@ -1,0 +1,104 @@
+//! Real-boot harness: media built by `netboot build` boot in QEMU through
+//! real iPXE firmware (BIOS option ROM, OVMF + EFI ROM), a real Debian kernel
+//! and a test stage 1 that runs the seed's `postMountCommands` verbatim.
+
+pub mod console;
+pub mod http;
+pub mod kernel;
+pub mod listing;
+pub mod qemu;
+pub mod stage1;
+
+use anyhow::{bail, Context, Result};
+use std::process::{Command, Output};
+
+/// Runs `cmd`, failing with its stderr when it exits non-zero.
+pub fn run_checked(cmd: &mut Command) -> Result<Output> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// The `netboot` binary to test: `$NETBOOT_BIN`, else `netboot` next to the
+/// running test's profile directory (`target/<profile>/netboot`), which
+/// `cargo test --workspace` builds (netboot-cli has integration tests). When
+/// it is missing or older than the sources it is built from, this runs
+/// `cargo build -p netboot-cli --bin netboot` first.
+pub fn netboot_bin() -> Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("NETBOOT_BIN") {
+        return Ok(p.into());
+    }
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .context("test executable has no parent directory")?
+        .to_path_buf();
+    let bin = profile_dir.join("netboot");
+    if !bin.is_file() || stale(&bin) {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(crate::tools::workspace_root()).args([
+            "build",
+            "-q",
+            "-p",
+            "netboot-cli",
+            "--bin",
+            "netboot",
+        ]);
+        if profile_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        if let Some(target) = profile_dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target);
+        }
+        run_checked(&mut cmd)?;
+    }
+    if !bin.is_file() {
+        bail!("{} missing after cargo build", bin.display());
+    }
+    Ok(bin)
+}
+
+/// Whether a source file of the CLI or its crates is newer than `bin`.
+fn stale(bin: &std::path::Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = crate::tools::workspace_root();
+    let mut stack: Vec<std::path::PathBuf> = [
+        "netboot-cli/src",
+        "squashfs-writer/src",
+        "newc-cpio/src",
+        "ipxe-script/src",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    while let Some(p) = stack.pop() {
+        let Ok(md) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if md.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()));
+            }
+        } else if md.modified().is_ok_and(|m| m > built) {
+            return true;
+        }
+    }
+    false
+}

@@ -1,0 +1,392 @@
+//! Real boot: media built by the real `netboot build` binary boot in QEMU
+//! (TCG) through real iPXE firmware (SeaBIOS option ROM over TFTP and HTTP,
+//! OVMF + EFI ROM over TFTP), a real Debian kernel and a test stage 1 that
+//! runs the seed's postMountCommands verbatim. The guest describes the store
+//! it built; it must equal the source closure, and the registration must
+//! list exactly the closure.
+//!
+//! Needs qemu-system-x86, ipxe-qemu, ovmf, busybox-static and apt access for
+//! the kernel (cached under target/netboot-boot-cache). Skips when they are
+//! missing, fails when NETBOOT_REQUIRE_TOOLS is set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use netboot_tests::boot::qemu::{self, Boot, Firmware, Transport};
+use netboot_tests::boot::{console, kernel, listing, stage1};
+use netboot_tests::fixture;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+/// One source closure and the stage 1 that checks it.
+struct Variant {
+    store: PathBuf,
+    closure_file: PathBuf,
+    /// `Some`: ship this registration file; `None`: netboot computes it.
+    registration: Option<PathBuf>,
+    system: String,
+    stage1: PathBuf,
+    expected_listing: Vec<String>,
+    expected_paths: Vec<String>,
+}
+
+struct Setup {
+    work: PathBuf,
+    vmlinuz: PathBuf,
+    netboot: PathBuf,
+    tools: qemu::Tools,
+    /// The whole hostile fixture (incl. a fifo), closureInfo registration.
+    hostile: Variant,
+    /// Without the fifo; registration computed by `netboot build`.
+    nar: Variant,
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| netboot_tests::tools::workspace_root().join("target"))
+}
+
+/// Removes a tree that may hold read-only directories (store paths are 0555).
+fn force_remove(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    let _ = Command::new("chmod").arg("-R").arg("u+w").arg(dir).status();
+    std::fs::remove_dir_all(dir).unwrap_or_else(|e| panic!("removing {}: {e}", dir.display()));
+}
+
+/// The closure the media carry: the difftest fixture plus one path whose name
+/// contains `system-nixos`. The seed's trailing diagnostics
+/// (`ls -la /mnt-root/nix/store | grep system-nixos`, under `set -e`) fail
+/// otherwise, as on any NixOS system whose hostname is not `nixos`.
+///
+/// `nar_only`: drop what a NAR cannot hold (the fixture's fifo), so that
+/// `netboot build` computes the registration itself; otherwise the test ships
+/// a closureInfo-style registration (`--registration`), as the seed does.
+fn closure(store: &Path, nar_only: bool) -> (Vec<Vec<u8>>, String, Vec<u8>) {
+    let mut c = fixture::store_closure_spec();
+    if nar_only {
+        c.spec.nodes.retain(|n| {
+            !matches!(
+                n.kind,
+                fixture::NodeKind::Fifo
+                    | fixture::NodeKind::Socket
+                    | fixture::NodeKind::CharDev(..)
+                    | fixture::NodeKind::BlockDev(..)
+            )
+        });
+    }
+    let report = c.spec.materialize(store, &fixture::Materialize::default());
+    assert!(
+        report.skipped.is_empty() || !fixture::is_root(),
+        "fixture incomplete: {:?}",
+        report.skipped
+    );
+    let marker = format!(
+        "{}-nixos-system-nixos-hostname",
+        fixture::fake_hash("system-nixos")
+    );
+    let dir = store.join(&marker);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("hostname"), b"nixos\n").unwrap();
+    let _ = Command::new("touch")
+        .args(["-h", "-d", "@1"])
+        .arg(dir.join("hostname"))
+        .status();
+    let _ = Command::new("chmod")
+        .arg("0444")
+        .arg(dir.join("hostname"))
+        .status();
+    let _ = Command::new("chmod").arg("0555").arg(&dir).status();
+    let _ = Command::new("touch")
+        .args(["-h", "-d", "@1"])
+        .arg(&dir)
+        .status();
+    let mut names: Vec<Vec<u8>> = c
+        .paths
+        .iter()
+        .map(|p| p.base.clone().into_bytes())
+        .collect();
+    // closureInfo's registration format: path, narHash, narSize, deriver,
+    // reference count, references. Hashes are placeholders: stage 1 only
+    // copies the file; the guest checks the paths.
+    let mut reg = String::new();
+    for p in &c.paths {
+        reg.push_str(&format!(
+            "/nix/store/{}\nsha256:{}\n0\n\n{}\n",
+            p.base,
+            "0".repeat(52),
+            p.references.len()
+        ));
+        for r in &p.references {
+            reg.push_str(&format!("/nix/store/{r}\n"));
+        }
+    }
+    reg.push_str(&format!(
+        "/nix/store/{marker}\nsha256:{}\n0\n\n0\n",
+        "0".repeat(52)
+    ));
+    names.push(marker.into_bytes());
+    names.sort();
+    (names, c.system, reg.into_bytes())
+}
+
+fn setup() -> Option<&'static Setup> {
+    static SETUP: OnceLock<Option<Setup>> = OnceLock::new();
+    SETUP
+        .get_or_init(|| {
+            let tools = qemu::require(Firmware::Uefi)?;
+            let k = match kernel::debian_kernel(&kernel::default_cache_dir()) {
+                Ok(k) => k,
+                Err(e) if !netboot_tests::tools::tools_required() => {
+                    eprintln!("SKIP: cannot get a Debian kernel: {e:#}");
+                    return None;
+                }
+                Err(e) => panic!("cannot get a Debian kernel: {e:#}"),
+            };
+            let work = target_dir().join("netboot-boot");
+            force_remove(&work);
+            std::fs::create_dir_all(&work).unwrap();
+            let modules = k.modules_for(stage1::WANTED_MODULES).unwrap();
+            let variant = |name: &str, nar_only: bool| {
+                let dir = work.join(name);
+                let store = dir.join("store");
+                std::fs::create_dir_all(&store).unwrap();
+                let (names, system, reg) = closure(&store, nar_only);
+                let listing =
+                    listing::closure_listing(&store, &names, listing::Expect::default()).unwrap();
+                let paths = listing::expected_paths(&names);
+                let closure_file = dir.join("closure");
+                std::fs::write(&closure_file, &paths).unwrap();
+                let registration = (!nar_only).then(|| {
+                    let f = dir.join("registration");
+                    std::fs::write(&f, &reg).unwrap();
+                    f
+                });
+                let mut s = stage1::Stage1::new(modules.clone());
+                s.expected_listing = Some(listing.clone());
+                s.expected_paths = Some(paths.clone());
+                let stage1 = dir.join("stage1-initrd");
+                s.write_to_path(&stage1).unwrap();
+                Variant {
+                    store,
+                    closure_file,
+                    registration,
+                    system,
+                    stage1,
+                    expected_listing: listing.lines().map(str::to_owned).collect(),
+                    expected_paths: String::from_utf8(paths)
+                        .unwrap()
+                        .lines()
+                        .map(str::to_owned)
+                        .collect(),
+                }
+            };
+            let hostile = variant("hostile", false);
+            let nar = variant("nar", true);
+            let netboot = netboot_tests::boot::netboot_bin().unwrap_or_else(|e| panic!("{e:#}"));
+            Some(Setup {
+                work,
+                vmlinuz: k.vmlinuz,
+                netboot,
+                tools,
+                hostile,
+                nar,
+            })
+        })
+        .as_ref()
+}
+
+/// `hex(name) ...` -> the name, readable, for failure messages.
+fn readable(line: &str) -> String {
+    let hex = line.split(' ').next().unwrap_or("");
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    format!(
+        "{:?}  {}",
+        String::from_utf8_lossy(&bytes),
+        line.split_once(' ').map_or("", |x| x.1)
+    )
+}
+
+fn boot_media(
+    mode: &str,
+    firmware: Firmware,
+    transport: Transport,
+    image_compression: &str,
+    segment_compression: &str,
+    nar_only: bool,
+) {
+    let Some(setup) = setup() else { return };
+    let s = if nar_only { &setup.nar } else { &setup.hostile };
+    // One QEMU at a time: TCG needs a core, CI has two.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+
+    let media = setup.work.join(format!("media-{mode}"));
+    let t = Instant::now();
+    let mut cmd = Command::new(&setup.netboot);
+    cmd.arg("build");
+    if let Some(reg) = &s.registration {
+        cmd.arg("--registration").arg(reg);
+    }
+    let out = cmd
+        .arg("--kernel")
+        .arg(&setup.vmlinuz)
+        .arg("--initrd")
+        .arg(&s.stage1)
+        .arg("--init")
+        .arg(format!("/nix/store/{}/init", s.system))
+        .arg("--closure")
+        .arg(&s.closure_file)
+        .arg("--closure-root")
+        .arg(&s.store)
+        .args(["--cmdline", "console=ttyS0 panic=-1"])
+        .args(["--compression", image_compression])
+        .args(["--initrd-compression", segment_compression])
+        .arg("--out")
+        .arg(&media)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "netboot build failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let build = t.elapsed();
+
+    let log = target_dir()
+        .join("netboot-boot-logs")
+        .join(format!("{mode}.log"));
+    let outcome = Boot::new(firmware, transport, &media, &log)
+        .run(&setup.tools)
+        .unwrap();
+    let r = console::parse(&outcome.console);
+    let keep = format!(
+        "serial log: {} ; media: {} ; HTTP requests: {:?}",
+        log.display(),
+        media.display(),
+        outcome.http_requests
+    );
+    eprintln!(
+        "boot {mode}: build {:.1}s, boot {:.1}s (guest uptime at verdict {:?}s)",
+        build.as_secs_f64(),
+        outcome.elapsed.as_secs_f64(),
+        r.uptime
+    );
+    assert!(
+        !outcome.timed_out,
+        "{mode}: QEMU timed out after {:?}; {keep}",
+        outcome.elapsed
+    );
+    assert!(
+        r.unpack_failures.is_empty(),
+        "{mode}: {:?}; {keep}",
+        r.unpack_failures
+    );
+    assert!(r.panics.is_empty(), "{mode}: {:?}; {keep}", r.panics);
+    assert_eq!(
+        r.postmount_status,
+        Some(0),
+        "{mode}: postMountCommands status; {keep}"
+    );
+
+    let found = r
+        .listing
+        .clone()
+        .unwrap_or_else(|| panic!("{mode}: no store listing on the console; {keep}"));
+    if found != s.expected_listing {
+        let missing: Vec<String> = s
+            .expected_listing
+            .iter()
+            .filter(|l| !found.contains(l))
+            .take(15)
+            .map(|l| readable(l))
+            .collect();
+        let extra: Vec<String> = found
+            .iter()
+            .filter(|l| !s.expected_listing.contains(l))
+            .take(15)
+            .map(|l| readable(l))
+            .collect();
+        panic!(
+            "{mode}: the booted store differs from the closure ({} vs {} entries)\nexpected, not found:\n  {}\nfound, not expected:\n  {}\n{keep}",
+            s.expected_listing.len(),
+            found.len(),
+            missing.join("\n  "),
+            extra.join("\n  ")
+        );
+    }
+    assert_eq!(
+        r.registration.as_ref(),
+        Some(&s.expected_paths),
+        "{mode}: registered paths; {keep}"
+    );
+    assert_eq!(
+        r.verdict.as_deref(),
+        Some("ok"),
+        "{mode}: guest verdict; {keep}"
+    );
+    if transport == Transport::Http {
+        for f in ["netboot.ipxe", "bzImage", "initrd", "manifest", "nix-store"] {
+            assert!(
+                outcome
+                    .http_requests
+                    .iter()
+                    .any(|l| l.starts_with(&format!("GET /{f} ")) && l.contains("200 OK")),
+                "{mode}: {f} not fetched over HTTP; {keep}"
+            );
+        }
+    }
+    let _ = std::fs::write(
+        target_dir()
+            .join("netboot-boot-logs")
+            .join(format!("{mode}.timing")),
+        format!(
+            "build {:.1}s boot {:.1}s uptime {:?}s\n",
+            build.as_secs_f64(),
+            outcome.elapsed.as_secs_f64(),
+            r.uptime
+        ),
+    );
+}
+
+#[test]
+fn boot_bios_tftp_gzip_images_uncompressed_segments() {
+    boot_media(
+        "bios-tftp",
+        Firmware::Bios,
+        Transport::Tftp,
+        "gzip",
+        "none",
+        false,
+    );
+}
+
+#[test]
+fn boot_bios_http_lz4_images_lz4_segments() {
+    boot_media(
+        "bios-http",
+        Firmware::Bios,
+        Transport::Http,
+        "lz4",
+        "lz4",
+        true,
+    );
+}
+
+#[test]
+fn boot_uefi_tftp_gzip_images_gzip_segments() {
+    boot_media(
+        "uefi-tftp",
+        Firmware::Uefi,
+        Transport::Tftp,
+        "gzip",
+        "gzip",
+        false,
+    );
+}

@@ -1,0 +1,219 @@
+//! Host-side checks of the real-boot pieces (no QEMU): the seed's
+//! postMountCommands are embedded verbatim, the guest's store description
+//! (`verify.sh`, run here with busybox) equals the host's, and the
+//! `stage1-initrd` archive holds what `/init` needs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use netboot_tests::boot::kernel::Module;
+use netboot_tests::boot::{console, listing, stage1};
+use netboot_tests::fixture;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[test]
+fn boot_postmount_commands_are_the_seeds_verbatim() {
+    // The excerpt kept in the repository, through Nix's '' string rules.
+    assert_eq!(
+        stage1::postmount_from_module(stage1::SEED_EXCERPT).as_deref(),
+        Some(stage1::POSTMOUNT_COMMANDS)
+    );
+    assert!(stage1::POSTMOUNT_COMMANDS.contains("cp -ar \"../.squash/$dest/$dest\" \"./$dest\""));
+    assert!(stage1::init_script().contains(stage1::POSTMOUNT_COMMANDS.trim_end()));
+    // And the seed itself, where it is available (the project's shared dir).
+    let seed = std::env::var_os("NETBOOT_SEED_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/seed/netboot-module.nix"));
+    match std::fs::read_to_string(&seed) {
+        Ok(text) => {
+            assert!(
+                text.contains(stage1::SEED_EXCERPT),
+                "{} changed",
+                seed.display()
+            );
+            assert_eq!(
+                stage1::postmount_from_module(&text).as_deref(),
+                Some(stage1::POSTMOUNT_COMMANDS)
+            );
+        }
+        Err(_) => eprintln!(
+            "note: {} not found; checked the in-repo excerpt only",
+            seed.display()
+        ),
+    }
+}
+
+#[test]
+fn boot_nix_indented_strings() {
+    assert_eq!(
+        stage1::nix_indented_string("    a\n      b\n\n    c\n  "),
+        "a\n  b\n\nc\n"
+    );
+    assert_eq!(stage1::postmount_from_module("x = 1;"), None);
+}
+
+/// A bin directory whose every applet is the given busybox, so the script
+/// runs exactly the tools the guest has.
+fn busybox_path(dir: &Path, busybox: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let out = Command::new(busybox).arg("--list").output().unwrap();
+    for a in String::from_utf8_lossy(&out.stdout).lines() {
+        std::os::unix::fs::symlink(busybox, bin.join(a)).unwrap();
+    }
+    bin
+}
+
+#[test]
+fn boot_guest_store_description_matches_host() {
+    let Some(bb) = netboot_tests::tools::require(&["busybox"]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    let c = fixture::store_closure(&store);
+    let names: Vec<Vec<u8>> = c
+        .paths
+        .iter()
+        .map(|p| p.base.clone().into_bytes())
+        .collect();
+    // Owners as materialised here (root: 0; otherwise the test's user).
+    let md = std::fs::symlink_metadata(store.join(&c.system)).unwrap();
+    let expect = listing::Expect {
+        uid: md.uid(),
+        gid: md.gid(),
+        mtime: Some(1),
+    };
+    let host = listing::closure_listing(&store, &names, expect).unwrap();
+    assert!(host.lines().count() > 300, "fixture unexpectedly small");
+
+    let etc = tmp.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    std::fs::write(etc.join("expected-listing"), &host).unwrap();
+    std::fs::write(etc.join("expected-paths"), listing::expected_paths(&names)).unwrap();
+    let scratch = tmp.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let script = tmp.path().join("verify.sh");
+    std::fs::write(&script, stage1::verify_script()).unwrap();
+    let bin = busybox_path(tmp.path(), &bb[0]);
+    let out = Command::new(&bb[0])
+        .arg("sh")
+        .arg(&script)
+        .arg("0")
+        .env_clear()
+        .env("PATH", &bin)
+        .env("NETBOOT_STORE", &store)
+        .env("NETBOOT_ETC", &etc)
+        .env("NETBOOT_TMP", &scratch)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r = console::parse(&text);
+    let guest = r.listing.unwrap_or_else(|| {
+        panic!(
+            "no listing:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let host_lines: Vec<&str> = host.lines().collect();
+    for (g, h) in guest.iter().zip(&host_lines) {
+        assert_eq!(g, h, "first differing line");
+    }
+    assert_eq!(guest.len(), host_lines.len());
+    assert!(
+        text.contains("NETBOOT-CHECK: store matches the closure"),
+        "{text}"
+    );
+    // Off the guest there is no registration and no init= parameter.
+    let verdict = r.verdict.unwrap_or_default();
+    assert!(verdict.contains("no-registration"), "{text}");
+    assert!(!verdict.contains("store-differs"), "{text}");
+
+    // Negative control: one stray file must flip the verdict.
+    let sys = store.join(&c.system);
+    netboot_tests::tools::run_ok(Command::new("chmod").arg("u+w").arg(&sys));
+    std::fs::write(sys.join("stray"), b"x").unwrap();
+    let out = Command::new(&bb[0])
+        .arg("sh")
+        .arg(&script)
+        .arg("0")
+        .env_clear()
+        .env("PATH", &bin)
+        .env("NETBOOT_STORE", &store)
+        .env("NETBOOT_ETC", &etc)
+        .env("NETBOOT_TMP", &scratch)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let r = console::parse(&text);
+    assert_eq!(r.listing.map(|l| l.len()), Some(host_lines.len() + 1));
+    assert!(
+        r.verdict.unwrap_or_default().contains("store-differs"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&listing::hex(b"/stray")),
+        "diff shown:\n{text}"
+    );
+}
+
+#[test]
+fn boot_stage1_initrd_holds_what_init_needs() {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        assert!(
+            !netboot_tests::tools::tools_required(),
+            "static /bin/busybox missing (busybox-static)"
+        );
+        eprintln!("SKIP: no /bin/busybox");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let ko = tmp.path().join("loop.ko");
+    std::fs::write(&ko, b"\x7fELF fake module\0depends=\0").unwrap();
+    let mut s = stage1::Stage1::new(vec![Module {
+        name: "loop".into(),
+        path: ko,
+    }]);
+    s.expected_paths = Some(b"/nix/store/a\n".to_vec());
+    let bytes = s.write(Vec::new()).unwrap();
+    assert_eq!(
+        bytes.get(..2),
+        Some(&[0x1f, 0x8b][..]),
+        "gzip, like the seed's stage 1"
+    );
+    assert_eq!(bytes.len() % 4, 0);
+    assert_eq!(s.write(Vec::new()).unwrap(), bytes, "reproducible");
+
+    let mut r = newc_cpio::initramfs::Reader::new(&bytes);
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(mut e) = r.next_entry().unwrap() {
+        let entry = e.entry().clone();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        assert_eq!((entry.uid(), entry.gid(), entry.mtime()), (0, 0, 1));
+        seen.insert(
+            String::from_utf8(entry.name().to_vec()).unwrap(),
+            (entry, data),
+        );
+    }
+    let (init, data) = &seen["init"];
+    assert_eq!(init.perm(), 0o755);
+    assert!(String::from_utf8_lossy(data).contains(stage1::POSTMOUNT_COMMANDS.trim_end()));
+    assert_eq!(seen["bin/busybox"].0.perm(), 0o755);
+    assert_eq!(seen["bin/sh"].0.symlink_target(), b"busybox");
+    assert_eq!(seen["dev/console"].0.rdev(), (5, 1));
+    assert_eq!(
+        seen["lib/modules/loop.ko"].1,
+        b"\x7fELF fake module\0depends=\0"
+    );
+    assert_eq!(seen["etc/netboot/modules"].1, b"loop\n");
+    assert_eq!(seen["etc/netboot/expected-paths"].1, b"/nix/store/a\n");
+    assert_eq!(seen["tmp"].0.perm(), 0o1777);
+    for d in ["proc", "sys", "dev", "mnt-root"] {
+        assert_eq!(seen[d].0.kind(), newc_cpio::EntryKind::Directory, "{d}");
+    }
+}
