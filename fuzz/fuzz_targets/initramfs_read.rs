@@ -1,19 +1,3 @@
-//! Reads a whole initramfs (segments: plain, gzip, LZ4 legacy) from
-//! arbitrary bytes, draining every entry's decoded data.
+//! libFuzzer wrapper; the body is `netboot_fuzz::initramfs_read` (fuzz/src/bodies.rs).
 #![no_main]
-
-use std::io;
-
-use libfuzzer_sys::fuzz_target;
-use newc_cpio::initramfs;
-
-fuzz_target!(|data: &[u8]| {
-    let mut r = initramfs::Reader::new(data);
-    while let Ok(Some(mut e)) = r.next_entry() {
-        assert!(e.segment().offset < data.len() as u64);
-        if io::copy(&mut e, &mut io::sink()).is_err() {
-            break;
-        }
-    }
-    let _ = initramfs::segments(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| netboot_fuzz::initramfs_read(data));

@@ -1,0 +1,401 @@
+//! The body of every fuzz target, shared by cargo-fuzz (`fuzz_targets/*.rs`
+//! are one-line wrappers) and by the stable replay test
+//! (`tests/tests/fuzz_replay.rs` includes this file with `#[path]`), so a
+//! crash file replays through exactly the code that found it.
+//!
+//! Every body takes raw bytes; structured targets decode them with
+//! `arbitrary::Unstructured` the way `libfuzzer_sys::fuzz_target!` does
+//! (`arbitrary_take_rest`), so saved inputs mean the same thing in both.
+//! Bodies panic (assert) on a defect and return quietly on input the
+//! readers reject: hostile input must give an error, never a panic.
+
+// Fuzz bodies: a failed assertion is the report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{self, Cursor, Read};
+
+use arbitrary::{Arbitrary, Unstructured};
+
+/// Decodes `data` like `fuzz_target!(|input: T| ...)` does; `None` when the
+/// bytes don't form a `T` (libFuzzer skips those inputs too).
+fn decode<'a, T: Arbitrary<'a>>(data: &'a [u8]) -> Option<T> {
+    T::arbitrary_take_rest(Unstructured::new(data)).ok()
+}
+
+/// A sink that gives up after a bound, so hostile sparse files stay cheap.
+struct Capped(u64);
+
+impl io::Write for Capped {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0 = self.0.saturating_sub(b.len() as u64);
+        if self.0 == 0 {
+            return Err(io::Error::other("cap"));
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- newc-cpio
+
+/// One newc archive from arbitrary bytes, draining every entry's data: must
+/// return errors, never panic or allocate from unchecked sizes.
+pub fn cpio_read(data: &[u8]) {
+    let mut r = newc_cpio::read::Reader::new(data);
+    let mut last = None;
+    while let Ok(Some(mut e)) = r.next_entry() {
+        // Offsets only grow.
+        assert!(last.is_none_or(|l| e.header_offset() > l));
+        last = Some(e.header_offset());
+        if io::copy(&mut e, &mut io::sink()).is_err() {
+            break;
+        }
+    }
+}
+
+/// A whole initramfs (segments: plain, gzip, LZ4 legacy) from arbitrary
+/// bytes, draining every entry's decoded data.
+pub fn initramfs_read(data: &[u8]) {
+    use newc_cpio::initramfs;
+    let mut r = initramfs::Reader::new(data);
+    while let Ok(Some(mut e)) = r.next_entry() {
+        assert!(e.segment().offset < data.len() as u64);
+        if io::copy(&mut e, &mut io::sink()).is_err() {
+            break;
+        }
+    }
+    let _ = initramfs::segments(data);
+}
+
+#[derive(Arbitrary, Debug)]
+struct CpioItem {
+    name: Vec<u8>,
+    kind: u8,
+    perm: u16,
+    uid: u32,
+    gid: u32,
+    mtime: u32,
+    ino: Option<u32>,
+    nlink: u32,
+    rdev: (u32, u32),
+    data: Vec<u8>,
+}
+
+#[derive(Arbitrary, Debug)]
+struct CpioInput {
+    compression: u8,
+    items: Vec<CpioItem>,
+}
+
+/// Arbitrary entries -> Writer (inside an initramfs segment of arbitrary
+/// compression) -> Reader: what the writer accepted reads back equal.
+pub fn cpio_roundtrip(data: &[u8]) {
+    use newc_cpio::initramfs::{self, Compression};
+    use newc_cpio::Entry;
+    let Some(input) = decode::<CpioInput>(data) else {
+        return;
+    };
+    let compression = match input.compression % 3 {
+        0 => Compression::None,
+        1 => Compression::Gzip {
+            level: input.compression % 11,
+        },
+        _ => Compression::Lz4,
+    };
+    let mut accepted = Vec::new();
+    let bytes = initramfs::encode_segment(compression, |w| {
+        for it in &input.items {
+            let name = it.name.clone();
+            let base = match it.kind % 7 {
+                0 => Entry::file(name, it.data.len() as u64),
+                1 => Entry::directory(name),
+                2 => Entry::symlink(name, it.data.clone()),
+                3 => Entry::char_device(name, it.rdev.0, it.rdev.1),
+                4 => Entry::block_device(name, it.rdev.0, it.rdev.1),
+                5 => Entry::fifo(name),
+                _ => Entry::socket(name),
+            };
+            let mut e = base
+                .with_mode(u32::from(it.perm))
+                .with_uid(it.uid)
+                .with_gid(it.gid)
+                .with_mtime(it.mtime)
+                .with_nlink(it.nlink);
+            if let Some(ino) = it.ino {
+                e = e.with_ino(ino);
+            }
+            let data: &[u8] = if it.kind % 7 == 0 { &it.data } else { &[] };
+            // Validation errors (bad names, targets) write nothing.
+            if w.append(&e, data).is_ok() {
+                accepted.push((e, data.to_vec()));
+            }
+        }
+        Ok(())
+    })
+    .expect("encoding to a Vec cannot fail");
+    let mut r = initramfs::Reader::new(&bytes);
+    let mut n = 0;
+    while let Some(mut got) = r.next_entry().expect("our own output reads back") {
+        let (want, data) = &accepted[n];
+        assert_eq!(got.entry().name(), want.name());
+        assert_eq!(got.entry().kind(), want.kind());
+        assert_eq!(got.entry().mode(), want.mode());
+        assert_eq!(got.entry().uid(), want.uid());
+        assert_eq!(got.entry().gid(), want.gid());
+        assert_eq!(got.entry().mtime(), want.mtime());
+        assert_eq!(got.entry().symlink_target(), want.symlink_target());
+        if let Some(ino) = want.ino() {
+            assert_eq!(got.entry().ino(), Some(ino));
+        }
+        let mut back = Vec::new();
+        got.read_to_end(&mut back).expect("data reads back");
+        assert_eq!(&back, data);
+        n += 1;
+    }
+    assert_eq!(n, accepted.len());
+}
+
+// ---------------------------------------------------------- squashfs-writer
+
+/// Arbitrary bytes -> `Image::new` -> walk -> read every file -> look every
+/// path up. Must never panic, and memory stays bounded.
+pub fn squashfs_read(data: &[u8]) {
+    use squashfs_writer::read::{EntryKind, Image};
+    let Ok(image) = Image::new(data) else { return };
+    let Ok(entries) = image.entries() else { return };
+    for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
+        let _ = image.read_file_to(e, &mut Capped(64 << 20));
+    }
+    for e in entries.iter().take(64) {
+        let _ = image.lookup(&e.path);
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum SqfsItem {
+    File {
+        path: Vec<u8>,
+        data: Vec<u8>,
+        zeros: u16,
+    },
+    Dir {
+        path: Vec<u8>,
+    },
+    Symlink {
+        path: Vec<u8>,
+        target: Vec<u8>,
+    },
+    Fifo {
+        path: Vec<u8>,
+    },
+}
+
+#[derive(Arbitrary, Debug)]
+struct SqfsInput {
+    items: Vec<(SqfsItem, u16, u32)>,
+    comp: u8,
+    tail: bool,
+}
+
+/// Arbitrary small tree -> write -> read -> the same files with the same
+/// contents, and the same symlinks with the same targets.
+pub fn squashfs_roundtrip(data: &[u8]) {
+    use squashfs_writer::read::{EntryKind, Image};
+    use squashfs_writer::{write_image, Compression, FileData, Metadata, Options, Tree};
+    let Some(input) = decode::<SqfsInput>(data) else {
+        return;
+    };
+    let norm = |path: &[u8]| -> Vec<u8> {
+        let parts: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty())
+            .collect();
+        parts.join(&b'/')
+    };
+    let mut tree = Tree::new();
+    let mut files: BTreeMap<Vec<u8>, (Vec<u8>, u32)> = BTreeMap::new();
+    let mut links: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for (item, mode, mtime) in input.items.into_iter().take(64) {
+        let item_is_dir = matches!(item, SqfsItem::Dir { .. });
+        let meta = Metadata::new(mode).with_mtime(mtime);
+        match item {
+            SqfsItem::File {
+                path,
+                mut data,
+                zeros,
+            } => {
+                data.extend(std::iter::repeat_n(0, usize::from(zeros)));
+                if tree
+                    .add_file(&path, meta, FileData::bytes(data.clone()))
+                    .is_ok()
+                {
+                    links.remove(&norm(&path));
+                    files.insert(norm(&path), (data, mtime));
+                }
+            }
+            SqfsItem::Symlink { path, target } => {
+                if tree.add_symlink(&path, meta, &target).is_ok() {
+                    files.remove(&norm(&path));
+                    links.insert(norm(&path), target);
+                }
+            }
+            SqfsItem::Dir { path } | SqfsItem::Fifo { path } => {
+                let added = match item_is_dir {
+                    true => tree.add_dir(&path, meta),
+                    false => tree.add_fifo(&path, meta),
+                };
+                if added.is_ok() {
+                    files.remove(&norm(&path));
+                    links.remove(&norm(&path));
+                }
+            }
+        }
+    }
+    let comp = match input.comp % 3 {
+        0 => Compression::Gzip { level: 1 },
+        1 => Compression::Lz4 {
+            high_compression: false,
+        },
+        _ => Compression::None,
+    };
+    let opts = Options::new()
+        .compression(comp)
+        .block_size(4096)
+        .tail_packing(input.tail)
+        .jobs(1);
+    let mut out = Cursor::new(Vec::new());
+    write_image(&tree, &opts, &mut out).expect("writing a valid tree succeeds");
+    let bytes = out.into_inner();
+    let image = Image::new(&bytes).expect("our image parses");
+    let entries = image.entries().expect("our image walks");
+    let got: BTreeMap<Vec<u8>, (Vec<u8>, u32)> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .map(|e| {
+            let data = image.read_file(e).expect("file reads");
+            (e.path.clone(), (data, e.mtime))
+        })
+        .collect();
+    assert_eq!(got, files);
+    let got_links: BTreeMap<Vec<u8>, Vec<u8>> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Symlink)
+        .map(|e| (e.path.clone(), e.target.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(got_links, links);
+}
+
+// ------------------------------------------------------------- ipxe-script
+
+/// Any text -> `ipxe_script::parse`; whatever parses must render without
+/// panicking, and what renders must parse back to a fixed point.
+pub fn ipxe_parse(data: &[u8]) {
+    // libFuzzer's `|text: &str|` skips non-UTF-8 inputs the same way.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(script) = ipxe_script::parse(text) {
+        if let Ok(rendered) = script.render() {
+            let again = ipxe_script::parse(&rendered).expect("our own output parses");
+            // The typed model is a fixed point after one normalisation.
+            assert_eq!(again.render().expect("renders again"), rendered);
+        }
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum Piece {
+    Text(String),
+    Setting(u8),
+}
+
+#[derive(Arbitrary, Debug)]
+enum IpxeCmd {
+    Echo(bool, Vec<Piece>),
+    Set(Vec<Piece>),
+    Kernel {
+        uri: Vec<Piece>,
+        args: Vec<Piece>,
+        name: Option<String>,
+        timeout: Option<u64>,
+        autofree: bool,
+    },
+    Chain(String, bool, bool),
+    Boot,
+    Imgfree(Option<String>),
+    Raw(Vec<String>),
+    Goto(String),
+    Label(String),
+    Comment(String),
+    Sleep(u32),
+    Exit(Option<u32>),
+    OrIgnore,
+    And(String),
+}
+
+fn ipxe_value(pieces: Vec<Piece>) -> ipxe_script::Value {
+    use ipxe_script::Value;
+    const NAMES: &[&str] = &["cmdline", "net0/mac:hexhyp", "base-url", "36:uint8", "x"];
+    pieces.into_iter().fold(Value::new(), |v, p| match p {
+        Piece::Text(t) => v.then_text(t),
+        Piece::Setting(i) => v.then_setting(NAMES[i as usize % NAMES.len()]),
+    })
+}
+
+/// Arbitrary values -> builder -> render -> parse -> the same script.
+pub fn ipxe_roundtrip(data: &[u8]) {
+    use ipxe_script::{parse, Command, Image, Joiner, Script, Value};
+    let Some(cmds) = decode::<Vec<IpxeCmd>>(data) else {
+        return;
+    };
+    let mut s = Script::new();
+    for c in cmds {
+        s = match c {
+            IpxeCmd::Echo(no_newline, t) => s.command(Command::Echo {
+                no_newline,
+                text: ipxe_value(t),
+            }),
+            IpxeCmd::Set(v) => s.set("fuzz", ipxe_value(v)),
+            IpxeCmd::Kernel {
+                uri,
+                args,
+                name,
+                timeout,
+                autofree,
+            } => {
+                let mut img = Image::new(ipxe_value(uri))
+                    .args(ipxe_value(args))
+                    .autofree(autofree);
+                img.name = name.map(Value::text);
+                img.timeout_ms = timeout;
+                s.kernel_image(img)
+            }
+            IpxeCmd::Chain(u, a, r) => s.chain(Image::new(u).autofree(a).replace(r)),
+            IpxeCmd::Boot => s.boot(),
+            IpxeCmd::Imgfree(n) => s.command(Command::Imgfree {
+                image: n.map(Value::text),
+            }),
+            IpxeCmd::Raw(args) => s.raw("imgstat", args.into_iter().map(Value::text).collect()),
+            IpxeCmd::Goto(l) => s.goto(l),
+            IpxeCmd::Label(l) => s.label(l),
+            IpxeCmd::Comment(c) => s.comment(c),
+            IpxeCmd::Sleep(n) => s.sleep(n),
+            IpxeCmd::Exit(c) => s.exit(c),
+            IpxeCmd::OrIgnore => s.or_ignore(),
+            IpxeCmd::And(t) => s.join(
+                Joiner::And,
+                Command::Echo {
+                    no_newline: false,
+                    text: Value::text(t),
+                },
+            ),
+        };
+    }
+    if let Ok(text) = s.render() {
+        let back = parse(&text).expect("rendered scripts parse");
+        assert_eq!(back, s, "{text}");
+    }
+}
