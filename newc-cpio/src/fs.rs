@@ -183,7 +183,8 @@ fn walk(root: &Path, rel: &mut Vec<u8>, out: &mut Vec<Node>) -> Result<()> {
 /// the tree (GNU writes `st_nlink`; they differ only for links that leave
 /// the tree); directories get 2 + their subdirectories (`st_nlink` on
 /// ext4/tmpfs, and stable on file systems such as btrfs that report 1).
-/// Symlinks are never grouped as hard links.
+/// Symlinks are never grouped as hard links. With a [`crate::Format::Crc`]
+/// writer each file is read twice (sum first, then data).
 pub fn append_tree<W: Write>(
     w: &mut Writer<W>,
     root: &Path,
@@ -342,8 +343,17 @@ fn append_one<W: Write>(
     stats: &mut TreeStats,
 ) -> Result<()> {
     if entry.kind() == EntryKind::File && entry.file_size() > 0 {
-        let file = File::open(path).map_err(host_err(path))?;
-        w.append(entry, file)?;
+        let mut file = File::open(path).map_err(host_err(path))?;
+        if w.format() == crate::Format::Crc {
+            // 070702 wants the sum in the header, before the data: read the
+            // file once for it (the writer checks it on the second pass).
+            let sum = checksum_reader(&mut file).map_err(host_err(path))?;
+            let entry = entry.clone().with_check(sum);
+            let file = File::open(path).map_err(host_err(path))?;
+            w.append(&entry, file)?;
+        } else {
+            w.append(entry, file)?;
+        }
         stats.data_bytes += entry.file_size();
     } else {
         w.append(entry, io::empty())?;
@@ -351,6 +361,22 @@ fn append_one<W: Write>(
     stats.entries += 1;
     stats.files += u64::from(entry.kind() == EntryKind::File);
     Ok(())
+}
+
+fn checksum_reader(r: &mut impl Read) -> io::Result<u32> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sum = 0u32;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(sum),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        sum = buf[..n]
+            .iter()
+            .fold(sum, |s, &b| s.wrapping_add(u32::from(b)));
+    }
 }
 
 /// What [`Extractor`] did.

@@ -54,6 +54,11 @@ impl<W: Write> Writer<W> {
         self
     }
 
+    /// The magic this writer produces.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
     /// First inode number assigned to entries without one (GNU cpio
     /// `--renumber-inodes` starts at 0).
     pub fn with_first_ino(mut self, ino: u32) -> Writer<W> {
@@ -162,7 +167,9 @@ impl<W: Write> Writer<W> {
         })?;
         let check = match (self.format, is_symlink) {
             (Format::Newc, _) => 0,
-            (Format::Crc, true) => crate::header::checksum(entry.symlink_target()),
+            // GNU cpio -H crc writes 0 for symlinks; the kernel checks
+            // regular files only.
+            (Format::Crc, true) => 0,
             (Format::Crc, false) if filesize == 0 => 0,
             (Format::Crc, false) => entry.check(),
         };
