@@ -23,7 +23,7 @@ mod read;
 use std::io::{self, Read, Write};
 use std::ops::{Deref, DerefMut};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub use read::{segments, InitramfsEntry, Reader, SegmentInfo, SegmentKind, SegmentListing};
 
@@ -263,14 +263,5 @@ impl<'a, W: Write> Deref for Segment<'a, W> {
 impl<W: Write> DerefMut for Segment<'_, W> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.cpio
-    }
-}
-
-impl From<Error> for io::Error {
-    fn from(e: Error) -> io::Error {
-        match e {
-            Error::Io(e) => e,
-            other => io::Error::other(other),
-        }
     }
 }

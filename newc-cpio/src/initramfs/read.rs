@@ -253,7 +253,7 @@ pub struct SegmentListing {
 }
 
 /// Lists every segment of an image and its entries (data is decoded and
-/// checked, then dropped).
+/// checked, then dropped). Segments holding only a trailer are omitted.
 pub fn segments(bytes: &[u8]) -> Result<Vec<SegmentListing>> {
     let mut r = Reader::new(bytes);
     let mut out: Vec<SegmentListing> = Vec::new();
