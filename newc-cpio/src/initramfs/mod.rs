@@ -13,12 +13,13 @@
 //! [`Reader`] (over a byte slice) reads such a buffer back the way the
 //! kernel does: NUL bytes between segments skipped, `0` at a 4-aligned
 //! offset starts an uncompressed archive, other bytes select a
-//! decompressor by magic (gzip and LZ4 legacy are decoded; zstd, xz,
+//! decompressor by magic (gzip, LZ4 legacy and zstd are decoded; xz,
 //! bzip2, lzma and lzo are recognised and reported as unsupported).
 
 mod gzip;
 mod lz4;
 mod read;
+mod zstd;
 
 use std::io::{self, Read, Write};
 use std::ops::{Deref, DerefMut};
