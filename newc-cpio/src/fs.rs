@@ -31,7 +31,7 @@ pub struct TreeOptions {
     mtime: Option<u32>,
     mtime_clamp: Option<u32>,
     include_root: bool,
-    first_ino: u32,
+    first_ino: Option<u32>,
 }
 
 impl Default for TreeOptions {
@@ -50,7 +50,7 @@ impl TreeOptions {
             mtime: Some(1),
             mtime_clamp: None,
             include_root: true,
-            first_ino: 0,
+            first_ino: None,
         }
     }
 
@@ -103,8 +103,9 @@ impl TreeOptions {
         self
     }
 
-    /// First inode number in reproducible mode (GNU cpio: 0).
-    pub fn first_ino(mut self, ino: u32) -> Self {
+    /// First inode number in reproducible mode; `None` (default) continues
+    /// the writer's counter, which starts at 0 like GNU cpio.
+    pub fn first_ino(mut self, ino: Option<u32>) -> Self {
         self.first_ino = ino;
         self
     }
@@ -231,7 +232,7 @@ pub fn append_tree<W: Write>(
     });
     let mut stats = TreeStats::default();
     let mut inos: HashMap<(u64, u64), u32> = HashMap::new();
-    let mut next_ino = opts.first_ino;
+    let mut next_ino = opts.first_ino.unwrap_or(w.next_ino());
     let mut pending: HashMap<(u64, u64), Vec<(Entry, PathBuf)>> = HashMap::new();
 
     for n in nodes {
@@ -326,6 +327,9 @@ pub fn append_tree<W: Write>(
         } else {
             append_one(w, &entry, &n.path, &mut stats)?;
         }
+    }
+    if opts.reproducible {
+        w.bump_ino(next_ino);
     }
     Ok(stats)
 }

@@ -17,7 +17,9 @@ const COPY_CHUNK: usize = 64 * 1024;
 /// Streaming newc writer. See the [crate docs](crate) for an example.
 ///
 /// Entries whose [`Entry::ino`] is `None` get sequential inode numbers
-/// starting at [`Writer::with_first_ino`] (default 1). Hard links: use
+/// starting at [`Writer::with_first_ino`] (default 0, as GNU cpio
+/// `--renumber-inodes`); [`crate::fs::append_tree`] draws from the same
+/// counter, so mixing the two never reuses a number. Hard links: use
 /// [`Writer::append_hard_links`], which writes the newc convention (shared
 /// ino, nlink = number of names, data on the last name only).
 ///
@@ -39,7 +41,7 @@ impl<W: Write> Writer<W> {
         Writer {
             inner,
             position: 0,
-            next_ino: 1,
+            next_ino: 0,
             format: Format::Newc,
             broken: false,
         }
@@ -88,6 +90,16 @@ impl<W: Write> Writer<W> {
             what: "inode number",
         })?;
         Ok(ino)
+    }
+
+    /// The next automatic inode number.
+    pub(crate) fn next_ino(&self) -> u32 {
+        self.next_ino
+    }
+
+    /// Makes sure automatic numbers continue after `next - 1`.
+    pub(crate) fn bump_ino(&mut self, next: u32) {
+        self.next_ino = self.next_ino.max(next);
     }
 
     /// Appends one entry. Regular files (and any entry with a non-zero size
