@@ -377,3 +377,28 @@ fn initrd_compression_variants_verify() {
         run(netboot().arg("verify").arg(&out).arg("-q"));
     }
 }
+
+#[test]
+fn concurrent_builds_share_a_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            build_cmd(&d.path().join(format!("o{i}")), &example_paths())
+                .arg("-q")
+                .arg("--cache")
+                .arg(&cache)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let cold = d.path().join("cold");
+    run(build_cmd(&cold, &example_paths()).arg("-q"));
+    for i in 0..3 {
+        assert_eq!(media(&d.path().join(format!("o{i}"))), media(&cold));
+    }
+    assert!(listing(&cache).iter().all(|n| n.ends_with(".seg")));
+}

@@ -65,9 +65,10 @@ pub fn segment_compression(c: SegmentCompression) -> SegComp {
 }
 
 /// Builds an image of `tree` in memory.
-fn write_image(tree: &Tree, opts: &Options, what: &Path) -> Result<Vec<u8>> {
+fn write_image(tree: &Tree, opts: &Options, what: &Path) -> Result<(Vec<u8>, u64)> {
     let mut cur = Cursor::new(Vec::new());
-    squashfs_writer::write_image(tree, opts, &mut cur).map_err(|e| Error::at(what, e))?;
+    let summary =
+        squashfs_writer::write_image(tree, opts, &mut cur).map_err(|e| Error::at(what, e))?;
     let img = cur.into_inner();
     if img.len() as u64 > MAX_IMAGE {
         return Err(Error::at(
@@ -78,7 +79,7 @@ fn write_image(tree: &Tree, opts: &Options, what: &Path) -> Result<Vec<u8>> {
             ),
         ));
     }
-    Ok(img)
+    Ok((img, summary.bytes_in))
 }
 
 /// The image root of `-keep-as-directory`: mksquashfs makes it 0777 root
@@ -182,13 +183,13 @@ fn build_one(
             let opts = squashfs_options(&plan.image, plan.mkfs_time, 1)
                 .all_root(true)
                 .fixed_mtime(Some(media::MTIME));
-            let img = write_image(&tree, &opts, &sp.source)?;
+            let (img, read) = write_image(&tree, &opts, &sp.source)?;
             let at = media::image_path(&plan.store_dir, sp);
             let seg = image_segment(&at, &img, comp).map_err(|e| Error::at(&sp.source, e))?;
             if let (Some(k), Some(c)) = (key, cache) {
                 c.put(&k, &seg)?;
             }
-            let bytes_in = sc.as_ref().map_or(img.len() as u64, |s| s.file_bytes);
+            let bytes_in = sc.as_ref().map_or(read, |s| s.file_bytes);
             (seg, bytes_in)
         }
     };
@@ -290,7 +291,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let opts = squashfs_options(&plan.image, plan.mkfs_time, 1)
         .all_root(true)
         .fixed_mtime(Some(media::MTIME));
-    let reg_img = write_image(&tree, &opts, Path::new(media::REGISTRATION_NAME))?;
+    let (reg_img, _) = write_image(&tree, &opts, Path::new(media::REGISTRATION_NAME))?;
     let comp = segment_compression(plan.segment_compression);
     let reg_seg = image_segment(&reg_at, &reg_img, comp)
         .map_err(|e| Error::new(media::REGISTRATION_NAME, e))?;
