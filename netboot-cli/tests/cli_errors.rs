@@ -169,6 +169,21 @@ fn missing_inputs() {
 }
 
 #[test]
+fn bad_output_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let e = run_err(&mut build_cmd(&file, &example_paths()));
+    assert!(e.contains("exists and is not a directory"), "{e}");
+    let e = run_err(&mut build_cmd(
+        &d.path().join("no/such/dir"),
+        &example_paths(),
+    ));
+    assert!(e.contains("parent directory does not exist"), "{e}");
+    assert_eq!(listing(d.path()), ["file"]);
+}
+
+#[test]
 fn special_files_cannot_be_archived() {
     let (d, out) = prepare();
     let p = d.path().join("0123456789abcdfghijklmnpqrsvwxyz-with-fifo");
