@@ -180,7 +180,10 @@ fn build_one(
             let mut tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
                 .map_err(|e| Error::at(&sp.source, e))?;
             tree.set_root_metadata(keep_as_directory_root());
-            let opts = squashfs_options(&plan.image, plan.mkfs_time, 1)
+            // Paths run in parallel on the pool; a small closure also gets
+            // threads inside each image (output is the same for any count).
+            let image_jobs = (plan.image.jobs / plan.paths.len().max(1)).max(1);
+            let opts = squashfs_options(&plan.image, plan.mkfs_time, image_jobs)
                 .all_root(true)
                 .fixed_mtime(Some(media::MTIME));
             let (img, read) = write_image(&tree, &opts, &sp.source)?;
