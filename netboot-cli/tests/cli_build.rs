@@ -402,3 +402,44 @@ fn concurrent_builds_share_a_cache() {
     }
     assert!(listing(&cache).iter().all(|n| n.ends_with(".seg")));
 }
+
+#[test]
+fn symlink_store_paths_and_nix_hash() {
+    let d = tempfile::tempdir().unwrap();
+    let mut paths = copy_store(d.path());
+    let link = d.path().join("store/1111111111111111111111111111111a-link");
+    std::os::unix::fs::symlink(
+        "/nix/store/1d4s1sx3pb0yjvw7pinn9d9hxqnm7gl7-hello-2.12/bin/hello",
+        &link,
+    )
+    .unwrap();
+    paths.push(link.clone());
+    let out = d.path().join("o");
+    run(build_cmd(&out, &paths).arg("-q"));
+    run(netboot().arg("verify").arg(&out).arg("-q"));
+    let m = media(&out);
+    let files = initramfs_files(&m["nix-store"]);
+    let (f, _) = manifest_images(&m["manifest"])
+        .into_iter()
+        .find(|(_, d)| d == "nix-path-registration")
+        .unwrap();
+    let img = squashfs_writer::read::Image::new(&files[f.trim_start_matches('/')]).unwrap();
+    let reg = img
+        .read_file(&img.lookup(b"nix-path-registration").unwrap())
+        .unwrap();
+    let reg = String::from_utf8(reg).unwrap();
+    // The symlink path: its NAR hash, and a reference to hello through its target.
+    let lines: Vec<&str> = reg.lines().collect();
+    let i = lines.iter().position(|l| l.ends_with("-link")).unwrap();
+    assert_eq!(lines[i + 4], "1");
+    assert!(lines[i + 5].ends_with("-hello-2.12"));
+    if let Some(t) = tools::require(&["nix-hash"]) {
+        let o = run(Command::new(&t[0])
+            .args(["--type", "sha256", "--base32"])
+            .arg(&link));
+        assert_eq!(
+            lines[i + 1],
+            format!("sha256:{}", String::from_utf8(o.stdout).unwrap().trim())
+        );
+    }
+}
