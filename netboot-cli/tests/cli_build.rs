@@ -340,7 +340,14 @@ fn verbose_lists_each_path() {
 fn registration_passthrough_is_verbatim() {
     let d = tempfile::tempdir().unwrap();
     let reg = d.path().join("registration");
-    std::fs::write(&reg, "custom registration\n").unwrap();
+    let text: String = example_paths()
+        .iter()
+        .map(|p| {
+            let base = p.file_name().unwrap().to_str().unwrap();
+            format!("/nix/store/{base}\nsha256:{}\n120\n\n0\n", "1".repeat(52))
+        })
+        .collect();
+    std::fs::write(&reg, &text).unwrap();
     let out = d.path().join("o");
     run(build_cmd(&out, &example_paths())
         .arg("-q")
@@ -354,7 +361,7 @@ fn registration_passthrough_is_verbatim() {
         .unwrap();
     let img = squashfs_writer::read::Image::new(&files[f.trim_start_matches('/')]).unwrap();
     let e = img.lookup(b"nix-path-registration").unwrap();
-    assert_eq!(img.read_file(&e).unwrap(), b"custom registration\n");
+    assert_eq!(img.read_file(&e).unwrap(), text.as_bytes());
 }
 
 #[test]

@@ -158,6 +158,20 @@ fn missing_inputs() {
         &out,
         "noreg: No such file",
     );
+    let reg = d.path().join("stale-registration");
+    std::fs::write(
+        &reg,
+        "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-other\nsha256:0\n1\n\n0\n",
+    )
+    .unwrap();
+    expect(
+        build_cmd(&out, &example_paths())
+            .arg("--registration")
+            .arg(&reg),
+        d.path(),
+        &out,
+        "stale-registration: does not register /nix/store/",
+    );
     let closure = d.path().join("closure");
     std::fs::write(&closure, "/usr/lib/foo\n").unwrap();
     expect(

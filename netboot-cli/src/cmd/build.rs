@@ -273,7 +273,13 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
 
     // Registration: closureInfo's file verbatim, or computed.
     let reg_text = match &plan.registration {
-        Some(f) => std::fs::read(f).at(f)?,
+        Some(f) => {
+            let text = std::fs::read(f).at(f)?;
+            let utf8 = std::str::from_utf8(&text)
+                .map_err(|_| Error::at(f, "registration is not UTF-8"))?;
+            registration::check(utf8, &plan.store_dir, &plan.paths).map_err(|m| Error::at(f, m))?;
+            text
+        }
         None => {
             let scans: Vec<PathScan> = built.iter().filter_map(|b| b.scan.clone()).collect();
             registration::render(&plan.store_dir, &plan.paths, &scans).into_bytes()
