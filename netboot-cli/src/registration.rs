@@ -43,11 +43,7 @@ pub fn check(
             .map(|(i, l)| (i + 1, l))
             .ok_or_else(|| format!("ends early: expected {what}"))
     };
-    loop {
-        let (n, path) = match next("path") {
-            Ok(x) => x,
-            Err(_) => break,
-        };
+    while let Ok((n, path)) = next("path") {
         if path.is_empty() {
             break;
         }
