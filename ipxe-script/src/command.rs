@@ -284,6 +284,16 @@ impl Command {
             }
             Command::Other { name, args } => {
                 check_command_name(cx, name)?;
+                // Our escape settings must keep their values (and a raw
+                // `set nbrs-20:hex 20` would read back as our preamble).
+                if let Some(t) = args.first().and_then(Value::as_text) {
+                    if t.starts_with(crate::value::ESCAPE_PREFIX) {
+                        return Err(Error::ReservedSetting {
+                            line: cx.line,
+                            name: t.to_owned(),
+                        });
+                    }
+                }
                 for a in args {
                     pos.push(cx.token(&a.atoms(), "argument", true)?);
                 }

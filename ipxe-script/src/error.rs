@@ -143,7 +143,7 @@ pub enum Error {
     },
 }
 
-/// Where and why [`parse`](crate::parse) failed.
+/// Where and why [`parse`](crate::parse()) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}, column {column}: {kind}")]
 pub struct ParseError {
@@ -155,7 +155,7 @@ pub struct ParseError {
     pub kind: ParseErrorKind,
 }
 
-/// What [`parse`](crate::parse) rejected.
+/// What [`parse`](crate::parse()) rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseErrorKind {

@@ -104,8 +104,14 @@ impl Line {
                 out.push_str(text);
             }
         } else if out.ends_with('\\') {
-            // script.c joins a line ending in `\` with the next one.
-            out.push_str("${}");
+            // script.c joins a line ending in `\` with the next one. A label
+            // is never expanded, so a label-only line gets a trailing space
+            // (which ends the label token) instead of `${}`.
+            if words.len() == 1 && self.label.is_some() {
+                out.push(' ');
+            } else {
+                out.push_str("${}");
+            }
         }
         Ok(out)
     }

@@ -11,7 +11,7 @@
 //!   that byte (`set nbrs-20:hex 20`, then `${nbrs-20:string}`);
 //! - a literal `${` is `$` followed by the setting holding `{`. iPXE rescans
 //!   expanded text, so this only works when no `}` follows in the same word
-//!   (otherwise [`Error::DollarBrace`](crate::Error::DollarBrace)).
+//!   (otherwise [`Error::DollarBrace`](crate::Error)).
 
 use std::collections::BTreeSet;
 

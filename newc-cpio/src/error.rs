@@ -72,6 +72,13 @@ pub enum Error {
         name: Vec<u8>,
     },
 
+    /// A symlink target is empty (Linux `symlink(2)` refuses it: ENOENT).
+    #[error("symlink {name:?} has an empty target", name = String::from_utf8_lossy(name))]
+    EmptySymlinkTarget {
+        /// The symlink's name.
+        name: Vec<u8>,
+    },
+
     /// The data reader for an entry gave fewer or more bytes than the
     /// entry's size.
     #[error("entry {name:?}: expected {expected} data bytes, the reader gave {actual}{more}",

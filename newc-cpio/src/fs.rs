@@ -184,7 +184,11 @@ fn walk(root: &Path, rel: &mut Vec<u8>, out: &mut Vec<Node>) -> Result<()> {
 /// the tree); directories get 2 + their subdirectories (`st_nlink` on
 /// ext4/tmpfs, and stable on file systems such as btrfs that report 1).
 /// Symlinks are never grouped as hard links.
-pub fn append_tree<W: Write>(w: &mut Writer<W>, root: &Path, opts: &TreeOptions) -> Result<TreeStats> {
+pub fn append_tree<W: Write>(
+    w: &mut Writer<W>,
+    root: &Path,
+    opts: &TreeOptions,
+) -> Result<TreeStats> {
     let root_meta = fs::symlink_metadata(root).map_err(host_err(root))?;
     if !root_meta.is_dir() {
         return Err(Error::NotADirectory {
@@ -248,7 +252,11 @@ pub fn append_tree<W: Write>(w: &mut Writer<W>, root: &Path, opts: &TreeOptions)
             // newc has 32 bits; GNU cpio truncates the same way.
             meta.ino() as u32
         };
-        let name = if n.name.is_empty() { b".".to_vec() } else { n.name.clone() };
+        let name = if n.name.is_empty() {
+            b".".to_vec()
+        } else {
+            n.name.clone()
+        };
         let kind = EntryKind::from_mode(meta.mode());
         let mut entry = match kind {
             Some(EntryKind::Symlink) => {
@@ -265,7 +273,11 @@ pub fn append_tree<W: Write>(w: &mut Writer<W>, root: &Path, opts: &TreeOptions)
         } else {
             1
         };
-        let (dev_major, dev_minor) = if opts.reproducible { (0, 0) } else { split_dev(meta.dev()) };
+        let (dev_major, dev_minor) = if opts.reproducible {
+            (0, 0)
+        } else {
+            split_dev(meta.dev())
+        };
         let (rdev_major, rdev_minor) = match kind {
             Some(EntryKind::CharDevice | EntryKind::BlockDevice) => split_dev(meta.rdev()),
             _ => (0, 0),
@@ -323,7 +335,12 @@ fn link_key(meta: &fs::Metadata) -> Option<()> {
     (!meta.is_dir() && !meta.file_type().is_symlink() && meta.nlink() > 1).then_some(())
 }
 
-fn append_one<W: Write>(w: &mut Writer<W>, entry: &Entry, path: &Path, stats: &mut TreeStats) -> Result<()> {
+fn append_one<W: Write>(
+    w: &mut Writer<W>,
+    entry: &Entry,
+    path: &Path,
+    stats: &mut TreeStats,
+) -> Result<()> {
     if entry.kind() == EntryKind::File && entry.file_size() > 0 {
         let file = File::open(path).map_err(host_err(path))?;
         w.append(entry, file)?;
@@ -376,7 +393,9 @@ impl Extractor {
 
     /// Resolves an entry name to a path below `dest`, checking parents.
     fn resolve(&self, name: &[u8]) -> Result<Option<PathBuf>> {
-        let unsafe_path = || Error::UnsafePath { name: name.to_vec() };
+        let unsafe_path = || Error::UnsafePath {
+            name: name.to_vec(),
+        };
         if name.first() == Some(&b'/') {
             return Err(unsafe_path());
         }
@@ -395,7 +414,11 @@ impl Extractor {
             path.push(OsStr::from_bytes(p));
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(Error::ThroughSymlink { name: name.to_vec() }),
+                Ok(_) => {
+                    return Err(Error::ThroughSymlink {
+                        name: name.to_vec(),
+                    })
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     fs::create_dir(&path).map_err(host_err(&path))?;
                 }
@@ -440,19 +463,24 @@ impl Extractor {
             }
             EntryKind::File => {
                 let key = (entry.ino().unwrap_or(0), entry.dev().0, entry.dev().1);
-                let linked = if entry.nlink() > 1 {
-                    match self.links.get(&key) {
-                        Some(first) => {
-                            fs::hard_link(first, &path).map_err(host_err(&path))?;
-                            true
-                        }
-                        None => {
-                            self.links.insert(key, path.clone());
-                            false
-                        }
+                // Link only to a first name that is still the regular file
+                // we made: a later entry may have replaced it by a symlink,
+                // and linking that would let the data go through it.
+                let first = self
+                    .links
+                    .get(&key)
+                    .filter(|first| fs::symlink_metadata(first).is_ok_and(|m| m.is_file()));
+                let linked = match first {
+                    Some(first) if entry.nlink() > 1 => {
+                        fs::hard_link(first, &path).map_err(host_err(&path))?;
+                        true
                     }
-                } else {
-                    false
+                    _ => {
+                        if entry.nlink() > 1 {
+                            self.links.insert(key, path.clone());
+                        }
+                        false
+                    }
                 };
                 let mut file = if linked {
                     // Data for hard links comes on the last link; write it
@@ -474,8 +502,10 @@ impl Extractor {
                 }
                 file.set_permissions(fs::Permissions::from_mode(entry.perm()))
                     .map_err(host_err(&path))?;
-                file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(entry.mtime().into()))
-                    .map_err(host_err(&path))?;
+                file.set_modified(
+                    SystemTime::UNIX_EPOCH + Duration::from_secs(entry.mtime().into()),
+                )
+                .map_err(host_err(&path))?;
             }
             _ => {
                 self.stats.skipped += 1;
@@ -491,6 +521,11 @@ impl Extractor {
     pub fn finish(mut self) -> Result<ExtractStats> {
         self.dirs.sort_by(|a, b| b.0.cmp(&a.0));
         for (path, perm, mtime) in &self.dirs {
+            // A later entry may have replaced the directory (e.g. by a
+            // symlink): never chmod through it.
+            if !fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
             if let Ok(f) = File::open(path) {
                 f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs((*mtime).into()))
                     .map_err(host_err(path))?;

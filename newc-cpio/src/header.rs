@@ -202,7 +202,7 @@ pub fn checksum(data: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -236,6 +236,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         b[0] = b'x';
-        assert!(matches!(NewcHeader::parse(&b, 0), Err(Error::BadMagic { .. })));
+        assert!(matches!(
+            NewcHeader::parse(&b, 0),
+            Err(Error::BadMagic { .. })
+        ));
     }
 }

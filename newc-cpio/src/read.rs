@@ -11,9 +11,7 @@ use std::io::{self, BufRead, BufReader, Read};
 
 use crate::entry::{Entry, EntryKind};
 use crate::error::{Error, Result};
-use crate::header::{
-    pad4, Format, NewcHeader, MAX_NAMESIZE, MAX_SYMLINK_TARGET, TRAILER_NAME,
-};
+use crate::header::{pad4, Format, NewcHeader, MAX_NAMESIZE, MAX_SYMLINK_TARGET, TRAILER_NAME};
 
 /// Turns an I/O error back into our error when it wraps one (decoders
 /// report through `io::Error`).
@@ -260,7 +258,9 @@ impl<R: Read> Reader<R> {
         if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(buf.len()));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(buf.len()));
         let n = loop {
             match self.inner.read(&mut buf[..want]) {
                 Ok(n) => break n,
@@ -277,7 +277,9 @@ impl<R: Read> Reader<R> {
         self.pos += n as u64;
         self.remaining -= n as u64;
         if let Some(v) = &mut self.verify {
-            v.sum = buf[..n].iter().fold(v.sum, |s, &b| s.wrapping_add(u32::from(b)));
+            v.sum = buf[..n]
+                .iter()
+                .fold(v.sum, |s, &b| s.wrapping_add(u32::from(b)));
             if self.remaining == 0 {
                 let v = *v;
                 self.verify = None;

@@ -9,9 +9,7 @@ use std::io::{self, Read, Write};
 
 use crate::entry::{Entry, EntryKind};
 use crate::error::{Error, Result};
-use crate::header::{
-    pad4, Format, NewcHeader, MAX_NAME_LEN, MAX_SYMLINK_TARGET, TRAILER_NAME,
-};
+use crate::header::{pad4, Format, NewcHeader, MAX_NAME_LEN, MAX_SYMLINK_TARGET, TRAILER_NAME};
 
 const ZEROS: [u8; 4] = [0; 4];
 const COPY_CHUNK: usize = 64 * 1024;
@@ -323,6 +321,11 @@ pub(crate) fn validate(entry: &Entry) -> Result<()> {
                 name: name.to_vec(),
                 len: target.len(),
                 max: MAX_SYMLINK_TARGET,
+            });
+        }
+        if target.is_empty() {
+            return Err(Error::EmptySymlinkTarget {
+                name: name.to_vec(),
             });
         }
         if target.contains(&0) {

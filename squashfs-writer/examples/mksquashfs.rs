@@ -32,7 +32,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let c = match comp.as_str() {
         "gzip" => Compression::Gzip { level },
-        "lz4" => Compression::Lz4 { high_compression: false },
+        "lz4" => Compression::Lz4 {
+            high_compression: false,
+        },
         "none" => Compression::None,
         other => return Err(format!("unknown compressor {other}").into()),
     };

@@ -8,7 +8,6 @@ use crate::error::{corrupt, Error, Result};
 
 /// Which compressor the image uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Compression {
     /// zlib stream (SquashFS id 1), level 1..=9.
     Gzip {
@@ -33,8 +32,9 @@ pub(crate) const ID_LZ4: u16 = 5;
 /// gzip defaults as mksquashfs writes them (compression options omitted when all default).
 const GZIP_DEFAULT_LEVEL: u32 = 9;
 const GZIP_WINDOW: u16 = 15;
-/// Strategy bit 0x1 = "default" as in squashfs-tools gzip_wrapper.h.
-const GZIP_STRATEGY_DEFAULT: u16 = 1;
+/// No strategy bits selected = zlib's default strategy; mksquashfs 4.5 writes 0
+/// here unless `-Xstrategy` is given (bit 0x1 would also read as "default").
+const GZIP_STRATEGY_DEFAULT: u16 = 0;
 
 impl Compression {
     pub(crate) fn validate(self) -> Result<()> {

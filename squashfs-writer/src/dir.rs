@@ -105,7 +105,12 @@ pub(crate) fn parse_listing(table: &[u8], pos: usize, len: usize) -> Result<Vec<
     let end = pos
         .checked_add(len)
         .filter(|&e| e <= table.len())
-        .ok_or_else(|| corrupt(pos as u64, format!("directory listing of {len} bytes past the end of the directory table")))?;
+        .ok_or_else(|| {
+            corrupt(
+                pos as u64,
+                format!("directory listing of {len} bytes past the end of the directory table"),
+            )
+        })?;
     let mut c = Cursor {
         data: &table[..end],
         pos,
@@ -114,7 +119,10 @@ pub(crate) fn parse_listing(table: &[u8], pos: usize, len: usize) -> Result<Vec<
     while c.pos < end {
         let count = c.u32()? as u64 + 1;
         if count > MAX_ENTRIES_PER_HEADER as u64 {
-            return Err(corrupt(c.pos as u64, format!("directory header with {count} entries")));
+            return Err(corrupt(
+                c.pos as u64,
+                format!("directory header with {count} entries"),
+            ));
         }
         let block = c.u32()?;
         let base = c.u32()?;
@@ -131,7 +139,8 @@ pub(crate) fn parse_listing(table: &[u8], pos: usize, len: usize) -> Result<Vec<
                 return Err(corrupt(c.pos as u64, format!("directory entry type {t}")));
             }
             let number = i64::from(base) + i64::from(delta);
-            let number = u32::try_from(number).map_err(|_| corrupt(c.pos as u64, "inode number out of range"))?;
+            let number = u32::try_from(number)
+                .map_err(|_| corrupt(c.pos as u64, "inode number out of range"))?;
             out.push(DirEntry {
                 name,
                 inode_ref: (u64::from(block) << 16) | u64::from(off),

@@ -71,7 +71,10 @@ pub enum Error {
         len: usize,
     },
     /// A device number that does not fit SquashFS's 32-bit rdev encoding.
-    #[error("device {:?}: major {major} / minor {minor} out of range (major <= 4095, minor <= 1048575)", show(path))]
+    #[error(
+        "device {:?}: major {major} / minor {minor} out of range (major <= 4095, minor <= 1048575)",
+        show(path)
+    )]
     DeviceNumber {
         /// The device path.
         path: Vec<u8>,

@@ -60,13 +60,18 @@ impl Walker {
         if ft.is_dir() {
             self.tree.add_dir(image, meta)
         } else if ft.is_file() {
-            self.tree.add_file(image, meta, FileData::Path(host.to_path_buf()))
+            self.tree
+                .add_file(image, meta, FileData::Path(host.to_path_buf()))
         } else if ft.is_symlink() {
             let t = std::fs::read_link(host).map_err(|e| io(host, e))?;
             self.tree.add_symlink(image, meta, t.as_os_str().as_bytes())
         } else if ft.is_char_device() || ft.is_block_device() {
             let (major, minor) = split_dev(m.rdev());
-            let kind = if ft.is_char_device() { DeviceKind::Char } else { DeviceKind::Block };
+            let kind = if ft.is_char_device() {
+                DeviceKind::Char
+            } else {
+                DeviceKind::Block
+            };
             self.tree.add_device(image, meta, kind, major, minor)
         } else if ft.is_fifo() {
             self.tree.add_fifo(image, meta)

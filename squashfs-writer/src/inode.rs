@@ -136,7 +136,10 @@ pub fn encode_rdev(major: u32, minor: u32) -> u32 {
 
 /// Inverse of [`encode_rdev`].
 pub fn decode_rdev(rdev: u32) -> (u32, u32) {
-    ((rdev >> 8) & 0xfff, (rdev & 0xff) | ((rdev >> 12) & 0xfff00))
+    (
+        (rdev >> 8) & 0xfff,
+        (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
+    )
 }
 
 fn put16(o: &mut Vec<u8>, v: u16) {
@@ -170,12 +173,25 @@ impl Inode {
                 nlink,
                 xattr,
                 ..
-            } => *nlink > 1 || *start > u64::from(u32::MAX) || *size > u64::from(u32::MAX) || *sparse != 0 || *xattr != NONE,
-            InodeBody::Symlink { xattr, .. } | InodeBody::Device { xattr, .. } | InodeBody::Ipc { xattr, .. } => {
-                *xattr != NONE
+            } => {
+                *nlink > 1
+                    || *start > u64::from(u32::MAX)
+                    || *size > u64::from(u32::MAX)
+                    || *sparse != 0
+                    || *xattr != NONE
             }
+            InodeBody::Symlink { xattr, .. }
+            | InodeBody::Device { xattr, .. }
+            | InodeBody::Ipc { xattr, .. } => *xattr != NONE,
         };
-        put16(out, if extended { basic + kind::EXTENDED } else { basic });
+        put16(
+            out,
+            if extended {
+                basic + kind::EXTENDED
+            } else {
+                basic
+            },
+        );
         put16(out, h.mode);
         put16(out, h.uid_idx);
         put16(out, h.gid_idx);
@@ -241,7 +257,11 @@ impl Inode {
                     put32(out, *b);
                 }
             }
-            InodeBody::Symlink { nlink, target, xattr } => {
+            InodeBody::Symlink {
+                nlink,
+                target,
+                xattr,
+            } => {
                 put32(out, *nlink);
                 put32(out, target.len() as u32);
                 out.extend_from_slice(target);
@@ -284,7 +304,15 @@ impl Inode {
                 let file_size = u32::from(c.u16()?);
                 let offset = c.u16()?;
                 let parent = c.u32()?;
-                InodeBody::Dir { start_block, nlink, file_size, offset, parent, xattr: NONE, index: Vec::new() }
+                InodeBody::Dir {
+                    start_block,
+                    nlink,
+                    file_size,
+                    offset,
+                    parent,
+                    xattr: NONE,
+                    index: Vec::new(),
+                }
             }
             8 => {
                 let nlink = c.u32()?;
@@ -300,12 +328,27 @@ impl Inode {
                     let sb = c.u32()?;
                     let len = c.u32()?;
                     if len >= 256 {
-                        return Err(corrupt(c.pos as u64, format!("directory index name length {}", u64::from(len) + 1)));
+                        return Err(corrupt(
+                            c.pos as u64,
+                            format!("directory index name length {}", u64::from(len) + 1),
+                        ));
                     }
                     let name = c.bytes(len as usize + 1)?.to_vec();
-                    index.push(DirIndex { index: i, start_block: sb, name });
+                    index.push(DirIndex {
+                        index: i,
+                        start_block: sb,
+                        name,
+                    });
                 }
-                InodeBody::Dir { start_block, nlink, file_size, offset, parent, xattr, index }
+                InodeBody::Dir {
+                    start_block,
+                    nlink,
+                    file_size,
+                    offset,
+                    parent,
+                    xattr,
+                    index,
+                }
             }
             2 | 9 => {
                 let (start, size, sparse, nlink, fragment, fragment_offset, xattr) = if t == 2 {
@@ -315,10 +358,22 @@ impl Inode {
                     let size = u64::from(c.u32()?);
                     (start, size, 0, 1, fragment, fragment_offset, NONE)
                 } else {
-                    (c.u64()?, c.u64()?, c.u64()?, c.u32()?, c.u32()?, c.u32()?, c.u32()?)
+                    (
+                        c.u64()?,
+                        c.u64()?,
+                        c.u64()?,
+                        c.u32()?,
+                        c.u32()?,
+                        c.u32()?,
+                        c.u32()?,
+                    )
                 };
                 let bs = u64::from(block_size);
-                let n = if fragment != NONE { size / bs } else { size.div_ceil(bs) };
+                let n = if fragment != NONE {
+                    size / bs
+                } else {
+                    size.div_ceil(bs)
+                };
                 // Bound the count by the table before allocating.
                 let avail = (table.len().saturating_sub(c.pos) / 4) as u64;
                 if n > avail {
@@ -328,17 +383,33 @@ impl Inode {
                 for _ in 0..n {
                     blocks.push(c.u32()?);
                 }
-                InodeBody::File { start, size, sparse, nlink, fragment, fragment_offset, xattr, blocks }
+                InodeBody::File {
+                    start,
+                    size,
+                    sparse,
+                    nlink,
+                    fragment,
+                    fragment_offset,
+                    xattr,
+                    blocks,
+                }
             }
             3 | 10 => {
                 let nlink = c.u32()?;
                 let len = c.u32()?;
                 if len as usize > crate::tree::MAX_SYMLINK_TARGET || len == 0 {
-                    return Err(corrupt(c.pos as u64, format!("symlink target length {len}")));
+                    return Err(corrupt(
+                        c.pos as u64,
+                        format!("symlink target length {len}"),
+                    ));
                 }
                 let target = c.bytes(len as usize)?.to_vec();
                 let xattr = if t == 10 { c.u32()? } else { NONE };
-                InodeBody::Symlink { nlink, target, xattr }
+                InodeBody::Symlink {
+                    nlink,
+                    target,
+                    xattr,
+                }
             }
             4 | 5 | 11 | 12 => {
                 let nlink = c.u32()?;
@@ -374,11 +445,16 @@ pub(crate) struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).ok_or_else(|| corrupt(self.pos as u64, "length overflow"))?;
-        let s = self
-            .data
-            .get(self.pos..end)
-            .ok_or_else(|| corrupt(self.pos as u64, format!("{n} bytes past the end of a {}-byte table", self.data.len())))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| corrupt(self.pos as u64, "length overflow"))?;
+        let s = self.data.get(self.pos..end).ok_or_else(|| {
+            corrupt(
+                self.pos as u64,
+                format!("{n} bytes past the end of a {}-byte table", self.data.len()),
+            )
+        })?;
         self.pos = end;
         Ok(s)
     }

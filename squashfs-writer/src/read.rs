@@ -101,12 +101,17 @@ impl MetaTable {
     fn resolve(&self, r: u64, what: &str) -> Result<usize> {
         let block = r >> 16;
         let off = (r & 0xffff) as usize;
-        let start = self
-            .blocks
-            .get(&block)
-            .ok_or_else(|| corrupt(block, format!("{what} reference {r:#x}: no metadata block starts there")))?;
+        let start = self.blocks.get(&block).ok_or_else(|| {
+            corrupt(
+                block,
+                format!("{what} reference {r:#x}: no metadata block starts there"),
+            )
+        })?;
         if off >= METADATA_SIZE || start + off > self.bytes.len() {
-            return Err(corrupt(block, format!("{what} reference {r:#x}: offset past the block")));
+            return Err(corrupt(
+                block,
+                format!("{what} reference {r:#x}: offset past the block"),
+            ));
         }
         Ok(start + off)
     }
@@ -128,7 +133,9 @@ pub struct Image<'a> {
 
 impl std::fmt::Debug for Image<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Image").field("superblock", &self.sb).finish_non_exhaustive()
+        f.debug_struct("Image")
+            .field("superblock", &self.sb)
+            .finish_non_exhaustive()
     }
 }
 
@@ -171,11 +178,23 @@ impl<'a> Image<'a> {
         let sb = img.sb.clone();
         // Id table.
         let id_bytes = img.lookup_table(sb.id_table_start, u64::from(sb.id_count), 4, "id")?;
-        img.ids = id_bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        img.ids = id_bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         // Where the directory table ends: the first block of whichever table follows.
-        let mut ends = vec![sb.bytes_used, sb.id_table_start, u64_at(data, sb.id_table_start)?];
+        let mut ends = vec![
+            sb.bytes_used,
+            sb.id_table_start,
+            u64_at(data, sb.id_table_start)?,
+        ];
         if sb.fragment_count > 0 {
-            img.fragments = img.lookup_table(sb.fragment_table_start, u64::from(sb.fragment_count), 16, "fragment")?;
+            img.fragments = img.lookup_table(
+                sb.fragment_table_start,
+                u64::from(sb.fragment_count),
+                16,
+                "fragment",
+            )?;
             ends.push(sb.fragment_table_start);
             ends.push(u64_at(data, sb.fragment_table_start)?);
         }
@@ -185,13 +204,19 @@ impl<'a> Image<'a> {
         }
         if sb.xattr_id_table_start != NOT_PRESENT {
             let kv_start = u64_at(data, sb.xattr_id_table_start)?;
-            let count_pos = sb.xattr_id_table_start.checked_add(8).ok_or_else(|| corrupt(56, "xattr table overflow"))?;
+            let count_pos = sb
+                .xattr_id_table_start
+                .checked_add(8)
+                .ok_or_else(|| corrupt(56, "xattr table overflow"))?;
             let count = u64_at(data, count_pos)? & 0xffff_ffff;
             let index_pos = sb.xattr_id_table_start + 16;
             img.xattr_ids = img.lookup_table(index_pos, count, 16, "xattr id")?;
             let first_id_block = u64_at(data, index_pos)?;
             if kv_start > first_id_block {
-                return Err(corrupt(sb.xattr_id_table_start, "xattr kv table starts after the xattr id blocks"));
+                return Err(corrupt(
+                    sb.xattr_id_table_start,
+                    "xattr kv table starts after the xattr id blocks",
+                ));
             }
             img.xattr_kv = Some(img.read_metadata_run(kv_start, first_id_block, "xattr")?);
             ends.push(kv_start);
@@ -201,7 +226,8 @@ impl<'a> Image<'a> {
             .filter(|&e| e > sb.directory_table_start)
             .min()
             .unwrap_or(sb.bytes_used);
-        img.inodes = img.read_metadata_run(sb.inode_table_start, sb.directory_table_start, "inode")?;
+        img.inodes =
+            img.read_metadata_run(sb.inode_table_start, sb.directory_table_start, "inode")?;
         img.dirs = img.read_metadata_run(sb.directory_table_start, dir_end, "directory")?;
         Ok(img)
     }
@@ -228,17 +254,22 @@ impl<'a> Image<'a> {
         if len == 0 || len > METADATA_SIZE {
             return Err(corrupt(pos, format!("{what} metadata block length {len}")));
         }
-        let payload = self
-            .data
-            .get(p + 2..p + 2 + len)
-            .ok_or_else(|| corrupt(pos, format!("{what} metadata block of {len} bytes past the end")))?;
+        let payload = self.data.get(p + 2..p + 2 + len).ok_or_else(|| {
+            corrupt(
+                pos,
+                format!("{what} metadata block of {len} bytes past the end"),
+            )
+        })?;
         let bytes = if h & UNCOMPRESSED != 0 {
             payload.to_vec()
         } else {
             self.dec.decompress(payload, METADATA_SIZE, pos)?
         };
         if bytes.is_empty() {
-            return Err(corrupt(pos, format!("{what} metadata block decompresses to nothing")));
+            return Err(corrupt(
+                pos,
+                format!("{what} metadata block decompresses to nothing"),
+            ));
         }
         Ok((bytes, pos + 2 + len as u64))
     }
@@ -253,10 +284,16 @@ impl<'a> Image<'a> {
         while pos < end {
             let (b, next) = self.metadata_block(pos, what)?;
             if next > end {
-                return Err(corrupt(pos, format!("{what} metadata block runs into the next table")));
+                return Err(corrupt(
+                    pos,
+                    format!("{what} metadata block runs into the next table"),
+                ));
             }
             if !t.bytes.is_empty() && t.bytes.len() % METADATA_SIZE != 0 {
-                return Err(corrupt(pos, format!("{what} metadata block after a short block")));
+                return Err(corrupt(
+                    pos,
+                    format!("{what} metadata block after a short block"),
+                ));
             }
             t.blocks.insert(pos - start, t.bytes.len());
             t.bytes.extend_from_slice(&b);
@@ -267,25 +304,39 @@ impl<'a> Image<'a> {
 
     /// Reads a lookup table: `count` entries of `size` bytes via the index at `index_pos`.
     fn lookup_table(&self, index_pos: u64, count: u64, size: u64, what: &str) -> Result<Vec<u8>> {
-        let total = count.checked_mul(size).ok_or_else(|| corrupt(index_pos, "table size overflow"))?;
+        let total = count
+            .checked_mul(size)
+            .ok_or_else(|| corrupt(index_pos, "table size overflow"))?;
         let nblocks = total.div_ceil(METADATA_SIZE as u64);
         let index_end = nblocks
             .checked_mul(8)
             .and_then(|n| n.checked_add(index_pos))
             .ok_or_else(|| corrupt(index_pos, "index overflow"))?;
         if index_end > self.data.len() as u64 {
-            return Err(corrupt(index_pos, format!("{what} table index of {nblocks} blocks past the end")));
+            return Err(corrupt(
+                index_pos,
+                format!("{what} table index of {nblocks} blocks past the end"),
+            ));
         }
         let mut out = Vec::new();
         for i in 0..nblocks {
             let p = u64_at(self.data, index_pos + 8 * i)?;
             if p >= index_pos {
-                return Err(corrupt(index_pos, format!("{what} table block {i} at {p:#x} is not before its index")));
+                return Err(corrupt(
+                    index_pos,
+                    format!("{what} table block {i} at {p:#x} is not before its index"),
+                ));
             }
             let (b, _) = self.metadata_block(p, what)?;
             let want = (total - i * METADATA_SIZE as u64).min(METADATA_SIZE as u64) as usize;
             if b.len() < want {
-                return Err(corrupt(p, format!("{what} table block holds {} bytes, expected {want}", b.len())));
+                return Err(corrupt(
+                    p,
+                    format!(
+                        "{what} table block holds {} bytes, expected {want}",
+                        b.len()
+                    ),
+                ));
             }
             out.extend_from_slice(&b[..want]);
         }
@@ -298,27 +349,36 @@ impl<'a> Image<'a> {
         let inode = Inode::parse(&self.inodes.bytes, pos, self.sb.block_size)?;
         let n = inode.header.number;
         if n == 0 || n > self.sb.inode_count {
-            return Err(corrupt(pos as u64, format!("inode number {n} outside 1..={}", self.sb.inode_count)));
+            return Err(corrupt(
+                pos as u64,
+                format!("inode number {n} outside 1..={}", self.sb.inode_count),
+            ));
         }
         Ok(inode)
     }
 
     fn id(&self, idx: u16, pos: u64) -> Result<u32> {
-        self.ids
-            .get(usize::from(idx))
-            .copied()
-            .ok_or_else(|| corrupt(pos, format!("id index {idx} >= id count {}", self.ids.len())))
+        self.ids.get(usize::from(idx)).copied().ok_or_else(|| {
+            corrupt(
+                pos,
+                format!("id index {idx} >= id count {}", self.ids.len()),
+            )
+        })
     }
 
     fn xattrs(&self, id: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if id == NONE {
             return Ok(Vec::new());
         }
-        let kv = self
-            .xattr_kv
-            .as_ref()
-            .ok_or_else(|| corrupt(56, format!("inode uses xattr id {id} but the image has no xattr table")))?;
-        let off = (id as usize).checked_mul(16).ok_or_else(|| corrupt(56, "xattr id overflow"))?;
+        let kv = self.xattr_kv.as_ref().ok_or_else(|| {
+            corrupt(
+                56,
+                format!("inode uses xattr id {id} but the image has no xattr table"),
+            )
+        })?;
+        let off = (id as usize)
+            .checked_mul(16)
+            .ok_or_else(|| corrupt(56, "xattr id overflow"))?;
         let e = self
             .xattr_ids
             .get(off..off + 16)
@@ -328,7 +388,10 @@ impl<'a> Image<'a> {
         let count = c.u32()?;
         let pos = kv.resolve(r, "xattr")?;
         if count as usize > kv.bytes.len() / 8 {
-            return Err(corrupt(pos as u64, format!("xattr count {count} larger than the table")));
+            return Err(corrupt(
+                pos as u64,
+                format!("xattr count {count} larger than the table"),
+            ));
         }
         crate::xattr::parse_kv(&kv.bytes, pos, count, &|r| kv.resolve(r, "xattr value"))
     }
@@ -337,14 +400,32 @@ impl<'a> Image<'a> {
     pub fn entry(&self, path: Vec<u8>, inode_ref: u64) -> Result<Entry> {
         let inode = self.inode(inode_ref)?;
         let h = &inode.header;
-        let kind = EntryKind::from_basic(inode.basic_type()).ok_or_else(|| corrupt(inode_ref, "inode type"))?;
+        let kind = EntryKind::from_basic(inode.basic_type())
+            .ok_or_else(|| corrupt(inode_ref, "inode type"))?;
         let (size, nlink, target, rdev, xattr) = match &inode.body {
-            InodeBody::Dir { file_size, nlink, xattr, .. } => (u64::from(*file_size), *nlink, None, None, *xattr),
-            InodeBody::File { size, nlink, xattr, .. } => (*size, *nlink, None, None, *xattr),
-            InodeBody::Symlink { nlink, target, xattr } => {
-                (target.len() as u64, *nlink, Some(target.clone()), None, *xattr)
+            InodeBody::Dir {
+                file_size,
+                nlink,
+                xattr,
+                ..
+            } => (u64::from(*file_size), *nlink, None, None, *xattr),
+            InodeBody::File {
+                size, nlink, xattr, ..
+            } => (*size, *nlink, None, None, *xattr),
+            InodeBody::Symlink {
+                nlink,
+                target,
+                xattr,
+            } => (
+                target.len() as u64,
+                *nlink,
+                Some(target.clone()),
+                None,
+                *xattr,
+            ),
+            InodeBody::Device { nlink, rdev, xattr } => {
+                (0, *nlink, None, Some(decode_rdev(*rdev)), *xattr)
             }
-            InodeBody::Device { nlink, rdev, xattr } => (0, *nlink, None, Some(decode_rdev(*rdev)), *xattr),
             InodeBody::Ipc { nlink, xattr } => (0, *nlink, None, None, *xattr),
         };
         Ok(Entry {
@@ -377,17 +458,29 @@ impl<'a> Image<'a> {
     /// The listing of a directory inode.
     pub fn read_dir(&self, inode_ref: u64) -> Result<Vec<DirEntry>> {
         let inode = self.inode(inode_ref)?;
-        let InodeBody::Dir { start_block, file_size, offset, .. } = inode.body else {
+        let InodeBody::Dir {
+            start_block,
+            file_size,
+            offset,
+            ..
+        } = inode.body
+        else {
             return Err(corrupt(inode_ref, "not a directory"));
         };
         if file_size < 3 {
-            return Err(corrupt(inode_ref, format!("directory file_size {file_size} < 3")));
+            return Err(corrupt(
+                inode_ref,
+                format!("directory file_size {file_size} < 3"),
+            ));
         }
         let len = (file_size - 3) as usize;
         if len == 0 {
             return Ok(Vec::new());
         }
-        let pos = self.dirs.resolve((u64::from(start_block) << 16) | u64::from(offset), "directory")?;
+        let pos = self.dirs.resolve(
+            (u64::from(start_block) << 16) | u64::from(offset),
+            "directory",
+        )?;
         let entries = parse_listing(&self.dirs.bytes, pos, len)?;
         for w in entries.windows(2) {
             if w[0].name >= w[1].name {
@@ -414,7 +507,9 @@ impl<'a> Image<'a> {
         while let Some((idx, depth)) = stack.pop() {
             let (dir_ref, dir_path) = (out[idx].inode_ref, out[idx].path.clone());
             if depth >= MAX_DEPTH {
-                return Err(Error::Limit { what: format!("directory depth over {MAX_DEPTH}") });
+                return Err(Error::Limit {
+                    what: format!("directory depth over {MAX_DEPTH}"),
+                });
             }
             let listing = self.read_dir(dir_ref)?;
             let mut children = Vec::new();
@@ -426,15 +521,23 @@ impl<'a> Image<'a> {
                 path.extend_from_slice(&d.name);
                 path_bytes += path.len();
                 if path_bytes > MAX_PATH_BYTES {
-                    return Err(Error::Limit { what: "total path bytes".into() });
+                    return Err(Error::Limit {
+                        what: "total path bytes".into(),
+                    });
                 }
                 let e = self.entry(path, d.inode_ref)?;
-                if EntryKind::from_basic(d.basic_type) != Some(e.kind) || d.number != e.inode_number {
-                    return Err(corrupt(d.inode_ref, "directory entry type/number disagrees with its inode"));
+                if EntryKind::from_basic(d.basic_type) != Some(e.kind) || d.number != e.inode_number
+                {
+                    return Err(corrupt(
+                        d.inode_ref,
+                        "directory entry type/number disagrees with its inode",
+                    ));
                 }
                 if e.kind == EntryKind::Dir {
                     if !visited.insert(d.inode_ref) {
-                        return Err(Error::Limit { what: format!("directory cycle at inode {}", e.inode_number) });
+                        return Err(Error::Limit {
+                            what: format!("directory cycle at inode {}", e.inode_number),
+                        });
                     }
                     children.push(out.len());
                 }
@@ -444,7 +547,11 @@ impl<'a> Image<'a> {
             stack.extend(children.into_iter().rev().map(|c| (c, depth + 1)));
         }
         // `out` is breadth-per-directory; sort into path order for a stable listing.
-        out.sort_by(|a, b| a.path.split(|&c| c == b'/').cmp(b.path.split(|&c| c == b'/')));
+        out.sort_by(|a, b| {
+            a.path
+                .split(|&c| c == b'/')
+                .cmp(b.path.split(|&c| c == b'/'))
+        });
         Ok(out)
     }
 
@@ -452,15 +559,23 @@ impl<'a> Image<'a> {
     pub fn lookup(&self, path: &[u8]) -> Result<Entry> {
         let mut cur = self.root()?;
         let mut full = Vec::new();
-        for (depth, name) in path.split(|&b| b == b'/').filter(|n| !n.is_empty()).enumerate() {
+        for (depth, name) in path
+            .split(|&b| b == b'/')
+            .filter(|n| !n.is_empty())
+            .enumerate()
+        {
             if depth >= MAX_DEPTH || cur.kind != EntryKind::Dir {
-                return Err(Error::NotInImage { path: path.to_vec() });
+                return Err(Error::NotInImage {
+                    path: path.to_vec(),
+                });
             }
             let listing = self.read_dir(cur.inode_ref)?;
             let d = listing
                 .into_iter()
                 .find(|d| d.name == name)
-                .ok_or_else(|| Error::NotInImage { path: path.to_vec() })?;
+                .ok_or_else(|| Error::NotInImage {
+                    path: path.to_vec(),
+                })?;
             if !full.is_empty() {
                 full.push(b'/');
             }
@@ -472,11 +587,17 @@ impl<'a> Image<'a> {
 
     fn data_block(&self, pos: u64, word: u32, expected: usize) -> Result<Vec<u8>> {
         if word & !(BLOCK_UNCOMPRESSED | 0x00ff_ffff) != 0 {
-            return Err(corrupt(pos, format!("block size word {word:#x} has reserved bits set")));
+            return Err(corrupt(
+                pos,
+                format!("block size word {word:#x} has reserved bits set"),
+            ));
         }
         let len = (word & 0x00ff_ffff) as usize;
         if len > self.sb.block_size as usize {
-            return Err(corrupt(pos, format!("block of {len} bytes larger than the block size")));
+            return Err(corrupt(
+                pos,
+                format!("block of {len} bytes larger than the block size"),
+            ));
         }
         let p = usize::try_from(pos).map_err(|_| corrupt(pos, "offset overflow"))?;
         let raw = p
@@ -489,7 +610,10 @@ impl<'a> Image<'a> {
             self.dec.decompress(raw, self.sb.block_size as usize, pos)?
         };
         if out.len() < expected {
-            return Err(corrupt(pos, format!("block holds {} bytes, expected {expected}", out.len())));
+            return Err(corrupt(
+                pos,
+                format!("block holds {} bytes, expected {expected}", out.len()),
+            ));
         }
         Ok(out)
     }
@@ -500,11 +624,18 @@ impl<'a> Image<'a> {
                 return Ok(b.clone());
             }
         }
-        let off = (index as usize).checked_mul(16).ok_or_else(|| corrupt(80, "fragment index overflow"))?;
-        let e = self
-            .fragments
-            .get(off..off + 16)
-            .ok_or_else(|| corrupt(80, format!("fragment {index} >= fragment count {}", self.sb.fragment_count)))?;
+        let off = (index as usize)
+            .checked_mul(16)
+            .ok_or_else(|| corrupt(80, "fragment index overflow"))?;
+        let e = self.fragments.get(off..off + 16).ok_or_else(|| {
+            corrupt(
+                80,
+                format!(
+                    "fragment {index} >= fragment count {}",
+                    self.sb.fragment_count
+                ),
+            )
+        })?;
         let mut c = Cursor { data: e, pos: 0 };
         let start = c.u64()?;
         let word = c.u32()?;
@@ -519,7 +650,15 @@ impl<'a> Image<'a> {
     /// Streams a regular file's contents to `w`; returns the byte count.
     pub fn read_file_to(&self, entry: &Entry, w: &mut dyn Write) -> Result<u64> {
         let inode = self.inode(entry.inode_ref)?;
-        let InodeBody::File { start, size, fragment, fragment_offset, blocks, .. } = inode.body else {
+        let InodeBody::File {
+            start,
+            size,
+            fragment,
+            fragment_offset,
+            blocks,
+            ..
+        } = inode.body
+        else {
             return Err(corrupt(entry.inode_ref, "not a regular file"));
         };
         let bs = u64::from(self.sb.block_size);
@@ -536,7 +675,10 @@ impl<'a> Image<'a> {
             } else {
                 let b = self.data_block(pos, word, expected)?;
                 if b.len() != expected {
-                    return Err(corrupt(pos, format!("block inflates to {} bytes, expected {expected}", b.len())));
+                    return Err(corrupt(
+                        pos,
+                        format!("block inflates to {} bytes, expected {expected}", b.len()),
+                    ));
                 }
                 w.write_all(&b)?;
                 pos = pos
@@ -548,19 +690,30 @@ impl<'a> Image<'a> {
         if fragment != NONE {
             let tail = size - written;
             if tail == 0 || tail >= bs {
-                return Err(corrupt(entry.inode_ref, format!("fragment used for a tail of {tail} bytes")));
+                return Err(corrupt(
+                    entry.inode_ref,
+                    format!("fragment used for a tail of {tail} bytes"),
+                ));
             }
             let b = self.fragment(fragment)?;
             let o = fragment_offset as usize;
             let t = o
                 .checked_add(tail as usize)
                 .and_then(|e| b.get(o..e))
-                .ok_or_else(|| corrupt(entry.inode_ref, "file tail past the end of its fragment block"))?;
+                .ok_or_else(|| {
+                    corrupt(
+                        entry.inode_ref,
+                        "file tail past the end of its fragment block",
+                    )
+                })?;
             w.write_all(t)?;
             written += tail;
         }
         if written != size {
-            return Err(corrupt(entry.inode_ref, format!("file data holds {written} bytes, size is {size}")));
+            return Err(corrupt(
+                entry.inode_ref,
+                format!("file data holds {written} bytes, size is {size}"),
+            ));
         }
         Ok(written)
     }

@@ -105,9 +105,12 @@ impl Superblock {
 
     /// Parses and sanity-checks the superblock (magic, version, block size/log).
     pub fn parse(data: &[u8]) -> Result<Superblock> {
-        let b = data
-            .get(..SIZE)
-            .ok_or_else(|| corrupt(0, format!("image of {} bytes is shorter than a superblock", data.len())))?;
+        let b = data.get(..SIZE).ok_or_else(|| {
+            corrupt(
+                0,
+                format!("image of {} bytes is shorter than a superblock", data.len()),
+            )
+        })?;
         let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
         let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
@@ -135,20 +138,44 @@ impl Superblock {
             export_table_start: u64_at(88),
         };
         if (sb.version_major, sb.version_minor) != (4, 0) {
-            return Err(corrupt(28, format!("version {}.{} (expected 4.0)", sb.version_major, sb.version_minor)));
+            return Err(corrupt(
+                28,
+                format!(
+                    "version {}.{} (expected 4.0)",
+                    sb.version_major, sb.version_minor
+                ),
+            ));
         }
         let bs = sb.block_size;
-        if !bs.is_power_of_two() || !(4096..=1 << 20).contains(&bs) || u32::from(sb.block_log) != bs.trailing_zeros() {
-            return Err(corrupt(12, format!("block size {bs} / block_log {}", sb.block_log)));
+        if !bs.is_power_of_two()
+            || !(4096..=1 << 20).contains(&bs)
+            || u32::from(sb.block_log) != bs.trailing_zeros()
+        {
+            return Err(corrupt(
+                12,
+                format!("block size {bs} / block_log {}", sb.block_log),
+            ));
         }
         if sb.bytes_used > data.len() as u64 {
-            return Err(corrupt(40, format!("bytes_used {} past the end of the image ({} bytes)", sb.bytes_used, data.len())));
+            return Err(corrupt(
+                40,
+                format!(
+                    "bytes_used {} past the end of the image ({} bytes)",
+                    sb.bytes_used,
+                    data.len()
+                ),
+            ));
         }
         if sb.inode_count == 0 || sb.id_count == 0 {
             return Err(corrupt(4, "zero inode or id count"));
         }
-        if sb.inode_table_start >= sb.directory_table_start || sb.directory_table_start > sb.bytes_used {
-            return Err(corrupt(64, "inode table must precede the directory table inside bytes_used"));
+        if sb.inode_table_start >= sb.directory_table_start
+            || sb.directory_table_start > sb.bytes_used
+        {
+            return Err(corrupt(
+                64,
+                "inode table must precede the directory table inside bytes_used",
+            ));
         }
         Ok(sb)
     }

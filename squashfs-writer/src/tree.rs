@@ -161,7 +161,10 @@ impl Tree {
     }
 
     fn split(path: &[u8]) -> Result<Vec<&[u8]>> {
-        let parts: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|p| !p.is_empty()).collect();
+        let parts: Vec<&[u8]> = path
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty())
+            .collect();
         if parts.is_empty() {
             return Err(Error::InvalidPath {
                 path: path.to_vec(),
@@ -300,12 +303,24 @@ impl Tree {
     }
 
     /// Adds a character device.
-    pub fn add_char_device(&mut self, path: &[u8], meta: Metadata, major: u32, minor: u32) -> Result<()> {
+    pub fn add_char_device(
+        &mut self,
+        path: &[u8],
+        meta: Metadata,
+        major: u32,
+        minor: u32,
+    ) -> Result<()> {
         self.add_device(path, meta, DeviceKind::Char, major, minor)
     }
 
     /// Adds a block device.
-    pub fn add_block_device(&mut self, path: &[u8], meta: Metadata, major: u32, minor: u32) -> Result<()> {
+    pub fn add_block_device(
+        &mut self,
+        path: &[u8],
+        meta: Metadata,
+        major: u32,
+        minor: u32,
+    ) -> Result<()> {
         self.add_device(path, meta, DeviceKind::Block, major, minor)
     }
 

@@ -207,7 +207,8 @@ impl<W: Write> Pipeline<W> {
                     }
                     Packed::Sparse(_) => 0,
                 };
-                self.fragment_entries.extend_from_slice(&start.to_le_bytes());
+                self.fragment_entries
+                    .extend_from_slice(&start.to_le_bytes());
                 self.fragment_entries.extend_from_slice(&word.to_le_bytes());
                 self.fragment_entries.extend_from_slice(&0u32.to_le_bytes());
                 self.summary.fragments += 1;
@@ -281,24 +282,40 @@ fn plan(tree: &Tree) -> Result<Plan> {
 
 /// Finds files identical to an earlier file: sizes first, then SHA-256, then a
 /// byte comparison (a hash match alone is never trusted).
-fn find_duplicates(tree: &Tree, files: &[usize], sizes: &[u64], jobs: usize) -> Result<Vec<Option<usize>>> {
+fn find_duplicates(
+    tree: &Tree,
+    files: &[usize],
+    sizes: &[u64],
+    jobs: usize,
+) -> Result<Vec<Option<usize>>> {
     let mut by_size: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, &s) in sizes.iter().enumerate() {
         if s > 0 {
             by_size.entry(s).or_default().push(i);
         }
     }
-    let mut candidates: Vec<usize> = by_size.values().filter(|v| v.len() > 1).flatten().copied().collect();
+    let mut candidates: Vec<usize> = by_size
+        .values()
+        .filter(|v| v.len() > 1)
+        .flatten()
+        .copied()
+        .collect();
     candidates.sort_unstable();
     let mut dup = vec![None; files.len()];
     if candidates.is_empty() {
         return Ok(dup);
     }
-    let data = |i: usize| -> &FileData {
-        match &tree.nodes[files[i]].kind {
-            NodeKind::File(d) => d,
-            _ => &EMPTY,
-        }
+    let datas: Vec<Option<&FileData>> = files
+        .iter()
+        .map(|&n| match &tree.nodes[n].kind {
+            NodeKind::File(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    let data = |i: usize| -> Result<&FileData> {
+        datas[i].ok_or(Error::Unsupported {
+            what: "internal: file slot without file data",
+        })
     };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Result<[u8; 32]>)>> = Mutex::new(Vec::new());
@@ -308,11 +325,14 @@ fn find_duplicates(tree: &Tree, files: &[usize], sizes: &[u64], jobs: usize) -> 
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&i) = candidates.get(k) else { break };
                 let mut h = Sha256::new();
-                let r = for_each_chunk(data(i), sizes[i], 256 * 1024, |c| {
-                    h.update(c);
-                    true
-                })
-                .map(|_| h.finalize().into());
+                let r = data(i)
+                    .and_then(|d| {
+                        for_each_chunk(d, sizes[i], 256 * 1024, |c| {
+                            h.update(c);
+                            true
+                        })
+                    })
+                    .map(|_| h.finalize().into());
                 if let Ok(mut g) = results.lock() {
                     g.push((i, r));
                 }
@@ -331,7 +351,7 @@ fn find_duplicates(tree: &Tree, files: &[usize], sizes: &[u64], jobs: usize) -> 
         let list = originals.entry((sizes[i], h)).or_default();
         let mut found = None;
         for &o in list.iter() {
-            if same_contents(data(o), data(i), sizes[i])? {
+            if same_contents(data(o)?, data(i)?, sizes[i])? {
                 found = Some(o);
                 break;
             }
@@ -343,8 +363,6 @@ fn find_duplicates(tree: &Tree, files: &[usize], sizes: &[u64], jobs: usize) -> 
     }
     Ok(dup)
 }
-
-static EMPTY: FileData = FileData::Path(std::path::PathBuf::new());
 
 fn ids_index(ids: &mut Vec<u32>, map: &mut HashMap<u32, u16>, id: u32) -> Result<u16> {
     if let Some(&i) = map.get(&id) {
@@ -497,7 +515,11 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
     let mut buf = Vec::new();
     for &node in &plan.post {
         let n = &tree.nodes[node];
-        let (uid, gid) = if opts.all_root { (0, 0) } else { (n.meta.uid, n.meta.gid) };
+        let (uid, gid) = if opts.all_root {
+            (0, 0)
+        } else {
+            (n.meta.uid, n.meta.gid)
+        };
         let uid_idx = ids_index(&mut ids, &mut id_map, uid)?;
         let gid_idx = ids_index(&mut ids, &mut id_map, gid)?;
         let xattr = xattrs.add(&n.meta.xattrs).unwrap_or(NONE);
@@ -541,7 +563,11 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
                     sparse: f.sparse.min(f.size.saturating_sub(1)),
                     nlink,
                     fragment: f.fragment,
-                    fragment_offset: if f.fragment == NONE { 0 } else { f.fragment_offset },
+                    fragment_offset: if f.fragment == NONE {
+                        0
+                    } else {
+                        f.fragment_offset
+                    },
                     xattr,
                     blocks: f.blocks.clone(),
                 }

@@ -24,11 +24,14 @@ pub fn split_prefix(name: &[u8]) -> Option<(u16, &[u8])> {
     })
 }
 
+/// A sorted set of (full name, value) pairs.
+type XattrSet = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Writer side: deduplicated xattr sets.
 pub(crate) struct XattrWriter {
     kv: MetadataWriter,
     ids: Vec<u8>,
-    seen: HashMap<Vec<(Vec<u8>, Vec<u8>)>, u32>,
+    seen: HashMap<XattrSet, u32>,
     count: u32,
 }
 
@@ -69,7 +72,8 @@ impl XattrWriter {
             size = size.saturating_add((name.len() + 1 + value.len()) as u32);
         }
         self.ids.extend_from_slice(&kv_ref.to_le_bytes());
-        self.ids.extend_from_slice(&(set.len() as u32).to_le_bytes());
+        self.ids
+            .extend_from_slice(&(set.len() as u32).to_le_bytes());
         self.ids.extend_from_slice(&size.to_le_bytes());
         let id = self.count;
         self.count += 1;
@@ -84,7 +88,8 @@ impl XattrWriter {
     /// Bytes to write at `start` and the position of the xattr id table header.
     pub(crate) fn finish(self, comp: Compression, start: u64) -> (Vec<u8>, u64) {
         let mut out = self.kv.finish();
-        let (ids, index_pos) = crate::metadata::lookup_table(comp, &self.ids, start + out.len() as u64);
+        let (ids, index_pos) =
+            crate::metadata::lookup_table(comp, &self.ids, start + out.len() as u64);
         // The index (last 8*n bytes of `ids`) must follow the 16-byte header.
         let n_blocks = self.ids.len().div_ceil(crate::metadata::METADATA_SIZE);
         let split = ids.len() - 8 * n_blocks;
@@ -121,11 +126,17 @@ pub(crate) fn parse_kv(
         let vlen = c.u32()? as usize;
         let value = if t & OOL != 0 {
             if vlen != 8 {
-                return Err(corrupt(c.pos as u64, "out-of-line xattr reference of wrong size"));
+                return Err(corrupt(
+                    c.pos as u64,
+                    "out-of-line xattr reference of wrong size",
+                ));
             }
             let r = c.u64()?;
             let p = resolve(r)?;
-            let mut vc = Cursor { data: table, pos: p };
+            let mut vc = Cursor {
+                data: table,
+                pos: p,
+            };
             let len = vc.u32()? as usize;
             vc.bytes(len)?.to_vec()
         } else {

@@ -7,7 +7,9 @@ use std::io::Cursor;
 
 use proptest::prelude::*;
 use squashfs_writer::read::{EntryKind, Image};
-use squashfs_writer::{write_image, Compression, DeviceKind, Error, FileData, Metadata, Options, Tree};
+use squashfs_writer::{
+    write_image, Compression, DeviceKind, Error, FileData, Metadata, Options, Tree,
+};
 
 #[derive(Clone, Debug)]
 enum Kind {
@@ -127,7 +129,11 @@ fn check(img: &[u8], model: &BTreeMap<Vec<u8>, Expected>) {
     let image = Image::new(img).unwrap();
     let entries = image.entries().unwrap();
     assert_eq!(entries[0].path, b"");
-    let got: BTreeMap<Vec<u8>, _> = entries.iter().skip(1).map(|e| (e.path.clone(), e)).collect();
+    let got: BTreeMap<Vec<u8>, _> = entries
+        .iter()
+        .skip(1)
+        .map(|e| (e.path.clone(), e))
+        .collect();
     assert_eq!(
         got.keys().collect::<Vec<_>>(),
         model.keys().collect::<Vec<_>>(),
@@ -144,7 +150,11 @@ fn check(img: &[u8], model: &BTreeMap<Vec<u8>, Expected>) {
         let e = got[path];
         assert_eq!(e.kind, want.kind, "{path:?}");
         assert_eq!(e.mode, want.meta.mode, "{path:?}");
-        assert_eq!((e.uid, e.gid, e.mtime), (want.meta.uid, want.meta.gid, want.meta.mtime), "{path:?}");
+        assert_eq!(
+            (e.uid, e.gid, e.mtime),
+            (want.meta.uid, want.meta.gid, want.meta.mtime),
+            "{path:?}"
+        );
         let mut xa = want.meta.xattrs.clone();
         xa.sort();
         xa.dedup_by(|a, b| a.0 == b.0);
@@ -182,8 +192,17 @@ fn check(img: &[u8], model: &BTreeMap<Vec<u8>, Expected>) {
 
 fn name() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        prop::sample::select(vec![b"a".to_vec(), b"b".to_vec(), b"Z".to_vec(), vec![0xff, 0xfe], "é".as_bytes().to_vec()]),
-        prop::collection::vec(prop::num::u8::ANY.prop_filter("no / or NUL", |b| *b != b'/' && *b != 0), 1..12),
+        prop::sample::select(vec![
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"Z".to_vec(),
+            vec![0xff, 0xfe],
+            "é".as_bytes().to_vec()
+        ]),
+        prop::collection::vec(
+            prop::num::u8::ANY.prop_filter("no / or NUL", |b| *b != b'/' && *b != 0),
+            1..12
+        ),
         Just(vec![b'n'; 255]),
     ]
 }
@@ -222,9 +241,16 @@ fn kind() -> impl Strategy<Value = Kind> {
 }
 
 fn meta() -> impl Strategy<Value = Metadata> {
-    (0..=0o7777u16, prop::sample::select(vec![0u32, 1000, 65534, u32::MAX]), any::<u32>(), 0..4u8).prop_map(
-        |(mode, uid, mtime, x)| {
-            let mut m = Metadata::new(mode).with_owner(uid, uid / 2).with_mtime(mtime);
+    (
+        0..=0o7777u16,
+        prop::sample::select(vec![0u32, 1000, 65534, u32::MAX]),
+        any::<u32>(),
+        0..4u8,
+    )
+        .prop_map(|(mode, uid, mtime, x)| {
+            let mut m = Metadata::new(mode)
+                .with_owner(uid, uid / 2)
+                .with_mtime(mtime);
             if x == 0 {
                 m = m.with_xattr(b"user.comment".to_vec(), b"hello".to_vec());
             } else if x == 1 {
@@ -233,8 +259,7 @@ fn meta() -> impl Strategy<Value = Metadata> {
                     .with_xattr(b"trusted.x".to_vec(), Vec::new());
             }
             m
-        },
-    )
+        })
 }
 
 fn path() -> impl Strategy<Value = Vec<u8>> {
@@ -244,7 +269,9 @@ fn path() -> impl Strategy<Value = Vec<u8>> {
 fn compression() -> impl Strategy<Value = Compression> {
     prop_oneof![
         (1..=9u32).prop_map(|level| Compression::Gzip { level }),
-        Just(Compression::Lz4 { high_compression: false }),
+        Just(Compression::Lz4 {
+            high_compression: false
+        }),
         Just(Compression::None),
     ]
 }
@@ -290,12 +317,33 @@ proptest! {
 
 fn sample_tree() -> Tree {
     let mut t = Tree::new();
-    t.add_file(b"a/small", Metadata::new(0o644), FileData::bytes(b"hello".to_vec())).unwrap();
-    t.add_file(b"a/big", Metadata::new(0o600), FileData::bytes((0..20000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>())).unwrap();
-    t.add_file(b"a/zero", Metadata::new(0o600), FileData::bytes(vec![0; 9000])).unwrap();
-    t.add_symlink(b"l", Metadata::new(0o777), b"a/small").unwrap();
-    t.add_char_device(b"dev/null", Metadata::new(0o666), 1, 3).unwrap();
-    t.add_fifo(b"dev/fifo", Metadata::new(0o600).with_xattr(b"user.k".to_vec(), b"v".to_vec())).unwrap();
+    t.add_file(
+        b"a/small",
+        Metadata::new(0o644),
+        FileData::bytes(b"hello".to_vec()),
+    )
+    .unwrap();
+    t.add_file(
+        b"a/big",
+        Metadata::new(0o600),
+        FileData::bytes((0..20000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>()),
+    )
+    .unwrap();
+    t.add_file(
+        b"a/zero",
+        Metadata::new(0o600),
+        FileData::bytes(vec![0; 9000]),
+    )
+    .unwrap();
+    t.add_symlink(b"l", Metadata::new(0o777), b"a/small")
+        .unwrap();
+    t.add_char_device(b"dev/null", Metadata::new(0o666), 1, 3)
+        .unwrap();
+    t.add_fifo(
+        b"dev/fifo",
+        Metadata::new(0o600).with_xattr(b"user.k".to_vec(), b"v".to_vec()),
+    )
+    .unwrap();
     t.add_hard_link(b"hard", b"a/small").unwrap();
     t
 }
@@ -303,18 +351,30 @@ fn sample_tree() -> Tree {
 fn sample_image(which: u64) -> Vec<u8> {
     let comp = match which {
         0 => Compression::Gzip { level: 9 },
-        1 => Compression::Lz4 { high_compression: false },
+        1 => Compression::Lz4 {
+            high_compression: false,
+        },
         _ => Compression::None,
     };
     let mut out = Cursor::new(Vec::new());
-    write_image(&sample_tree(), &Options::new().compression(comp).block_size(4096), &mut out).unwrap();
+    write_image(
+        &sample_tree(),
+        &Options::new().compression(comp).block_size(4096),
+        &mut out,
+    )
+    .unwrap();
     out.into_inner()
 }
 
 fn big_tree(reverse: bool) -> Tree {
     let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     for i in 0..700u32 {
-        let name = format!("dir{}/entry-{i:05}-{}", i % 3, "x".repeat((i % 50) as usize)).into_bytes();
+        let name = format!(
+            "dir{}/entry-{i:05}-{}",
+            i % 3,
+            "x".repeat((i % 50) as usize)
+        )
+        .into_bytes();
         let data: Vec<u8> = (0..(i * 97 % 20000)).map(|j| (j ^ i) as u8).collect();
         items.push((name, data));
     }
@@ -323,7 +383,8 @@ fn big_tree(reverse: bool) -> Tree {
     }
     let mut t = Tree::new();
     for (n, d) in items {
-        t.add_file(&n, Metadata::new(0o644).with_mtime(5), FileData::bytes(d)).unwrap();
+        t.add_file(&n, Metadata::new(0o644).with_mtime(5), FileData::bytes(d))
+            .unwrap();
     }
     t
 }
@@ -336,7 +397,10 @@ fn image_of(tree: &Tree, opts: &Options) -> Vec<u8> {
 
 #[test]
 fn deterministic_across_jobs_and_insertion_order() {
-    let base = Options::new().block_size(4096).mtime_clamp(None).mkfs_time(7);
+    let base = Options::new()
+        .block_size(4096)
+        .mtime_clamp(None)
+        .mkfs_time(7);
     let a = image_of(&big_tree(false), &base.clone().jobs(1));
     let b = image_of(&big_tree(false), &base.clone().jobs(2));
     let c = image_of(&big_tree(false), &base.clone().jobs(8));
@@ -348,8 +412,15 @@ fn deterministic_across_jobs_and_insertion_order() {
     let entries = image.entries().unwrap();
     assert_eq!(entries.len(), 1 + 3 + 700);
     let d0 = image.lookup(b"dir0").unwrap();
-    assert!(d0.extended, "a directory listing over 8 KiB should carry an index");
-    for e in entries.iter().filter(|e| e.kind == EntryKind::File).step_by(37) {
+    assert!(
+        d0.extended,
+        "a directory listing over 8 KiB should carry an index"
+    );
+    for e in entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .step_by(37)
+    {
         assert_eq!(image.lookup(&e.path).unwrap().inode_ref, e.inode_ref);
     }
 }
@@ -370,7 +441,12 @@ fn superblock_and_table_layout() {
     let sb = Image::new(&gz).unwrap().superblock().clone();
     assert_eq!(sb.flags & 0x400, 0, "default gzip has no options block");
     let mut out = Cursor::new(Vec::new());
-    write_image(&sample_tree(), &Options::new().compression(Compression::Gzip { level: 6 }), &mut out).unwrap();
+    write_image(
+        &sample_tree(),
+        &Options::new().compression(Compression::Gzip { level: 6 }),
+        &mut out,
+    )
+    .unwrap();
     let g6 = out.into_inner();
     assert_eq!(&g6[96..98], &0x8008u16.to_le_bytes());
     assert_eq!(&g6[98..102], &6u32.to_le_bytes());
@@ -379,15 +455,23 @@ fn superblock_and_table_layout() {
 #[test]
 fn empty_and_block_multiple_files_have_no_fragment() {
     let mut t = Tree::new();
-    t.add_file(b"empty", Metadata::new(0o644), FileData::bytes(Vec::new())).unwrap();
-    t.add_file(b"k", Metadata::new(0o644), FileData::bytes(vec![1u8; 8192])).unwrap();
-    t.add_file(b"z", Metadata::new(0o644), FileData::bytes(vec![0u8; 8192])).unwrap();
+    t.add_file(b"empty", Metadata::new(0o644), FileData::bytes(Vec::new()))
+        .unwrap();
+    t.add_file(b"k", Metadata::new(0o644), FileData::bytes(vec![1u8; 8192]))
+        .unwrap();
+    t.add_file(b"z", Metadata::new(0o644), FileData::bytes(vec![0u8; 8192]))
+        .unwrap();
     for tail in [false, true] {
         let img = image_of(&t, &Options::new().block_size(4096).tail_packing(tail));
         let image = Image::new(&img).unwrap();
         for e in image.entries().unwrap().iter().skip(1) {
             let inode = image.inode(e.inode_ref).unwrap();
-            let squashfs_writer::inode::InodeBody::File { fragment, blocks, .. } = inode.body else { panic!() };
+            let squashfs_writer::inode::InodeBody::File {
+                fragment, blocks, ..
+            } = inode.body
+            else {
+                panic!()
+            };
             assert_eq!(fragment, 0xFFFF_FFFF, "{:?}", e.path);
             assert_eq!(blocks.len() as u64, e.size / 4096);
         }
@@ -400,28 +484,68 @@ fn errors_are_typed() {
     let t = Tree::new();
     let mut out = Cursor::new(Vec::new());
     for bs in [0u32, 2048, 4097, 2 << 20] {
-        assert!(matches!(write_image(&t, &Options::new().block_size(bs), &mut out), Err(Error::InvalidBlockSize { .. })));
+        assert!(matches!(
+            write_image(&t, &Options::new().block_size(bs), &mut out),
+            Err(Error::InvalidBlockSize { .. })
+        ));
     }
     assert!(matches!(
-        write_image(&t, &Options::new().compression(Compression::Lz4 { high_compression: true }), &mut out),
+        write_image(
+            &t,
+            &Options::new().compression(Compression::Lz4 {
+                high_compression: true
+            }),
+            &mut out
+        ),
         Err(Error::Unsupported { .. })
     ));
     assert!(matches!(
-        write_image(&t, &Options::new().compression(Compression::Gzip { level: 10 }), &mut out),
+        write_image(
+            &t,
+            &Options::new().compression(Compression::Gzip { level: 10 }),
+            &mut out
+        ),
         Err(Error::InvalidCompressionLevel { level: 10 })
     ));
     let mut t = Tree::new();
     let m = Metadata::new(0o644);
-    assert!(matches!(t.add_symlink(b"s", m.clone(), &[b'x'; 4096]), Err(Error::SymlinkTarget { len: 4096, .. })));
-    assert!(matches!(t.add_char_device(b"c", m.clone(), 4096, 0), Err(Error::DeviceNumber { .. })));
-    assert!(matches!(t.add_fifo(b"a/../b", m.clone()), Err(Error::InvalidPath { .. })));
-    assert!(matches!(t.add_fifo(&[b'n'; 257], m.clone()), Err(Error::InvalidPath { .. })));
+    assert!(matches!(
+        t.add_symlink(b"s", m.clone(), &[b'x'; 4096]),
+        Err(Error::SymlinkTarget { len: 4096, .. })
+    ));
+    assert!(matches!(
+        t.add_char_device(b"c", m.clone(), 4096, 0),
+        Err(Error::DeviceNumber { .. })
+    ));
+    assert!(matches!(
+        t.add_fifo(b"a/../b", m.clone()),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        t.add_fifo(&[b'n'; 257], m.clone()),
+        Err(Error::InvalidPath { .. })
+    ));
     t.add_fifo(b"f", m.clone()).unwrap();
-    assert!(matches!(t.add_fifo(b"f", m.clone()), Err(Error::AlreadyExists { .. })));
-    assert!(matches!(t.add_fifo(b"f/x", m.clone()), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        t.add_fifo(b"f", m.clone()),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        t.add_fifo(b"f/x", m.clone()),
+        Err(Error::NotFound { .. })
+    ));
     t.add_dir(b"d", m.clone()).unwrap();
-    assert!(matches!(t.add_hard_link(b"h", b"d"), Err(Error::InvalidPath { .. })));
-    assert!(matches!(t.add_fifo(b"x", m.with_xattr(b"system.posix_acl".to_vec(), b"".to_vec())), Err(Error::Xattr { .. })));
+    assert!(matches!(
+        t.add_hard_link(b"h", b"d"),
+        Err(Error::InvalidPath { .. })
+    ));
+    assert!(matches!(
+        t.add_fifo(
+            b"x",
+            m.with_xattr(b"system.posix_acl".to_vec(), b"".to_vec())
+        ),
+        Err(Error::Xattr { .. })
+    ));
     assert!(Image::new(b"hsqs").is_err());
     assert!(Image::new(&[0u8; 4096]).is_err());
 }
@@ -429,8 +553,21 @@ fn errors_are_typed() {
 #[test]
 fn mtime_controls_and_all_root() {
     let mut t = Tree::new();
-    t.add_file(b"f", Metadata::new(0o644).with_owner(5, 6).with_mtime(2_000_000_000), FileData::bytes(b"x".to_vec())).unwrap();
-    let img = image_of(&t, &Options::new().mtime_clamp(Some(100)).all_root(true).mkfs_time(42));
+    t.add_file(
+        b"f",
+        Metadata::new(0o644)
+            .with_owner(5, 6)
+            .with_mtime(2_000_000_000),
+        FileData::bytes(b"x".to_vec()),
+    )
+    .unwrap();
+    let img = image_of(
+        &t,
+        &Options::new()
+            .mtime_clamp(Some(100))
+            .all_root(true)
+            .mkfs_time(42),
+    );
     let image = Image::new(&img).unwrap();
     let f = image.lookup(b"f").unwrap();
     assert_eq!((f.mtime, f.uid, f.gid), (100, 0, 0));
@@ -439,7 +576,11 @@ fn mtime_controls_and_all_root() {
     let image = Image::new(&img).unwrap();
     let f = image.lookup(b"f").unwrap();
     assert_eq!((f.mtime, f.uid, f.gid), (1, 5, 6));
-    assert_eq!(image.root().unwrap().mtime, 1, "fixed mtime applies to every inode");
+    assert_eq!(
+        image.root().unwrap().mtime,
+        1,
+        "fixed mtime applies to every inode"
+    );
 }
 
 #[test]
@@ -448,12 +589,48 @@ fn write_image_to_path_is_atomic() {
     let dest = dir.path().join("out.sqfs");
     std::fs::write(&dest, b"old").unwrap();
     let mut t = Tree::new();
-    t.add_file(b"gone", Metadata::new(0o644), FileData::Path(dir.path().join("missing"))).unwrap();
+    t.add_file(
+        b"gone",
+        Metadata::new(0o644),
+        FileData::Path(dir.path().join("missing")),
+    )
+    .unwrap();
     assert!(squashfs_writer::write_image_to_path(&t, &Options::new(), &dest).is_err());
     assert_eq!(std::fs::read(&dest).unwrap(), b"old");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "temp file left behind"
+    );
     let s = squashfs_writer::write_image_to_path(&sample_tree(), &Options::new(), &dest).unwrap();
     assert_eq!(std::fs::metadata(&dest).unwrap().len(), s.image_bytes);
     let bytes = std::fs::read(&dest).unwrap();
     assert_eq!(Image::new(&bytes).unwrap().entries().unwrap().len(), 10);
+}
+
+/// Replays the fuzz seed corpus (and any saved crash inputs) through the reader.
+#[test]
+fn fuzz_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/squashfs_read");
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        eprintln!("skipping: no corpus at {}", dir.display());
+        return;
+    };
+    let mut seeds = 0;
+    for f in rd {
+        let path = f.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let result = Image::new(&bytes).and_then(|image| {
+            let entries = image.entries()?;
+            for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
+                image.read_file_to(e, &mut std::io::sink())?;
+            }
+            Ok(entries.len())
+        });
+        if path.extension().is_some_and(|e| e == "sqfs") {
+            assert_eq!(result.unwrap(), 9, "{}", path.display());
+            seeds += 1;
+        }
+    }
+    assert!(seeds >= 4);
 }

@@ -31,7 +31,11 @@ fn tool(name: &str) -> Option<PathBuf> {
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn is_root() -> bool {
@@ -59,7 +63,19 @@ fn nasty_tree(root: &Path) {
             })
             .collect()
     };
-    for (i, n) in [0usize, 1, 4095, 4096, 131071, 131072, 131073, 3 * 131072 + 77].into_iter().enumerate() {
+    for (i, n) in [
+        0usize,
+        1,
+        4095,
+        4096,
+        131071,
+        131072,
+        131073,
+        3 * 131072 + 77,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         w(&format!("sizes/f{n}"), &pattern(n, i as u32 + 1));
     }
     w("zeros/all", &vec![0u8; 300_000]);
@@ -76,7 +92,10 @@ fn nasty_tree(root: &Path) {
     w("dup/small2", b"same small file");
     std::fs::hard_link(root.join("dup/a"), root.join("dup/hard")).unwrap();
     for i in 0..300 {
-        w(&format!("big/{i:03}-{}", "n".repeat(200)), format!("{i}").as_bytes());
+        w(
+            &format!("big/{i:03}-{}", "n".repeat(200)),
+            format!("{i}").as_bytes(),
+        );
     }
     let mut deep = root.join("deep");
     for i in 0..40 {
@@ -98,19 +117,30 @@ fn nasty_tree(root: &Path) {
     }
     if is_root() {
         if let Some(mknod) = tool("mknod") {
-            run(Command::new(&mknod).arg(root.join("null")).args(["c", "1", "3"]));
-            run(Command::new(&mknod).arg(root.join("blk")).args(["b", "259", "70000"]));
+            run(Command::new(&mknod)
+                .arg(root.join("null"))
+                .args(["c", "1", "3"]));
+            run(Command::new(&mknod)
+                .arg(root.join("blk"))
+                .args(["b", "259", "70000"]));
         }
     }
 }
 
 fn by_path(image: &Image<'_>) -> BTreeMap<Vec<u8>, Entry> {
-    image.entries().unwrap().into_iter().map(|e| (e.path.clone(), e)).collect()
+    image
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.path.clone(), e))
+        .collect()
 }
 
 #[test]
 fn reads_mksquashfs_images_like_our_own() {
-    let Some(mksquashfs) = tool("mksquashfs") else { return };
+    let Some(mksquashfs) = tool("mksquashfs") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -123,10 +153,15 @@ fn reads_mksquashfs_images_like_our_own() {
     let ours_entries = by_path(&ours);
     for comp in ["gzip", "lz4"] {
         let reference = dir.path().join(format!("ref-{comp}.sqfs"));
-        run(Command::new(&mksquashfs)
-            .arg(&src)
-            .arg(&reference)
-            .args(["-comp", comp, "-noappend", "-no-progress", "-quiet", "-processors", "2"]));
+        run(Command::new(&mksquashfs).arg(&src).arg(&reference).args([
+            "-comp",
+            comp,
+            "-noappend",
+            "-no-progress",
+            "-quiet",
+            "-processors",
+            "2",
+        ]));
         let bytes = std::fs::read(&reference).unwrap();
         let theirs = Image::new(&bytes).unwrap();
         let theirs_entries = by_path(&theirs);
@@ -150,7 +185,11 @@ fn reads_mksquashfs_images_like_our_own() {
                 assert_eq!(t.size, o.size, "{comp}: {path:?} size");
             }
             if t.kind == EntryKind::File {
-                assert_eq!(theirs.read_file(t).unwrap(), ours.read_file(o).unwrap(), "{comp}: {path:?}");
+                assert_eq!(
+                    theirs.read_file(t).unwrap(),
+                    ours.read_file(o).unwrap(),
+                    "{comp}: {path:?}"
+                );
             }
         }
     }
@@ -180,8 +219,14 @@ fn compare_trees(a: &Path, b: &Path) -> usize {
         );
         if ft.is_dir() {
             assert_eq!(mx.nlink(), my.nlink(), "{} nlink", y.display());
-            let mut names: Vec<_> = std::fs::read_dir(&x).unwrap().map(|e| e.unwrap().file_name()).collect();
-            let mut got: Vec<_> = std::fs::read_dir(&y).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut names: Vec<_> = std::fs::read_dir(&x)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            let mut got: Vec<_> = std::fs::read_dir(&y)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             names.sort();
             got.sort();
             assert_eq!(names, got, "{}", y.display());
@@ -192,9 +237,16 @@ fn compare_trees(a: &Path, b: &Path) -> usize {
             assert_eq!(mx.nlink(), my.nlink(), "{} nlink", y.display());
             assert_eq!(mx.len(), my.len(), "{} size", y.display());
             if ft.is_file() {
-                assert!(std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(), "{} contents", y.display());
+                assert!(
+                    std::fs::read(&x).unwrap() == std::fs::read(&y).unwrap(),
+                    "{} contents",
+                    y.display()
+                );
             } else if ft.is_symlink() {
-                assert_eq!(std::fs::read_link(&x).unwrap(), std::fs::read_link(&y).unwrap());
+                assert_eq!(
+                    std::fs::read_link(&x).unwrap(),
+                    std::fs::read_link(&y).unwrap()
+                );
             } else if ft.is_char_device() || ft.is_block_device() {
                 assert_eq!(mx.rdev(), my.rdev(), "{} rdev", y.display());
             }
@@ -209,7 +261,9 @@ fn kernel_loop_mounts_our_images() {
         eprintln!("skipping: loop mount needs root and /dev/loop-control");
         return;
     }
-    let (Some(mount), Some(umount)) = (tool("mount"), tool("umount")) else { return };
+    let (Some(mount), Some(umount)) = (tool("mount"), tool("umount")) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -218,14 +272,24 @@ fn kernel_loop_mounts_our_images() {
     let cases = [
         (Compression::Gzip { level: 9 }, 131072, false),
         (Compression::Gzip { level: 1 }, 4096, true),
-        (Compression::Lz4 { high_compression: false }, 1 << 20, false),
+        (
+            Compression::Lz4 {
+                high_compression: false,
+            },
+            1 << 20,
+            false,
+        ),
         (Compression::None, 4096, false),
     ];
     for (i, (comp, bs, tail)) in cases.into_iter().enumerate() {
         let img = dir.path().join(format!("img{i}.sqfs"));
         let mnt = dir.path().join(format!("mnt{i}"));
         std::fs::create_dir(&mnt).unwrap();
-        let opts = Options::new().compression(comp).block_size(bs).tail_packing(tail).jobs(2);
+        let opts = Options::new()
+            .compression(comp)
+            .block_size(bs)
+            .tail_packing(tail)
+            .jobs(2);
         write_image_to_path(&tree, &opts, &img).unwrap();
         let out = Command::new(&mount)
             .args(["-t", "squashfs", "-o", "loop,ro"])
@@ -235,7 +299,9 @@ fn kernel_loop_mounts_our_images() {
             .unwrap();
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            if stderr.contains("failed to setup loop device") || stderr.contains("permission denied") {
+            if stderr.contains("failed to setup loop device")
+                || stderr.contains("permission denied")
+            {
                 eprintln!("skipping: loop devices unavailable: {stderr}");
                 return;
             }
@@ -260,8 +326,22 @@ fn keep_as_directory_and_single_file_sources() {
     write_image_to_path(&t, &Options::new(), &img).unwrap();
     let bytes = std::fs::read(&img).unwrap();
     let image = Image::new(&bytes).unwrap();
-    let paths: Vec<Vec<u8>> = image.entries().unwrap().into_iter().map(|e| e.path).collect();
-    assert_eq!(paths, vec![b"".to_vec(), b"store".to_vec(), b"store/l".to_vec(), b"store/sub".to_vec(), b"store/sub/f".to_vec()]);
+    let paths: Vec<Vec<u8>> = image
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            b"".to_vec(),
+            b"store".to_vec(),
+            b"store/l".to_vec(),
+            b"store/sub".to_vec(),
+            b"store/sub/f".to_vec()
+        ]
+    );
     // A symlink source is stored as a symlink at the root, not followed.
     let t = tree_from_path(&src.join("l"), false).unwrap();
     write_image_to_path(&t, &Options::new(), &img).unwrap();
@@ -273,5 +353,91 @@ fn keep_as_directory_and_single_file_sources() {
     write_image_to_path(&t, &Options::new(), &img).unwrap();
     let bytes = std::fs::read(&img).unwrap();
     let image = Image::new(&bytes).unwrap();
-    assert_eq!(image.read_file(&image.lookup(b"f").unwrap()).unwrap(), b"data");
+    assert_eq!(
+        image.read_file(&image.lookup(b"f").unwrap()).unwrap(),
+        b"data"
+    );
+}
+
+#[test]
+fn kernel_reads_xattrs_and_every_inode_type() {
+    use squashfs_writer::{FileData, Metadata, Tree};
+    if !is_root() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("skipping: loop mount needs root and /dev/loop-control");
+        return;
+    }
+    let (Some(mount), Some(umount), Some(python)) =
+        (tool("mount"), tool("umount"), tool("python3"))
+    else {
+        return;
+    };
+    let m = |mode| {
+        Metadata::new(mode)
+            .with_owner(1000, 100)
+            .with_mtime(1_700_000_000)
+    };
+    let mut t = Tree::new();
+    t.add_dir(
+        b"d",
+        m(0o750).with_xattr(b"user.dir".to_vec(), b"D".to_vec()),
+    )
+    .unwrap();
+    t.add_file(
+        b"d/f",
+        m(0o4755)
+            .with_xattr(b"user.a".to_vec(), b"1".to_vec())
+            .with_xattr(b"trusted.b".to_vec(), vec![0xAB; 5000]),
+        FileData::bytes(vec![3u8; 70000]),
+    )
+    .unwrap();
+    t.add_symlink(
+        b"s",
+        m(0o777).with_xattr(b"security.label".to_vec(), b"x".to_vec()),
+        b"d/f",
+    )
+    .unwrap();
+    t.add_char_device(
+        b"c",
+        m(0o600).with_xattr(b"security.label".to_vec(), b"x".to_vec()),
+        4095,
+        1_048_575,
+    )
+    .unwrap();
+    t.add_socket(b"sock", m(0o600)).unwrap();
+    t.add_hard_link(b"d/f2", b"d/f").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("x.sqfs");
+    let mnt = dir.path().join("m");
+    std::fs::create_dir(&mnt).unwrap();
+    write_image_to_path(&t, &Options::new().block_size(4096), &img).unwrap();
+    run(Command::new(&mount)
+        .args(["-t", "squashfs", "-o", "loop,ro"])
+        .arg(&img)
+        .arg(&mnt));
+    let script = r#"
+import os, sys
+m = sys.argv[1]
+print(sorted(os.listxattr(m + "/d/f")), os.getxattr(m + "/d/f", "user.a"), len(os.getxattr(m + "/d/f", "trusted.b")))
+print(os.getxattr(m + "/d", "user.dir"), os.getxattr(m + "/s", "security.label", follow_symlinks=False))
+st = os.lstat(m + "/c"); print(os.major(st.st_rdev), os.minor(st.st_rdev), oct(st.st_mode))
+st = os.stat(m + "/d/f"); print(st.st_nlink, oct(st.st_mode), st.st_uid, st.st_gid, st.st_mtime, st.st_size)
+print(oct(os.lstat(m + "/sock").st_mode), os.readlink(m + "/s"))
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    run(Command::new(&umount).arg(&mnt));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "['trusted.b', 'user.a'] b'1' 5000\nb'D' b'x'\n4095 1048575 0o20600\n2 0o104755 1000 100 1700000000.0 70000\n0o140600 d/f\n"
+    );
 }

@@ -447,7 +447,7 @@ impl Spec {
             link_group: None,
             mtime: i64::from(self.root_mtime),
         }];
-        for (path, _) in &by_path {
+        for path in by_path.keys() {
             let real = resolve(path);
             let n = by_path[&real];
             let nlink = names[&real];
@@ -1520,4 +1520,76 @@ pub fn store_closure(dir: &Path) -> Closure {
         report.skipped
     );
     c
+}
+
+// ---------------------------------------------------------------------------
+// The same comparison inside a guest (issue 7): a busybox script.
+
+/// A busybox `sh` script (`sh -c "$DESCRIBE_SH" describe DIR`, or saved to
+/// a file and run as `sh describe.sh DIR`) printing a canonical listing of
+/// the tree under DIR to stdout: one line per path,
+/// `<path>\t<st_mode hex> <uid> <gid> <size|-> <nlink|-> <mtime> <major hex>
+/// <minor hex> <sha256|-> <hard-link group|-> <symlink target|->`, sorted
+/// bytewise. Directory sizes and link counts are left out (fs-specific) and
+/// hard links are grouped by their smallest name instead of inode numbers,
+/// so equal trees give equal bytes on any filesystem: run it on the host
+/// source ([`describe_busybox`]) and in the booted guest on
+/// `/mnt-root/nix/store`, then compare the bytes (or their sha256). Needs
+/// find, stat, sha256sum, readlink, awk, sort, mktemp (busybox has all);
+/// names must not contain newlines (fixtures don't).
+pub const DESCRIBE_SH: &str = r#"# describe.sh DIR: a canonical listing of the tree under DIR, one line per
+# path: "<path>\t<mode hex> <uid> <gid> <size> <nlink> <mtime> <major> <minor>
+# <sha256|-> <link-group|-> <symlink target|->". Equal trees give equal
+# bytes on any filesystem (no inode numbers, no directory sizes). Runs under
+# busybox sh/awk/find/stat/sha256sum/readlink/sort.
+set -eu
+cd "$1"
+t=$(mktemp -d)
+find . -exec stat -c '%f %u %g %s %h %Y %t %T %i %n' {} + > "$t/stat"
+find . -type f -exec sha256sum {} + > "$t/sha"
+find . -type l -exec sh -c 'for f do printf "%s\n" "$f"; readlink "$f"; done' sh {} + > "$t/link"
+awk -v SHA="$t/sha" -v LNK="$t/link" '
+BEGIN {
+  while ((getline l < SHA) > 0) sha[substr(l, 67)] = substr(l, 1, 64)
+  while ((getline p < LNK) > 0) { getline tg < LNK; target[p] = tg }
+}
+{
+  n = $0
+  for (i = 1; i <= 9; i++) sub(/^[^ ]* /, "", n)
+  name[NR] = n; f[NR] = $1; rest[NR] = $2 " " $3
+  isdir = (length($1) == 4 && substr($1, 1, 1) == "4")
+  size[NR] = isdir ? "-" : $4
+  nl[NR] = isdir ? "-" : $5
+  tail[NR] = $6 " " $7 " " $8
+  if (!isdir && $5 > 1) { ino[NR] = $9; if (!($9 in first) || n < first[$9]) first[$9] = n }
+}
+END {
+  for (i = 1; i <= NR; i++) {
+    n = name[i]
+    g = (i in ino) ? first[ino[i]] : "-"
+    s = (n in sha) ? sha[n] : "-"
+    tg = (n in target) ? target[n] : "-"
+    printf "%s\t%s %s %s %s %s %s %s %s\n", n, f[i], rest[i], size[i], nl[i], tail[i], s, g, tg
+  }
+}' "$t/stat" | LC_ALL=C sort
+rm -rf "$t"
+"#;
+
+/// Runs [`DESCRIBE_SH`] on `dir` with the host's busybox; `None` when
+/// busybox is missing.
+pub fn describe_busybox(dir: &Path) -> Option<Vec<u8>> {
+    let busybox = crate::tools::find("busybox")?;
+    let out = Command::new(busybox)
+        .args(["sh", "-c", DESCRIBE_SH, "describe"])
+        .arg(dir)
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap_or_else(|e| panic!("busybox: {e}"));
+    assert!(
+        out.status.success(),
+        "describe.sh {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out.stdout)
 }

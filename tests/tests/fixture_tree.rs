@@ -157,3 +157,79 @@ fn store_closure_is_well_formed() {
         }
     }
 }
+
+/// The guest-side listing script sees hostile names, hard links, devices
+/// and content, and differs exactly when the trees differ.
+#[test]
+fn busybox_describe_is_canonical_and_sensitive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let b = tmp.path().join("b");
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let c = fixture::store_closure(&a);
+    c.spec.materialize(
+        &b,
+        &Materialize {
+            order_seed: Some(3),
+        },
+    );
+    let Some(da) = fixture::describe_busybox(&a) else {
+        eprintln!("SKIP: busybox not found");
+        return;
+    };
+    let db = fixture::describe_busybox(&b).unwrap();
+    assert!(da == db, "same closure, different listings");
+    let lines = da.split(|&x| x == b'\n').filter(|l| !l.is_empty()).count();
+    assert_eq!(lines, fixture::describe(&a).len(), "one line per path");
+    // Every regular file has a hash; the 3-name hard-link group shares one group.
+    let text = String::from_utf8_lossy(&da);
+    assert!(text
+        .lines()
+        .filter(|l| l.contains("/links/h1\t")
+            || l.contains("/links/h2\t")
+            || l.contains("/links/other/h3\t"))
+        .all(|l| l.contains("/links/h1 -")));
+    // Each kind of difference shows.
+    let f = b.join(&c.system).join("nixos-version");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(
+        fixture::describe_busybox(&b).unwrap() != da,
+        "mode change not seen"
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o444)).unwrap();
+    assert!(fixture::describe_busybox(&b).unwrap() == da);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(2);
+    std::fs::File::open(&f).unwrap().set_modified(t).unwrap();
+    assert!(
+        fixture::describe_busybox(&b).unwrap() != da,
+        "mtime change not seen"
+    );
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1);
+    std::fs::File::open(&f).unwrap().set_modified(t).unwrap();
+    assert!(fixture::describe_busybox(&b).unwrap() == da);
+    let h2 = b
+        .join(&c.system)
+        .join("../")
+        .join(
+            c.paths
+                .iter()
+                .find(|p| p.base.ends_with("hostile-1.0"))
+                .unwrap()
+                .base
+                .clone(),
+        )
+        .join("links/h2");
+    let content = std::fs::read(&h2).unwrap();
+    std::fs::remove_file(&h2).unwrap();
+    std::fs::write(&h2, &content).unwrap();
+    std::fs::set_permissions(&h2, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::File::open(&h2).unwrap().set_modified(t).unwrap();
+    let dir = h2.parent().unwrap();
+    std::fs::File::open(dir).unwrap().set_modified(t).unwrap();
+    assert!(
+        fixture::describe_busybox(&b).unwrap() != da,
+        "broken hard link not seen"
+    );
+}

@@ -1034,3 +1034,367 @@ fn creation_order_does_not_change_bytes() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Hostile sources
+
+/// Sources whose size lies: a file changed between the walk and the write
+/// must give either an image holding exactly its current bytes or an error;
+/// files whose `stat` size disagrees with what reading yields (procfs: size
+/// 0, bytes follow; sysfs: size 4096, fewer bytes) and files deleted after
+/// the walk must fail. On error `write_image_to_path` leaves the destination
+/// untouched with no temporary file beside it.
+#[test]
+fn lying_sources_fail_atomically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("src");
+    std::fs::create_dir(&dir).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let dest = out.join("img.sqfs");
+    let o = opts(Compression::Gzip { level: 1 }, 4 * K);
+    let untouched = |what: &str| {
+        assert_eq!(
+            std::fs::read(&dest).unwrap(),
+            b"old image",
+            "{what}: destination changed on error"
+        );
+        let left: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left.len(),
+            1,
+            "{what}: temporary files left beside the destination: {left:?}"
+        );
+    };
+    for (name, len, change) in [
+        ("grows", 10_000usize, 20_000usize),
+        ("shrinks", 10_000, 5),
+        ("shrinks_to_empty", 3 * 4096, 0),
+        ("grows_from_empty", 0, 1),
+    ] {
+        let f = dir.join(name);
+        std::fs::write(&f, vec![b'a'; len]).unwrap();
+        let tree = squashfs_writer::fs::tree_from_path(&dir, false).unwrap();
+        std::fs::write(&dest, b"old image").unwrap();
+        std::fs::write(&f, vec![b'b'; change]).unwrap();
+        match squashfs_writer::write_image_to_path(&tree, &o, &dest) {
+            Err(_) => untouched(name),
+            Ok(_) => {
+                // Consistent image of the file as it is now.
+                let bytes = std::fs::read(&dest).unwrap();
+                let recs = reader_records(&bytes);
+                let r = recs.iter().find(|r| r.path == name.as_bytes()).unwrap();
+                assert_eq!(r.size, change as u64, "{name}: size in the image");
+                assert_eq!(
+                    r.sha256,
+                    Some(fixture::sha256(&vec![b'b'; change])),
+                    "{name}: content"
+                );
+            }
+        }
+        std::fs::remove_file(&f).unwrap();
+    }
+    // Deleted after the walk.
+    let f = dir.join("vanishes");
+    std::fs::write(&f, b"here").unwrap();
+    let tree = squashfs_writer::fs::tree_from_path(&dir, false).unwrap();
+    std::fs::remove_file(&f).unwrap();
+    std::fs::write(&dest, b"old image").unwrap();
+    let r = squashfs_writer::write_image_to_path(&tree, &o, &dest);
+    assert!(r.is_err(), "source deleted after the walk, yet Ok: {r:?}");
+    untouched("vanishes");
+    // Size lies (stat vs read), through the Tree API.
+    use squashfs_writer::{FileData, Metadata, Tree};
+    let mut lies = Vec::new();
+    for p in [
+        "/proc/version",
+        "/proc/self/status",
+        "/sys/kernel/uevent_seqnum",
+    ] {
+        let p = Path::new(p);
+        if !p.exists() {
+            continue;
+        }
+        let stat_len = std::fs::metadata(p).unwrap().len();
+        let read_len = std::fs::read(p).unwrap().len() as u64;
+        if stat_len == read_len {
+            continue;
+        }
+        let mut tree = Tree::new();
+        tree.add_file(
+            b"liar",
+            Metadata::new(0o644),
+            FileData::Path(p.to_path_buf()),
+        )
+        .unwrap();
+        std::fs::write(&dest, b"old image").unwrap();
+        match squashfs_writer::write_image_to_path(&tree, &o, &dest) {
+            Ok(r) => lies.push(format!(
+                "{}: stat says {stat_len} bytes, read gives {read_len}, yet Ok: {r:?}",
+                p.display()
+            )),
+            Err(_) => untouched(&p.display().to_string()),
+        }
+    }
+    assert!(lies.is_empty(), "size lies accepted:\n{}", lies.join("\n"));
+}
+
+/// Host mtimes outside u32 (before 1970, after 2106) saturate to 0 and
+/// u32::MAX instead of wrapping (mksquashfs 4.5.1 wraps: -1 → 2106).
+#[test]
+fn out_of_range_mtimes_saturate() {
+    if tools::require(&["unsquashfs"]).is_none() {
+        return;
+    }
+    use std::time::{Duration, UNIX_EPOCH};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("src");
+    std::fs::create_dir(&dir).unwrap();
+    let cases = [
+        ("before_1970", UNIX_EPOCH - Duration::from_secs(1), 0u32),
+        ("way_before", UNIX_EPOCH - Duration::from_secs(1 << 40), 0),
+        (
+            "after_2106",
+            UNIX_EPOCH + Duration::from_secs((1 << 32) + 5),
+            u32::MAX,
+        ),
+        (
+            "year_2223",
+            UNIX_EPOCH + Duration::from_secs(8_000_000_000),
+            u32::MAX,
+        ),
+    ];
+    for (name, t, _) in &cases {
+        let f = std::fs::File::create(dir.join(name)).unwrap();
+        f.set_modified(*t).unwrap();
+    }
+    let img = tmp.path().join("t.sqfs");
+    build_ours(
+        &dir,
+        false,
+        &opts(Compression::Gzip { level: 1 }, 128 * K),
+        &img,
+    );
+    let pf = tmp.path().join("pf");
+    tools::run_ok(Command::new("unsquashfs").arg("-pf").arg(&pf).arg(&img));
+    let got = parse_pf(&std::fs::read(&pf).unwrap());
+    for (name, _, want) in cases {
+        assert_eq!(got[name.as_bytes()].mtime, i64::from(want), "{name}");
+    }
+}
+
+/// Invalid options and inputs are typed errors, never panics or images.
+#[test]
+fn invalid_options_are_errors() {
+    use squashfs_writer::{DeviceKind, FileData, Metadata, Tree};
+    let mut tree = Tree::new();
+    tree.add_file(b"f", Metadata::new(0o644), FileData::bytes(b"x".to_vec()))
+        .unwrap();
+    let base = opts(Compression::Gzip { level: 9 }, 128 * K);
+    let bad: Vec<(&str, Options)> = vec![
+        ("block size 2 KiB", base.clone().block_size(2048)),
+        ("block size 2 MiB", base.clone().block_size(2 << 20)),
+        (
+            "block size not a power of two",
+            base.clone().block_size(100_000),
+        ),
+        ("block size 0", base.clone().block_size(0)),
+        (
+            "gzip level 0",
+            base.clone().compression(Compression::Gzip { level: 0 }),
+        ),
+        (
+            "gzip level 10",
+            base.clone().compression(Compression::Gzip { level: 10 }),
+        ),
+    ];
+    for (what, o) in bad {
+        let mut cur = std::io::Cursor::new(Vec::new());
+        let r = squashfs_writer::write_image(&tree, &o, &mut cur);
+        assert!(r.is_err(), "{what}: accepted: {r:?}");
+    }
+    // jobs(0) is either rejected or treated as 1, but never hangs or panics.
+    let mut cur = std::io::Cursor::new(Vec::new());
+    let _ = squashfs_writer::write_image(&tree, &base.clone().jobs(0), &mut cur);
+
+    let m = || Metadata::new(0o644);
+    let mut t = Tree::new();
+    let name257 = vec![b'n'; 257];
+    let target4096 = vec![b't'; 4096];
+    let rejects: Vec<(&str, squashfs_writer::Result<()>)> = vec![
+        (
+            "257-byte name",
+            t.add_file(&name257, m(), FileData::bytes(vec![])),
+        ),
+        (
+            "NUL in name",
+            t.add_file(b"a\0b", m(), FileData::bytes(vec![])),
+        ),
+        (
+            "`..` component",
+            t.add_file(b"a/../b", m(), FileData::bytes(vec![])),
+        ),
+        (
+            "`.` component",
+            t.add_file(b"./b", m(), FileData::bytes(vec![])),
+        ),
+        ("empty path", t.add_file(b"", m(), FileData::bytes(vec![]))),
+        (
+            "4096-byte symlink target",
+            t.add_symlink(b"l", m(), &target4096),
+        ),
+        (
+            "major > 0xfff",
+            t.add_device(b"d1", m(), DeviceKind::Char, 0x1000, 0),
+        ),
+        (
+            "minor > 0xfffff",
+            t.add_device(b"d2", m(), DeviceKind::Block, 1, 0x10_0000),
+        ),
+        ("hard link to missing", t.add_hard_link(b"h", b"missing")),
+    ];
+    for (what, r) in rejects {
+        assert!(r.is_err(), "{what}: accepted");
+    }
+    t.add_dir(b"dir", m()).unwrap();
+    assert!(
+        t.add_hard_link(b"h", b"dir").is_err(),
+        "hard link to a directory accepted"
+    );
+    t.add_file(b"file", m(), FileData::bytes(vec![])).unwrap();
+    assert!(
+        t.add_file(b"file", m(), FileData::bytes(vec![])).is_err(),
+        "duplicate path accepted"
+    );
+    assert!(
+        t.add_file(b"file/child", m(), FileData::bytes(vec![]))
+            .is_err(),
+        "child of a file accepted"
+    );
+    let bad_xattr =
+        Metadata::new(0o644).with_xattr(b"system.posix_acl_access".to_vec(), b"x".to_vec());
+    assert!(
+        t.add_file(b"x", bad_xattr, FileData::bytes(vec![]))
+            .is_err(),
+        "xattr outside user./trusted./security. accepted"
+    );
+}
+
+/// Our reader on mksquashfs images made with other layouts and compressors:
+/// equal to the source where the compressor is supported (gzip, lz4),
+/// a typed error (never a panic) for the others (xz, lzo, zstd, lzma-less).
+#[test]
+fn reader_on_mksquashfs_variants() {
+    if tools::require(&["mksquashfs"]).is_none() {
+        return;
+    }
+    let src = source();
+    let tmp = tempfile::tempdir().unwrap();
+    let supported: &[&[&str]] = &[
+        &["-comp", "lz4", "-Xhc"],
+        &["-comp", "gzip", "-no-fragments"],
+        &["-comp", "gzip", "-always-use-fragments"],
+        &["-comp", "gzip", "-no-duplicates"],
+        &["-comp", "gzip", "-noI", "-noD", "-noF", "-noX"],
+        &[
+            "-comp",
+            "gzip",
+            "-b",
+            "4096",
+            "-Xcompression-level",
+            "1",
+            "-Xstrategy",
+            "huffman_only",
+        ],
+        &["-comp", "gzip", "-b", "1M", "-Xwindow-size", "8"],
+        &["-comp", "gzip", "-no-exports", "-nopad"],
+        &["-comp", "lz4", "-all-root"],
+    ];
+    for (i, flags) in supported.iter().enumerate() {
+        let img = tmp.path().join(format!("v{i}.sqfs"));
+        let mut cmd = Command::new("mksquashfs");
+        cmd.arg(&src.dir)
+            .arg(&img)
+            .args([
+                "-noappend",
+                "-quiet",
+                "-no-progress",
+                "-mkfs-time",
+                "0",
+                "-processors",
+                "2",
+            ])
+            .args(*flags);
+        tools::run_ok(&mut cmd);
+        let got = reader_records(&std::fs::read(&img).unwrap());
+        let cmp = Compare {
+            owners: !flags.contains(&"-all-root"),
+            ..Compare::default()
+        };
+        fixture::assert_same(
+            &format!("our reader on mksquashfs {flags:?}"),
+            &src.records,
+            &got,
+            &cmp,
+        );
+    }
+    for comp in ["xz", "lzo", "zstd"] {
+        let img = tmp.path().join(format!("{comp}.sqfs"));
+        let ok = Command::new("mksquashfs")
+            .arg(src.dir.join("sizes"))
+            .arg(&img)
+            .args(["-noappend", "-quiet", "-no-progress", "-comp", comp])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            continue; // this mksquashfs lacks the compressor
+        }
+        let bytes = std::fs::read(&img).unwrap();
+        let r = squashfs_writer::read::Image::new(&bytes).and_then(|i| {
+            let entries = i.entries()?;
+            for e in &entries {
+                if e.kind == squashfs_writer::read::EntryKind::File {
+                    i.read_file(e)?;
+                }
+            }
+            Ok(entries.len())
+        });
+        assert!(r.is_err(), "{comp}: our reader claims to read it: {r:?}");
+    }
+}
+
+/// Extended attributes the Linux kernel could not hand back are refused:
+/// a value over XATTR_SIZE_MAX (65536; getxattr fails with E2BIG on the
+/// mount) and the same name twice on one inode (one value would be lost).
+#[test]
+fn xattr_limits() {
+    use squashfs_writer::{FileData, Metadata, Tree};
+    let o = opts(Compression::Gzip { level: 1 }, 128 * K);
+    let attempt = |meta: Metadata| -> Result<(), String> {
+        let mut t = Tree::new();
+        t.add_file(b"f", meta, FileData::bytes(vec![]))
+            .map_err(|e| e.to_string())?;
+        let mut cur = std::io::Cursor::new(Vec::new());
+        squashfs_writer::write_image(&t, &o, &mut cur)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    // At the limit: fine.
+    attempt(Metadata::new(0o644).with_xattr(b"user.max".to_vec(), vec![1u8; 65536])).unwrap();
+    let mut errs = Vec::new();
+    if attempt(Metadata::new(0o644).with_xattr(b"user.big".to_vec(), vec![1u8; 65537])).is_ok() {
+        errs.push("a 65537-byte xattr value (> XATTR_SIZE_MAX) was accepted");
+    }
+    let dup = Metadata::new(0o644)
+        .with_xattr(b"user.a".to_vec(), b"v".to_vec())
+        .with_xattr(b"user.a".to_vec(), b"w".to_vec());
+    if attempt(dup).is_ok() {
+        errs.push(
+            "the same xattr name twice on one inode was accepted (the image keeps only one value)",
+        );
+    }
+    assert!(errs.is_empty(), "{errs:#?}");
+}

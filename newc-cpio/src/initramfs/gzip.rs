@@ -193,7 +193,8 @@ impl Read for GzipDecoder<'_> {
         }
         loop {
             let input = self.input.get(self.pos..).unwrap_or_default();
-            let r = miniz_oxide::inflate::stream::inflate(&mut self.state, input, buf, MZFlush::None);
+            let r =
+                miniz_oxide::inflate::stream::inflate(&mut self.state, input, buf, MZFlush::None);
             self.pos += r.bytes_consumed;
             let written = &buf[..r.bytes_written];
             self.crc.update(written);

@@ -137,7 +137,9 @@ impl<'a> Lz4Decoder<'a> {
                 return Ok(false);
             }
             if len > MAX_COMPRESSED {
-                return Err(self.error(format!("block length {len} exceeds LZ4_compressBound(8 MiB)")));
+                return Err(self.error(format!(
+                    "block length {len} exceeds LZ4_compressBound(8 MiB)"
+                )));
             }
             let start = self.pos + 4;
             let data = self

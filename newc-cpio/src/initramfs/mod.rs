@@ -105,7 +105,9 @@ impl<W: Write> std::fmt::Debug for Encoder<W> {
             Inner::Gzip(_) => "Gzip",
             Inner::Lz4(_) => "Lz4",
         };
-        f.debug_struct("Encoder").field("compression", &kind).finish()
+        f.debug_struct("Encoder")
+            .field("compression", &kind)
+            .finish()
     }
 }
 
@@ -215,7 +217,11 @@ impl<W: Write> Writer<W> {
     /// Appends an already-encoded segment (from [`encode_segment`] or a
     /// cache) and returns its length. `compression` must be what it was
     /// encoded with (it decides the padding after it).
-    pub fn append_encoded(&mut self, compression: Compression, mut encoded: impl Read) -> Result<u64> {
+    pub fn append_encoded(
+        &mut self,
+        compression: Compression,
+        mut encoded: impl Read,
+    ) -> Result<u64> {
         self.pad()?;
         let n = io::copy(&mut encoded, &mut self.inner)?;
         self.pos += n;

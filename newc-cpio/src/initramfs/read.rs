@@ -128,7 +128,9 @@ impl<'a> Reader<'a> {
             Member::Lz4(l) => l.consumed(),
         };
         self.after_uncompressed = cur.info.kind == SegmentKind::Uncompressed;
-        self.pos = (cur.info.offset as usize).saturating_add(used).min(self.buf.len());
+        self.pos = (cur.info.offset as usize)
+            .saturating_add(used)
+            .min(self.buf.len());
         Ok(())
     }
 
@@ -158,9 +160,15 @@ impl<'a> Reader<'a> {
             }
             (SegmentKind::Uncompressed, Member::Raw(rest))
         } else if rest.starts_with(&gzip::MAGIC) {
-            (SegmentKind::Gzip, Member::Gzip(gzip::GzipDecoder::new(rest, offset)?))
+            (
+                SegmentKind::Gzip,
+                Member::Gzip(gzip::GzipDecoder::new(rest, offset)?),
+            )
         } else if rest.starts_with(&lz4::MAGIC) {
-            (SegmentKind::Lz4Legacy, Member::Lz4(lz4::Lz4Decoder::new(rest, offset)?))
+            (
+                SegmentKind::Lz4Legacy,
+                Member::Lz4(lz4::Lz4Decoder::new(rest, offset)?),
+            )
         } else {
             const OTHERS: [(&[u8], &str); 5] = [
                 (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
