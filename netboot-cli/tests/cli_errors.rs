@@ -235,3 +235,36 @@ fn other_subcommands_fail_in_one_line() {
     );
     assert!(e.contains("nope"), "{e}");
 }
+
+/// A build killed mid-way (SIGKILL: nothing can run) leaves the previous
+/// DIR intact; its temporary directory is removed by the next build.
+#[test]
+fn killed_build_leaves_dir_intact() {
+    let (d, out) = prepare();
+    // The build blocks opening this fifo (the registration is read after the
+    // images are staged), so it is killed with its temporary directory present.
+    let fifo = d.path().join("registration-fifo");
+    run(Command::new("mkfifo").arg(&fifo));
+    let mut child = build_cmd(&out, &example_paths())
+        .arg("-q")
+        .arg("--registration")
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    let tmp = d.path().join(format!(".media.netboot-tmp-{}", child.id()));
+    let start = std::time::Instant::now();
+    while !tmp.join(".work/00000003.seg").exists() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "build never staged its segments"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(listing(&out), ["previous"]);
+    assert!(tmp.exists());
+    run(build_cmd(&out, &example_paths()).arg("-q"));
+    assert!(!tmp.exists());
+    assert_eq!(listing(&out).len(), 5);
+}
