@@ -64,6 +64,19 @@ pub fn segment_compression(c: SegmentCompression) -> SegComp {
     }
 }
 
+/// Refuses media whose initrds BIOS iPXE cannot load.
+fn check_initrd_total(total: u64, out: &Path) -> Result<()> {
+    if total >= MAX_INITRDS {
+        return Err(Error::at(
+            out,
+            format!(
+                "initrd + manifest + nix-store = {total} bytes; BIOS iPXE cannot place 2 GiB or more of initrds below initrd_addr_max"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Refuses images a newc member cannot carry.
 fn check_image_size(len: u64, what: &Path) -> Result<()> {
     if len > MAX_IMAGE {
@@ -368,14 +381,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let kernel_len = copy_padded(&plan.kernel, &out.join("bzImage"))?;
     let ns_len = std::fs::metadata(&ns_path).at(&ns_path)?.len();
     let total = initrd_len + manifest.len() as u64 + ns_len;
-    if total >= MAX_INITRDS {
-        return Err(Error::at(
-            &plan.out,
-            format!(
-                "initrd + manifest + nix-store = {total} bytes; BIOS iPXE cannot place 2 GiB or more of initrds below initrd_addr_max"
-            ),
-        ));
-    }
+    check_initrd_total(total, &plan.out)?;
     // Padded with newlines (harmless blank lines) to keep every file 4-aligned.
     let mut script = script;
     while script.len() % 4 != 0 {
@@ -387,4 +393,31 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     staging.commit()?;
     progress.finish(plan.paths.len(), kernel_len + total);
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        let p = Path::new("x");
+        assert!(check_initrd_total(MAX_INITRDS - 1, p).is_ok());
+        let e = check_initrd_total(MAX_INITRDS, p).unwrap_err();
+        assert!(e.problem.contains("2 GiB"), "{e}");
+        assert!(check_image_size(MAX_IMAGE, p).is_ok());
+        assert!(check_image_size(MAX_IMAGE + 1, p)
+            .unwrap_err()
+            .problem
+            .contains("4 GiB"));
+    }
+
+    #[test]
+    fn script_rejects_long_cmdlines() {
+        assert!(script_text("/nix/store/x/init", "a=b")
+            .unwrap()
+            .contains("initrd=nix-store a=b"));
+        assert!(script_text("/nix/store/x/init", &"y".repeat(2100)).is_err());
+    }
 }
