@@ -450,3 +450,66 @@ fn symlink_store_paths_and_nix_hash() {
         );
     }
 }
+
+/// Stage 2's `nix-store --load-db < /nix/store/nix-path-registration` on the
+/// file the media carry: hashes and references as `nix-store` computes them.
+#[test]
+fn shipped_registration_loads_into_nix() {
+    let Some(t) = tools::require(&["nix-store", "nix-hash"]) else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    run(build_cmd(&out, &example_paths()).arg("-q"));
+    let m = media(&out);
+    let files = initramfs_files(&m["nix-store"]);
+    let (f, _) = manifest_images(&m["manifest"])
+        .into_iter()
+        .find(|(_, d)| d == "nix-path-registration")
+        .unwrap();
+    let img = squashfs_writer::read::Image::new(&files[f.trim_start_matches('/')]).unwrap();
+    let reg = img
+        .read_file(&img.lookup(b"nix-path-registration").unwrap())
+        .unwrap();
+    let nix = |args: &[&str], stdin: &[u8]| {
+        let mut c = Command::new(&t[0]);
+        c.args(args)
+            .env("NIX_STATE_DIR", d.path().join("state"))
+            .env("NIX_LOG_DIR", d.path().join("log"))
+            .env("NIX_CONF_DIR", d.path())
+            .env_remove("NIX_REMOTE")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    nix(&["--load-db"], &reg);
+    for p in example_paths() {
+        let full = format!("/nix/store/{}", p.file_name().unwrap().to_str().unwrap());
+        let want = run(Command::new(&t[1])
+            .args(["--type", "sha256", "--base32"])
+            .arg(&p));
+        let want = format!("sha256:{}", String::from_utf8(want.stdout).unwrap().trim());
+        assert_eq!(nix(&["-q", "--hash", &full], b"").trim(), want, "{full}");
+    }
+    let refs = nix(
+        &[
+            "-q",
+            "--references",
+            "/nix/store/1d4s1sx3pb0yjvw7pinn9d9hxqnm7gl7-hello-2.12",
+        ],
+        b"",
+    );
+    assert_eq!(
+        refs.trim(),
+        "/nix/store/1xwsxwzrr97nl3b02v8gixsl8r820r7c-bash-5.2"
+    );
+}
