@@ -431,7 +431,9 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
         o.put(p)?;
     }
 
-    let limit = 2 * jobs + 2;
+    // Blocks in flight (submitted, not yet written): bounds memory to about
+    // `limit` blocks while keeping every worker busy during reads.
+    let limit = 4 * jobs + 4;
     let (job_tx, job_rx) = sync_channel::<Job>(limit);
     let (done_tx, done_rx) = channel::<Done>();
     let job_rx = Arc::new(Mutex::new(job_rx));
