@@ -4,4 +4,5 @@
 // Test harness code: failing loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fixture;
 pub mod tools;

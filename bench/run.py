@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""netboot-rs benchmark: our tools against mksquashfs, GNU cpio and the seed's
+media pipeline, side by side in one run, on a corpus of unpacked Debian
+packages laid out as Nix store paths.
+
+    bench/run                 # 1x corpus, writes bench/RESULTS.md
+    bench/run --scale 3       # also the 3x corpus
+    bench/run --quick         # a small corpus, for trying the script
+
+Wall time, CPU time (user+sys of the process tree), peak RSS (largest single
+process, from wait4) and output bytes for every step. No assertions: the
+targets from issue 9 are reported as ratios against the reference measured in
+the same run.
+"""
+import argparse
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "bench" / "cache"
+WORK = ROOT / "bench" / "work"
+NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+# ~360 MB unpacked: real binaries, libraries, docs, locale data.
+PACKAGES_1X = [
+    "libllvm14", "libicu72", "perl-modules-5.36", "vim-runtime", "locales",
+    "git", "coreutils", "bash", "libc6", "libssl3", "systemd", "tzdata",
+    "python3-numpy", "libgtk-3-0", "poppler-data",
+]
+# Added for the 3x corpus (~1.1 GB).
+PACKAGES_3X_EXTRA = [
+    "gcc-12", "cpp-12", "emacs-common", "libclang-cpp14", "libgl1-mesa-dri",
+    "qemu-system-data", "binutils-x86-64-linux-gnu", "gdb", "libstdc++-12-dev",
+    "libpython3.11-stdlib", "golang-1.19-go",
+]
+PACKAGES_QUICK = ["coreutils", "bash", "tzdata", "libssl3"]
+
+
+def store_name(pkg: str) -> str:
+    """A deterministic, valid store path basename for a package."""
+    digest = hashlib.sha256(pkg.encode()).digest()
+    h = "".join(NIX32[b % 32] for b in digest[:32])
+    return f"{h}-{pkg}"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def corpus(packages, name) -> Path:
+    """Downloads and unpacks `packages` once into bench/cache/<name>/store."""
+    store = CACHE / name / "store"
+    stamp = CACHE / name / "done"
+    if stamp.exists() and stamp.read_text() == "\n".join(packages):
+        return store
+    debs = CACHE / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in packages if not list(debs.glob(f"{p}_*.deb"))]
+    if missing:
+        try:
+            sh(["apt-get", "download", *missing], cwd=debs)
+        except subprocess.CalledProcessError:
+            sh(["apt-get", "update"])
+            sh(["apt-get", "download", *missing], cwd=debs)
+    if store.exists():
+        shutil.rmtree(store)
+    store.mkdir(parents=True)
+    for p in packages:
+        deb = sorted(debs.glob(f"{p}_*.deb"))[-1]
+        dest = store / store_name(p)
+        sh(["dpkg-deb", "-x", str(deb), str(dest)])
+        # Store paths are read-only and owned by root, with mtime 1.
+        sh(["chmod", "-R", "u+w,go-w", str(dest)])
+    stamp.write_text("\n".join(packages))
+    return store
+
+
+def measure(label, cmd, out_paths, env=None, shell=False):
+    """Runs cmd, returns a result row."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, executable="/bin/bash" if shell else None)
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        print(f"{label}: FAILED\n{err}", file=sys.stderr)
+        sys.exit(1)
+    size = 0
+    for p in out_paths:
+        p = Path(p)
+        if p.is_dir():
+            size += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        elif p.exists():
+            size += p.stat().st_size
+    row = {"label": label, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime,
+           "rss_mib": ru.ru_maxrss / 1024, "bytes": size}
+    print(f"  {label:<48} {wall:8.2f}s wall {row['cpu']:8.2f}s cpu "
+          f"{row['rss_mib']:8.1f} MiB {size:>14,} B", flush=True)
+    return row
+
+
+def du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def seed_media_pipeline(store: Path, out: Path, work: Path) -> str:
+    """The seed's per-path steps (makeSquashfsManifest + makeCpioRecursive) as a shell script."""
+    lines = ["set -euo pipefail", f"mkdir -p {out}", f": > {out}/nix-store"]
+    for p in sorted(store.iterdir()):
+        b = p.name
+        img_dir = f"{work}/{b}"
+        lines += [
+            f"rm -rf {img_dir}; mkdir -p {img_dir}/root/nix/store/{b[:32]}-squash/{b[:8]}",
+            f"mksquashfs {p} {img_dir}/root/nix/store/{b[:32]}-squash/{b[:8]}/{b[8:]} "
+            f"-comp gzip -Xcompression-level 9 -keep-as-directory -all-root -noappend -no-progress -quiet >/dev/null",
+            f"(cd {img_dir}/root && find . -print0 | sort -z | cpio -o -H newc -R +0:+1 --reproducible --null --quiet | gzip -9n) >> {out}/nix-store",
+        ]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=int, choices=[1, 3], default=1)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--netboot", default=str(ROOT / "target" / "release" / "netboot"))
+    args = ap.parse_args()
+
+    sh(["cargo", "build", "--release", "-p", "netboot-cli"], cwd=ROOT)
+    netboot = args.netboot
+    corpora = [("quick", PACKAGES_QUICK)] if args.quick else [("1x", PACKAGES_1X)]
+    if args.scale == 3 and not args.quick:
+        corpora.append(("3x", PACKAGES_1X + PACKAGES_3X_EXTRA))
+
+    env = dict(os.environ, SOURCE_DATE_EPOCH="1")
+    sections = []
+    for name, pkgs in corpora:
+        store = corpus(pkgs, name)
+        paths = sorted(store.iterdir())
+        biggest = max(paths, key=du)
+        in_bytes = du(store)
+        print(f"corpus {name}: {len(paths)} store paths, {in_bytes:,} bytes; single-tree steps on {biggest.name}")
+        w = WORK / name
+        if w.exists():
+            shutil.rmtree(w)
+        w.mkdir(parents=True)
+        rows = []
+        # 1. one tree -> squashfs
+        rows.append(measure("mksquashfs gzip-9", ["mksquashfs", str(biggest), str(w / "ref-gzip.sqfs"),
+                            "-comp", "gzip", "-Xcompression-level", "9", "-keep-as-directory", "-all-root",
+                            "-noappend", "-no-progress", "-quiet"], [w / "ref-gzip.sqfs"], env))
+        rows.append(measure("netboot squashfs gzip-9", [netboot, "squashfs", str(biggest), str(w / "our-gzip.sqfs"),
+                            "--compression", "gzip", "--level", "9", "--keep-as-directory", "--all-root"],
+                            [w / "our-gzip.sqfs"], env))
+        rows.append(measure("mksquashfs lz4", ["mksquashfs", str(biggest), str(w / "ref-lz4.sqfs"), "-comp", "lz4",
+                            "-keep-as-directory", "-all-root", "-noappend", "-no-progress", "-quiet"],
+                            [w / "ref-lz4.sqfs"], env))
+        rows.append(measure("netboot squashfs lz4", [netboot, "squashfs", str(biggest), str(w / "our-lz4.sqfs"),
+                            "--compression", "lz4", "--keep-as-directory", "--all-root"], [w / "our-lz4.sqfs"], env))
+        for jobs in (1, 2, 8):
+            rows.append(measure(f"netboot squashfs gzip-9 --jobs {jobs}", [netboot, "squashfs", str(biggest),
+                                str(w / f"our-gzip-j{jobs}.sqfs"), "--compression", "gzip", "--level", "9",
+                                "--keep-as-directory", "--all-root", "--jobs", str(jobs)],
+                                [w / f"our-gzip-j{jobs}.sqfs"], env))
+        same = len({(w / f"our-gzip-j{j}.sqfs").read_bytes() == (w / "our-gzip-j1.sqfs").read_bytes()
+                    for j in (1, 2, 8)}) == 1
+        # 2. one tree -> cpio (the seed's map-cpio step)
+        rows.append(measure("find|sort|cpio|gzip -9n (seed)",
+                            f"cd {biggest} && find . -print0 | sort -z | cpio -o -H newc -R +0:+1 --reproducible "
+                            f"--null --quiet | gzip -9n > {w / 'ref.cpio.gz'}", [w / "ref.cpio.gz"], env, shell=True))
+        rows.append(measure("netboot cpio --compression gzip", [netboot, "cpio", str(biggest), str(w / "our.cpio.gz"),
+                            "--compression", "gzip", "--reproducible"], [w / "our.cpio.gz"], env))
+        # 3. whole media
+        kernel = w / "bzImage"
+        kernel.write_bytes(b"\0" * 4096)
+        initrd = w / "initrd"
+        initrd.write_bytes(b"\0" * 4096)
+        init = f"/nix/store/{paths[0].name}/init"
+        rows.append(measure("seed media pipeline (mksquashfs+cpio+gzip)",
+                            seed_media_pipeline(store, w / "seed-out", w / "seed-work"),
+                            [w / "seed-out" / "nix-store"], env, shell=True))
+        common = ["--kernel", str(kernel), "--initrd", str(initrd), "--init", init, *map(str, paths)]
+        rows.append(measure("netboot build (cold)", [netboot, "build", "--quiet", "--out", str(w / "out-cold"), *common],
+                            [w / "out-cold"], env))
+        cache = w / "cache"
+        rows.append(measure("netboot build --cache (cold cache)", [netboot, "build", "--quiet", "--cache", str(cache),
+                            "--out", str(w / "out-cache"), *common], [w / "out-cache"], env))
+        # change one store path (the smallest), then rebuild warm
+        victim = min(paths, key=du)
+        f = next(p for p in sorted(victim.rglob("*")) if p.is_file() and not p.is_symlink())
+        mode = f.stat().st_mode
+        f.chmod(mode | 0o200)
+        original = f.read_bytes()
+        f.write_bytes(original + b"\n# changed\n")
+        try:
+            rows.append(measure("netboot build --cache (warm, 1 path changed)", [netboot, "build", "--quiet", "--cache",
+                                str(cache), "--out", str(w / "out-cache"), *common], [w / "out-cache"], env))
+        finally:
+            f.write_bytes(original)
+            f.chmod(mode)
+        sections.append((name, len(paths), in_bytes, biggest.name, du(biggest), rows, same))
+
+    write_results(sections)
+
+
+def ratio(rows, a, b, key):
+    ra = next(r for r in rows if r["label"] == a)
+    rb = next(r for r in rows if r["label"] == b)
+    return ra[key] / rb[key] if rb[key] else float("nan")
+
+
+def write_results(sections):
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((l.split(":", 1)[1].strip() for l in open("/proc/meminfo") if l.startswith("MemTotal")), "?")
+    tools = subprocess.run("mksquashfs -version | head -1; cpio --version | head -1; gzip --version | head -1",
+                           shell=True, capture_output=True, text=True).stdout.strip().splitlines()
+    out = ["# Benchmark results", "",
+           f"Generated by `bench/run` on {time.strftime('%Y-%m-%d')}: {platform.machine()}, {os.cpu_count()} cores "
+           f"({cpu}), {mem} RAM, Linux {platform.release()}.", "",
+           "Reference tools: " + "; ".join(tools) + ".", "",
+           "CPU = user+sys of the whole process tree; RSS = peak of the largest single process (wait4).", ""]
+    for name, n, in_bytes, big, big_bytes, rows, same in sections:
+        out += [f"## Corpus {name}: {n} store paths, {in_bytes / 1e6:.1f} MB",
+                f"Single-tree steps use the largest path, `{big}` ({big_bytes / 1e6:.1f} MB).", "",
+                "| step | wall s | CPU s | peak RSS MiB | output bytes |", "|---|---:|---:|---:|---:|"]
+        for r in rows:
+            out.append(f"| {r['label']} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['rss_mib']:.1f} | {r['bytes']:,} |")
+        out += ["", "| target (issue 9) | measured | goal |", "|---|---:|---|",
+                f"| squashfs gzip-9 wall vs mksquashfs | {ratio(rows, 'netboot squashfs gzip-9', 'mksquashfs gzip-9', 'wall'):.2f}x | <= 0.8x |",
+                f"| squashfs gzip-9 size vs mksquashfs | {ratio(rows, 'netboot squashfs gzip-9', 'mksquashfs gzip-9', 'bytes'):.4f}x | <= 1.01x |",
+                f"| squashfs lz4 wall vs mksquashfs lz4 | {ratio(rows, 'netboot squashfs lz4', 'mksquashfs lz4', 'wall'):.2f}x | < 1x |",
+                f"| media build wall vs seed pipeline | {ratio(rows, 'netboot build (cold)', 'seed media pipeline (mksquashfs+cpio+gzip)', 'wall'):.2f}x | <= 0.5x |",
+                f"| warm rebuild (1 path changed) vs cold build | {ratio(rows, 'netboot build --cache (warm, 1 path changed)', 'netboot build (cold)', 'wall'):.3f}x | <= 0.05x |",
+                f"| peak RSS of netboot build | {next(r for r in rows if r['label'] == 'netboot build (cold)')['rss_mib']:.0f} MiB | <= 256 MiB |",
+                f"| identical bytes for --jobs 1/2/8 | {'yes' if same else 'NO'} | yes |", ""]
+    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(out) + "\n")
+    print(f"wrote {ROOT / 'bench' / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

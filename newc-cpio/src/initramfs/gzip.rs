@@ -1,0 +1,224 @@
+//! gzip members (RFC 1952) as the kernel's `lib/decompress_inflate.c`
+//! reads them: a 10-byte header, optionally an FNAME string, raw deflate,
+//! then CRC32 and ISIZE. The kernel skips only FNAME, so FEXTRA, FCOMMENT
+//! and FHCRC are never written and are refused when read.
+
+use std::io::{self, Read, Write};
+
+use miniz_oxide::deflate::core::{create_comp_flags_from_zip_params, CompressorOxide};
+use miniz_oxide::inflate::stream::InflateState;
+use miniz_oxide::{DataFormat, MZFlush, MZStatus};
+
+use crate::error::Error;
+use crate::read::to_io;
+
+/// gzip magic and CM=8 (deflate).
+pub(crate) const MAGIC: [u8; 2] = [0x1f, 0x8b];
+const FTEXT: u8 = 0x01;
+const FNAME: u8 = 0x08;
+const OUT_CHUNK: usize = 32 * 1024;
+
+/// Streaming gzip encoder: fixed header (mtime 0, OS 3 = Unix, like
+/// `gzip -n`), so output is reproducible.
+pub(crate) struct GzipEncoder<W: Write> {
+    inner: W,
+    compressor: Box<CompressorOxide>,
+    crc: crc32fast::Hasher,
+    isize: u32,
+    out: Vec<u8>,
+}
+
+impl<W: Write> GzipEncoder<W> {
+    pub(crate) fn new(mut inner: W, level: u8) -> io::Result<Self> {
+        let level = level.min(10);
+        // XFL: 2 = maximum compression, 4 = fastest (RFC 1952 2.3.1).
+        let xfl = match level {
+            9.. => 2,
+            0 | 1 => 4,
+            _ => 0,
+        };
+        inner.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3])?;
+        // Negative window bits: raw deflate, the gzip framing is ours.
+        let flags = create_comp_flags_from_zip_params(i32::from(level), -15, 0);
+        Ok(GzipEncoder {
+            inner,
+            compressor: Box::new(CompressorOxide::new(flags)),
+            crc: crc32fast::Hasher::new(),
+            isize: 0,
+            out: vec![0; OUT_CHUNK],
+        })
+    }
+
+    fn run(&mut self, mut input: &[u8], flush: MZFlush) -> io::Result<bool> {
+        loop {
+            let r = miniz_oxide::deflate::stream::deflate(
+                &mut self.compressor,
+                input,
+                &mut self.out,
+                flush,
+            );
+            let status = r
+                .status
+                .map_err(|e| io::Error::other(format!("deflate failed: {e:?}")))?;
+            input = &input[r.bytes_consumed..];
+            self.inner.write_all(&self.out[..r.bytes_written])?;
+            if status == MZStatus::StreamEnd {
+                return Ok(true);
+            }
+            if input.is_empty() && (flush == MZFlush::None || r.bytes_written == 0) {
+                if flush == MZFlush::None {
+                    return Ok(false);
+                }
+                if r.bytes_written == 0 && r.bytes_consumed == 0 {
+                    return Err(io::Error::other("deflate made no progress"));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> io::Result<W> {
+        while !self.run(&[], MZFlush::Finish)? {}
+        let crc = self.crc.clone().finalize();
+        self.inner.write_all(&crc.to_le_bytes())?;
+        self.inner.write_all(&self.isize.to_le_bytes())?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for GzipEncoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.crc.update(buf);
+        // ISIZE is the input size mod 2^32 (RFC 1952).
+        self.isize = self.isize.wrapping_add(buf.len() as u32);
+        self.run(buf, MZFlush::None)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Decodes one gzip member from a slice, reporting how much input it used.
+pub(crate) struct GzipDecoder<'a> {
+    input: &'a [u8],
+    pos: usize,
+    offset: u64,
+    state: Box<InflateState>,
+    crc: crc32fast::Hasher,
+    isize: u32,
+    done: bool,
+}
+
+impl<'a> GzipDecoder<'a> {
+    /// `input` starts at the member's magic; `offset` is its position in
+    /// the initramfs (for errors).
+    pub(crate) fn new(input: &'a [u8], offset: u64) -> Result<Self, Error> {
+        let err = |what: &str| Error::Decompress {
+            offset,
+            format: "gzip",
+            what: what.to_string(),
+        };
+        let header = input.get(..10).ok_or(Error::Truncated {
+            offset,
+            what: "gzip header",
+        })?;
+        if header[..2] != MAGIC || header[2] != 8 {
+            return Err(err("not a deflate gzip header"));
+        }
+        let flags = header[3];
+        if flags & !(FTEXT | FNAME) != 0 {
+            return Err(err(
+                "header flags other than FNAME/FTEXT (the kernel cannot skip FEXTRA, FCOMMENT or FHCRC)",
+            ));
+        }
+        let mut pos = 10;
+        if flags & FNAME != 0 {
+            let rest = input.get(pos..).unwrap_or_default();
+            let nul = rest
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or(err("FNAME not terminated"))?;
+            pos += nul + 1;
+        }
+        Ok(GzipDecoder {
+            input,
+            pos,
+            offset,
+            state: InflateState::new_boxed(DataFormat::Raw),
+            crc: crc32fast::Hasher::new(),
+            isize: 0,
+            done: false,
+        })
+    }
+
+    /// Input bytes used so far (the whole member once `read` returned 0).
+    pub(crate) fn consumed(&self) -> usize {
+        self.pos
+    }
+
+    fn error(&self, what: String) -> io::Error {
+        to_io(Error::Decompress {
+            offset: self.offset,
+            format: "gzip",
+            what,
+        })
+    }
+
+    fn finish_member(&mut self) -> io::Result<()> {
+        let trailer = self
+            .input
+            .get(self.pos..self.pos + 8)
+            .ok_or_else(|| self.error("input ends before the CRC32/ISIZE trailer".into()))?;
+        let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        let isize = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+        let actual = self.crc.clone().finalize();
+        if crc != actual || isize != self.isize {
+            return Err(self.error(format!(
+                "trailer CRC32 {crc:#010x}/ISIZE {isize} but data has {actual:#010x}/{}",
+                self.isize
+            )));
+        }
+        self.pos += 8;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Read for GzipDecoder<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let input = self.input.get(self.pos..).unwrap_or_default();
+            let r =
+                miniz_oxide::inflate::stream::inflate(&mut self.state, input, buf, MZFlush::None);
+            self.pos += r.bytes_consumed;
+            let written = &buf[..r.bytes_written];
+            self.crc.update(written);
+            self.isize = self.isize.wrapping_add(written.len() as u32);
+            match r.status {
+                Ok(MZStatus::StreamEnd) => {
+                    self.finish_member()?;
+                    return Ok(r.bytes_written);
+                }
+                Ok(_) if r.bytes_written > 0 => return Ok(r.bytes_written),
+                Ok(_) if r.bytes_consumed > 0 => continue,
+                Ok(_) => return Err(self.error("inflate made no progress".into())),
+                Err(e) => {
+                    if r.bytes_written > 0 {
+                        return Ok(r.bytes_written);
+                    }
+                    let what = if input.len() == r.bytes_consumed {
+                        "input ends inside the deflate stream".to_string()
+                    } else {
+                        format!("corrupt deflate data ({e:?})")
+                    };
+                    return Err(self.error(what));
+                }
+            }
+        }
+    }
+}
