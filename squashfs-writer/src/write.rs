@@ -693,12 +693,18 @@ fn stream_files<W: Write>(
     let mut frag_index: u32 = 0;
     for (i, &node) in files.iter().enumerate() {
         let size = sizes[i];
-        if size == 0 || dup[i].is_some() {
-            continue; // empty: no blocks, no fragment (kernel rule)
+        if dup[i].is_some() {
+            continue; // contents compared byte for byte already
         }
         let NodeKind::File(data) = &tree.nodes[node].kind else {
             continue;
         };
+        if size == 0 {
+            // Empty: no blocks, no fragment (kernel rule). Still check the source
+            // really is empty (/proc files stat as 0 bytes but have contents).
+            Source::open(data)?.expect_eof(0, data)?;
+            continue;
+        }
         let bs64 = bs as u64;
         let tail = size % bs64;
         let (nblocks, tail_in_fragment) = if size < bs64 {
