@@ -7,7 +7,7 @@
 //! entry; the stored sha256 is checked on every read, and a corrupt or
 //! truncated entry is treated as a miss and overwritten.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,6 +40,7 @@ impl Cache {
     }
 
     /// The payload stored under `key`, if present and intact.
+    #[cfg(test)]
     pub fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
         let bytes = std::fs::read(self.entry(key)).ok()?;
         let (head, payload) = bytes.split_at_checked(HEADER)?;
@@ -55,8 +56,61 @@ impl Cache {
         Some(payload.to_vec())
     }
 
-    /// Stores `payload` under `key` (atomically replacing any entry).
-    pub fn put(&self, key: &[u8; 32], payload: &[u8]) -> Result<()> {
+    /// Copies the payload stored under `key` to `dest`, verifying it on the
+    /// way; `false` (and no `dest`) when absent, truncated or corrupt.
+    pub fn get_into(&self, key: &[u8; 32], dest: &Path) -> Result<bool> {
+        let Ok(mut f) = std::fs::File::open(self.entry(key)) else {
+            return Ok(false);
+        };
+        let mut head = [0u8; HEADER];
+        if f.read_exact(&mut head).is_err() || &head[..8] != MAGIC {
+            return Ok(false);
+        }
+        let (sum, len) = head[8..].split_at(32);
+        let len = u64::from_le_bytes(len.try_into().unwrap_or([0; 8]));
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dest).at(dest)?);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(_) => {
+                    total = u64::MAX;
+                    break;
+                }
+            };
+            let chunk = &buf[..n];
+            hasher.update(chunk);
+            out.write_all(chunk).at(dest)?;
+            total += n as u64;
+        }
+        out.flush().at(dest)?;
+        drop(out);
+        if total != len || hasher.finalize().as_slice() != sum {
+            std::fs::remove_file(dest).at(dest)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Stores the contents of file `src` under `key` (atomically).
+    pub fn put_file(&self, key: &[u8; 32], src: &Path) -> Result<()> {
+        let mut hasher = Sha256::new();
+        let mut f = std::fs::File::open(src).at(src)?;
+        let len = std::io::copy(&mut f, &mut HashWriter(&mut hasher)).at(src)?;
+        let sum = hasher.finalize();
+        self.write_entry(key, &sum, len, &mut std::fs::File::open(src).at(src)?)
+    }
+
+    fn write_entry(
+        &self,
+        key: &[u8; 32],
+        sum: &[u8],
+        len: u64,
+        payload: &mut dyn Read,
+    ) -> Result<()> {
         let dest = self.entry(key);
         let tmp = self.dir.join(format!(
             ".{}.tmp-{}-{}",
@@ -65,18 +119,37 @@ impl Cache {
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let res = (|| -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
             f.write_all(MAGIC)?;
-            f.write_all(&Sha256::digest(payload))?;
-            f.write_all(&(payload.len() as u64).to_le_bytes())?;
-            f.write_all(payload)?;
-            f.sync_all()?;
+            f.write_all(sum)?;
+            f.write_all(&len.to_le_bytes())?;
+            std::io::copy(payload, &mut f)?;
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&tmp, &dest)
         })();
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         res.at(&dest)
+    }
+
+    /// Stores `payload` under `key` (atomically replacing any entry).
+    #[cfg(test)]
+    pub fn put(&self, key: &[u8; 32], payload: &[u8]) -> Result<()> {
+        let sum = Sha256::digest(payload);
+        self.write_entry(key, &sum, payload.len() as u64, &mut &payload[..])
+    }
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -108,6 +181,22 @@ mod tests {
         assert!(c.get(&k).is_none());
         c.put(&k, b"again").unwrap();
         assert_eq!(c.get(&k).unwrap(), b"again");
+        let out = d.path().join("out");
+        assert!(c.get_into(&k, &out).unwrap());
+        assert_eq!(std::fs::read(&out).unwrap(), b"again");
+        std::fs::remove_file(&out).unwrap();
+        assert!(!c.get_into(&[8u8; 32], &out).unwrap());
+        let src = d.path().join("src");
+        std::fs::write(&src, b"from a file").unwrap();
+        c.put_file(&k, &src).unwrap();
+        std::fs::remove_file(&src).unwrap();
+        assert_eq!(c.get(&k).unwrap(), b"from a file");
+        let mut b = std::fs::read(&p).unwrap();
+        b[HEADER] ^= 1;
+        std::fs::write(&p, &b).unwrap();
+        assert!(!c.get_into(&k, &out).unwrap());
+        assert!(!out.exists());
+        c.put(&k, b"again").unwrap();
         // only the entry, no temporaries
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }

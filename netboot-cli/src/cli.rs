@@ -86,6 +86,10 @@ images are already compressed, so --initrd-compression defaults to none: gzip ov
 squashfs saves about 1 % for one more compression at build time and one more inflate in the kernel \
 at boot. The manifest is always gzip (it is tiny).
 
+Limits are errors, not warnings: an image of 4 GiB or more (newc cpio sizes are 32-bit), and initrd + manifest + nix-store of 2 GiB or more (BIOS iPXE places initrds below 2 GiB; media that boot only on some firmware are refused).
+
+DIR is replaced atomically: the build writes .DIR.netboot-tmp-<pid> beside it and renames it into place; a failed build removes it, and a killed build's leftovers are removed by the next build.
+
 Store paths are given as positional arguments (directories, files or symlinks named \
 <32-char nix-base32 hash>-<name>, anywhere on disk) and/or with --closure FILE (one absolute \
 store path per line, as `nix-store -qR` prints).")]

@@ -45,8 +45,10 @@ fn main() -> ExitCode {
             }
             // clap renders "error: <what>\n\n<tip/usage>"; keep the first line.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
+            // The first paragraph, on one line (it may list missing flags).
+            let para = text.split("\n\n").next().unwrap_or("invalid arguments");
+            let para = para.split_whitespace().collect::<Vec<_>>().join(" ");
+            let first = para.strip_prefix("error: ").unwrap_or(&para);
             eprintln!("netboot: error: command line: {first}");
             return ExitCode::from(2);
         }

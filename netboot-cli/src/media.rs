@@ -7,6 +7,11 @@
 //! hash out of every file name (Nix would see a reference). `h` is the first
 //! 32 nix-base32 characters of sha256("netboot-squash\0" ‖ B): deterministic
 //! and distinct per path.
+//!
+//! NB: store names may contain `?`, a glob character, and stage 1 expands
+//! `$(cat /nix-store-isos ...)` unquoted. Each `<B[..8]>` directory holds
+//! exactly one file, so the pattern can only match the image itself; `*`,
+//! `[` and whitespace cannot occur in store names.
 
 use sha2::{Digest, Sha256};
 

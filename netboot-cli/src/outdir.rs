@@ -74,6 +74,17 @@ fn clean_stale(dest: &Path) {
 impl Staging {
     /// Creates the temporary directory beside `dest`.
     pub fn new(dest: &Path) -> Result<Staging> {
+        match std::fs::symlink_metadata(dest) {
+            Ok(m) if !m.is_dir() => return Err(Error::at(dest, "exists and is not a directory")),
+            _ => {}
+        }
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !parent.is_dir() {
+            return Err(Error::at(dest, "parent directory does not exist"));
+        }
         clean_stale(dest);
         let tmp = sibling(dest, TMP_TAG, std::process::id())?;
         if tmp.exists() {

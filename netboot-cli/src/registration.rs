@@ -26,6 +26,58 @@ pub fn render(store_dir: &str, paths: &[StorePath], scans: &[PathScan]) -> Strin
     s
 }
 
+/// Checks a given registration file (closureInfo's `registration`) before
+/// it is shipped verbatim: it must parse as `--load-db` input and list every
+/// closure path, so a stale file fails the build rather than the booted
+/// system. Returns the number of paths it registers.
+pub fn check(
+    text: &str,
+    store_dir: &str,
+    paths: &[StorePath],
+) -> std::result::Result<usize, String> {
+    let mut lines = text.lines().enumerate();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut next = |what: &str| -> std::result::Result<(usize, &str), String> {
+        lines
+            .next()
+            .map(|(i, l)| (i + 1, l))
+            .ok_or_else(|| format!("ends early: expected {what}"))
+    };
+    while let Ok((n, path)) = next("path") {
+        if path.is_empty() {
+            break;
+        }
+        if !path.starts_with(store_dir) {
+            return Err(format!("line {n}: {path:?} is not a store path"));
+        }
+        seen.insert(path.to_owned());
+        let (n, hash) = next("narHash")?;
+        if !(hash.starts_with("sha256:")
+            || (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())))
+        {
+            return Err(format!("line {n}: {hash:?} is not a sha256 NAR hash"));
+        }
+        let (n, size) = next("narSize")?;
+        size.parse::<u64>()
+            .map_err(|_| format!("line {n}: {size:?} is not a NAR size"))?;
+        next("deriver")?;
+        let (n, count) = next("reference count")?;
+        let count: usize = count
+            .parse()
+            .map_err(|_| format!("line {n}: {count:?} is not a reference count"))?;
+        for _ in 0..count {
+            next("reference")?;
+        }
+    }
+    for p in paths {
+        let full = format!("{store_dir}/{}", p.base);
+        if !seen.contains(&full) {
+            return Err(format!("does not register {full}, which is in the closure"));
+        }
+    }
+    Ok(seen.len())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
@@ -48,6 +100,26 @@ mod tests {
     fn scans(paths: &[StorePath]) -> Vec<PathScan> {
         let idx = scan::hash_index(paths);
         paths.iter().map(|p| scan::scan(p, &idx).unwrap()).collect()
+    }
+
+    #[test]
+    fn given_registration_is_checked() {
+        let paths = example();
+        let sc = scans(&paths);
+        let reg = render("/nix/store", &paths, &sc);
+        assert_eq!(check(&reg, "/nix/store", &paths), Ok(4));
+        let e = check(&reg, "/nix/store", &[]).map(|_| ());
+        assert_eq!(e, Ok(()));
+        let short: String = reg.lines().skip(5 + 3).map(|l| format!("{l}\n")).collect();
+        assert!(check(&short, "/nix/store", &paths)
+            .unwrap_err()
+            .contains("does not register"));
+        assert!(check("/nix/store/x\nsha256:1\n12\n\n", "/nix/store", &[])
+            .unwrap_err()
+            .contains("ends early"));
+        assert!(check("/nix/store/x\nmd5\n", "/nix/store", &[])
+            .unwrap_err()
+            .contains("line 2"));
     }
 
     #[test]

@@ -340,7 +340,14 @@ fn verbose_lists_each_path() {
 fn registration_passthrough_is_verbatim() {
     let d = tempfile::tempdir().unwrap();
     let reg = d.path().join("registration");
-    std::fs::write(&reg, "custom registration\n").unwrap();
+    let text: String = example_paths()
+        .iter()
+        .map(|p| {
+            let base = p.file_name().unwrap().to_str().unwrap();
+            format!("/nix/store/{base}\nsha256:{}\n120\n\n0\n", "1".repeat(52))
+        })
+        .collect();
+    std::fs::write(&reg, &text).unwrap();
     let out = d.path().join("o");
     run(build_cmd(&out, &example_paths())
         .arg("-q")
@@ -354,7 +361,7 @@ fn registration_passthrough_is_verbatim() {
         .unwrap();
     let img = squashfs_writer::read::Image::new(&files[f.trim_start_matches('/')]).unwrap();
     let e = img.lookup(b"nix-path-registration").unwrap();
-    assert_eq!(img.read_file(&e).unwrap(), b"custom registration\n");
+    assert_eq!(img.read_file(&e).unwrap(), text.as_bytes());
 }
 
 #[test]
@@ -376,4 +383,133 @@ fn initrd_compression_variants_verify() {
         ]));
         run(netboot().arg("verify").arg(&out).arg("-q"));
     }
+}
+
+#[test]
+fn concurrent_builds_share_a_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            build_cmd(&d.path().join(format!("o{i}")), &example_paths())
+                .arg("-q")
+                .arg("--cache")
+                .arg(&cache)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let cold = d.path().join("cold");
+    run(build_cmd(&cold, &example_paths()).arg("-q"));
+    for i in 0..3 {
+        assert_eq!(media(&d.path().join(format!("o{i}"))), media(&cold));
+    }
+    assert!(listing(&cache).iter().all(|n| n.ends_with(".seg")));
+}
+
+#[test]
+fn symlink_store_paths_and_nix_hash() {
+    let d = tempfile::tempdir().unwrap();
+    let mut paths = copy_store(d.path());
+    let link = d.path().join("store/1111111111111111111111111111111a-link");
+    std::os::unix::fs::symlink(
+        "/nix/store/1d4s1sx3pb0yjvw7pinn9d9hxqnm7gl7-hello-2.12/bin/hello",
+        &link,
+    )
+    .unwrap();
+    paths.push(link.clone());
+    let out = d.path().join("o");
+    run(build_cmd(&out, &paths).arg("-q"));
+    run(netboot().arg("verify").arg(&out).arg("-q"));
+    let m = media(&out);
+    let files = initramfs_files(&m["nix-store"]);
+    let (f, _) = manifest_images(&m["manifest"])
+        .into_iter()
+        .find(|(_, d)| d == "nix-path-registration")
+        .unwrap();
+    let img = squashfs_writer::read::Image::new(&files[f.trim_start_matches('/')]).unwrap();
+    let reg = img
+        .read_file(&img.lookup(b"nix-path-registration").unwrap())
+        .unwrap();
+    let reg = String::from_utf8(reg).unwrap();
+    // The symlink path: its NAR hash, and a reference to hello through its target.
+    let lines: Vec<&str> = reg.lines().collect();
+    let i = lines.iter().position(|l| l.ends_with("-link")).unwrap();
+    assert_eq!(lines[i + 4], "1");
+    assert!(lines[i + 5].ends_with("-hello-2.12"));
+    if let Some(t) = tools::require(&["nix-hash"]) {
+        let o = run(Command::new(&t[0])
+            .args(["--type", "sha256", "--base32"])
+            .arg(&link));
+        assert_eq!(
+            lines[i + 1],
+            format!("sha256:{}", String::from_utf8(o.stdout).unwrap().trim())
+        );
+    }
+}
+
+/// Stage 2's `nix-store --load-db < /nix/store/nix-path-registration` on the
+/// file the media carry: hashes and references as `nix-store` computes them.
+#[test]
+fn shipped_registration_loads_into_nix() {
+    let Some(t) = tools::require(&["nix-store", "nix-hash"]) else {
+        return;
+    };
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    run(build_cmd(&out, &example_paths()).arg("-q"));
+    let m = media(&out);
+    let files = initramfs_files(&m["nix-store"]);
+    let (f, _) = manifest_images(&m["manifest"])
+        .into_iter()
+        .find(|(_, d)| d == "nix-path-registration")
+        .unwrap();
+    let img = squashfs_writer::read::Image::new(&files[f.trim_start_matches('/')]).unwrap();
+    let reg = img
+        .read_file(&img.lookup(b"nix-path-registration").unwrap())
+        .unwrap();
+    let nix = |args: &[&str], stdin: &[u8]| {
+        let mut c = Command::new(&t[0]);
+        c.args(args)
+            .env("NIX_STATE_DIR", d.path().join("state"))
+            .env("NIX_LOG_DIR", d.path().join("log"))
+            .env("NIX_CONF_DIR", d.path())
+            .env_remove("NIX_REMOTE")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    nix(&["--load-db"], &reg);
+    for p in example_paths() {
+        let full = format!("/nix/store/{}", p.file_name().unwrap().to_str().unwrap());
+        let want = run(Command::new(&t[1])
+            .args(["--type", "sha256", "--base32"])
+            .arg(&p));
+        let want = format!("sha256:{}", String::from_utf8(want.stdout).unwrap().trim());
+        assert_eq!(nix(&["-q", "--hash", &full], b"").trim(), want, "{full}");
+    }
+    let refs = nix(
+        &[
+            "-q",
+            "--references",
+            "/nix/store/1d4s1sx3pb0yjvw7pinn9d9hxqnm7gl7-hello-2.12",
+        ],
+        b"",
+    );
+    assert_eq!(
+        refs.trim(),
+        "/nix/store/1xwsxwzrr97nl3b02v8gixsl8r820r7c-bash-5.2"
+    );
 }

@@ -158,6 +158,20 @@ fn missing_inputs() {
         &out,
         "noreg: No such file",
     );
+    let reg = d.path().join("stale-registration");
+    std::fs::write(
+        &reg,
+        "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-other\nsha256:0\n1\n\n0\n",
+    )
+    .unwrap();
+    expect(
+        build_cmd(&out, &example_paths())
+            .arg("--registration")
+            .arg(&reg),
+        d.path(),
+        &out,
+        "stale-registration: does not register /nix/store/",
+    );
     let closure = d.path().join("closure");
     std::fs::write(&closure, "/usr/lib/foo\n").unwrap();
     expect(
@@ -166,6 +180,21 @@ fn missing_inputs() {
         &out,
         "closure:1",
     );
+}
+
+#[test]
+fn bad_output_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let e = run_err(&mut build_cmd(&file, &example_paths()));
+    assert!(e.contains("exists and is not a directory"), "{e}");
+    let e = run_err(&mut build_cmd(
+        &d.path().join("no/such/dir"),
+        &example_paths(),
+    ));
+    assert!(e.contains("parent directory does not exist"), "{e}");
+    assert_eq!(listing(d.path()), ["file"]);
 }
 
 #[test]
@@ -205,4 +234,37 @@ fn other_subcommands_fail_in_one_line() {
             .arg(d.path().join("img")),
     );
     assert!(e.contains("nope"), "{e}");
+}
+
+/// A build killed mid-way (SIGKILL: nothing can run) leaves the previous
+/// DIR intact; its temporary directory is removed by the next build.
+#[test]
+fn killed_build_leaves_dir_intact() {
+    let (d, out) = prepare();
+    // The build blocks opening this fifo (the registration is read after the
+    // images are staged), so it is killed with its temporary directory present.
+    let fifo = d.path().join("registration-fifo");
+    run(Command::new("mkfifo").arg(&fifo));
+    let mut child = build_cmd(&out, &example_paths())
+        .arg("-q")
+        .arg("--registration")
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    let tmp = d.path().join(format!(".media.netboot-tmp-{}", child.id()));
+    let start = std::time::Instant::now();
+    while !tmp.join(".work/00000003.seg").exists() {
+        assert!(
+            start.elapsed().as_secs() < 60,
+            "build never staged its segments"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(listing(&out), ["previous"]);
+    assert!(tmp.exists());
+    run(build_cmd(&out, &example_paths()).arg("-q"));
+    assert!(!tmp.exists());
+    assert_eq!(listing(&out).len(), 5);
 }

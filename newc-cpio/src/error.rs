@@ -256,5 +256,16 @@ pub enum Error {
     },
 }
 
+impl From<Error> for std::io::Error {
+    /// For `Write`/`Read` adapters: I/O errors pass through, others become
+    /// `ErrorKind::Other` carrying the [`Error`].
+    fn from(e: Error) -> std::io::Error {
+        match e {
+            Error::Io(e) => e,
+            other => std::io::Error::other(other),
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -31,7 +31,7 @@ pub struct TreeOptions {
     mtime: Option<u32>,
     mtime_clamp: Option<u32>,
     include_root: bool,
-    first_ino: u32,
+    first_ino: Option<u32>,
 }
 
 impl Default for TreeOptions {
@@ -50,7 +50,7 @@ impl TreeOptions {
             mtime: Some(1),
             mtime_clamp: None,
             include_root: true,
-            first_ino: 0,
+            first_ino: None,
         }
     }
 
@@ -103,8 +103,9 @@ impl TreeOptions {
         self
     }
 
-    /// First inode number in reproducible mode (GNU cpio: 0).
-    pub fn first_ino(mut self, ino: u32) -> Self {
+    /// First inode number in reproducible mode; `None` (default) continues
+    /// the writer's counter, which starts at 0 like GNU cpio.
+    pub fn first_ino(mut self, ino: Option<u32>) -> Self {
         self.first_ino = ino;
         self
     }
@@ -183,7 +184,8 @@ fn walk(root: &Path, rel: &mut Vec<u8>, out: &mut Vec<Node>) -> Result<()> {
 /// the tree (GNU writes `st_nlink`; they differ only for links that leave
 /// the tree); directories get 2 + their subdirectories (`st_nlink` on
 /// ext4/tmpfs, and stable on file systems such as btrfs that report 1).
-/// Symlinks are never grouped as hard links.
+/// Symlinks are never grouped as hard links. With a [`crate::Format::Crc`]
+/// writer each file is read twice (sum first, then data).
 pub fn append_tree<W: Write>(
     w: &mut Writer<W>,
     root: &Path,
@@ -230,7 +232,7 @@ pub fn append_tree<W: Write>(
     });
     let mut stats = TreeStats::default();
     let mut inos: HashMap<(u64, u64), u32> = HashMap::new();
-    let mut next_ino = opts.first_ino;
+    let mut next_ino = opts.first_ino.unwrap_or(w.next_ino());
     let mut pending: HashMap<(u64, u64), Vec<(Entry, PathBuf)>> = HashMap::new();
 
     for n in nodes {
@@ -326,6 +328,9 @@ pub fn append_tree<W: Write>(
             append_one(w, &entry, &n.path, &mut stats)?;
         }
     }
+    if opts.reproducible {
+        w.bump_ino(next_ino);
+    }
     Ok(stats)
 }
 
@@ -342,8 +347,17 @@ fn append_one<W: Write>(
     stats: &mut TreeStats,
 ) -> Result<()> {
     if entry.kind() == EntryKind::File && entry.file_size() > 0 {
-        let file = File::open(path).map_err(host_err(path))?;
-        w.append(entry, file)?;
+        let mut file = File::open(path).map_err(host_err(path))?;
+        if w.format() == crate::Format::Crc {
+            // 070702 wants the sum in the header, before the data: read the
+            // file once for it (the writer checks it on the second pass).
+            let sum = checksum_reader(&mut file).map_err(host_err(path))?;
+            let entry = entry.clone().with_check(sum);
+            let file = File::open(path).map_err(host_err(path))?;
+            w.append(&entry, file)?;
+        } else {
+            w.append(entry, file)?;
+        }
         stats.data_bytes += entry.file_size();
     } else {
         w.append(entry, io::empty())?;
@@ -351,6 +365,22 @@ fn append_one<W: Write>(
     stats.entries += 1;
     stats.files += u64::from(entry.kind() == EntryKind::File);
     Ok(())
+}
+
+fn checksum_reader(r: &mut impl Read) -> io::Result<u32> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut sum = 0u32;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(sum),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        sum = buf[..n]
+            .iter()
+            .fold(sum, |s, &b| s.wrapping_add(u32::from(b)));
+    }
 }
 
 /// What [`Extractor`] did.

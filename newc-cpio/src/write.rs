@@ -17,7 +17,9 @@ const COPY_CHUNK: usize = 64 * 1024;
 /// Streaming newc writer. See the [crate docs](crate) for an example.
 ///
 /// Entries whose [`Entry::ino`] is `None` get sequential inode numbers
-/// starting at [`Writer::with_first_ino`] (default 1). Hard links: use
+/// starting at [`Writer::with_first_ino`] (default 0, as GNU cpio
+/// `--renumber-inodes`); [`crate::fs::append_tree`] draws from the same
+/// counter, so mixing the two never reuses a number. Hard links: use
 /// [`Writer::append_hard_links`], which writes the newc convention (shared
 /// ino, nlink = number of names, data on the last name only).
 ///
@@ -39,7 +41,7 @@ impl<W: Write> Writer<W> {
         Writer {
             inner,
             position: 0,
-            next_ino: 1,
+            next_ino: 0,
             format: Format::Newc,
             broken: false,
         }
@@ -52,6 +54,11 @@ impl<W: Write> Writer<W> {
     pub fn with_format(mut self, format: Format) -> Writer<W> {
         self.format = format;
         self
+    }
+
+    /// The magic this writer produces.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// First inode number assigned to entries without one (GNU cpio
@@ -83,6 +90,16 @@ impl<W: Write> Writer<W> {
             what: "inode number",
         })?;
         Ok(ino)
+    }
+
+    /// The next automatic inode number.
+    pub(crate) fn next_ino(&self) -> u32 {
+        self.next_ino
+    }
+
+    /// Makes sure automatic numbers continue after `next - 1`.
+    pub(crate) fn bump_ino(&mut self, next: u32) {
+        self.next_ino = self.next_ino.max(next);
     }
 
     /// Appends one entry. Regular files (and any entry with a non-zero size
@@ -162,7 +179,9 @@ impl<W: Write> Writer<W> {
         })?;
         let check = match (self.format, is_symlink) {
             (Format::Newc, _) => 0,
-            (Format::Crc, true) => crate::header::checksum(entry.symlink_target()),
+            // GNU cpio -H crc writes 0 for symlinks; the kernel checks
+            // regular files only.
+            (Format::Crc, true) => 0,
             (Format::Crc, false) if filesize == 0 => 0,
             (Format::Crc, false) => entry.check(),
         };

@@ -238,3 +238,31 @@ fn extraction_recreates_modes_links_and_mtimes() {
     assert_eq!(Entry::fifo("p").kind(), EntryKind::Fifo);
     fs::set_permissions(dest.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+#[test]
+fn append_tree_shares_the_writers_inode_counter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("r");
+    build(&root, &["a", "hl-a", "b"]);
+    let mut w = Writer::new(Vec::new());
+    w.append(&Entry::directory("before"), io::empty()).unwrap();
+    append_tree(&mut w, &root, &TreeOptions::new().include_root(false)).unwrap();
+    w.append_hard_links(&Entry::file("", 0), &["x", "y"], io::empty())
+        .unwrap();
+    let entries = read_all(&w.finish().unwrap()[..]).unwrap();
+    let inos: Vec<(&[u8], u32)> = entries
+        .iter()
+        .map(|(e, _)| (e.name(), e.ino().unwrap()))
+        .collect();
+    assert_eq!(
+        inos,
+        [
+            (&b"before"[..], 0),
+            (b"b", 2),
+            (b"a", 1),
+            (b"hl-a", 1),
+            (b"x", 3),
+            (b"y", 3)
+        ]
+    );
+}

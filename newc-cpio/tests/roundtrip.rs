@@ -322,12 +322,22 @@ fn reader_errors_carry_offsets() {
         Error::Truncated { offset: 116, .. }
     ));
     // Unknown compression magics are named.
-    let zstd = [0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0];
+    let xz = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0, 0, 0];
     assert!(matches!(
-        drain_initramfs(&zstd).unwrap_err(),
+        drain_initramfs(&xz).unwrap_err(),
         Error::UnsupportedCompression {
             offset: 0,
-            format: "zstd"
+            format: "xz"
+        }
+    ));
+    // A zstd frame header asking for a huge window is refused, not allocated.
+    let zstd = [0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xf8, 0, 0, 0, 0];
+    assert!(matches!(
+        drain_initramfs(&zstd).unwrap_err(),
+        Error::Decompress {
+            offset: 0,
+            format: "zstd",
+            ..
         }
     ));
     assert!(matches!(

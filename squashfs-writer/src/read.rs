@@ -23,6 +23,9 @@ use crate::write::BLOCK_UNCOMPRESSED;
 pub const MAX_DEPTH: usize = 1024;
 /// Total path bytes the walk produces before giving up.
 pub const MAX_PATH_BYTES: usize = 256 << 20;
+/// Largest decompressed metadata table accepted (real images stay far below;
+/// a hostile image could otherwise inflate ~400x its size).
+pub const MAX_TABLE_BYTES: usize = 512 << 20;
 
 /// Kind of an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -294,6 +297,11 @@ impl<'a> Image<'a> {
                     pos,
                     format!("{what} metadata block after a short block"),
                 ));
+            }
+            if t.bytes.len() + b.len() > MAX_TABLE_BYTES {
+                return Err(Error::Limit {
+                    what: format!("{what} table larger than {MAX_TABLE_BYTES} bytes"),
+                });
             }
             t.blocks.insert(pos - start, t.bytes.len());
             t.bytes.extend_from_slice(&b);

@@ -118,13 +118,24 @@ fn check_xattrs(path: &[u8], meta: &Metadata) -> Result<()> {
                 reason: "prefix must be user., trusted. or security. with a non-empty suffix",
             });
         }
-        if name.len() > u16::MAX as usize || value.len() > u32::MAX as usize / 2 {
+        // The kernel could not hand these back: names over XATTR_NAME_MAX (255),
+        // values over XATTR_SIZE_MAX (65536) fail getxattr on the mount.
+        if name.len() > 255 || value.len() > 65536 {
             return Err(Error::Xattr {
                 path: path.to_vec(),
                 name: name.clone(),
-                reason: "name or value too long",
+                reason: "name over 255 bytes or value over 65536 bytes (kernel XATTR_*_MAX)",
             });
         }
+    }
+    let mut names: Vec<&[u8]> = meta.xattrs.iter().map(|(n, _)| n.as_slice()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::Xattr {
+            path: path.to_vec(),
+            name: w[0].to_vec(),
+            reason: "the same name twice on one entry",
+        });
     }
     Ok(())
 }

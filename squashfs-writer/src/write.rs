@@ -431,7 +431,9 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
         o.put(p)?;
     }
 
-    let limit = 2 * jobs + 2;
+    // Blocks in flight (submitted, not yet written): bounds memory to about
+    // `limit` blocks while keeping every worker busy during reads.
+    let limit = 4 * jobs + 4;
     let (job_tx, job_rx) = sync_channel::<Job>(limit);
     let (done_tx, done_rx) = channel::<Done>();
     let job_rx = Arc::new(Mutex::new(job_rx));
@@ -691,12 +693,18 @@ fn stream_files<W: Write>(
     let mut frag_index: u32 = 0;
     for (i, &node) in files.iter().enumerate() {
         let size = sizes[i];
-        if size == 0 || dup[i].is_some() {
-            continue; // empty: no blocks, no fragment (kernel rule)
+        if dup[i].is_some() {
+            continue; // contents compared byte for byte already
         }
         let NodeKind::File(data) = &tree.nodes[node].kind else {
             continue;
         };
+        if size == 0 {
+            // Empty: no blocks, no fragment (kernel rule). Still check the source
+            // really is empty (/proc files stat as 0 bytes but have contents).
+            Source::open(data)?.expect_eof(0, data)?;
+            continue;
+        }
         let bs64 = bs as u64;
         let tail = size % bs64;
         let (nblocks, tail_in_fragment) = if size < bs64 {

@@ -546,6 +546,22 @@ fn errors_are_typed() {
         ),
         Err(Error::Xattr { .. })
     ));
+    let m = Metadata::new(0o644);
+    assert!(t
+        .add_fifo(
+            b"x1",
+            m.clone().with_xattr(b"user.v".to_vec(), vec![0; 65537])
+        )
+        .is_err());
+    t.add_fifo(
+        b"x2",
+        m.clone().with_xattr(b"user.v".to_vec(), vec![0; 65536]),
+    )
+    .unwrap();
+    let twice = m
+        .with_xattr(b"user.a".to_vec(), b"1".to_vec())
+        .with_xattr(b"user.a".to_vec(), b"2".to_vec());
+    assert!(matches!(t.add_fifo(b"x3", twice), Err(Error::Xattr { .. })));
     assert!(Image::new(b"hsqs").is_err());
     assert!(Image::new(&[0u8; 4096]).is_err());
 }

@@ -441,3 +441,56 @@ print(oct(os.lstat(m + "/sock").st_mode), os.readlink(m + "/s"))
         "['trusted.b', 'user.a'] b'1' 5000\nb'D' b'x'\n4095 1048575 0o20600\n2 0o104755 1000 100 1700000000.0 70000\n0o140600 d/f\n"
     );
 }
+
+#[test]
+fn reads_mksquashfs_xattrs() {
+    let (Some(mksquashfs), Some(python)) = (tool("mksquashfs"), tool("python3")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("a"), b"a").unwrap();
+    std::fs::write(src.join("b"), b"b").unwrap();
+    let set = Command::new(python)
+        .arg("-c")
+        .arg(
+            "import os,sys; s=sys.argv[1]\n\
+             os.setxattr(s+'/a','user.one',b'1'); os.setxattr(s+'/a','user.big',b'v'*3000)\n\
+             os.setxattr(s+'/b','user.big',b'v'*3000); os.setxattr(s+'/d','user.t',b'T')",
+        )
+        .arg(&src)
+        .output()
+        .unwrap();
+    if !set.status.success() {
+        eprintln!(
+            "skipping: host fs refuses user xattrs: {}",
+            String::from_utf8_lossy(&set.stderr)
+        );
+        return;
+    }
+    let img = dir.path().join("x.sqfs");
+    run(Command::new(mksquashfs)
+        .arg(&src)
+        .arg(&img)
+        .args(["-noappend", "-quiet", "-no-progress"]));
+    let bytes = std::fs::read(&img).unwrap();
+    let image = Image::new(&bytes).unwrap();
+    let mut a = image.lookup(b"a").unwrap().xattrs;
+    a.sort();
+    assert_eq!(
+        a,
+        vec![
+            (b"user.big".to_vec(), vec![b'v'; 3000]),
+            (b"user.one".to_vec(), b"1".to_vec())
+        ]
+    );
+    assert_eq!(
+        image.lookup(b"b").unwrap().xattrs,
+        vec![(b"user.big".to_vec(), vec![b'v'; 3000])]
+    );
+    assert_eq!(
+        image.lookup(b"d").unwrap().xattrs,
+        vec![(b"user.t".to_vec(), b"T".to_vec())]
+    );
+}

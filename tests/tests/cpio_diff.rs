@@ -159,6 +159,15 @@ fn deterministic_mode_is_byte_identical_to_gnu_cpio() {
     assert_eq!(&gnu[..ours.len()], &ours[..]);
     assert!(gnu[ours.len()..].iter().all(|&b| b == 0));
 
+    // The crc variant (`-H crc`) matches too, check fields included.
+    let gnu_crc = sh(&SEED_CPIO.replace("-H newc", "-H crc"), &root);
+    let mut w = Writer::new(Vec::new()).with_format(newc_cpio::Format::Crc);
+    append_tree(&mut w, &root, &TreeOptions::new()).unwrap();
+    assert!(
+        w.finish_padded(512).unwrap() == gnu_crc,
+        "070702 output differs from GNU cpio -H crc"
+    );
+
     // Order independence: the same tree created in another order (and so
     // with other directory read orders) gives the same bytes.
     let root2 = tmp.path().join("root2");
@@ -599,6 +608,7 @@ fn multi_segment_initramfs_read_by_us_and_by_the_tools() {
             Uncompressed => member.to_vec(),
             Gzip => run_with_stdin(Command::new("gzip").arg("-dc"), member),
             Lz4Legacy => run_with_stdin(Command::new("lz4").arg("-dc"), member),
+            Zstd => unreachable!("we do not write zstd"),
         };
         let want: Vec<u8> = seg
             .entries
@@ -639,8 +649,8 @@ fn multi_segment_initramfs_read_by_us_and_by_the_tools() {
 }
 
 #[test]
-fn we_read_initramfs_made_by_gzip_and_lz4_cli() {
-    if require(&["cpio", "gzip", "lz4", "find", "sort"]).is_none() {
+fn we_read_initramfs_made_by_gzip_lz4_and_zstd_cli() {
+    if require(&["cpio", "gzip", "lz4", "zstd", "find", "sort"]).is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -653,11 +663,18 @@ fn we_read_initramfs_made_by_gzip_and_lz4_cli() {
     fs::write(tmp.path().join("a.cpio"), &archive).unwrap();
     // gzip with FNAME (file input), gzip from stdin, lz4 legacy (-l).
     sh(
-        "gzip -9 -k a.cpio && lz4 -lq a.cpio a.cpio.lz4 && gzip -1 -c < a.cpio > stdin.gz",
+        "gzip -9 -k a.cpio && lz4 -lq a.cpio a.cpio.lz4 && gzip -1 -c < a.cpio > stdin.gz && zstd -q -19 a.cpio -o a.cpio.zst",
         tmp.path(),
     );
     let mut image = Vec::new();
-    for part in ["a.cpio", "a.cpio.gz", "a.cpio.lz4", "stdin.gz"] {
+    for part in [
+        "a.cpio",
+        "a.cpio.gz",
+        "a.cpio.lz4",
+        "stdin.gz",
+        "a.cpio.zst",
+        "a.cpio",
+    ] {
         image.extend(fs::read(tmp.path().join(part)).unwrap());
         // Whole zero words: after lz4 at least one, then 4-alignment.
         image.extend([0u8; 4]);
@@ -672,7 +689,9 @@ fn we_read_initramfs_made_by_gzip_and_lz4_cli() {
             SegmentKind::Uncompressed,
             SegmentKind::Gzip,
             SegmentKind::Lz4Legacy,
-            SegmentKind::Gzip
+            SegmentKind::Gzip,
+            SegmentKind::Zstd,
+            SegmentKind::Uncompressed
         ]
     );
     for seg in &listing {

@@ -11,7 +11,7 @@
 //! 4. limits checked, files fsynced, directory renamed into place.
 
 use std::fs::File;
-use std::io::{BufWriter, Cursor, Write};
+use std::io::{BufWriter, Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
 use newc_cpio::initramfs::{self, Compression as SegComp};
@@ -64,20 +64,38 @@ pub fn segment_compression(c: SegmentCompression) -> SegComp {
     }
 }
 
-/// Builds an image of `tree` in memory.
+/// Refuses media whose initrds BIOS iPXE cannot load.
+fn check_initrd_total(total: u64, out: &Path) -> Result<()> {
+    if total >= MAX_INITRDS {
+        return Err(Error::at(
+            out,
+            format!(
+                "initrd + manifest + nix-store = {total} bytes; BIOS iPXE cannot place 2 GiB or more of initrds below initrd_addr_max"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses images a newc member cannot carry.
+fn check_image_size(len: u64, what: &Path) -> Result<()> {
+    if len > MAX_IMAGE {
+        return Err(Error::at(
+            what,
+            format!(
+                "squashfs image is {len} bytes; a newc cpio member must be smaller than 4 GiB (split this store path)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Builds a (small) image of `tree` in memory.
 fn write_image(tree: &Tree, opts: &Options, what: &Path) -> Result<Vec<u8>> {
     let mut cur = Cursor::new(Vec::new());
     squashfs_writer::write_image(tree, opts, &mut cur).map_err(|e| Error::at(what, e))?;
     let img = cur.into_inner();
-    if img.len() as u64 > MAX_IMAGE {
-        return Err(Error::at(
-            what,
-            format!(
-                "squashfs image is {} bytes; a newc cpio member must be smaller than 4 GiB (split this store path)",
-                img.len()
-            ),
-        ));
-    }
+    check_image_size(img.len() as u64, what)?;
     Ok(img)
 }
 
@@ -96,28 +114,72 @@ pub fn image_segment(
     image: &[u8],
     comp: SegComp,
 ) -> std::result::Result<Vec<u8>, newc_cpio::Error> {
-    initramfs::encode_segment(comp, |w| {
-        let mut ino = 1;
-        for dir in at.parents() {
-            let e = Entry::directory(dir.into_bytes())
-                .with_mode(media::DIR_MODE)
-                .with_uid(0)
-                .with_gid(0)
-                .with_mtime(media::MTIME)
-                .with_nlink(2)
-                .with_ino(ino);
-            w.append(&e, std::io::empty())?;
-            ino += 1;
-        }
-        let e = Entry::file(at.relative().into_bytes(), image.len() as u64)
-            .with_mode(media::FILE_MODE)
+    initramfs::encode_segment(comp, |w| append_image(w, at, image.len() as u64, image))
+}
+
+/// Appends the parent directories of `at` and the image file itself.
+fn append_image<W: Write>(
+    w: &mut newc_cpio::Writer<W>,
+    at: &ImagePath,
+    len: u64,
+    image: impl Read,
+) -> std::result::Result<(), newc_cpio::Error> {
+    let mut ino = 1;
+    for dir in at.parents() {
+        let e = Entry::directory(dir.into_bytes())
+            .with_mode(media::DIR_MODE)
             .with_uid(0)
             .with_gid(0)
             .with_mtime(media::MTIME)
-            .with_nlink(1)
+            .with_nlink(2)
             .with_ino(ino);
-        w.append(&e, image)
-    })
+        w.append(&e, std::io::empty())?;
+        ino += 1;
+    }
+    let e = Entry::file(at.relative().into_bytes(), len)
+        .with_mode(media::FILE_MODE)
+        .with_uid(0)
+        .with_gid(0)
+        .with_mtime(media::MTIME)
+        .with_nlink(1)
+        .with_ino(ino);
+    w.append(&e, image)
+}
+
+/// Writes the image of `sp` to `img` (a temporary file), then its segment
+/// to `work`; returns the bytes the squashfs writer read. Files, not memory:
+/// a store path may be gigabytes.
+fn build_segment(plan: &BuildPlan, sp: &StorePath, img: &Path, work: &Path) -> Result<u64> {
+    let mut tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
+        .map_err(|e| Error::at(&sp.source, e))?;
+    tree.set_root_metadata(keep_as_directory_root());
+    // Paths run in parallel on the pool; a small closure also gets
+    // threads inside each image (output is the same for any count).
+    let image_jobs = (plan.image.jobs / plan.paths.len().max(1)).max(1);
+    let opts = squashfs_options(&plan.image, plan.mkfs_time, image_jobs)
+        .all_root(true)
+        .fixed_mtime(Some(media::MTIME));
+    let f = File::create(img).at(img)?;
+    let mut bw = BufWriter::new(f);
+    let summary = squashfs_writer::write_image(&tree, &opts, &mut bw)
+        .map_err(|e| Error::at(&sp.source, e))?;
+    bw.flush().at(img)?;
+    drop(bw);
+    let len = std::fs::metadata(img).at(img)?.len();
+    check_image_size(len, &sp.source)?;
+    let at = media::image_path(&plan.store_dir, sp);
+    let comp = segment_compression(plan.segment_compression);
+    let out = BufWriter::new(File::create(work).at(work)?);
+    let enc = initramfs::Encoder::new(comp, out).map_err(|e| Error::at(work, e))?;
+    let mut w = newc_cpio::Writer::new(enc);
+    let data = File::open(img).at(img)?;
+    append_image(&mut w, &at, len, std::io::BufReader::new(data))
+        .map_err(|e| Error::at(&sp.source, e))?;
+    let enc = w.finish().map_err(|e| Error::at(work, e))?;
+    let mut out = enc.finish().map_err(|e| Error::at(work, e))?;
+    out.flush().at(work)?;
+    std::fs::remove_file(img).at(img)?;
+    Ok(summary.bytes_in)
 }
 
 struct Built {
@@ -167,34 +229,22 @@ fn build_one(
         (Some(sc), Some(_)) => Some(cache_key(plan, sp, sc)),
         _ => None,
     };
-    let comp = segment_compression(plan.segment_compression);
-    let cached = match (key, cache) {
-        (Some(k), Some(c)) => c.get(&k),
-        _ => None,
-    };
-    let hit = cached.is_some();
-    let (segment, bytes_in) = match cached {
-        Some(seg) => (seg, sc.as_ref().map_or(0, |s| s.file_bytes)),
-        None => {
-            let mut tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
-                .map_err(|e| Error::at(&sp.source, e))?;
-            tree.set_root_metadata(keep_as_directory_root());
-            let opts = squashfs_options(&plan.image, plan.mkfs_time, 1)
-                .all_root(true)
-                .fixed_mtime(Some(media::MTIME));
-            let img = write_image(&tree, &opts, &sp.source)?;
-            let at = media::image_path(&plan.store_dir, sp);
-            let seg = image_segment(&at, &img, comp).map_err(|e| Error::at(&sp.source, e))?;
-            if let (Some(k), Some(c)) = (key, cache) {
-                c.put(&k, &seg)?;
-            }
-            let bytes_in = sc.as_ref().map_or(img.len() as u64, |s| s.file_bytes);
-            (seg, bytes_in)
-        }
-    };
     let work = work_dir.join(format!("{i:08}.seg"));
-    std::fs::write(&work, &segment).at(&work)?;
-    progress.path_done(&sp.base, bytes_in, segment.len() as u64, hit);
+    let hit = match (key, cache) {
+        (Some(k), Some(c)) => c.get_into(&k, &work)?,
+        _ => false,
+    };
+    let bytes_in = if hit {
+        sc.as_ref().map_or(0, |s| s.file_bytes)
+    } else {
+        let read = build_segment(plan, sp, &work_dir.join(format!("{i:08}.img")), &work)?;
+        if let (Some(k), Some(c)) = (key, cache) {
+            c.put_file(&k, &work)?;
+        }
+        sc.as_ref().map_or(read, |s| s.file_bytes)
+    };
+    let out_len = std::fs::metadata(&work).at(&work)?.len();
+    progress.path_done(&sp.base, bytes_in, out_len, hit);
     Ok(Built { scan: sc, work })
 }
 
@@ -269,7 +319,13 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
 
     // Registration: closureInfo's file verbatim, or computed.
     let reg_text = match &plan.registration {
-        Some(f) => std::fs::read(f).at(f)?,
+        Some(f) => {
+            let text = std::fs::read(f).at(f)?;
+            let utf8 = std::str::from_utf8(&text)
+                .map_err(|_| Error::at(f, "registration is not UTF-8"))?;
+            registration::check(utf8, &plan.store_dir, &plan.paths).map_err(|m| Error::at(f, m))?;
+            text
+        }
         None => {
             let scans: Vec<PathScan> = built.iter().filter_map(|b| b.scan.clone()).collect();
             registration::render(&plan.store_dir, &plan.paths, &scans).into_bytes()
@@ -325,14 +381,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let kernel_len = copy_padded(&plan.kernel, &out.join("bzImage"))?;
     let ns_len = std::fs::metadata(&ns_path).at(&ns_path)?.len();
     let total = initrd_len + manifest.len() as u64 + ns_len;
-    if total >= MAX_INITRDS {
-        return Err(Error::at(
-            &plan.out,
-            format!(
-                "initrd + manifest + nix-store = {total} bytes; BIOS iPXE cannot place 2 GiB or more of initrds below initrd_addr_max"
-            ),
-        ));
-    }
+    check_initrd_total(total, &plan.out)?;
     // Padded with newlines (harmless blank lines) to keep every file 4-aligned.
     let mut script = script;
     while script.len() % 4 != 0 {
@@ -344,4 +393,31 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     staging.commit()?;
     progress.finish(plan.paths.len(), kernel_len + total);
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits() {
+        let p = Path::new("x");
+        assert!(check_initrd_total(MAX_INITRDS - 1, p).is_ok());
+        let e = check_initrd_total(MAX_INITRDS, p).unwrap_err();
+        assert!(e.problem.contains("2 GiB"), "{e}");
+        assert!(check_image_size(MAX_IMAGE, p).is_ok());
+        assert!(check_image_size(MAX_IMAGE + 1, p)
+            .unwrap_err()
+            .problem
+            .contains("4 GiB"));
+    }
+
+    #[test]
+    fn script_rejects_long_cmdlines() {
+        assert!(script_text("/nix/store/x/init", "a=b")
+            .unwrap()
+            .contains("initrd=nix-store a=b"));
+        assert!(script_text("/nix/store/x/init", &"y".repeat(2100)).is_err());
+    }
 }

@@ -13,17 +13,18 @@
 //! [`Reader`] (over a byte slice) reads such a buffer back the way the
 //! kernel does: NUL bytes between segments skipped, `0` at a 4-aligned
 //! offset starts an uncompressed archive, other bytes select a
-//! decompressor by magic (gzip and LZ4 legacy are decoded; zstd, xz,
+//! decompressor by magic (gzip, LZ4 legacy and zstd are decoded; xz,
 //! bzip2, lzma and lzo are recognised and reported as unsupported).
 
 mod gzip;
 mod lz4;
 mod read;
+mod zstd;
 
 use std::io::{self, Read, Write};
 use std::ops::{Deref, DerefMut};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub use read::{segments, InitramfsEntry, Reader, SegmentInfo, SegmentKind, SegmentListing};
 
@@ -263,14 +264,5 @@ impl<'a, W: Write> Deref for Segment<'a, W> {
 impl<W: Write> DerefMut for Segment<'_, W> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.cpio
-    }
-}
-
-impl From<Error> for io::Error {
-    fn from(e: Error) -> io::Error {
-        match e {
-            Error::Io(e) => e,
-            other => io::Error::other(other),
-        }
     }
 }

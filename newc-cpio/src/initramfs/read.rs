@@ -3,7 +3,7 @@
 
 use std::io::{self, Read};
 
-use super::{gzip, lz4};
+use super::{gzip, lz4, zstd};
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::read::{from_io, DataReader, Event, Reader as CpioReader};
@@ -17,6 +17,8 @@ pub enum SegmentKind {
     Gzip,
     /// An LZ4 legacy frame.
     Lz4Legacy,
+    /// A zstd frame (read only).
+    Zstd,
 }
 
 /// Where a segment sits in the buffer.
@@ -34,6 +36,7 @@ enum Member<'a> {
     Raw(&'a [u8]),
     Gzip(gzip::GzipDecoder<'a>),
     Lz4(lz4::Lz4Decoder<'a>),
+    Zstd(Box<zstd::ZstdDecoder<'a>>),
 }
 
 impl Read for Member<'_> {
@@ -42,6 +45,7 @@ impl Read for Member<'_> {
             Member::Raw(r) => r.read(buf),
             Member::Gzip(g) => g.read(buf),
             Member::Lz4(l) => l.read(buf),
+            Member::Zstd(z) => z.read(buf),
         }
     }
 }
@@ -126,6 +130,7 @@ impl<'a> Reader<'a> {
             Member::Raw(_) => usize::try_from(cur.cpio.position()).unwrap_or(usize::MAX),
             Member::Gzip(g) => g.consumed(),
             Member::Lz4(l) => l.consumed(),
+            Member::Zstd(z) => z.consumed(),
         };
         self.after_uncompressed = cur.info.kind == SegmentKind::Uncompressed;
         self.pos = (cur.info.offset as usize)
@@ -169,9 +174,11 @@ impl<'a> Reader<'a> {
                 SegmentKind::Lz4Legacy,
                 Member::Lz4(lz4::Lz4Decoder::new(rest, offset)?),
             )
+        } else if rest.starts_with(&zstd::MAGIC) {
+            let dec = zstd::ZstdDecoder::new(rest, offset)?;
+            (SegmentKind::Zstd, Member::Zstd(Box::new(dec)))
         } else {
-            const OTHERS: [(&[u8], &str); 5] = [
-                (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+            const OTHERS: [(&[u8], &str); 4] = [
                 (&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz"),
                 (b"BZh", "bzip2"),
                 (&[0x5d, 0x00, 0x00], "lzma"),
@@ -253,7 +260,7 @@ pub struct SegmentListing {
 }
 
 /// Lists every segment of an image and its entries (data is decoded and
-/// checked, then dropped).
+/// checked, then dropped). Segments holding only a trailer are omitted.
 pub fn segments(bytes: &[u8]) -> Result<Vec<SegmentListing>> {
     let mut r = Reader::new(bytes);
     let mut out: Vec<SegmentListing> = Vec::new();

@@ -1,0 +1,86 @@
+//! zstd members (RFC 8878), decoded with ruzstd (pure Rust). The kernel's
+//! `lib/decompress_unzstd.c` accepts windows up to 128 MiB; ruzstd refuses
+//! windows over 100 MiB, so such (rare, `--long=27`) members are reported
+//! as errors. Reading only: our writer does not produce zstd.
+
+use std::io::{self, Read};
+
+use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
+
+use crate::error::Error;
+use crate::read::to_io;
+
+/// zstd frame magic 0xFD2FB528, little-endian on disk.
+pub(crate) const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A slice reader that remembers how far it got.
+pub(crate) struct Counted<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = self.input.get(self.pos..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Decodes one zstd frame from a slice.
+pub(crate) struct ZstdDecoder<'a> {
+    inner: StreamingDecoder<Counted<'a>, FrameDecoder>,
+    offset: u64,
+    checked: bool,
+}
+
+impl<'a> ZstdDecoder<'a> {
+    pub(crate) fn new(input: &'a [u8], offset: u64) -> Result<Self, Error> {
+        let inner =
+            StreamingDecoder::new(Counted { input, pos: 0 }).map_err(|e| Error::Decompress {
+                offset,
+                format: "zstd",
+                what: e.to_string(),
+            })?;
+        Ok(ZstdDecoder {
+            inner,
+            offset,
+            checked: false,
+        })
+    }
+
+    /// Input bytes used (the whole frame once `read` returned 0).
+    pub(crate) fn consumed(&self) -> usize {
+        self.inner.get_ref().pos
+    }
+}
+
+impl Read for ZstdDecoder<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf).map_err(|e| {
+            to_io(Error::Decompress {
+                offset: self.offset,
+                format: "zstd",
+                what: e.to_string(),
+            })
+        })?;
+        if n == 0 && !buf.is_empty() && !self.checked {
+            self.checked = true;
+            let d = &self.inner.decoder;
+            if let (Some(stored), Some(actual)) =
+                (d.get_checksum_from_data(), d.get_calculated_checksum())
+            {
+                if stored != actual {
+                    return Err(to_io(Error::Decompress {
+                        offset: self.offset,
+                        format: "zstd",
+                        what: format!("content checksum {stored:#010x}, data has {actual:#010x}"),
+                    }));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
