@@ -510,6 +510,11 @@ impl<'a> Image<'a> {
         let mut visited: HashSet<u64> = HashSet::new();
         visited.insert(self.sb.root_inode);
         let mut path_bytes = 0usize;
+        // NB: every directory's listing occupies its own bytes of the directory
+        // table (mksquashfs and gensquashfs never share one), so the listings
+        // walked add up to at most the table. Without this bound, N directory
+        // inodes pointing at one big listing would yield N times its entries.
+        let mut listing_bytes = 0u64;
         // Stack of pending (entry index in `out`, depth); children are pushed reversed.
         let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
         while let Some((idx, depth)) = stack.pop() {
@@ -518,6 +523,18 @@ impl<'a> Image<'a> {
                 return Err(Error::Limit {
                     what: format!("directory depth over {MAX_DEPTH}"),
                 });
+            }
+            // `size` of a directory is its file_size: listing bytes + 3.
+            listing_bytes = listing_bytes.saturating_add(out[idx].size.saturating_sub(3));
+            if listing_bytes > self.dirs.bytes.len() as u64 {
+                return Err(corrupt(
+                    dir_ref,
+                    format!(
+                        "directory listings add up to {listing_bytes} bytes, more than the \
+                         {}-byte directory table (listings overlap)",
+                        self.dirs.bytes.len()
+                    ),
+                ));
             }
             let listing = self.read_dir(dir_ref)?;
             let mut children = Vec::new();
@@ -741,5 +758,69 @@ impl<'a> Image<'a> {
     /// The uncompressed directory table (for tools inspecting listings).
     pub fn directory_table(&self) -> &[u8] {
         &self.dirs.bytes
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::{write_image, Compression, FileData, Metadata, Options, Tree};
+
+    /// An uncompressed image of `dirs` directories `d00..`, the first holding
+    /// `files` files; returns the image and every directory's entry.
+    fn dirs_image(dirs: usize, files: usize) -> Vec<u8> {
+        let mut t = Tree::new();
+        for d in 0..dirs {
+            t.add_dir(format!("d{d:02}").as_bytes(), Metadata::new(0o755))
+                .unwrap();
+        }
+        for f in 0..files {
+            let p = format!("d00/file{f:03}");
+            t.add_file(p.as_bytes(), Metadata::new(0o644), FileData::bytes(vec![]))
+                .unwrap();
+        }
+        let opts = Options::new()
+            .compression(Compression::None)
+            .exportable(false)
+            .jobs(1);
+        let mut out = std::io::Cursor::new(Vec::new());
+        write_image(&t, &opts, &mut out).unwrap();
+        out.into_inner()
+    }
+
+    /// Points every directory's basic inode at the first directory's listing
+    /// (`start_block`, `file_size`, `offset` at 16, 24 and 26 of a basic
+    /// directory inode; the tables are stored uncompressed).
+    fn share_listing(img: &mut [u8]) {
+        let image = Image::new(img).unwrap();
+        let sb = image.superblock().clone();
+        let dirs: Vec<Entry> = image
+            .entries()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == EntryKind::Dir && !e.path.is_empty())
+            .collect();
+        let at = |r: u64| (sb.inode_table_start + (r >> 16) + 2 + (r & 0xffff)) as usize;
+        let first = at(dirs[0].inode_ref);
+        assert_eq!(u16::from_le_bytes([img[first], img[first + 1]]), 1);
+        let listing = img[first + 16..first + 28].to_vec();
+        for d in &dirs[1..] {
+            let p = at(d.inode_ref);
+            img[p + 16..p + 20].copy_from_slice(&listing[..4]);
+            img[p + 24..p + 28].copy_from_slice(&listing[8..12]);
+        }
+    }
+
+    #[test]
+    fn shared_listings_do_not_multiply_entries() {
+        let mut img = dirs_image(40, 200);
+        assert_eq!(Image::new(&img).unwrap().entries().unwrap().len(), 241);
+        share_listing(&mut img);
+        // 40 directories each listing the same 200 names would walk 8000
+        // entries from a table that holds 240: refused, not amplified.
+        let image = Image::new(&img).unwrap();
+        let err = image.entries().unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     }
 }
