@@ -812,6 +812,75 @@ mod tests {
         }
     }
 
+    /// Basic directory inode position of `path` (tables stored uncompressed).
+    fn dir_inode_pos(img: &[u8], path: &[u8]) -> usize {
+        let image = Image::new(img).unwrap();
+        let r = image.lookup(path).unwrap().inode_ref;
+        let p = (image.superblock().inode_table_start + (r >> 16) + 2 + (r & 0xffff)) as usize;
+        assert_eq!(
+            u16::from_le_bytes([img[p], img[p + 1]]),
+            1,
+            "basic dir inode"
+        );
+        p
+    }
+
+    #[test]
+    fn directory_cycle_is_refused() {
+        // a/b/f, where b is made to list a's listing: b contains b contains
+        // b ... (b's own listing, now unused, keeps the listings' total
+        // within the table, so the cycle check is what stops the walk).
+        let mut t = Tree::new();
+        t.add_dir(b"a/b", Metadata::new(0o755)).unwrap();
+        t.add_fifo(b"a/b/f", Metadata::new(0o644)).unwrap();
+        let opts = Options::new()
+            .compression(Compression::None)
+            .exportable(false)
+            .jobs(1);
+        let mut out = std::io::Cursor::new(Vec::new());
+        write_image(&t, &opts, &mut out).unwrap();
+        let mut img = out.into_inner();
+        let (a, b) = (dir_inode_pos(&img, b"a"), dir_inode_pos(&img, b"a/b"));
+        let listing = img[a + 16..a + 28].to_vec();
+        img[b + 16..b + 20].copy_from_slice(&listing[..4]);
+        img[b + 24..b + 28].copy_from_slice(&listing[8..12]);
+        let image = Image::new(&img).unwrap();
+        let err = image.entries().unwrap_err();
+        assert!(
+            matches!(&err, Error::Limit { what } if what.contains("cycle")),
+            "{err}"
+        );
+        // A lookup walks a bounded number of names, so it ends too.
+        assert!(image.lookup(b"a/b/b/b/b").is_ok());
+    }
+
+    #[test]
+    fn decompression_is_bounded_by_the_block() {
+        // 16 KiB of zeros: a few bytes compressed, twice a metadata block.
+        let big = vec![0u8; 2 * METADATA_SIZE];
+        let zlib = miniz_oxide::deflate::compress_to_vec_zlib(&big, 6);
+        let lz4 = lz4_flex::block::compress(&big);
+        for (dec, data) in [(Decompressor::Zlib, zlib), (Decompressor::Lz4, lz4)] {
+            assert!(dec.decompress(&data, METADATA_SIZE, 0).is_err());
+            assert_eq!(dec.decompress(&data, big.len(), 0).unwrap(), big);
+        }
+    }
+
+    #[test]
+    fn walk_depth_is_bounded() {
+        let deep: Vec<u8> = (0..=MAX_DEPTH).flat_map(|_| *b"d/").collect();
+        let mut t = Tree::new();
+        t.add_dir(&deep, Metadata::new(0o755)).unwrap();
+        let mut out = std::io::Cursor::new(Vec::new());
+        write_image(&t, &Options::new().jobs(1), &mut out).unwrap();
+        let img = out.into_inner();
+        let err = Image::new(&img).unwrap().entries().unwrap_err();
+        assert!(
+            matches!(&err, Error::Limit { what } if what.contains("depth")),
+            "{err}"
+        );
+    }
+
     #[test]
     fn shared_listings_do_not_multiply_entries() {
         let mut img = dirs_image(40, 200);
