@@ -23,6 +23,9 @@ use crate::write::BLOCK_UNCOMPRESSED;
 pub const MAX_DEPTH: usize = 1024;
 /// Total path bytes the walk produces before giving up.
 pub const MAX_PATH_BYTES: usize = 256 << 20;
+/// Total xattr name and value bytes the walk produces before giving up: every
+/// entry carries its own copy of its (possibly shared) set.
+pub const MAX_XATTR_BYTES: usize = 256 << 20;
 /// Largest decompressed metadata table accepted (real images stay far below;
 /// a hostile image could otherwise inflate ~400x its size).
 pub const MAX_TABLE_BYTES: usize = 512 << 20;
@@ -510,6 +513,7 @@ impl<'a> Image<'a> {
         let mut visited: HashSet<u64> = HashSet::new();
         visited.insert(self.sb.root_inode);
         let mut path_bytes = 0usize;
+        let mut xattr_bytes = 0usize;
         // NB: every directory's listing occupies its own bytes of the directory
         // table (mksquashfs and gensquashfs never share one), so the listings
         // walked add up to at most the table. Without this bound, N directory
@@ -551,6 +555,14 @@ impl<'a> Image<'a> {
                     });
                 }
                 let e = self.entry(path, d.inode_ref)?;
+                xattr_bytes = e.xattrs.iter().fold(xattr_bytes, |sum, (n, v)| {
+                    sum.saturating_add(n.len() + v.len())
+                });
+                if xattr_bytes > MAX_XATTR_BYTES {
+                    return Err(Error::Limit {
+                        what: "total xattr bytes".into(),
+                    });
+                }
                 if EntryKind::from_basic(d.basic_type) != Some(e.kind) || d.number != e.inode_number
                 {
                     return Err(corrupt(
@@ -864,6 +876,32 @@ mod tests {
             assert!(dec.decompress(&data, METADATA_SIZE, 0).is_err());
             assert_eq!(dec.decompress(&data, big.len(), 0).unwrap(), big);
         }
+    }
+
+    #[test]
+    fn shared_xattr_sets_are_bounded_over_the_walk() {
+        // One 1 MiB set (16 values of 64 KiB), stored once, shared by 300
+        // files: listing them all would copy 300 MiB.
+        let mut meta = Metadata::new(0o644);
+        for i in 0..16u8 {
+            meta = meta.with_xattr(format!("user.v{i}"), vec![i; 65536]);
+        }
+        let mut t = Tree::new();
+        for f in 0..300 {
+            let p = format!("f{f:03}");
+            t.add_file(p.as_bytes(), meta.clone(), FileData::bytes(vec![]))
+                .unwrap();
+        }
+        let mut out = std::io::Cursor::new(Vec::new());
+        write_image(&t, &Options::new().jobs(1), &mut out).unwrap();
+        let img = out.into_inner();
+        let image = Image::new(&img).unwrap();
+        assert_eq!(image.lookup(b"f299").unwrap().xattrs.len(), 16);
+        let err = image.entries().unwrap_err();
+        assert!(
+            matches!(&err, Error::Limit { what } if what.contains("xattr")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::compress::Compression;
-use crate::error::{corrupt, Result};
+use crate::error::{corrupt, Error, Result};
 use crate::inode::Cursor;
 use crate::metadata::MetadataWriter;
 
@@ -104,6 +104,15 @@ impl XattrWriter {
     }
 }
 
+/// Largest value read (the kernel's XATTR_SIZE_MAX: getxattr returns no more,
+/// and setxattr refuses more, so no real tree has a larger one).
+pub const MAX_VALUE_BYTES: usize = 65536;
+/// Most name and value bytes one inode's set may decode to. NB: out-of-line
+/// values are references, so without this bound a set of N small pairs all
+/// naming one 64 KiB value would decode to N times it from a few bytes each.
+/// Real sets (SELinux labels, capabilities, ACLs) are a few hundred bytes.
+pub const MAX_SET_BYTES: usize = 16 << 20;
+
 /// Parses `count` key/value pairs at `pos` of the uncompressed kv table.
 /// `resolve` maps an out-of-line value reference to a position in the same table.
 pub(crate) fn parse_kv(
@@ -114,6 +123,7 @@ pub(crate) fn parse_kv(
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut c = Cursor { data: table, pos };
     let mut out = Vec::new();
+    let mut total = 0usize;
     for _ in 0..count {
         let t = c.u16()?;
         let nlen = usize::from(c.u16()?);
@@ -138,11 +148,78 @@ pub(crate) fn parse_kv(
                 pos: p,
             };
             let len = vc.u32()? as usize;
+            check_value_len(len, p)?;
             vc.bytes(len)?.to_vec()
         } else {
+            check_value_len(vlen, c.pos)?;
             c.bytes(vlen)?.to_vec()
         };
+        total = total.saturating_add(name.len() + value.len());
+        if total > MAX_SET_BYTES {
+            return Err(Error::Limit {
+                what: format!("xattr set at {pos:#x} decodes to over {MAX_SET_BYTES} bytes"),
+            });
+        }
         out.push((name, value));
     }
     Ok(out)
+}
+
+fn check_value_len(len: usize, pos: usize) -> Result<()> {
+    if len > MAX_VALUE_BYTES {
+        return Err(corrupt(
+            pos as u64,
+            format!("xattr value of {len} bytes (XATTR_SIZE_MAX is {MAX_VALUE_BYTES})"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A kv table of `pairs` pairs `user.a`..., each an out-of-line reference
+    /// to one value of `value_len` bytes stored after them.
+    fn ool_table(pairs: usize, value_len: usize) -> Vec<u8> {
+        let pair_len = 2 + 2 + 1 + 4 + 8;
+        let value_pos = (pairs * pair_len) as u64;
+        let mut t = Vec::new();
+        for _ in 0..pairs {
+            t.extend_from_slice(&OOL.to_le_bytes());
+            t.extend_from_slice(&1u16.to_le_bytes());
+            t.push(b'a');
+            t.extend_from_slice(&8u32.to_le_bytes());
+            t.extend_from_slice(&value_pos.to_le_bytes());
+        }
+        t.extend_from_slice(&(value_len as u32).to_le_bytes());
+        t.resize(t.len() + value_len, 7);
+        t
+    }
+
+    fn identity(r: u64) -> Result<usize> {
+        Ok(r as usize)
+    }
+
+    #[test]
+    fn out_of_line_values_cannot_amplify_a_set() {
+        // 300 references of 17 bytes to one 64 KiB value: 70 KiB of table
+        // would decode to 19 MiB.
+        let t = ool_table(300, 65536);
+        assert!(t.len() < 80 << 10);
+        let err = parse_kv(&t, 0, 300, &identity).unwrap_err();
+        assert!(matches!(err, Error::Limit { .. }), "{err}");
+        // A few references to it are fine.
+        let set = parse_kv(&t, 0, 3, &identity).unwrap();
+        assert_eq!(set.len(), 3);
+        assert!(set.iter().all(|(n, v)| n == b"user.a" && v.len() == 65536));
+    }
+
+    #[test]
+    fn values_over_xattr_size_max_are_refused() {
+        let t = ool_table(1, MAX_VALUE_BYTES + 1);
+        let err = parse_kv(&t, 0, 1, &identity).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
 }
