@@ -95,21 +95,32 @@ impl Cache {
         Ok(true)
     }
 
-    /// Stores the contents of file `src` under `key` (atomically).
+    /// Stores the contents of file `src` under `key` (atomically), reading
+    /// it once: the payload is hashed while it is copied, and the digest is
+    /// written into the header afterwards.
     pub fn put_file(&self, key: &[u8; 32], src: &Path) -> Result<()> {
-        let mut hasher = Sha256::new();
         let mut f = std::fs::File::open(src).at(src)?;
-        let len = std::io::copy(&mut f, &mut HashWriter(&mut hasher)).at(src)?;
-        let sum = hasher.finalize();
-        self.write_entry(key, &sum, len, &mut std::fs::File::open(src).at(src)?)
+        self.write_atomically(key, |out| {
+            use std::io::{Seek, SeekFrom};
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+            w.write_all(&[0u8; HEADER])?;
+            let mut hasher = Sha256::new();
+            let len = std::io::copy(&mut f, &mut TeeHash(&mut hasher, &mut w))?;
+            let out = w.into_inner().map_err(|e| e.into_error())?;
+            out.seek(SeekFrom::Start(0))?;
+            out.write_all(MAGIC)?;
+            out.write_all(&hasher.finalize())?;
+            out.write_all(&len.to_le_bytes())?;
+            Ok(())
+        })
     }
 
-    fn write_entry(
+    /// Writes an entry through `fill` to a temporary file, syncs it and
+    /// renames it into place; removes the temporary file on error.
+    fn write_atomically(
         &self,
         key: &[u8; 32],
-        sum: &[u8],
-        len: u64,
-        payload: &mut dyn Read,
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<()> {
         let dest = self.entry(key);
         let tmp = self.dir.join(format!(
@@ -119,12 +130,9 @@ impl Cache {
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let res = (|| -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-            f.write_all(MAGIC)?;
-            f.write_all(sum)?;
-            f.write_all(&len.to_le_bytes())?;
-            std::io::copy(payload, &mut f)?;
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            let mut f = std::fs::File::create(&tmp)?;
+            fill(&mut f)?;
+            f.sync_all()?;
             std::fs::rename(&tmp, &dest)
         })();
         if res.is_err() {
@@ -137,19 +145,26 @@ impl Cache {
     #[cfg(test)]
     pub fn put(&self, key: &[u8; 32], payload: &[u8]) -> Result<()> {
         let sum = Sha256::digest(payload);
-        self.write_entry(key, &sum, payload.len() as u64, &mut &payload[..])
+        self.write_atomically(key, |f| {
+            f.write_all(MAGIC)?;
+            f.write_all(&sum)?;
+            f.write_all(&(payload.len() as u64).to_le_bytes())?;
+            f.write_all(payload)
+        })
     }
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
+/// Passes writes through to the inner writer and hashes what was written.
+struct TeeHash<'a, W>(&'a mut Sha256, &'a mut W);
 
-impl Write for HashWriter<'_> {
+impl<W: Write> Write for TeeHash<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
+        let n = self.1.write(buf)?;
+        self.0.update(&buf[..n]);
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.1.flush()
     }
 }
 
