@@ -56,6 +56,26 @@ impl Cache {
         Some(payload.to_vec())
     }
 
+    /// Makes `dest` a hard link to the entry stored under `key` (entries are
+    /// never modified in place, only replaced by rename, so the link keeps
+    /// the verified bytes) and verifies it; returns where the payload starts
+    /// in `dest`. Where a link is impossible (another file system) the
+    /// payload is copied instead (offset 0). `None` (and no `dest`) when
+    /// absent, truncated or corrupt.
+    pub fn link_into(&self, key: &[u8; 32], dest: &Path) -> Result<Option<u64>> {
+        if std::fs::hard_link(self.entry(key), dest).is_err() {
+            return Ok(self.get_into(key, dest)?.then_some(0));
+        }
+        let ok = std::fs::File::open(dest)
+            .map(|mut f| verify(&mut f))
+            .unwrap_or(false);
+        if !ok {
+            std::fs::remove_file(dest).at(dest)?;
+            return Ok(None);
+        }
+        Ok(Some(HEADER as u64))
+    }
+
     /// Copies the payload stored under `key` to `dest`, verifying it on the
     /// way; `false` (and no `dest`) when absent, truncated or corrupt.
     pub fn get_into(&self, key: &[u8; 32], dest: &Path) -> Result<bool> {
@@ -168,6 +188,22 @@ impl<W: Write> Write for TeeHash<'_, W> {
     }
 }
 
+/// True when `f` (at its start) holds a whole entry whose payload matches
+/// the stored digest and length.
+fn verify(f: &mut impl Read) -> bool {
+    let mut head = [0u8; HEADER];
+    if f.read_exact(&mut head).is_err() || &head[..8] != MAGIC {
+        return false;
+    }
+    let (sum, len) = head[8..].split_at(32);
+    let len = u64::from_le_bytes(len.try_into().unwrap_or([0; 8]));
+    let mut hasher = Sha256::new();
+    match std::io::copy(f, &mut TeeHash(&mut hasher, &mut std::io::sink())) {
+        Ok(n) => n == len && hasher.finalize().as_slice() == sum,
+        Err(_) => false,
+    }
+}
+
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -201,6 +237,11 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), b"again");
         std::fs::remove_file(&out).unwrap();
         assert!(!c.get_into(&[8u8; 32], &out).unwrap());
+        let linked = d.path().join("linked");
+        let at = c.link_into(&k, &linked).unwrap().unwrap();
+        assert_eq!(&std::fs::read(&linked).unwrap()[at as usize..], b"again");
+        std::fs::remove_file(&linked).unwrap();
+        assert!(c.link_into(&[8u8; 32], &linked).unwrap().is_none());
         let src = d.path().join("src");
         std::fs::write(&src, b"from a file").unwrap();
         c.put_file(&k, &src).unwrap();
@@ -211,6 +252,8 @@ mod tests {
         std::fs::write(&p, &b).unwrap();
         assert!(!c.get_into(&k, &out).unwrap());
         assert!(!out.exists());
+        assert!(c.link_into(&k, &linked).unwrap().is_none());
+        assert!(!linked.exists());
         c.put(&k, b"again").unwrap();
         // only the entry, no temporaries
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);

@@ -11,7 +11,7 @@
 //! 4. limits checked, files fsynced, directory renamed into place.
 
 use std::fs::File;
-use std::io::{BufWriter, Cursor, Read, Write};
+use std::io::{BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -187,6 +187,9 @@ fn build_segment(plan: &BuildPlan, sp: &StorePath, img: &Path, work: &Path) -> R
 struct Built {
     scan: Option<PathScan>,
     work: PathBuf,
+    /// Where the segment starts in `work` (a cache entry linked in place
+    /// starts after its header).
+    skip: u64,
 }
 
 fn cache_key(plan: &BuildPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] {
@@ -233,9 +236,11 @@ fn build_one(
     };
     let work = work_dir.join(format!("{i:08}.seg"));
     let hit = match (key, cache) {
-        (Some(k), Some(c)) => c.get_into(&k, &work)?,
-        _ => false,
+        (Some(k), Some(c)) => c.link_into(&k, &work)?,
+        _ => None,
     };
+    let skip = hit.unwrap_or(0);
+    let hit = hit.is_some();
     let bytes_in = if hit {
         sc.as_ref().map_or(0, |s| s.file_bytes)
     } else {
@@ -245,9 +250,13 @@ fn build_one(
         }
         sc.as_ref().map_or(read, |s| s.file_bytes)
     };
-    let out_len = std::fs::metadata(&work).at(&work)?.len();
+    let out_len = std::fs::metadata(&work).at(&work)?.len() - skip;
     progress.path_done(&sp.base, bytes_in, out_len, hit);
-    Ok(Built { scan: sc, work })
+    Ok(Built {
+        scan: sc,
+        work,
+        skip,
+    })
 }
 
 /// Bytes of regular files under `p` (metadata only), to schedule big paths
@@ -424,7 +433,8 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let f = File::create(&ns_path).at(&ns_path)?;
     let mut ns = initramfs::Writer::new(BufWriter::new(f));
     for b in &built {
-        let seg = File::open(&b.work).at(&b.work)?;
+        let mut seg = File::open(&b.work).at(&b.work)?;
+        seg.seek(SeekFrom::Start(b.skip)).at(&b.work)?;
         ns.append_encoded(comp, seg)
             .map_err(|e| Error::at(&ns_path, e))?;
     }
