@@ -4,7 +4,8 @@ media pipeline, side by side in one run, on a corpus of unpacked Debian
 packages laid out as Nix store paths.
 
     bench/run                 # 1x corpus, writes bench/RESULTS.md
-    bench/run --scale 3       # also the 3x corpus
+    bench/run --scale 3       # also the 3x corpus (only `netboot build`, for
+                              # scaling and peak RSS; --full3 runs every step)
     bench/run --quick         # a small corpus, for trying the script
 
 Wall time, CPU time (user+sys of the process tree), peak RSS (largest single
@@ -83,12 +84,17 @@ def corpus(packages, name) -> Path:
 
 def measure(label, cmd, out_paths, env=None, shell=False):
     """Runs cmd, returns a result row."""
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, executable="/bin/bash" if shell else None)
-    _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    import tempfile
+    with tempfile.TemporaryFile() as errf:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, shell=shell, env=env, stdout=subprocess.DEVNULL,
+                                stderr=errf, executable="/bin/bash" if shell else None)
+        # wait4 directly: rusage of this child and its (waited-for) descendants.
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.monotonic() - t0
+        errf.seek(0)
+        err = errf.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         print(f"{label}: FAILED\n{err}", file=sys.stderr)
         sys.exit(1)
@@ -104,6 +110,32 @@ def measure(label, cmd, out_paths, env=None, shell=False):
     print(f"  {label:<48} {wall:8.2f}s wall {row['cpu']:8.2f}s cpu "
           f"{row['rss_mib']:8.1f} MiB {size:>14,} B", flush=True)
     return row
+
+
+def sha256_of(path: Path) -> str:
+    """Digest of a file's contents, or of a directory's files (relative names and contents, sorted)."""
+    h = hashlib.sha256()
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def warm_page_cache(store: Path):
+    """Reads every file once so no step pays for cold disk reads."""
+    for f in store.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            with open(f, "rb") as fh:
+                while fh.read(1 << 20):
+                    pass
+
+
+def load() -> str:
+    return open("/proc/loadavg").read().split(" ")[:3]
 
 
 def du(path: Path) -> int:
@@ -129,6 +161,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=int, choices=[1, 3], default=1)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--full3", action="store_true", help="every step on the 3x corpus too")
     ap.add_argument("--netboot", default=str(ROOT / "target" / "release" / "netboot"))
     args = ap.parse_args()
 
@@ -146,21 +179,45 @@ def main():
         biggest = max(paths, key=du)
         in_bytes = du(store)
         print(f"corpus {name}: {len(paths)} store paths, {in_bytes:,} bytes; single-tree steps on {biggest.name}")
+        warm_page_cache(store)
+        load_before = load()
         w = WORK / name
         if w.exists():
             shutil.rmtree(w)
         w.mkdir(parents=True)
         rows = []
+        if name == "3x" and not args.full3:
+            kernel = w / "bzImage"
+            kernel.write_bytes(b"\0" * 4096)
+            initrd = w / "initrd"
+            initrd.write_bytes(b"\0" * 4096)
+            init = f"/nix/store/{paths[0].name}/init"
+            rows.append(measure("netboot build (cold)", [netboot, "build", "--quiet", "--out", str(w / "out-cold"),
+                                "--kernel", str(kernel), "--initrd", str(initrd), "--init", init,
+                                *map(str, paths)], [w / "out-cold"], env))
+            sections.append((name, len(paths), in_bytes, biggest.name, du(biggest), rows, None, None,
+                             load_before, load()))
+            continue
         # 1. one tree -> squashfs
         rows.append(measure("mksquashfs gzip-9", ["mksquashfs", str(biggest), str(w / "ref-gzip.sqfs"),
                             "-comp", "gzip", "-Xcompression-level", "9", "-keep-as-directory", "-all-root",
                             "-noappend", "-no-progress", "-quiet"], [w / "ref-gzip.sqfs"], env))
+        # netboot squashfs fsyncs the image before renaming it into place;
+        # mksquashfs does not: the same reference plus an fsync of its image.
+        rows.append(measure("mksquashfs gzip-9 + fsync image",
+                            f"mksquashfs {biggest} {w / 'ref-gzip-s.sqfs'} -comp gzip -Xcompression-level 9 "
+                            f"-keep-as-directory -all-root -noappend -no-progress -quiet >/dev/null && "
+                            f"sync {w / 'ref-gzip-s.sqfs'}", [w / "ref-gzip-s.sqfs"], env, shell=True))
         rows.append(measure("netboot squashfs gzip-9", [netboot, "squashfs", str(biggest), str(w / "our-gzip.sqfs"),
                             "--compression", "gzip", "--level", "9", "--keep-as-directory", "--all-root"],
                             [w / "our-gzip.sqfs"], env))
         rows.append(measure("mksquashfs lz4", ["mksquashfs", str(biggest), str(w / "ref-lz4.sqfs"), "-comp", "lz4",
                             "-keep-as-directory", "-all-root", "-noappend", "-no-progress", "-quiet"],
                             [w / "ref-lz4.sqfs"], env))
+        rows.append(measure("mksquashfs lz4 + fsync image",
+                            f"mksquashfs {biggest} {w / 'ref-lz4-s.sqfs'} -comp lz4 -keep-as-directory -all-root "
+                            f"-noappend -no-progress -quiet >/dev/null && sync {w / 'ref-lz4-s.sqfs'}",
+                            [w / "ref-lz4-s.sqfs"], env, shell=True))
         rows.append(measure("netboot squashfs lz4", [netboot, "squashfs", str(biggest), str(w / "our-lz4.sqfs"),
                             "--compression", "lz4", "--keep-as-directory", "--all-root"], [w / "our-lz4.sqfs"], env))
         for jobs in (1, 2, 8):
@@ -168,8 +225,8 @@ def main():
                                 str(w / f"our-gzip-j{jobs}.sqfs"), "--compression", "gzip", "--level", "9",
                                 "--keep-as-directory", "--all-root", "--jobs", str(jobs)],
                                 [w / f"our-gzip-j{jobs}.sqfs"], env))
-        same = len({(w / f"our-gzip-j{j}.sqfs").read_bytes() == (w / "our-gzip-j1.sqfs").read_bytes()
-                    for j in (1, 2, 8)}) == 1
+        same_sqfs = len({sha256_of(w / f"our-gzip-j{j}.sqfs") for j in (1, 2, 8)}
+                        | {sha256_of(w / "our-gzip.sqfs")}) == 1
         # 2. one tree -> cpio (the seed's map-cpio step)
         rows.append(measure("find|sort|cpio|gzip -9n (seed)",
                             f"cd {biggest} && find . -print0 | sort -z | cpio -o -H newc -R +0:+1 --reproducible "
@@ -191,20 +248,33 @@ def main():
         cache = w / "cache"
         rows.append(measure("netboot build --cache (cold cache)", [netboot, "build", "--quiet", "--cache", str(cache),
                             "--out", str(w / "out-cache"), *common], [w / "out-cache"], env))
-        # change one store path (the smallest), then rebuild warm
+        # change one store path (the smallest), then rebuild warm. The file is
+        # replaced by a new inode (write + rename), never modified in place: the
+        # corpus may be hard-linked from another checkout's bench/cache.
         victim = min(paths, key=du)
         f = next(p for p in sorted(victim.rglob("*")) if p.is_file() and not p.is_symlink())
-        mode = f.stat().st_mode
-        f.chmod(mode | 0o200)
+        st = f.stat()
         original = f.read_bytes()
-        f.write_bytes(original + b"\n# changed\n")
+
+        def replace(data):
+            tmp = f.with_name(f.name + ".bench-tmp")
+            tmp.write_bytes(data)
+            os.chmod(tmp, st.st_mode & 0o7777)
+            os.replace(tmp, f)
+        replace(original + b"\n# changed\n")
         try:
             rows.append(measure("netboot build --cache (warm, 1 path changed)", [netboot, "build", "--quiet", "--cache",
                                 str(cache), "--out", str(w / "out-cache"), *common], [w / "out-cache"], env))
         finally:
-            f.write_bytes(original)
-            f.chmod(mode)
-        sections.append((name, len(paths), in_bytes, biggest.name, du(biggest), rows, same))
+            replace(original)
+        # byte identity of the whole media for --jobs 1/2/8 (default = all cores)
+        for jobs in (1, 2, 8):
+            rows.append(measure(f"netboot build --jobs {jobs}", [netboot, "build", "--quiet", "--jobs", str(jobs),
+                                "--out", str(w / f"out-j{jobs}"), *common], [w / f"out-j{jobs}"], env))
+        same_media = len({sha256_of(w / d) for d in ("out-cold", "out-j1", "out-j2", "out-j8")}) == 1
+        load_after = load()
+        sections.append((name, len(paths), in_bytes, biggest.name, du(biggest), rows, same_sqfs, same_media,
+                         load_before, load_after))
 
     write_results(sections)
 
@@ -225,20 +295,46 @@ def write_results(sections):
            f"({cpu}), {mem} RAM, Linux {platform.release()}.", "",
            "Reference tools: " + "; ".join(tools) + ".", "",
            "CPU = user+sys of the whole process tree; RSS = peak of the largest single process (wait4).", ""]
-    for name, n, in_bytes, big, big_bytes, rows, same in sections:
+    out += ["Load: the machine is shared (other jobs run beside the benchmark); the load average "
+            "(1/5/15 min) before and after each corpus is given, so read small differences as noise.", ""]
+    rss = {}
+    for name, n, in_bytes, big, big_bytes, rows, same_sqfs, same_media, lb, la in sections:
+        # like for like across corpora: the cold build at the default --jobs
+        rss[name] = next(r["rss_mib"] for r in rows if r["label"] == "netboot build (cold)")
+        if same_sqfs is None:  # build-only corpus
+            out += [f"## Corpus {name}: {n} store paths, {in_bytes / 1e6:.1f} MB (netboot build only)",
+                    f"Load average before: {' '.join(lb)}; after: {' '.join(la)}.", "",
+                    "| step | wall s | CPU s | peak RSS MiB | output bytes |", "|---|---:|---:|---:|---:|"]
+            out += [f"| {r['label']} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['rss_mib']:.1f} | {r['bytes']:,} |"
+                    for r in rows]
+            out += [""]
+            continue
         out += [f"## Corpus {name}: {n} store paths, {in_bytes / 1e6:.1f} MB",
-                f"Single-tree steps use the largest path, `{big}` ({big_bytes / 1e6:.1f} MB).", "",
+                f"Single-tree steps use the largest path, `{big}` ({big_bytes / 1e6:.1f} MB). "
+                f"Load average before: {' '.join(lb)}; after: {' '.join(la)}.", "",
                 "| step | wall s | CPU s | peak RSS MiB | output bytes |", "|---|---:|---:|---:|---:|"]
         for r in rows:
             out.append(f"| {r['label']} | {r['wall']:.2f} | {r['cpu']:.2f} | {r['rss_mib']:.1f} | {r['bytes']:,} |")
         out += ["", "| target (issue 9) | measured | goal |", "|---|---:|---|",
                 f"| squashfs gzip-9 wall vs mksquashfs | {ratio(rows, 'netboot squashfs gzip-9', 'mksquashfs gzip-9', 'wall'):.2f}x | <= 0.8x |",
                 f"| squashfs gzip-9 size vs mksquashfs | {ratio(rows, 'netboot squashfs gzip-9', 'mksquashfs gzip-9', 'bytes'):.4f}x | <= 1.01x |",
+                f"| squashfs gzip-9 wall vs mksquashfs + fsync | {ratio(rows, 'netboot squashfs gzip-9', 'mksquashfs gzip-9 + fsync image', 'wall'):.2f}x | (info) |",
                 f"| squashfs lz4 wall vs mksquashfs lz4 | {ratio(rows, 'netboot squashfs lz4', 'mksquashfs lz4', 'wall'):.2f}x | < 1x |",
+                f"| squashfs lz4 wall vs mksquashfs lz4 + fsync | {ratio(rows, 'netboot squashfs lz4', 'mksquashfs lz4 + fsync image', 'wall'):.2f}x | (info) |",
+                f"| (info) squashfs lz4 size vs mksquashfs lz4 | {ratio(rows, 'netboot squashfs lz4', 'mksquashfs lz4', 'bytes'):.4f}x | |",
+                f"| (info) cpio wall vs find/cpio/gzip | {ratio(rows, 'netboot cpio --compression gzip', 'find|sort|cpio|gzip -9n (seed)', 'wall'):.2f}x | |",
                 f"| media build wall vs seed pipeline | {ratio(rows, 'netboot build (cold)', 'seed media pipeline (mksquashfs+cpio+gzip)', 'wall'):.2f}x | <= 0.5x |",
                 f"| warm rebuild (1 path changed) vs cold build | {ratio(rows, 'netboot build --cache (warm, 1 path changed)', 'netboot build (cold)', 'wall'):.3f}x | <= 0.05x |",
-                f"| peak RSS of netboot build | {next(r for r in rows if r['label'] == 'netboot build (cold)')['rss_mib']:.0f} MiB | <= 256 MiB |",
-                f"| identical bytes for --jobs 1/2/8 | {'yes' if same else 'NO'} | yes |", ""]
+                f"| peak RSS of netboot build (cold, default --jobs) | {rss[name]:.0f} MiB | <= 256 MiB |",
+                f"| peak RSS of netboot build (max over all build steps) | {max(r['rss_mib'] for r in rows if r['label'].startswith('netboot build')):.0f} MiB | <= 256 MiB |",
+                f"| peak RSS of netboot squashfs gzip-9 | {next(r for r in rows if r['label'] == 'netboot squashfs gzip-9')['rss_mib']:.0f} MiB | <= 256 MiB |",
+                f"| identical image bytes, squashfs --jobs 1/2/8/default | {'yes' if same_sqfs else 'NO'} | yes |",
+                f"| identical media bytes, build --jobs 1/2/8/default | {'yes' if same_media else 'NO'} | yes |", ""]
+    if len(rss) > 1:
+        out += ["## Scaling", "",
+                "| corpus | peak RSS of netboot build (cold, default --jobs), MiB |", "|---|---:|"]
+        out += [f"| {k} | {v:.0f} |" for k, v in rss.items()]
+        out += [""]
     (ROOT / "bench" / "RESULTS.md").write_text("\n".join(out) + "\n")
     print(f"wrote {ROOT / 'bench' / 'RESULTS.md'}")
 

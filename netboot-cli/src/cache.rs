@@ -56,6 +56,26 @@ impl Cache {
         Some(payload.to_vec())
     }
 
+    /// Makes `dest` a hard link to the entry stored under `key` (entries are
+    /// never modified in place, only replaced by rename, so the link keeps
+    /// the verified bytes) and verifies it; returns where the payload starts
+    /// in `dest`. Where a link is impossible (another file system) the
+    /// payload is copied instead (offset 0). `None` (and no `dest`) when
+    /// absent, truncated or corrupt.
+    pub fn link_into(&self, key: &[u8; 32], dest: &Path) -> Result<Option<u64>> {
+        if std::fs::hard_link(self.entry(key), dest).is_err() {
+            return Ok(self.get_into(key, dest)?.then_some(0));
+        }
+        let ok = std::fs::File::open(dest)
+            .map(|mut f| verify(&mut f))
+            .unwrap_or(false);
+        if !ok {
+            std::fs::remove_file(dest).at(dest)?;
+            return Ok(None);
+        }
+        Ok(Some(HEADER as u64))
+    }
+
     /// Copies the payload stored under `key` to `dest`, verifying it on the
     /// way; `false` (and no `dest`) when absent, truncated or corrupt.
     pub fn get_into(&self, key: &[u8; 32], dest: &Path) -> Result<bool> {
@@ -95,21 +115,32 @@ impl Cache {
         Ok(true)
     }
 
-    /// Stores the contents of file `src` under `key` (atomically).
+    /// Stores the contents of file `src` under `key` (atomically), reading
+    /// it once: the payload is hashed while it is copied, and the digest is
+    /// written into the header afterwards.
     pub fn put_file(&self, key: &[u8; 32], src: &Path) -> Result<()> {
-        let mut hasher = Sha256::new();
         let mut f = std::fs::File::open(src).at(src)?;
-        let len = std::io::copy(&mut f, &mut HashWriter(&mut hasher)).at(src)?;
-        let sum = hasher.finalize();
-        self.write_entry(key, &sum, len, &mut std::fs::File::open(src).at(src)?)
+        self.write_atomically(key, |out| {
+            use std::io::{Seek, SeekFrom};
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+            w.write_all(&[0u8; HEADER])?;
+            let mut hasher = Sha256::new();
+            let len = std::io::copy(&mut f, &mut TeeHash(&mut hasher, &mut w))?;
+            let out = w.into_inner().map_err(|e| e.into_error())?;
+            out.seek(SeekFrom::Start(0))?;
+            out.write_all(MAGIC)?;
+            out.write_all(&hasher.finalize())?;
+            out.write_all(&len.to_le_bytes())?;
+            Ok(())
+        })
     }
 
-    fn write_entry(
+    /// Writes an entry through `fill` to a temporary file, syncs it and
+    /// renames it into place; removes the temporary file on error.
+    fn write_atomically(
         &self,
         key: &[u8; 32],
-        sum: &[u8],
-        len: u64,
-        payload: &mut dyn Read,
+        fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<()> {
         let dest = self.entry(key);
         let tmp = self.dir.join(format!(
@@ -119,12 +150,9 @@ impl Cache {
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let res = (|| -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-            f.write_all(MAGIC)?;
-            f.write_all(sum)?;
-            f.write_all(&len.to_le_bytes())?;
-            std::io::copy(payload, &mut f)?;
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            let mut f = std::fs::File::create(&tmp)?;
+            fill(&mut f)?;
+            f.sync_all()?;
             std::fs::rename(&tmp, &dest)
         })();
         if res.is_err() {
@@ -137,19 +165,42 @@ impl Cache {
     #[cfg(test)]
     pub fn put(&self, key: &[u8; 32], payload: &[u8]) -> Result<()> {
         let sum = Sha256::digest(payload);
-        self.write_entry(key, &sum, payload.len() as u64, &mut &payload[..])
+        self.write_atomically(key, |f| {
+            f.write_all(MAGIC)?;
+            f.write_all(&sum)?;
+            f.write_all(&(payload.len() as u64).to_le_bytes())?;
+            f.write_all(payload)
+        })
     }
 }
 
-struct HashWriter<'a>(&'a mut Sha256);
+/// Passes writes through to the inner writer and hashes what was written.
+struct TeeHash<'a, W>(&'a mut Sha256, &'a mut W);
 
-impl Write for HashWriter<'_> {
+impl<W: Write> Write for TeeHash<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
+        let n = self.1.write(buf)?;
+        self.0.update(&buf[..n]);
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.1.flush()
+    }
+}
+
+/// True when `f` (at its start) holds a whole entry whose payload matches
+/// the stored digest and length.
+fn verify(f: &mut impl Read) -> bool {
+    let mut head = [0u8; HEADER];
+    if f.read_exact(&mut head).is_err() || &head[..8] != MAGIC {
+        return false;
+    }
+    let (sum, len) = head[8..].split_at(32);
+    let len = u64::from_le_bytes(len.try_into().unwrap_or([0; 8]));
+    let mut hasher = Sha256::new();
+    match std::io::copy(f, &mut TeeHash(&mut hasher, &mut std::io::sink())) {
+        Ok(n) => n == len && hasher.finalize().as_slice() == sum,
+        Err(_) => false,
     }
 }
 
@@ -186,6 +237,11 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), b"again");
         std::fs::remove_file(&out).unwrap();
         assert!(!c.get_into(&[8u8; 32], &out).unwrap());
+        let linked = d.path().join("linked");
+        let at = c.link_into(&k, &linked).unwrap().unwrap();
+        assert_eq!(&std::fs::read(&linked).unwrap()[at as usize..], b"again");
+        std::fs::remove_file(&linked).unwrap();
+        assert!(c.link_into(&[8u8; 32], &linked).unwrap().is_none());
         let src = d.path().join("src");
         std::fs::write(&src, b"from a file").unwrap();
         c.put_file(&k, &src).unwrap();
@@ -196,6 +252,8 @@ mod tests {
         std::fs::write(&p, &b).unwrap();
         assert!(!c.get_into(&k, &out).unwrap());
         assert!(!out.exists());
+        assert!(c.link_into(&k, &linked).unwrap().is_none());
+        assert!(!linked.exists());
         c.put(&k, b"again").unwrap();
         // only the entry, no temporaries
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);

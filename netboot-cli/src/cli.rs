@@ -44,7 +44,7 @@ pub enum Command {
 pub enum ImageCompression {
     /// deflate (zlib), as the seed's `mksquashfs -comp gzip`.
     Gzip,
-    /// LZ4 block format; `--level 9` or more selects high compression (-Xhc).
+    /// LZ4 block format (fast; no levels: LZ4 HC is not implemented).
     Lz4,
     /// Store blocks uncompressed.
     None,
@@ -67,7 +67,7 @@ pub struct ImageArgs {
     /// Squashfs block compression.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: ImageCompression,
-    /// Compression level: gzip 1-9 (default 9); lz4: 9 or more = high compression.
+    /// Compression level: gzip 1-9 (default 9); not accepted with lz4 or none.
     #[arg(long)]
     pub level: Option<u32>,
     /// Squashfs block size: a power of two from 4K to 1M (bytes, or with K/M suffix).
@@ -195,7 +195,7 @@ pub struct VerifyArgs {
 pub struct ImagePlan {
     /// Block compression.
     pub compression: ImageCompression,
-    /// gzip level (1-9) or lz4 high-compression flag as 0/1.
+    /// gzip level (1-9); 0 for lz4 and none.
     pub level: u32,
     /// Block size in bytes.
     pub block_size: u32,
@@ -234,7 +234,13 @@ impl ImageArgs {
                     format!("{l}: gzip levels are 1 to 9"),
                 ))
             }
-            (ImageCompression::Lz4, l) => u32::from(l.unwrap_or(0) >= 9),
+            (ImageCompression::Lz4, None) => 0,
+            (ImageCompression::Lz4, Some(_)) => {
+                return Err(Error::new(
+                    "--level",
+                    "lz4 has no levels here (LZ4 high compression, -Xhc, is not implemented)",
+                ))
+            }
             (ImageCompression::None, None) => 0,
             (ImageCompression::None, Some(_)) => {
                 return Err(Error::new(
@@ -404,10 +410,14 @@ mod tests {
         assert!(a(ImageCompression::Gzip, None, "128K", Some(0))
             .plan()
             .is_err());
-        let p = a(ImageCompression::Lz4, Some(9), "1M", Some(2))
+        let e = a(ImageCompression::Lz4, Some(9), "1M", Some(2))
+            .plan()
+            .unwrap_err();
+        assert!(e.to_string().contains("lz4 has no levels"), "{e}");
+        let p = a(ImageCompression::Lz4, None, "1M", Some(2))
             .plan()
             .unwrap();
-        assert_eq!((p.level, p.block_size, p.jobs), (1, 1 << 20, 2));
+        assert_eq!((p.level, p.block_size, p.jobs), (0, 1 << 20, 2));
     }
 
     #[test]

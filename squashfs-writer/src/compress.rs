@@ -92,6 +92,77 @@ impl Compression {
     }
 }
 
+/// A compressor that keeps its state between blocks: one per worker thread.
+/// A fresh deflate state per block is a ~300 KiB allocation (fresh pages to
+/// fault in and zero); output buffers are the caller's, so they can be reused
+/// too. Produces exactly the bytes of [`Compression::compress`].
+pub(crate) struct Encoder {
+    comp: Compression,
+    deflate: Option<Box<miniz_oxide::deflate::core::CompressorOxide>>,
+}
+
+impl Encoder {
+    pub(crate) fn new(comp: Compression) -> Encoder {
+        Encoder {
+            comp,
+            deflate: None,
+        }
+    }
+
+    /// Compresses `data` into `out` (replacing its contents); `false` when the
+    /// result would not be smaller than `data` (store raw; `out` is then junk).
+    pub(crate) fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
+        use miniz_oxide::deflate::core::{
+            compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
+        };
+        out.clear();
+        match self.comp {
+            Compression::Gzip { level } => {
+                let d = self.deflate.get_or_insert_with(|| {
+                    // window_bits > 0: zlib header and adler32 trailer, as
+                    // `compress_to_vec_zlib`; strategy 0 = default.
+                    let flags = create_comp_flags_from_zip_params(level.clamp(1, 9) as i32, 1, 0);
+                    Box::new(CompressorOxide::new(flags))
+                });
+                d.reset();
+                // Only a result shorter than the input is kept, so the
+                // output never needs more room than the input's length.
+                out.resize(data.len(), 0);
+                let (mut in_pos, mut out_pos) = (0usize, 0usize);
+                loop {
+                    let (Some(input), Some(output)) = (data.get(in_pos..), out.get_mut(out_pos..))
+                    else {
+                        return false;
+                    };
+                    let (status, n_in, n_out) = compress(d, input, output, TDEFLFlush::Finish);
+                    in_pos += n_in;
+                    out_pos += n_out;
+                    match status {
+                        TDEFLStatus::Done => {
+                            out.truncate(out_pos);
+                            return out_pos < data.len();
+                        }
+                        // Output full (not smaller) or no progress: store raw.
+                        TDEFLStatus::Okay if out_pos < out.len() && (n_in > 0 || n_out > 0) => {}
+                        _ => return false,
+                    }
+                }
+            }
+            Compression::Lz4 { .. } => {
+                out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
+                match lz4_flex::block::compress_into(data, out) {
+                    Ok(n) => {
+                        out.truncate(n);
+                        n < data.len()
+                    }
+                    Err(_) => false,
+                }
+            }
+            Compression::None => false,
+        }
+    }
+}
+
 /// Decompressor chosen from the superblock of an image being read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Decompressor {

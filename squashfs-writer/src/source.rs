@@ -71,6 +71,54 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// Replaces `buf`'s contents with exactly the next `n` bytes.
+    pub(crate) fn read_into(
+        &mut self,
+        n: usize,
+        expected: u64,
+        data: &FileData,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        buf.clear();
+        self.append_to(n, expected, data, buf)
+    }
+
+    /// Appends exactly the next `n` bytes to `buf`.
+    pub(crate) fn append_to(
+        &mut self,
+        n: usize,
+        expected: u64,
+        data: &FileData,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        match self {
+            Source::Bytes(b) => {
+                let (head, rest) = b.split_at_checked(n).ok_or_else(|| Error::FileChanged {
+                    path: label(data),
+                    expected,
+                })?;
+                *b = rest;
+                buf.extend_from_slice(head);
+                Ok(())
+            }
+            Source::File(f, p) => {
+                let start = buf.len();
+                buf.resize(start + n, 0);
+                let dest = buf.get_mut(start..).unwrap_or_default();
+                f.read_exact(dest).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        Error::FileChanged {
+                            path: p.to_path_buf(),
+                            expected,
+                        }
+                    } else {
+                        io_path(p, e)
+                    }
+                })
+            }
+        }
+    }
+
     /// Errors when bytes remain after the expected size (the file grew).
     pub(crate) fn expect_eof(&mut self, expected: u64, data: &FileData) -> Result<()> {
         let more = match self {

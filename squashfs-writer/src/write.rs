@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::compress::Compression;
+use crate::compress::{Compression, Encoder};
 use crate::dir::{write_listing, ListingEntry};
 use crate::error::{Error, Result};
 use crate::inode::{encode_rdev, kind, Inode, InodeBody, InodeHeader, NONE};
@@ -85,13 +85,51 @@ struct Done {
     packed: Packed,
 }
 
-fn pack(comp: Compression, kind: &JobKind, data: Vec<u8>) -> Packed {
-    if matches!(kind, JobKind::Data(_)) && data.iter().all(|&b| b == 0) {
-        return Packed::Sparse(data.len());
+/// Block buffers handed back after use: the reader fills them, workers
+/// compress into them, and committed blocks return them, so a steady state
+/// allocates nothing (fresh 128 KiB buffers are page faults and zeroing).
+/// Holds at most about as many buffers as blocks can be in flight.
+#[derive(Default)]
+struct BufferPool(Mutex<Vec<Vec<u8>>>);
+
+impl BufferPool {
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut g| g.pop())
+            .unwrap_or_default()
     }
-    match comp.compress(&data) {
-        Some(c) => Packed::Compressed(c),
-        None => Packed::Raw(data),
+
+    fn give(&self, mut v: Vec<u8>, limit: usize) {
+        v.clear();
+        if let Ok(mut g) = self.0.lock() {
+            if g.len() < limit {
+                g.push(v);
+            }
+        }
+    }
+}
+
+fn pack(
+    enc: &mut Encoder,
+    kind: &JobKind,
+    data: Vec<u8>,
+    pool: &BufferPool,
+    limit: usize,
+) -> Packed {
+    if matches!(kind, JobKind::Data(_)) && data.iter().all(|&b| b == 0) {
+        let n = data.len();
+        pool.give(data, limit);
+        return Packed::Sparse(n);
+    }
+    let mut out = pool.take();
+    if enc.compress_into(&data, &mut out) {
+        pool.give(data, limit);
+        Packed::Compressed(out)
+    } else {
+        pool.give(out, limit);
+        Packed::Raw(data)
     }
 }
 
@@ -123,9 +161,18 @@ struct Pipeline<W> {
     files: Vec<FileOut>,
     fragment_entries: Vec<u8>,
     summary: Summary,
+    pool: Arc<BufferPool>,
 }
 
 impl<W: Write> Pipeline<W> {
+    fn buffer(&self) -> Vec<u8> {
+        self.pool.take()
+    }
+
+    fn recycle(&self, v: Vec<u8>) {
+        self.pool.give(v, 2 * self.limit + 2);
+    }
+
     fn submit(&mut self, kind: JobKind, data: Vec<u8>) -> Result<()> {
         while self.in_flight >= self.limit {
             self.receive_one()?;
@@ -184,12 +231,16 @@ impl<W: Write> Pipeline<W> {
                     Packed::Compressed(c) => {
                         self.out.put(&c)?;
                         self.summary.data_blocks += 1;
-                        c.len() as u32
+                        let n = c.len() as u32;
+                        self.recycle(c);
+                        n
                     }
                     Packed::Raw(r) => {
                         self.out.put(&r)?;
                         self.summary.data_blocks += 1;
-                        r.len() as u32 | BLOCK_UNCOMPRESSED
+                        let n = r.len() as u32 | BLOCK_UNCOMPRESSED;
+                        self.recycle(r);
+                        n
                     }
                 };
                 self.files[f].blocks.push(word);
@@ -199,11 +250,15 @@ impl<W: Write> Pipeline<W> {
                 let word = match done.packed {
                     Packed::Compressed(c) => {
                         self.out.put(&c)?;
-                        c.len() as u32
+                        let n = c.len() as u32;
+                        self.recycle(c);
+                        n
                     }
                     Packed::Raw(r) => {
                         self.out.put(&r)?;
-                        r.len() as u32 | BLOCK_UNCOMPRESSED
+                        let n = r.len() as u32 | BLOCK_UNCOMPRESSED;
+                        self.recycle(r);
+                        n
                     }
                     Packed::Sparse(_) => 0,
                 };
@@ -456,19 +511,22 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
             .collect(),
         fragment_entries: Vec::new(),
         summary: Summary::default(),
+        pool: Arc::new(BufferPool::default()),
     };
 
     let data_result: Result<()> = std::thread::scope(|s| {
         for _ in 0..jobs {
             let rx = Arc::clone(&job_rx);
             let tx: Sender<Done> = done_tx.clone();
+            let pool = Arc::clone(&pipe.pool);
+            let mut enc = Encoder::new(comp);
             s.spawn(move || loop {
                 let job = match rx.lock() {
                     Ok(g) => g.recv(),
                     Err(_) => break,
                 };
                 let Ok(job) = job else { break };
-                let packed = pack(comp, &job.kind, job.data);
+                let packed = pack(&mut enc, &job.kind, job.data, &pool, 2 * limit + 2);
                 if tx
                     .send(Done {
                         seq: job.seq,
@@ -719,19 +777,22 @@ fn stream_files<W: Write>(
         let mut src = Source::open(data)?;
         for b in 0..nblocks {
             let len = (size - b * bs64).min(bs64) as usize;
-            let v = src.read_vec(len, size, data)?;
+            let mut v = pipe.buffer();
+            src.read_into(len, size, data, &mut v)?;
             pipe.submit(JobKind::Data(i), v)?;
         }
         if tail_in_fragment {
-            let t = src.read_vec(tail as usize, size, data)?;
-            if frag.len() + t.len() > bs {
-                pipe.submit(JobKind::Fragment, std::mem::take(&mut frag))?;
+            let t = tail as usize;
+            if frag.len() + t > bs {
+                let next = pipe.buffer();
+                pipe.submit(JobKind::Fragment, std::mem::replace(&mut frag, next))?;
                 frag_index += 1;
             }
             let f = &mut pipe.files[i];
             f.fragment = frag_index;
             f.fragment_offset = frag.len() as u32;
-            frag.extend_from_slice(&t);
+            // Read straight onto the end of the fragment block.
+            src.append_to(t, size, data, &mut frag)?;
         }
         src.expect_eof(size, data)?;
     }

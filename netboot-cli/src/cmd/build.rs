@@ -1,6 +1,6 @@
 //! `netboot build`: the whole media pipeline.
 //!
-//! 1. every store path, on `--jobs` workers: one streaming pass (NAR hash
+//! 1. every store path, on `--jobs` workers, largest first: one streaming pass (NAR hash
 //!    and size, references, content digest: [`crate::scan`]), then its
 //!    `nix-store` segment (a cpio holding the parent directories and the
 //!    squashfs image) from the cache or freshly built, written to a work
@@ -11,12 +11,13 @@
 //! 4. limits checked, files fsynced, directory renamed into place.
 
 use std::fs::File;
-use std::io::{BufWriter, Cursor, Read, Write};
+use std::io::{BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use newc_cpio::initramfs::{self, Compression as SegComp};
 use newc_cpio::Entry;
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use squashfs_writer::{Compression as ImgComp, FileData, Metadata, Options, Tree};
 
@@ -43,8 +44,9 @@ const SEGMENT_FORMAT: &str = "netboot-cli segment v1";
 pub fn squashfs_options(image: &ImagePlan, mkfs_time: u32, jobs: usize) -> Options {
     let comp = match image.compression {
         ImageCompression::Gzip => ImgComp::Gzip { level: image.level },
+        // `ImageArgs::plan` refuses --level with lz4 (no HC encoder).
         ImageCompression::Lz4 => ImgComp::Lz4 {
-            high_compression: image.level != 0,
+            high_compression: false,
         },
         ImageCompression::None => ImgComp::None,
     };
@@ -153,10 +155,10 @@ fn build_segment(plan: &BuildPlan, sp: &StorePath, img: &Path, work: &Path) -> R
     let mut tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
         .map_err(|e| Error::at(&sp.source, e))?;
     tree.set_root_metadata(keep_as_directory_root());
-    // Paths run in parallel on the pool; a small closure also gets
-    // threads inside each image (output is the same for any count).
-    let image_jobs = (plan.image.jobs / plan.paths.len().max(1)).max(1);
-    let opts = squashfs_options(&plan.image, plan.mkfs_time, image_jobs)
+    // Every image compresses on `jobs` threads, although `jobs` paths are
+    // built at once: when only the largest path is left, it still uses
+    // every core (output is the same for any count).
+    let opts = squashfs_options(&plan.image, plan.mkfs_time, plan.image.jobs)
         .all_root(true)
         .fixed_mtime(Some(media::MTIME));
     let f = File::create(img).at(img)?;
@@ -185,6 +187,9 @@ fn build_segment(plan: &BuildPlan, sp: &StorePath, img: &Path, work: &Path) -> R
 struct Built {
     scan: Option<PathScan>,
     work: PathBuf,
+    /// Where the segment starts in `work` (a cache entry linked in place
+    /// starts after its header).
+    skip: u64,
 }
 
 fn cache_key(plan: &BuildPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] {
@@ -231,9 +236,11 @@ fn build_one(
     };
     let work = work_dir.join(format!("{i:08}.seg"));
     let hit = match (key, cache) {
-        (Some(k), Some(c)) => c.get_into(&k, &work)?,
-        _ => false,
+        (Some(k), Some(c)) => c.link_into(&k, &work)?,
+        _ => None,
     };
+    let skip = hit.unwrap_or(0);
+    let hit = hit.is_some();
     let bytes_in = if hit {
         sc.as_ref().map_or(0, |s| s.file_bytes)
     } else {
@@ -243,9 +250,89 @@ fn build_one(
         }
         sc.as_ref().map_or(read, |s| s.file_bytes)
     };
-    let out_len = std::fs::metadata(&work).at(&work)?.len();
+    let out_len = std::fs::metadata(&work).at(&work)?.len() - skip;
     progress.path_done(&sp.base, bytes_in, out_len, hit);
-    Ok(Built { scan: sc, work })
+    Ok(Built {
+        scan: sc,
+        work,
+        skip,
+    })
+}
+
+/// Bytes of regular files under `p` (metadata only), to schedule big paths
+/// first. Errors count as 0: the build itself reports them.
+fn tree_bytes(p: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&d) else {
+            continue;
+        };
+        if m.is_file() {
+            total += m.len();
+        } else if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}
+
+/// Builds every path's segment on `jobs` workers, largest path first
+/// (longest-processing-time-first): the biggest image starts at once
+/// instead of possibly being the last one left. Results come back in
+/// store-path order, so the media do not depend on the schedule. The first
+/// failure (in store-path order) stops the hand-out of new paths.
+fn build_all(
+    plan: &BuildPlan,
+    idx: &std::collections::HashMap<[u8; 32], usize>,
+    cache: Option<&Cache>,
+    work_dir: &Path,
+    progress: &Progress,
+) -> Result<Vec<Built>> {
+    let n = plan.paths.len();
+    let mut order: Vec<(u64, usize)> = plan
+        .paths
+        .iter()
+        .enumerate()
+        .map(|(i, sp)| (tree_bytes(&sp.source), i))
+        .collect();
+    order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let slots: Vec<Mutex<Option<Result<Built>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let workers = plan.image.jobs.clamp(1, n.max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(_, i)) = order.get(k) else { break };
+                let Some(sp) = plan.paths.get(i) else { break };
+                let r = build_one(plan, i, sp, idx, cache, work_dir, progress);
+                let failed = r.is_err();
+                if let Some(Ok(mut g)) = slots.get(i).map(Mutex::lock) {
+                    *g = Some(r);
+                }
+                if failed {
+                    next.store(n, Ordering::Relaxed);
+                    break;
+                }
+            });
+        }
+    });
+    let mut built = Vec::with_capacity(n);
+    let mut missing = false;
+    for slot in slots {
+        match slot.into_inner().ok().flatten() {
+            Some(Ok(b)) => built.push(b),
+            Some(Err(e)) => return Err(e),
+            None => missing = true,
+        }
+    }
+    if missing {
+        return Err(Error::new("build", "a worker stopped without a result"));
+    }
+    Ok(built)
 }
 
 /// Copies `src` to `dest`, zero-padded to a multiple of 4; returns the padded size.
@@ -305,17 +392,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     // The script first: a bad command line fails before any work.
     let script = script_text(&plan.init, &plan.cmdline).map_err(|e| Error::new("--cmdline", e))?;
 
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(plan.image.jobs)
-        .build()
-        .map_err(|e| Error::new("--jobs", e))?;
-    let built: Vec<Built> = pool.install(|| {
-        plan.paths
-            .par_iter()
-            .enumerate()
-            .map(|(i, sp)| build_one(&plan, i, sp, &idx, cache.as_ref(), &work_dir, &progress))
-            .collect::<Result<Vec<_>>>()
-    })?;
+    let built = build_all(&plan, &idx, cache.as_ref(), &work_dir, &progress)?;
 
     // Registration: closureInfo's file verbatim, or computed.
     let reg_text = match &plan.registration {
@@ -356,7 +433,8 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let f = File::create(&ns_path).at(&ns_path)?;
     let mut ns = initramfs::Writer::new(BufWriter::new(f));
     for b in &built {
-        let seg = File::open(&b.work).at(&b.work)?;
+        let mut seg = File::open(&b.work).at(&b.work)?;
+        seg.seek(SeekFrom::Start(b.skip)).at(&b.work)?;
         ns.append_encoded(comp, seg)
             .map_err(|e| Error::at(&ns_path, e))?;
     }
