@@ -1234,6 +1234,53 @@ pub fn nasty_spec_scaled(s: Scale) -> Spec {
     }
 }
 
+/// The nasty tree, built once per test binary in a temporary directory, with
+/// its description: the shared source of the squashfs differential and mount
+/// tests.
+pub struct NastySource {
+    _tmp: tempfile::TempDir,
+    /// Where the tree is.
+    pub dir: PathBuf,
+    /// `describe(dir)`, taken right after building it.
+    pub records: Vec<FileRecord>,
+}
+
+/// The process-wide [`NastySource`]; prints what was left out when not root.
+pub fn nasty_source() -> &'static NastySource {
+    static SRC: std::sync::OnceLock<NastySource> = std::sync::OnceLock::new();
+    SRC.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("nasty");
+        fs::create_dir(&dir).unwrap();
+        let report = nasty_tree(&dir);
+        if !report.skipped.is_empty() {
+            eprintln!("fixture partial (not root): {:?}", report.skipped);
+        }
+        let records = describe(&dir);
+        NastySource {
+            _tmp: tmp,
+            dir,
+            records,
+        }
+    })
+}
+
+/// Writer options that keep everything the source has (owners, mtimes), with
+/// a fixed mkfs time, for comparing images with their source.
+pub fn faithful_options(
+    comp: squashfs_writer::Compression,
+    block_size: u32,
+) -> squashfs_writer::Options {
+    squashfs_writer::Options::new()
+        .compression(comp)
+        .block_size(block_size)
+        .jobs(2)
+        .all_root(false)
+        .mkfs_time(0)
+        .mtime_clamp(None)
+        .fixed_mtime(None)
+}
+
 /// Materialises [`nasty_spec`] under `dir` (must exist, empty).
 pub fn nasty_tree(dir: &Path) -> Report {
     nasty_spec().materialize(dir, &Materialize::default())

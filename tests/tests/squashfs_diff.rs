@@ -23,9 +23,8 @@ use netboot_tests::fixture::{self, Compare, FileRecord, Kind, Materialize};
 use netboot_tests::tools;
 use squashfs_writer::{Compression, Options};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 
 const TOOLS: &[&str] = &[
     "unsquashfs",
@@ -34,43 +33,6 @@ const TOOLS: &[&str] = &[
     "rdsquashfs",
     "gensquashfs",
 ];
-
-/// The nasty tree, built once per test binary: (tempdir, source dir, records).
-struct Source {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    records: Vec<FileRecord>,
-}
-
-fn source() -> &'static Source {
-    static SRC: OnceLock<Source> = OnceLock::new();
-    SRC.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("nasty");
-        std::fs::create_dir(&dir).unwrap();
-        let report = fixture::nasty_tree(&dir);
-        if !report.skipped.is_empty() {
-            eprintln!("fixture partial (not root): {:?}", report.skipped);
-        }
-        let records = fixture::describe(&dir);
-        Source {
-            _tmp: tmp,
-            dir,
-            records,
-        }
-    })
-}
-
-fn opts(comp: Compression, bs: u32) -> Options {
-    Options::new()
-        .compression(comp)
-        .block_size(bs)
-        .jobs(2)
-        .all_root(false)
-        .mkfs_time(0)
-        .mtime_clamp(None)
-        .fixed_mtime(None)
-}
 
 /// Writes our image of `src` to `img` and returns its bytes.
 fn build_ours(src: &Path, keep_as_directory: bool, o: &Options, img: &Path) -> Vec<u8> {
@@ -705,11 +667,11 @@ fn case(name: &str, comp: Compression, bs: u32, with_gensquashfs: bool) {
     if tools::require(TOOLS).is_none() {
         return;
     }
-    let src = source();
+    let src = fixture::nasty_source();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let ours = t.join(format!("{name}.sqfs"));
-    let ours_bytes = build_ours(&src.dir, false, &opts(comp, bs), &ours);
+    let ours_bytes = build_ours(&src.dir, false, &fixture::faithful_options(comp, bs), &ours);
 
     check_stat(&ours, comp_name(comp).0, bs);
     check_lln(&ours, &src.records);
@@ -817,13 +779,13 @@ fn keep_as_directory_matches_mksquashfs() {
     if tools::require(TOOLS).is_none() {
         return;
     }
-    let src = source();
+    let src = fixture::nasty_source();
     let tmp = tempfile::tempdir().unwrap();
     let ours = tmp.path().join("keep.sqfs");
     build_ours(
         &src.dir,
         true,
-        &opts(Compression::Gzip { level: 9 }, 128 * K),
+        &fixture::faithful_options(Compression::Gzip { level: 9 }, 128 * K),
         &ours,
     );
     // The root holds exactly one entry, the source directory by name.
@@ -870,7 +832,7 @@ fn single_file_source() {
     if tools::require(&["unsquashfs"]).is_none() {
         return;
     }
-    let src = source();
+    let src = fixture::nasty_source();
     let tmp = tempfile::tempdir().unwrap();
     for rel in [
         "sizes/rand_131073",
@@ -881,7 +843,7 @@ fn single_file_source() {
         build_ours(
             &src.dir.join(rel),
             false,
-            &opts(Compression::Gzip { level: 6 }, 128 * K),
+            &fixture::faithful_options(Compression::Gzip { level: 6 }, 128 * K),
             &img,
         );
         let out = tmp.path().join(format!("x_{}", rel.replace('/', "_")));
@@ -918,7 +880,7 @@ fn all_root_and_time_options() {
     if tools::require(&["unsquashfs"]).is_none() {
         return;
     }
-    let src = source();
+    let src = fixture::nasty_source();
     let tmp = tempfile::tempdir().unwrap();
     let pfs = |o: Options, name: &str| -> BTreeMap<Vec<u8>, PfEntry> {
         let img = tmp.path().join(format!("{name}.sqfs"));
@@ -927,7 +889,7 @@ fn all_root_and_time_options() {
         tools::run_ok(Command::new("unsquashfs").arg("-pf").arg(&pf).arg(&img));
         parse_pf(&std::fs::read(&pf).unwrap())
     };
-    let base = opts(Compression::Gzip { level: 1 }, 128 * K);
+    let base = fixture::faithful_options(Compression::Gzip { level: 1 }, 128 * K);
 
     let all_root = pfs(base.clone().all_root(true), "allroot");
     let wrong: Vec<_> = all_root
@@ -990,7 +952,7 @@ fn all_root_and_time_options() {
 
 #[test]
 fn jobs_do_not_change_bytes() {
-    let src = source();
+    let src = fixture::nasty_source();
     let tmp = tempfile::tempdir().unwrap();
     for comp in [
         Compression::Gzip { level: 9 },
@@ -998,7 +960,7 @@ fn jobs_do_not_change_bytes() {
             high_compression: false,
         },
     ] {
-        let o = opts(comp, 128 * K);
+        let o = fixture::faithful_options(comp, 128 * K);
         let one = build_ours(&src.dir, false, &o.clone().jobs(1), &tmp.path().join("j1"));
         for j in [2, 8] {
             let other = build_ours(&src.dir, false, &o.clone().jobs(j), &tmp.path().join("jn"));
@@ -1012,7 +974,7 @@ fn jobs_do_not_change_bytes() {
 
 #[test]
 fn creation_order_does_not_change_bytes() {
-    let src = source();
+    let src = fixture::nasty_source();
     let tmp = tempfile::tempdir().unwrap();
     let other_parent = tmp.path().join("elsewhere/deeper");
     std::fs::create_dir_all(&other_parent).unwrap();
@@ -1024,7 +986,7 @@ fn creation_order_does_not_change_bytes() {
             order_seed: Some(0xdead_beef),
         },
     );
-    let o = opts(Compression::Gzip { level: 9 }, 128 * K);
+    let o = fixture::faithful_options(Compression::Gzip { level: 9 }, 128 * K);
     for keep in [false, true] {
         let a = build_ours(&src.dir, keep, &o, &tmp.path().join("a"));
         let b = build_ours(&other, keep, &o, &tmp.path().join("b"));
@@ -1052,7 +1014,7 @@ fn lying_sources_fail_atomically() {
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let dest = out.join("img.sqfs");
-    let o = opts(Compression::Gzip { level: 1 }, 4 * K);
+    let o = fixture::faithful_options(Compression::Gzip { level: 1 }, 4 * K);
     let untouched = |what: &str| {
         assert_eq!(
             std::fs::read(&dest).unwrap(),
@@ -1175,7 +1137,7 @@ fn out_of_range_mtimes_saturate() {
     build_ours(
         &dir,
         false,
-        &opts(Compression::Gzip { level: 1 }, 128 * K),
+        &fixture::faithful_options(Compression::Gzip { level: 1 }, 128 * K),
         &img,
     );
     let pf = tmp.path().join("pf");
@@ -1193,7 +1155,7 @@ fn invalid_options_are_errors() {
     let mut tree = Tree::new();
     tree.add_file(b"f", Metadata::new(0o644), FileData::bytes(b"x".to_vec()))
         .unwrap();
-    let base = opts(Compression::Gzip { level: 9 }, 128 * K);
+    let base = fixture::faithful_options(Compression::Gzip { level: 9 }, 128 * K);
     let bad: Vec<(&str, Options)> = vec![
         ("block size 2 KiB", base.clone().block_size(2048)),
         ("block size 2 MiB", base.clone().block_size(2 << 20)),
@@ -1291,7 +1253,7 @@ fn reader_on_mksquashfs_variants() {
     if tools::require(&["mksquashfs"]).is_none() {
         return;
     }
-    let src = source();
+    let src = fixture::nasty_source();
     let tmp = tempfile::tempdir().unwrap();
     let supported: &[&[&str]] = &[
         &["-comp", "lz4", "-Xhc"],
@@ -1372,7 +1334,7 @@ fn reader_on_mksquashfs_variants() {
 #[test]
 fn xattr_limits() {
     use squashfs_writer::{FileData, Metadata, Tree};
-    let o = opts(Compression::Gzip { level: 1 }, 128 * K);
+    let o = fixture::faithful_options(Compression::Gzip { level: 1 }, 128 * K);
     let attempt = |meta: Metadata| -> Result<(), String> {
         let mut t = Tree::new();
         t.add_file(b"f", meta, FileData::bytes(vec![]))

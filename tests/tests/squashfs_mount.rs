@@ -18,7 +18,6 @@ use netboot_tests::tools;
 use squashfs_writer::{Compression, Options};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 fn can_mount() -> bool {
     if !fixture::is_root() {
@@ -80,39 +79,6 @@ fn squashfs_errors() -> Option<Vec<String>> {
     )
 }
 
-struct Source {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    records: Vec<FileRecord>,
-}
-
-fn nasty() -> &'static Source {
-    static SRC: OnceLock<Source> = OnceLock::new();
-    SRC.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("nasty");
-        std::fs::create_dir(&dir).unwrap();
-        fixture::nasty_tree(&dir);
-        let records = fixture::describe(&dir);
-        Source {
-            _tmp: tmp,
-            dir,
-            records,
-        }
-    })
-}
-
-fn opts(comp: Compression, bs: u32) -> Options {
-    Options::new()
-        .compression(comp)
-        .block_size(bs)
-        .jobs(2)
-        .all_root(false)
-        .mkfs_time(0)
-        .mtime_clamp(None)
-        .fixed_mtime(None)
-}
-
 /// Builds our image of `src`, mounts it and compares the mount (or its
 /// `sub` directory) with `want`.
 fn mount_and_compare(
@@ -158,8 +124,15 @@ fn nasty_case(name: &str, comp: Compression, bs: u32) {
     if !can_mount() {
         return;
     }
-    let s = nasty();
-    mount_and_compare(name, &s.dir, false, &opts(comp, bs), None, &s.records);
+    let s = fixture::nasty_source();
+    mount_and_compare(
+        name,
+        &s.dir,
+        false,
+        &fixture::faithful_options(comp, bs),
+        None,
+        &s.records,
+    );
 }
 
 #[test]
@@ -204,8 +177,8 @@ fn mount_tail_packing_and_no_export() {
     if !can_mount() {
         return;
     }
-    let s = nasty();
-    let o = opts(Compression::Gzip { level: 6 }, 64 * K)
+    let s = fixture::nasty_source();
+    let o = fixture::faithful_options(Compression::Gzip { level: 6 }, 64 * K)
         .tail_packing(true)
         .exportable(false);
     mount_and_compare("tailpack_64k", &s.dir, false, &o, None, &s.records);
@@ -216,8 +189,8 @@ fn mount_keep_as_directory() {
     if !can_mount() {
         return;
     }
-    let s = nasty();
-    let o = opts(Compression::Gzip { level: 9 }, 128 * K);
+    let s = fixture::nasty_source();
+    let o = fixture::faithful_options(Compression::Gzip { level: 9 }, 128 * K);
     mount_and_compare("keep", &s.dir, true, &o, Some("nasty"), &s.records);
 }
 
@@ -239,7 +212,9 @@ fn mount_store_closure() {
             high_compression: false,
         },
     ] {
-        let o = opts(comp, 1024 * K).all_root(true).fixed_mtime(Some(1));
+        let o = fixture::faithful_options(comp, 1024 * K)
+            .all_root(true)
+            .fixed_mtime(Some(1));
         mount_and_compare("closure", &store, false, &o, None, &want);
         // The guest-side check of the real-boot test, run here on a loop mount.
         if let Some(host) = fixture::describe_busybox(&store) {
@@ -315,7 +290,7 @@ fn mount_many_ids() {
     spec_case(
         "ids",
         &spec(nodes),
-        &opts(Compression::Gzip { level: 1 }, 128 * K),
+        &fixture::faithful_options(Compression::Gzip { level: 1 }, 128 * K),
     );
 }
 
@@ -351,7 +326,7 @@ fn mount_huge_directory() {
     spec_case(
         "hugedir",
         &spec(nodes),
-        &opts(
+        &fixture::faithful_options(
             Compression::Lz4 {
                 high_compression: false,
             },
@@ -381,7 +356,7 @@ fn mount_many_fragments() {
     spec_case(
         "frags",
         &spec(nodes),
-        &opts(Compression::Gzip { level: 1 }, 4 * K),
+        &fixture::faithful_options(Compression::Gzip { level: 1 }, 4 * K),
     );
 }
 
@@ -493,7 +468,7 @@ fn mount_xattrs() {
     let img = tmp.path().join("x.sqfs");
     squashfs_writer::write_image_to_path(
         &tree,
-        &opts(Compression::Gzip { level: 9 }, 128 * K),
+        &fixture::faithful_options(Compression::Gzip { level: 9 }, 128 * K),
         &img,
     )
     .unwrap();
@@ -564,7 +539,7 @@ fn mount_file_over_4gib() {
     let tree = squashfs_writer::fs::tree_from_path(&dir, false).unwrap();
     squashfs_writer::write_image_to_path(
         &tree,
-        &opts(Compression::Gzip { level: 1 }, 128 * K),
+        &fixture::faithful_options(Compression::Gzip { level: 1 }, 128 * K),
         &img,
     )
     .unwrap();
