@@ -45,30 +45,9 @@ impl<'a> Source<'a> {
 
     /// Reads exactly `n` bytes; a short file means it changed since it was sized.
     pub(crate) fn read_vec(&mut self, n: usize, expected: u64, data: &FileData) -> Result<Vec<u8>> {
-        match self {
-            Source::Bytes(b) => {
-                let (head, rest) = b.split_at_checked(n).ok_or_else(|| Error::FileChanged {
-                    path: label(data),
-                    expected,
-                })?;
-                *b = rest;
-                Ok(head.to_vec())
-            }
-            Source::File(f, p) => {
-                let mut v = vec![0u8; n];
-                f.read_exact(&mut v).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        Error::FileChanged {
-                            path: p.to_path_buf(),
-                            expected,
-                        }
-                    } else {
-                        io_path(p, e)
-                    }
-                })?;
-                Ok(v)
-            }
-        }
+        let mut v = Vec::new();
+        self.append_to(n, expected, data, &mut v)?;
+        Ok(v)
     }
 
     /// Replaces `buf`'s contents with exactly the next `n` bytes.
