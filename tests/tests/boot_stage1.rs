@@ -23,9 +23,12 @@ fn boot_postmount_commands_are_the_seeds_verbatim() {
     assert!(stage1::POSTMOUNT_COMMANDS.contains("cp -ar \"../.squash/$dest/$dest\" \"./$dest\""));
     assert!(stage1::init_script().contains(stage1::POSTMOUNT_COMMANDS.trim_end()));
     // And the seed itself, where it is available (the project's shared dir).
+    // CI and developers have the project's shared/ beside the checkout.
     let seed = std::env::var_os("NETBOOT_SEED_MODULE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/seed/netboot-module.nix"));
+        .unwrap_or_else(|| {
+            netboot_tests::tools::workspace_root().join("../shared/seed/netboot-module.nix")
+        });
     match std::fs::read_to_string(&seed) {
         Ok(text) => {
             assert!(
