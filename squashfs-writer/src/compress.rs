@@ -81,24 +81,25 @@ impl Compression {
 
     /// Compresses `data`; `None` when the result would not be smaller (store raw).
     pub(crate) fn compress(self, data: &[u8]) -> Option<Vec<u8>> {
-        let out = match self {
-            Compression::Gzip { level } => {
-                miniz_oxide::deflate::compress_to_vec_zlib(data, level.clamp(1, 9) as u8)
-            }
-            Compression::Lz4 { .. } => lz4_flex::block::compress(data),
-            Compression::None => return None,
-        };
-        (out.len() < data.len()).then_some(out)
+        let mut out = Vec::new();
+        Encoder::new(self)
+            .compress_into(data, &mut out)
+            .then_some(out)
     }
 }
 
 /// A compressor that keeps its state between blocks: one per worker thread.
 /// A fresh deflate state per block is a ~300 KiB allocation (fresh pages to
 /// fault in and zero); output buffers are the caller's, so they can be reused
-/// too. Produces exactly the bytes of [`Compression::compress`].
+/// too.
+///
+/// gzip is zlib-rs (through flate2's safe API): its match finder hashes with
+/// scalar code only; SIMD is used just for comparing bytes and sliding the
+/// hash table, which give the same results on every CPU, so the output
+/// depends on the input and level alone (images stay reproducible).
 pub(crate) struct Encoder {
     comp: Compression,
-    deflate: Option<Box<miniz_oxide::deflate::core::CompressorOxide>>,
+    deflate: Option<flate2::Compress>,
 }
 
 impl Encoder {
@@ -112,38 +113,36 @@ impl Encoder {
     /// Compresses `data` into `out` (replacing its contents); `false` when the
     /// result would not be smaller than `data` (store raw; `out` is then junk).
     pub(crate) fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
-        use miniz_oxide::deflate::core::{
-            compress, create_comp_flags_from_zip_params, CompressorOxide, TDEFLFlush, TDEFLStatus,
-        };
         out.clear();
         match self.comp {
             Compression::Gzip { level } => {
                 let d = self.deflate.get_or_insert_with(|| {
-                    // window_bits > 0: zlib header and adler32 trailer, as
-                    // `compress_to_vec_zlib`; strategy 0 = default.
-                    let flags = create_comp_flags_from_zip_params(level.clamp(1, 9) as i32, 1, 0);
-                    Box::new(CompressorOxide::new(flags))
+                    // zlib header and adler32 trailer (window 15), default strategy.
+                    flate2::Compress::new(flate2::Compression::new(level.clamp(1, 9)), true)
                 });
                 d.reset();
                 // Only a result shorter than the input is kept, so the
                 // output never needs more room than the input's length.
                 out.resize(data.len(), 0);
-                let (mut in_pos, mut out_pos) = (0usize, 0usize);
                 loop {
+                    let (in_pos, out_pos) = (d.total_in() as usize, d.total_out() as usize);
                     let (Some(input), Some(output)) = (data.get(in_pos..), out.get_mut(out_pos..))
                     else {
                         return false;
                     };
-                    let (status, n_in, n_out) = compress(d, input, output, TDEFLFlush::Finish);
-                    in_pos += n_in;
-                    out_pos += n_out;
+                    let status = d.compress(input, output, flate2::FlushCompress::Finish);
+                    let (n_in, n_out) = (
+                        d.total_in() as usize - in_pos,
+                        d.total_out() as usize - out_pos,
+                    );
                     match status {
-                        TDEFLStatus::Done => {
-                            out.truncate(out_pos);
-                            return out_pos < data.len();
+                        Ok(flate2::Status::StreamEnd) => {
+                            let n = d.total_out() as usize;
+                            out.truncate(n);
+                            return n < data.len();
                         }
                         // Output full (not smaller) or no progress: store raw.
-                        TDEFLStatus::Okay if out_pos < out.len() && (n_in > 0 || n_out > 0) => {}
+                        Ok(_) if out_pos + n_out < out.len() && (n_in > 0 || n_out > 0) => {}
                         _ => return false,
                     }
                 }

@@ -623,3 +623,36 @@ fn write_image_to_path_is_atomic() {
     let bytes = std::fs::read(&dest).unwrap();
     assert_eq!(Image::new(&bytes).unwrap().entries().unwrap().len(), 10);
 }
+
+/// Reproducibility across machines and releases: the bytes of a fixed image are
+/// pinned. The deflate encoder picks SIMD code by CPU at run time (for byte
+/// comparison and hash sliding only); if that, or a dependency update, ever
+/// changed the output, images built on two machines would differ, so it must
+/// fail here and be a deliberate change.
+#[test]
+fn image_bytes_are_pinned() {
+    use sha2::{Digest, Sha256};
+    let base = Options::new()
+        .block_size(4096)
+        .mtime_clamp(None)
+        .mkfs_time(7);
+    let hex = |opts: &Options| {
+        Sha256::digest(image_of(&big_tree(false), opts))
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let got = [
+        hex(&base.clone().compression(Compression::Gzip { level: 9 })),
+        hex(&base.clone().compression(Compression::Gzip { level: 1 })),
+        hex(&base.clone().compression(Compression::Lz4 {
+            high_compression: false,
+        })),
+    ];
+    let want = [
+        "1b5fe1368a2b830500060a3afbf6ff3b6f316b2e9368eb556189674c10179113",
+        "8655745e4adb6bcdba2bb8b71a8b318f037a5babf39a622fe0ef3228d6088c54",
+        "302133793500e1a08840ea09230278437de4773cb2de3b3dd164029613cb4865",
+    ];
+    assert_eq!(got, want);
+}

@@ -33,9 +33,9 @@ pub use read::{segments, InitramfsEntry, Reader, SegmentInfo, SegmentKind, Segme
 pub enum Compression {
     /// A plain cpio archive.
     None,
-    /// One gzip member (miniz_oxide deflate, level 0..=10; 9 is `gzip -9`).
+    /// One gzip member (zlib-rs deflate, level 0..=9; 9 is `gzip -9`).
     Gzip {
-        /// Deflate level, clamped to 10.
+        /// Deflate level, clamped to 9.
         level: u8,
     },
     /// An LZ4 legacy frame (`lz4 -l`), the LZ4 framing the kernel accepts.
