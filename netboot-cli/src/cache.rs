@@ -1,22 +1,47 @@
 //! `--cache DIR`: finished `nix-store` segments, one file per store path,
-//! named by a digest of everything that determines the segment's bytes.
+//! named by a digest of everything that determines the segment's bytes
+//! (`<key>.seg`); and scan records (`<fingerprint key>.rec`, a few hundred
+//! bytes each: what [`crate::scan`] learnt from reading a store path, filed
+//! under the path's metadata fingerprint, so an unchanged path is not read
+//! again).
 //!
-//! Entry = `NBSEG001` ‖ sha256(payload) ‖ u64 LE payload length ‖ payload.
+//! Entry = magic (`NBSEG002` or `NBREC002`) ‖ CRC-32 of the payload (u32
+//! LE) ‖ 4 zero bytes ‖ payload length (u64 LE) ‖ payload.
 //! Written to a unique temporary name and renamed into place, so a reader
 //! (another build running at the same time) sees either nothing or a whole
-//! entry; the stored sha256 is checked on every read, and a corrupt or
-//! truncated entry is treated as a miss and overwritten.
+//! entry; length and checksum are checked on every read, and a corrupt or
+//! truncated entry is treated as a miss and overwritten. The checksum guards
+//! against damage, not against someone who may write to the cache (they
+//! could write a matching digest of any kind): CRC-32 runs at memory speed
+//! where sha256 was a third of a warm rebuild.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{IoContext, Result};
 
-const MAGIC: &[u8; 8] = b"NBSEG001";
-const HEADER: usize = 8 + 32 + 8;
+const MAGIC: &[u8; 8] = b"NBSEG002";
+const RECORD_MAGIC: &[u8; 8] = b"NBREC002";
+const HEADER: usize = 8 + 4 + 4 + 8;
+
+/// An entry's header.
+fn header(magic: &[u8; 8], crc: u32, len: u64) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(magic);
+    h[8..12].copy_from_slice(&crc.to_le_bytes());
+    h[16..].copy_from_slice(&len.to_le_bytes());
+    h
+}
+
+/// (crc, length) from a header with `magic`.
+fn parse_header(h: &[u8; HEADER], magic: &[u8; 8]) -> Option<(u32, u64)> {
+    let crc = u32::from_le_bytes(h[8..12].try_into().ok()?);
+    let len = u64::from_le_bytes(h[16..].try_into().ok()?);
+    (&h[..8] == magic && h[12..16] == [0; 4]).then_some((crc, len))
+}
+/// Records are small; anything bigger is not one of ours.
+const MAX_RECORD: u64 = 1 << 20;
 
 /// A cache directory.
 #[derive(Debug, Clone)]
@@ -39,21 +64,26 @@ impl Cache {
         self.dir.join(format!("{}.seg", hex(key)))
     }
 
-    /// The payload stored under `key`, if present and intact.
+    fn record(&self, key: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{}.rec", hex(key)))
+    }
+
+    /// The segment stored under `key`, if present and intact.
     #[cfg(test)]
     pub fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(self.entry(key)).ok()?;
-        let (head, payload) = bytes.split_at_checked(HEADER)?;
-        let (magic, rest) = head.split_at(8);
-        let (sum, len) = rest.split_at(32);
-        let len = u64::from_le_bytes(len.try_into().ok()?);
-        if magic != MAGIC
-            || len != payload.len() as u64
-            || Sha256::digest(payload).as_slice() != sum
-        {
-            return None;
-        }
-        Some(payload.to_vec())
+        read_small(&self.entry(key), MAGIC, u64::MAX)
+    }
+
+    /// The record stored under `key`, if present and intact.
+    pub fn get_record(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+        read_small(&self.record(key), RECORD_MAGIC, MAX_RECORD)
+    }
+
+    /// Stores a record under `key` (atomically replacing any).
+    pub fn put_record(&self, key: &[u8; 32], payload: &[u8]) -> Result<()> {
+        // Not synced: a record torn by a crash fails its digest and is a
+        // miss; it only saves reading the path again.
+        self.write_atomically(self.record(key), RECORD_MAGIC, payload, false)
     }
 
     /// Makes `dest` a hard link to the entry stored under `key` (entries are
@@ -83,13 +113,15 @@ impl Cache {
             return Ok(false);
         };
         let mut head = [0u8; HEADER];
-        if f.read_exact(&mut head).is_err() || &head[..8] != MAGIC {
+        let Some((sum, len)) = f
+            .read_exact(&mut head)
+            .ok()
+            .and_then(|()| parse_header(&head, MAGIC))
+        else {
             return Ok(false);
-        }
-        let (sum, len) = head[8..].split_at(32);
-        let len = u64::from_le_bytes(len.try_into().unwrap_or([0; 8]));
+        };
         let mut out = std::io::BufWriter::new(std::fs::File::create(dest).at(dest)?);
-        let mut hasher = Sha256::new();
+        let mut hasher = crc32fast::Hasher::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -108,7 +140,7 @@ impl Cache {
         }
         out.flush().at(dest)?;
         drop(out);
-        if total != len || hasher.finalize().as_slice() != sum {
+        if total != len || hasher.finalize() != sum {
             std::fs::remove_file(dest).at(dest)?;
             return Ok(false);
         }
@@ -120,39 +152,43 @@ impl Cache {
     /// written into the header afterwards.
     pub fn put_file(&self, key: &[u8; 32], src: &Path) -> Result<()> {
         let mut f = std::fs::File::open(src).at(src)?;
-        self.write_atomically(key, |out| {
+        self.fill_atomically(self.entry(key), true, |out| {
             use std::io::{Seek, SeekFrom};
             let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
             w.write_all(&[0u8; HEADER])?;
-            let mut hasher = Sha256::new();
+            let mut hasher = crc32fast::Hasher::new();
             let len = std::io::copy(&mut f, &mut TeeHash(&mut hasher, &mut w))?;
             let out = w.into_inner().map_err(|e| e.into_error())?;
             out.seek(SeekFrom::Start(0))?;
-            out.write_all(MAGIC)?;
-            out.write_all(&hasher.finalize())?;
-            out.write_all(&len.to_le_bytes())?;
+            out.write_all(&header(MAGIC, hasher.finalize(), len))?;
             Ok(())
         })
     }
 
-    /// Writes an entry through `fill` to a temporary file, syncs it and
-    /// renames it into place; removes the temporary file on error.
-    fn write_atomically(
+    /// Writes an entry through `fill` to a temporary file, syncs it (when
+    /// `sync`) and renames it into place at `dest`; removes the temporary
+    /// file on error.
+    fn fill_atomically(
         &self,
-        key: &[u8; 32],
+        dest: PathBuf,
+        sync: bool,
         fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<()> {
-        let dest = self.entry(key);
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = self.dir.join(format!(
-            ".{}.tmp-{}-{}",
-            hex(key),
+            ".{name}.tmp-{}-{}",
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let res = (|| -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             fill(&mut f)?;
-            f.sync_all()?;
+            if sync {
+                f.sync_all()?;
+            }
             std::fs::rename(&tmp, &dest)
         })();
         if res.is_err() {
@@ -161,21 +197,50 @@ impl Cache {
         res.at(&dest)
     }
 
-    /// Stores `payload` under `key` (atomically replacing any entry).
+    /// Stores segment `payload` under `key` (atomically replacing any entry).
     #[cfg(test)]
     pub fn put(&self, key: &[u8; 32], payload: &[u8]) -> Result<()> {
-        let sum = Sha256::digest(payload);
-        self.write_atomically(key, |f| {
-            f.write_all(MAGIC)?;
-            f.write_all(&sum)?;
-            f.write_all(&(payload.len() as u64).to_le_bytes())?;
-            f.write_all(payload)
+        self.write_atomically(self.entry(key), MAGIC, payload, true)
+    }
+
+    fn write_atomically(
+        &self,
+        dest: PathBuf,
+        magic: &[u8; 8],
+        payload: &[u8],
+        sync: bool,
+    ) -> Result<()> {
+        let head = header(magic, crc32fast::hash(payload), payload.len() as u64);
+        self.fill_atomically(dest, sync, |f| {
+            let mut b = Vec::with_capacity(HEADER + payload.len());
+            b.extend_from_slice(&head);
+            b.extend_from_slice(payload);
+            f.write_all(&b)
         })
     }
 }
 
-/// Passes writes through to the inner writer and hashes what was written.
-struct TeeHash<'a, W>(&'a mut Sha256, &'a mut W);
+/// The payload of the entry at `path` if it is whole, has `magic`, is at
+/// most `max` bytes and matches its digest.
+fn read_small(path: &Path, magic: &[u8; 8], max: u64) -> Option<Vec<u8>> {
+    let f = std::fs::File::open(path).ok()?;
+    if f.metadata().ok()?.len() > max.saturating_add(HEADER as u64) {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    f.take(max.saturating_add(HEADER as u64))
+        .read_to_end(&mut bytes)
+        .ok()?;
+    let (head, payload) = bytes.split_at_checked(HEADER)?;
+    let (sum, len) = parse_header(head.try_into().ok()?, magic)?;
+    if len != payload.len() as u64 || crc32fast::hash(payload) != sum {
+        return None;
+    }
+    Some(payload.to_vec())
+}
+
+/// Passes writes through to the inner writer and checksums what was written.
+struct TeeHash<'a, W>(&'a mut crc32fast::Hasher, &'a mut W);
 
 impl<W: Write> Write for TeeHash<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -192,14 +257,16 @@ impl<W: Write> Write for TeeHash<'_, W> {
 /// the stored digest and length.
 fn verify(f: &mut impl Read) -> bool {
     let mut head = [0u8; HEADER];
-    if f.read_exact(&mut head).is_err() || &head[..8] != MAGIC {
+    let Some((sum, len)) = f
+        .read_exact(&mut head)
+        .ok()
+        .and_then(|()| parse_header(&head, MAGIC))
+    else {
         return false;
-    }
-    let (sum, len) = head[8..].split_at(32);
-    let len = u64::from_le_bytes(len.try_into().unwrap_or([0; 8]));
-    let mut hasher = Sha256::new();
+    };
+    let mut hasher = crc32fast::Hasher::new();
     match std::io::copy(f, &mut TeeHash(&mut hasher, &mut std::io::sink())) {
-        Ok(n) => n == len && hasher.finalize().as_slice() == sum,
+        Ok(n) => n == len && hasher.finalize() == sum,
         Err(_) => false,
     }
 }

@@ -130,6 +130,9 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value = "none")]
     pub initrd_compression: SegmentCompression,
     /// Keep finished segments here and reuse them when a path and the options are unchanged.
+    ///
+    /// Also records what reading each path found, under its metadata (names,
+    /// sizes, inodes, ctimes): a path unchanged since then is not read again.
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
     /// Image options.

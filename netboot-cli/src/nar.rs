@@ -21,7 +21,11 @@ pub type Visitor<'a> = dyn FnMut(&[u8], &Path, &Metadata) -> Result<()> + 'a;
 
 /// Writes the NAR serialisation of `path` to `out`.
 pub fn dump(path: &Path, out: &mut dyn Write, visit: &mut Visitor<'_>) -> Result<()> {
-    let mut w = NarOut { out, path };
+    let mut w = NarOut {
+        out,
+        path,
+        buf: Vec::new(),
+    };
     w.str(b"nix-archive-1")?;
     let mut rel = Vec::new();
     node(path, &mut rel, &mut w, visit)
@@ -31,6 +35,10 @@ struct NarOut<'a> {
     out: &'a mut dyn Write,
     /// The root being dumped, for errors on the output side.
     path: &'a Path,
+    /// Read buffer, one for the whole dump (grown to the largest file's
+    /// size, at most 256 KiB): most store files are small, and zeroing a
+    /// fresh 256 KiB buffer per file cost more than reading them.
+    buf: Vec<u8>,
 }
 
 impl NarOut<'_> {
@@ -67,19 +75,33 @@ fn node(path: &Path, rel: &mut Vec<u8>, w: &mut NarOut<'_>, visit: &mut Visitor<
         let size = meta.len();
         w.raw(&size.to_le_bytes())?;
         let mut f = std::fs::File::open(path).at(path)?;
-        let mut buf = vec![0u8; 256 * 1024];
+        // One byte more than the size, so a file that grew is noticed.
+        let want = usize::try_from(size.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(256 * 1024);
+        if w.buf.len() < want {
+            w.buf.resize(want, 0);
+        }
+        let mut buf = std::mem::take(&mut w.buf);
         let mut done = 0u64;
-        loop {
-            let n = f.read(&mut buf).at(path)?;
+        let res = loop {
+            let n = match f.read(buf.get_mut(..want).unwrap_or_default()) {
+                Ok(n) => n,
+                Err(e) => break Err(Error::io(path, e)),
+            };
             if n == 0 {
-                break;
+                break Ok(());
             }
             done += n as u64;
             if done > size {
-                break;
+                break Ok(());
             }
-            w.raw(buf.get(..n).unwrap_or(&[]))?;
-        }
+            if let Err(e) = w.raw(buf.get(..n).unwrap_or(&[])) {
+                break Err(e);
+            }
+        };
+        w.buf = buf;
+        res?;
         if done != size {
             return Err(Error::at(
                 path,

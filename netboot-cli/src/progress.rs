@@ -30,6 +30,8 @@ pub struct Progress {
     pub bytes_out: AtomicU64,
     /// Segments taken from the cache.
     pub cache_hits: AtomicU64,
+    /// Store paths not read because their scan was recorded in the cache.
+    pub scans_reused: AtomicU64,
 }
 
 impl Progress {
@@ -51,7 +53,13 @@ impl Progress {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
+            scans_reused: AtomicU64::new(0),
         }
+    }
+
+    /// One store path's scan came from the cache (its files were not read).
+    pub fn scan_reused(&self) {
+        self.scans_reused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// One store path finished.
@@ -92,11 +100,12 @@ impl Progress {
         }
         if self.verbosity != Verbosity::Quiet {
             eprintln!(
-                "netboot: {paths} store paths, {} in, {} out, {:.2} s, {} cache hits",
+                "netboot: {paths} store paths, {} in, {} out, {:.2} s, {} cache hits, {} unchanged paths not re-read",
                 human(self.bytes_in.load(Ordering::Relaxed)),
                 human(output_bytes),
                 self.start.elapsed().as_secs_f64(),
-                self.cache_hits.load(Ordering::Relaxed)
+                self.cache_hits.load(Ordering::Relaxed),
+                self.scans_reused.load(Ordering::Relaxed)
             );
         }
     }

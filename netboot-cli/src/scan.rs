@@ -6,11 +6,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::Result;
+use crate::error::{IoContext, Result};
 use crate::nar;
 use crate::nixbase32;
 use crate::store_path::{StorePath, HASH_LEN};
@@ -113,6 +116,75 @@ impl PathScan {
     pub fn nar_hash_string(&self) -> String {
         format!("sha256:{}", nixbase32::encode(&self.nar_hash))
     }
+
+    /// The scan as a cache record: its fields, the digest of the closure it
+    /// was scanned against ([`closure_digest`]) and its references as hash
+    /// parts (indices mean nothing in another closure).
+    pub fn to_record(&self, closure: &[u8; 32], paths: &[StorePath]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(116 + 32 * self.references.len());
+        b.extend_from_slice(&self.nar_hash);
+        b.extend_from_slice(&self.nar_size.to_le_bytes());
+        b.extend_from_slice(&self.content_digest);
+        b.extend_from_slice(&self.file_bytes.to_le_bytes());
+        b.extend_from_slice(closure);
+        let refs: Vec<&str> = self
+            .references
+            .iter()
+            .filter_map(|&i| paths.get(i).map(StorePath::hash_part))
+            .collect();
+        b.extend_from_slice(&(refs.len() as u32).to_le_bytes());
+        for r in refs {
+            b.extend_from_slice(r.as_bytes());
+        }
+        b
+    }
+
+    /// A scan from a record written by [`PathScan::to_record`]. The
+    /// references are taken only when the record was scanned against the
+    /// same closure (`closure`); otherwise `None` when `need_refs`, and an
+    /// empty set when not. `None` for anything malformed.
+    pub fn from_record(
+        b: &[u8],
+        closure: &[u8; 32],
+        hashes: &HashMap<[u8; HASH_LEN], usize>,
+        need_refs: bool,
+    ) -> Option<PathScan> {
+        let mut r = b;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, rest) = r.split_at_checked(n)?;
+            r = rest;
+            Some(head)
+        };
+        let arr32 = |s: &[u8]| <[u8; 32]>::try_from(s).ok();
+        let u64le = |s: &[u8]| <[u8; 8]>::try_from(s).ok().map(u64::from_le_bytes);
+        let nar_hash = arr32(take(32)?)?;
+        let nar_size = u64le(take(8)?)?;
+        let content_digest = arr32(take(32)?)?;
+        let file_bytes = u64le(take(8)?)?;
+        let scanned_against = arr32(take(32)?)?;
+        let n = u32::from_le_bytes(<[u8; 4]>::try_from(take(4)?).ok()?) as usize;
+        let mut references = BTreeSet::new();
+        let same_closure = &scanned_against == closure;
+        if !same_closure && need_refs {
+            return None;
+        }
+        for _ in 0..n {
+            let h = <[u8; HASH_LEN]>::try_from(take(HASH_LEN)?).ok()?;
+            if same_closure {
+                references.insert(*hashes.get(&h)?);
+            }
+        }
+        if !r.is_empty() {
+            return None;
+        }
+        Some(PathScan {
+            nar_hash,
+            nar_size,
+            references,
+            content_digest,
+            file_bytes,
+        })
+    }
 }
 
 struct Sink<'a> {
@@ -169,6 +241,101 @@ pub fn scan(sp: &StorePath, hashes: &HashMap<[u8; HASH_LEN], usize>) -> Result<P
         content_digest: meta_digest.finalize().into(),
         file_bytes,
     })
+}
+
+/// What a metadata-only walk of a store path saw: enough to know, without
+/// reading a byte of content, that the path is exactly as it was at an
+/// earlier scan (the idea of git's index and ccache's direct mode).
+#[derive(Clone, Debug)]
+pub struct Fingerprint {
+    /// sha256 over every entry, in NAR order: relative name, and the lstat
+    /// fields that any change to it moves (mode, dev, ino, nlink, size,
+    /// mtime and ctime in ns). Rewriting a file, even to the same size and
+    /// with its mtime restored, sets its ctime to the current time;
+    /// a renamed, added or removed entry changes its directory's listing.
+    pub digest: [u8; 32],
+    /// Sum of regular file sizes (to schedule big paths first).
+    pub file_bytes: u64,
+    /// No entry changed in the last [`SETTLE`]: a scan taken now may be
+    /// recorded under this fingerprint. (A change within the same clock tick
+    /// as an earlier one may leave ctime as it was; an entry that old
+    /// cannot be in that tick any more.)
+    pub settled: bool,
+}
+
+/// How old every ctime must be before a scan is recorded (see
+/// [`Fingerprint::settled`]); generous for coarse-grained file systems.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// Walks `root` (lstat and readdir only).
+pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let settle_before = now.saturating_sub(SETTLE);
+    let mut h = Sha256::new();
+    let mut file_bytes = 0u64;
+    let mut settled = true;
+    // (path, relative name); children pushed in reverse name order so they
+    // pop in NAR order.
+    let mut stack = vec![(root.to_path_buf(), Vec::new())];
+    while let Some((path, rel)) = stack.pop() {
+        let m = std::fs::symlink_metadata(&path).at(&path)?;
+        let ctime = Duration::new(
+            u64::try_from(m.ctime()).unwrap_or(0),
+            u32::try_from(m.ctime_nsec()).unwrap_or(0),
+        );
+        settled &= ctime < settle_before;
+        h.update((rel.len() as u64).to_le_bytes());
+        h.update(&rel);
+        for v in [
+            u64::from(m.mode()),
+            m.dev(),
+            m.ino(),
+            m.nlink(),
+            m.size(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.ctime() as u64,
+            m.ctime_nsec() as u64,
+        ] {
+            h.update(v.to_le_bytes());
+        }
+        if m.is_file() {
+            file_bytes += m.len();
+        } else if m.is_dir() {
+            let mut names = Vec::new();
+            for e in std::fs::read_dir(&path).at(&path)? {
+                names.push(e.at(&path)?.file_name());
+            }
+            names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+            for name in names {
+                let mut r = rel.clone();
+                if !r.is_empty() {
+                    r.push(b'/');
+                }
+                r.extend_from_slice(name.as_bytes());
+                stack.push((path.join(&name), r));
+            }
+        }
+    }
+    Ok(Fingerprint {
+        digest: h.finalize().into(),
+        file_bytes,
+        settled,
+    })
+}
+
+/// Digest of the closure's hash parts: the reference scan looks for exactly
+/// these, so recorded references are reusable only under the same digest.
+pub fn closure_digest(paths: &[StorePath]) -> [u8; 32] {
+    let mut parts: Vec<&str> = paths.iter().map(StorePath::hash_part).collect();
+    parts.sort_unstable();
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+    }
+    h.finalize().into()
 }
 
 /// The hash-part index for a sorted closure.
@@ -237,5 +404,83 @@ mod tests {
         s.feed(&H1[1..]);
         s.feed(b"0123456789abcdfghijklmnpqrsvwxy0");
         assert!(s.found().is_empty());
+    }
+
+    fn sp(hash: &[u8; 32], dir: &std::path::Path) -> StorePath {
+        StorePath {
+            base: format!("{}-x", std::str::from_utf8(hash).unwrap()),
+            source: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_refuse_what_they_cannot_vouch_for() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = [sp(H1, d.path()), sp(H2, d.path())];
+        let idx = hash_index(&paths);
+        let sc = PathScan {
+            nar_hash: [1; 32],
+            nar_size: 1234,
+            references: [0, 1].into_iter().collect(),
+            content_digest: [2; 32],
+            file_bytes: 99,
+        };
+        let closure = closure_digest(&paths);
+        let rec = sc.to_record(&closure, &paths);
+        let back = PathScan::from_record(&rec, &closure, &idx, true).unwrap();
+        assert_eq!(
+            (back.nar_hash, back.nar_size, back.content_digest, back.file_bytes),
+            (sc.nar_hash, sc.nar_size, sc.content_digest, sc.file_bytes)
+        );
+        assert_eq!(back.references, sc.references);
+        // Another closure: references unknown.
+        let other = closure_digest(&paths[..1]);
+        assert!(PathScan::from_record(&rec, &other, &idx, true).is_none());
+        let no_refs = PathScan::from_record(&rec, &other, &idx, false).unwrap();
+        assert!(no_refs.references.is_empty());
+        assert_eq!(no_refs.content_digest, sc.content_digest);
+        // Malformed: every truncation and a trailing byte.
+        for n in 0..rec.len() {
+            assert!(PathScan::from_record(&rec[..n], &closure, &idx, true).is_none());
+        }
+        let mut long = rec.clone();
+        long.push(0);
+        assert!(PathScan::from_record(&long, &closure, &idx, true).is_none());
+    }
+
+    #[test]
+    fn fingerprint_moves_with_every_change() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("p");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/f"), b"abc").unwrap();
+        std::fs::write(root.join("g"), b"12345").unwrap();
+        let fp = || fingerprint(&root).unwrap();
+        let a = fp();
+        assert_eq!(a.file_bytes, 8);
+        assert!(!a.settled, "files made just now have not settled");
+        assert_eq!(fp().digest, a.digest, "a walk alone changes nothing");
+        let mut seen = vec![a.digest];
+        let mut step = |what: &str, change: &dyn Fn()| {
+            // Let the clock move past the previous change's tick.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            change();
+            let now = fp().digest;
+            assert!(!seen.contains(&now), "{what} left the fingerprint as it was");
+            seen.push(now);
+        };
+        let f = root.join("sub/f");
+        step("same-size rewrite", &|| std::fs::write(&f, b"xyz").unwrap());
+        step("chmod", &|| {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap()
+        });
+        step("rename", &|| {
+            std::fs::rename(root.join("g"), root.join("h")).unwrap()
+        });
+        step("new empty file", &|| std::fs::write(root.join("e"), b"").unwrap());
+        step("hard link", &|| {
+            std::fs::hard_link(root.join("h"), root.join("sub/h2")).unwrap()
+        });
     }
 }

@@ -256,42 +256,74 @@ fn reproducible_across_jobs_and_argument_order() {
 fn cache_warm_equals_cold_and_rebuilds_only_what_changed() {
     let d = tempfile::tempdir().unwrap();
     let paths = copy_store(d.path());
+    // Scans are recorded only for paths unchanged for 2 s (a change within
+    // one clock tick of an earlier one may keep the ctime).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     let cache = d.path().join("cache");
     let cold = d.path().join("cold");
     run(build_cmd(&cold, &paths).arg("-q"));
     let with_cache = |out: &Path| {
         let o = run(build_cmd(out, &paths).arg("--cache").arg(&cache));
-        summary_hits(&o.stderr)
+        (summary_hits(&o.stderr), summary_not_reread(&o.stderr))
     };
     let first = d.path().join("first");
-    assert_eq!(with_cache(&first), 0);
+    assert_eq!(with_cache(&first), (0, 0));
     assert_eq!(media(&first), media(&cold));
     let warm = d.path().join("warm");
-    assert_eq!(with_cache(&warm), 4);
+    assert_eq!(with_cache(&warm), (4, 4));
     assert_eq!(media(&warm), media(&cold));
 
-    // Change one path: only it is rebuilt, and the result equals a cold build.
+    // Change one path: only it is read and rebuilt, and the result equals a
+    // cold build.
     let motd = paths
         .iter()
         .find(|p| p.to_str().unwrap().ends_with("etc-motd"))
         .unwrap();
     std::fs::write(motd, "changed\n").unwrap();
     let changed = d.path().join("changed");
-    assert_eq!(with_cache(&changed), 3);
+    assert_eq!(with_cache(&changed), (3, 3));
     let cold2 = d.path().join("cold2");
     run(build_cmd(&cold2, &paths).arg("-q"));
     assert_eq!(media(&changed), media(&cold2));
 
-    // A mode change (setuid) alone also invalidates.
+    // Same size, mtime put back: only the ctime tells, and it is enough.
     let hello = paths
         .iter()
         .find(|p| p.to_str().unwrap().ends_with("hello-2.12"))
         .unwrap();
+    let readme = hello.join("share/doc/README");
+    let before = std::fs::metadata(&readme).unwrap();
+    let mut text = std::fs::read(&readme).unwrap();
+    text[0] ^= 0x20;
+    std::fs::write(&readme, &text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&readme)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+    let after = std::fs::metadata(&readme).unwrap();
+    assert_eq!(
+        (after.len(), after.modified().unwrap()),
+        (before.len(), before.modified().unwrap())
+    );
+    let same_size = d.path().join("same-size");
+    let (hits, not_reread) = with_cache(&same_size);
+    assert_eq!(hits, 3, "hello must be rebuilt");
+    // bash and the system are not re-read; motd may be (it changed < 2 s
+    // ago, so its new scan was not recorded); hello must be.
+    assert!((2..=3).contains(&not_reread), "{not_reread}");
+    let cold3 = d.path().join("cold3");
+    run(build_cmd(&cold3, &paths).arg("-q"));
+    assert_eq!(media(&same_size), media(&cold3));
+    assert_ne!(media(&cold3)["nix-store"], media(&cold2)["nix-store"]);
+
+    // A mode change (setuid) alone also invalidates.
     run(Command::new("chmod")
         .arg("4555")
         .arg(hello.join("bin/hello")));
     let suid = d.path().join("suid");
-    assert_eq!(with_cache(&suid), 3);
+    assert_eq!(with_cache(&suid).0, 3);
 
     // Corrupt every entry: all rebuilt, output unchanged.
     for e in std::fs::read_dir(&cache).unwrap() {
@@ -302,7 +334,7 @@ fn cache_warm_equals_cold_and_rebuilds_only_what_changed() {
         std::fs::write(&p, b).unwrap();
     }
     let again = d.path().join("again");
-    assert_eq!(with_cache(&again), 0);
+    assert_eq!(with_cache(&again), (0, 0));
     assert_eq!(media(&again), media(&suid));
     // Different options miss the cache.
     let o = run(build_cmd(&d.path().join("lz4"), &paths)
@@ -312,7 +344,9 @@ fn cache_warm_equals_cold_and_rebuilds_only_what_changed() {
     assert_eq!(summary_hits(&o.stderr), 0);
     // No temporary files left in the cache.
     assert!(
-        listing(&cache).iter().all(|n| n.ends_with(".seg")),
+        listing(&cache)
+            .iter()
+            .all(|n| n.ends_with(".seg") || n.ends_with(".rec")),
         "{:?}",
         listing(&cache)
     );
@@ -407,7 +441,9 @@ fn concurrent_builds_share_a_cache() {
     for i in 0..3 {
         assert_eq!(media(&d.path().join(format!("o{i}"))), media(&cold));
     }
-    assert!(listing(&cache).iter().all(|n| n.ends_with(".seg")));
+    assert!(listing(&cache)
+        .iter()
+        .all(|n| n.ends_with(".seg") || n.ends_with(".rec")));
 }
 
 #[test]

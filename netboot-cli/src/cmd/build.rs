@@ -25,7 +25,7 @@ use crate::cache::Cache;
 use crate::cli::{BuildPlan, ImageCompression, ImagePlan, SegmentCompression};
 use crate::error::{Error, IoContext, Result};
 use crate::media::{self, ImagePath};
-use crate::outdir::Staging;
+use crate::outdir::{Staging, SyncAhead};
 use crate::progress::{Progress, Verbosity};
 use crate::registration;
 use crate::scan::{self, PathScan};
@@ -39,6 +39,8 @@ pub const MAX_INITRDS: u64 = 1 << 31;
 
 /// Bump when the segment layout changes, so old cache entries stop matching.
 const SEGMENT_FORMAT: &str = "netboot-cli segment v1";
+/// Bump when what a scan records changes.
+const SCAN_RECORD_FORMAT: &str = "netboot-cli scan record v1";
 
 /// The squashfs options for an image plan.
 pub fn squashfs_options(image: &ImagePlan, mkfs_time: u32, jobs: usize) -> Options {
@@ -215,18 +217,59 @@ fn cache_key(plan: &BuildPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Read-only state shared by the workers.
+struct Shared<'a> {
+    plan: &'a BuildPlan,
+    idx: &'a std::collections::HashMap<[u8; 32], usize>,
+    closure: [u8; 32],
+    cache: Option<&'a Cache>,
+    work_dir: &'a Path,
+    progress: &'a Progress,
+}
+
+/// The scan of `sp`: from the cache's record when the path's fingerprint
+/// (metadata only) is one seen before, else by reading it (and recording
+/// the result when the path has settled).
+fn scan_path(sh: &Shared<'_>, sp: &StorePath, fp: Option<&scan::Fingerprint>) -> Result<PathScan> {
+    let need_refs = sh.plan.registration.is_none();
+    let key = match (sh.cache, fp) {
+        (Some(_), Some(fp)) => {
+            let mut h = Sha256::new();
+            h.update(SCAN_RECORD_FORMAT);
+            h.update(env!("CARGO_PKG_VERSION"));
+            h.update(fp.digest);
+            Some(<[u8; 32]>::from(h.finalize()))
+        }
+        _ => None,
+    };
+    if let (Some(c), Some(k)) = (sh.cache, key) {
+        let rec = c.get_record(&k);
+        if let Some(sc) =
+            rec.and_then(|b| PathScan::from_record(&b, &sh.closure, sh.idx, need_refs))
+        {
+            sh.progress.scan_reused();
+            return Ok(sc);
+        }
+    }
+    let sc = scan::scan(sp, sh.idx)?;
+    if let (Some(c), Some(k), Some(fp)) = (sh.cache, key, fp) {
+        if fp.settled {
+            c.put_record(&k, &sc.to_record(&sh.closure, &sh.plan.paths))?;
+        }
+    }
+    Ok(sc)
+}
+
 fn build_one(
-    plan: &BuildPlan,
+    sh: &Shared<'_>,
     i: usize,
     sp: &StorePath,
-    idx: &std::collections::HashMap<[u8; 32], usize>,
-    cache: Option<&Cache>,
-    work_dir: &Path,
-    progress: &Progress,
+    fp: Option<&scan::Fingerprint>,
 ) -> Result<Built> {
+    let (plan, cache, work_dir) = (sh.plan, sh.cache, sh.work_dir);
     let need_scan = plan.registration.is_none() || cache.is_some();
     let sc = if need_scan {
-        Some(scan::scan(sp, idx)?)
+        Some(scan_path(sh, sp, fp)?)
     } else {
         None
     };
@@ -251,7 +294,7 @@ fn build_one(
         sc.as_ref().map_or(read, |s| s.file_bytes)
     };
     let out_len = std::fs::metadata(&work).at(&work)?.len() - skip;
-    progress.path_done(&sp.base, bytes_in, out_len, hit);
+    sh.progress.path_done(&sp.base, bytes_in, out_len, hit);
     Ok(Built {
         scan: sc,
         work,
@@ -284,19 +327,33 @@ fn tree_bytes(p: &Path) -> u64 {
 /// instead of possibly being the last one left. Results come back in
 /// store-path order, so the media do not depend on the schedule. The first
 /// failure (in store-path order) stops the hand-out of new paths.
-fn build_all(
-    plan: &BuildPlan,
-    idx: &std::collections::HashMap<[u8; 32], usize>,
-    cache: Option<&Cache>,
-    work_dir: &Path,
-    progress: &Progress,
-) -> Result<Vec<Built>> {
+fn build_all(sh: &Shared<'_>) -> Result<Vec<Built>> {
+    let plan = sh.plan;
     let n = plan.paths.len();
+    // With a cache, the metadata walk doubles as the fingerprint that can
+    // spare reading an unchanged path. A walk error is left for the build
+    // itself to report.
+    let fps: Vec<Option<scan::Fingerprint>> = plan
+        .paths
+        .iter()
+        .map(|sp| {
+            sh.cache
+                .is_some()
+                .then(|| scan::fingerprint(&sp.source).ok())
+                .flatten()
+        })
+        .collect();
     let mut order: Vec<(u64, usize)> = plan
         .paths
         .iter()
+        .zip(&fps)
         .enumerate()
-        .map(|(i, sp)| (tree_bytes(&sp.source), i))
+        .map(|(i, (sp, fp))| {
+            let bytes = fp
+                .as_ref()
+                .map_or_else(|| tree_bytes(&sp.source), |f| f.file_bytes);
+            (bytes, i)
+        })
         .collect();
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let slots: Vec<Mutex<Option<Result<Built>>>> = (0..n).map(|_| Mutex::new(None)).collect();
@@ -308,7 +365,8 @@ fn build_all(
                 let k = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&(_, i)) = order.get(k) else { break };
                 let Some(sp) = plan.paths.get(i) else { break };
-                let r = build_one(plan, i, sp, idx, cache, work_dir, progress);
+                let fp = fps.get(i).and_then(Option::as_ref);
+                let r = build_one(sh, i, sp, fp);
                 let failed = r.is_err();
                 if let Some(Ok(mut g)) = slots.get(i).map(Mutex::lock) {
                     *g = Some(r);
@@ -392,7 +450,15 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     // The script first: a bad command line fails before any work.
     let script = script_text(&plan.init, &plan.cmdline).map_err(|e| Error::new("--cmdline", e))?;
 
-    let built = build_all(&plan, &idx, cache.as_ref(), &work_dir, &progress)?;
+    let shared = Shared {
+        plan: &plan,
+        idx: &idx,
+        closure: scan::closure_digest(&plan.paths),
+        cache: cache.as_ref(),
+        work_dir: &work_dir,
+        progress: &progress,
+    };
+    let built = build_all(&shared)?;
 
     // Registration: closureInfo's file verbatim, or computed.
     let reg_text = match &plan.registration {
@@ -431,7 +497,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     // nix-store: segments in store-path order, registration last.
     let ns_path = out.join("nix-store");
     let f = File::create(&ns_path).at(&ns_path)?;
-    let mut ns = initramfs::Writer::new(BufWriter::new(f));
+    let mut ns = initramfs::Writer::new(BufWriter::with_capacity(1 << 20, SyncAhead::new(f)));
     for b in &built {
         let mut seg = File::open(&b.work).at(&b.work)?;
         seg.seek(SeekFrom::Start(b.skip)).at(&b.work)?;
@@ -442,7 +508,8 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
         .map_err(|e| Error::at(&ns_path, e))?;
     let w = ns.finish().map_err(|e| Error::at(&ns_path, e))?;
     w.into_inner()
-        .map_err(|e| Error::io(&ns_path, e.into_error()))?;
+        .map_err(|e| Error::io(&ns_path, e.into_error()))?
+        .finish();
     std::fs::remove_dir_all(&work_dir).at(&work_dir)?;
 
     // manifest: every image, in nix-store order.

@@ -138,12 +138,25 @@ pub fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
-pub fn summary_hits(stderr: &[u8]) -> u64 {
+/// The number before `what` in the summary line (`…, 3 cache hits, …`).
+fn summary_count(stderr: &[u8], what: &str) -> u64 {
     let s = String::from_utf8_lossy(stderr);
     let line = s
         .lines()
-        .find(|l| l.contains("cache hits"))
+        .find(|l| l.starts_with("netboot: ") && l.contains(" store paths, "))
         .unwrap_or_else(|| panic!("no summary in {s:?}"));
-    let before = line.rsplit(", ").next().unwrap();
-    before.split_whitespace().next().unwrap().parse().unwrap()
+    let part = line
+        .split(", ")
+        .find(|p| p.ends_with(what))
+        .unwrap_or_else(|| panic!("no {what:?} in {line:?}"));
+    part.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+pub fn summary_hits(stderr: &[u8]) -> u64 {
+    summary_count(stderr, " cache hits")
+}
+
+/// Store paths whose scan came from the cache (not read again).
+pub fn summary_not_reread(stderr: &[u8]) -> u64 {
+    summary_count(stderr, " unchanged paths not re-read")
 }
