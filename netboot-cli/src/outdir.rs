@@ -38,7 +38,7 @@ fn sibling(dest: &Path, tag: &str, pid: u32) -> Result<PathBuf> {
     Ok(dest.with_file_name(n))
 }
 
-/// Removes temporary/old directories left by dead builds of `dest`.
+/// Removes temporary/old directories (or files) left by dead builds of `dest`.
 fn clean_stale(dest: &Path) {
     let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
         return;
@@ -66,7 +66,14 @@ fn clean_stale(dest: &Path) {
             .or_else(|| rest.strip_prefix(OLD_TAG));
         if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
             if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir_all(e.path());
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
             }
         }
     }
@@ -153,6 +160,42 @@ impl Drop for Staging {
     }
 }
 
+/// Writes the single file `dest` atomically: into
+/// `.<name>.netboot-tmp-<pid>` beside it through a [`SyncAhead`], fsynced,
+/// then renamed over `dest`. On error the temporary file is removed and
+/// `dest` is untouched; a killed run's leftover is removed by the next.
+pub fn write_file<T>(
+    dest: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<SyncAhead>) -> Result<T>,
+) -> Result<T> {
+    clean_stale(dest);
+    let tmp = sibling(dest, TMP_TAG, std::process::id())?;
+    let res = (|| -> Result<T> {
+        let f = File::create(&tmp).at(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, SyncAhead::new(f));
+        let v = fill(&mut w)?;
+        w.into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?
+            .finish();
+        File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+        std::fs::rename(&tmp, dest).at(dest)?;
+        Ok(v)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let v = res?;
+    if let Some(parent) = dest.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let _ = File::open(parent).and_then(|f| f.sync_all());
+    }
+    Ok(v)
+}
+
 /// A file writer that has the kernel write back as it goes: every
 /// [`SyncAhead::EVERY`] bytes, a helper thread `fdatasync`s what is written
 /// so far while writing continues. The fsync at commit then waits only for
@@ -167,7 +210,7 @@ pub struct SyncAhead {
 
 impl SyncAhead {
     /// Bytes between two requests.
-    pub const EVERY: u64 = 16 << 20;
+    pub const EVERY: u64 = 4 << 20;
 
     /// Wraps `file`; without a second handle (`try_clone` failing) it just writes.
     pub fn new(file: File) -> SyncAhead {
@@ -231,6 +274,13 @@ impl Write for SyncAhead {
     }
 }
 
+/// For writers that patch a header at the end (the squashfs superblock).
+impl std::io::Seek for SyncAhead {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.file.seek(pos)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -253,6 +303,36 @@ mod tests {
         std::fs::write(s.path().join("new"), b"2").unwrap();
         s.commit().unwrap();
         assert!(!dest.join("old").exists() && dest.join("new").exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn write_file_is_atomic() {
+        use std::io::{Seek, SeekFrom};
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("img");
+        std::fs::write(&dest, b"previous").unwrap();
+        // A dead run's leftover file.
+        std::fs::write(d.path().join(".img.netboot-tmp-0"), b"junk").unwrap();
+        let e = write_file(&dest, |w| {
+            w.write_all(&[7u8; 100_000]).unwrap();
+            Err::<(), _>(Error::new("x", "failed half-way"))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("half-way"));
+        assert_eq!(std::fs::read(&dest).unwrap(), b"previous");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        // More than SyncAhead::EVERY, and a seek back to patch a header.
+        let big = vec![1u8; (SyncAhead::EVERY * 2 + 3) as usize];
+        let n = write_file(&dest, |w| {
+            w.write_all(&big).unwrap();
+            w.seek(SeekFrom::Start(0)).unwrap();
+            w.write_all(b"HD").unwrap();
+            Ok(big.len())
+        })
+        .unwrap();
+        let got = std::fs::read(&dest).unwrap();
+        assert_eq!((got.len(), &got[..3]), (n, &b"HD\x01"[..]));
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 

@@ -429,7 +429,12 @@ mod tests {
         let rec = sc.to_record(&closure, &paths);
         let back = PathScan::from_record(&rec, &closure, &idx, true).unwrap();
         assert_eq!(
-            (back.nar_hash, back.nar_size, back.content_digest, back.file_bytes),
+            (
+                back.nar_hash,
+                back.nar_size,
+                back.content_digest,
+                back.file_bytes
+            ),
             (sc.nar_hash, sc.nar_size, sc.content_digest, sc.file_bytes)
         );
         assert_eq!(back.references, sc.references);
@@ -467,7 +472,10 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
             change();
             let now = fp().digest;
-            assert!(!seen.contains(&now), "{what} left the fingerprint as it was");
+            assert!(
+                !seen.contains(&now),
+                "{what} left the fingerprint as it was"
+            );
             seen.push(now);
         };
         let f = root.join("sub/f");
@@ -478,7 +486,9 @@ mod tests {
         step("rename", &|| {
             std::fs::rename(root.join("g"), root.join("h")).unwrap()
         });
-        step("new empty file", &|| std::fs::write(root.join("e"), b"").unwrap());
+        step("new empty file", &|| {
+            std::fs::write(root.join("e"), b"").unwrap()
+        });
         step("hard link", &|| {
             std::fs::hard_link(root.join("h"), root.join("sub/h2")).unwrap()
         });

@@ -81,19 +81,21 @@ impl<'a> Source<'a> {
                 Ok(())
             }
             Source::File(f, p) => {
-                let start = buf.len();
-                buf.resize(start + n, 0);
-                let dest = buf.get_mut(start..).unwrap_or_default();
-                f.read_exact(dest).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        Error::FileChanged {
-                            path: p.to_path_buf(),
-                            expected,
-                        }
-                    } else {
-                        io_path(p, e)
-                    }
-                })
+                // `take` + `read_to_end` reads into the spare capacity
+                // without zeroing it first (a memset per block otherwise).
+                buf.reserve_exact(n);
+                let got = f
+                    .by_ref()
+                    .take(n as u64)
+                    .read_to_end(buf)
+                    .map_err(|e| io_path(p, e))?;
+                if got != n {
+                    return Err(Error::FileChanged {
+                        path: p.to_path_buf(),
+                        expected,
+                    });
+                }
+                Ok(())
             }
         }
     }

@@ -17,8 +17,9 @@ pub fn run(a: SquashfsArgs, v: Verbosity) -> Result<()> {
         tree.set_root_metadata(meta);
     }
     let opts = squashfs_options(&plan, source_date_epoch(0)?, plan.jobs).all_root(a.all_root);
-    let s = squashfs_writer::write_image_to_path(&tree, &opts, &a.image)
-        .map_err(|e| Error::at(&a.image, e))?;
+    let s = crate::outdir::write_file(&a.image, |w| {
+        squashfs_writer::write_image(&tree, &opts, w).map_err(|e| Error::at(&a.image, e))
+    })?;
     if v != Verbosity::Quiet {
         eprintln!(
             "netboot: {} inodes, {} in, {} image, {} duplicate files, {:.2} s",
