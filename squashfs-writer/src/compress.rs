@@ -112,8 +112,9 @@ impl Encoder {
 
     /// Compresses `data` into `out` (replacing its contents); `false` when the
     /// result would not be smaller than `data` (store raw; `out` is then junk).
+    /// `out` is overwritten, not cleared first: zeroing a recycled 128 KiB
+    /// buffer per block is wasted work.
     pub(crate) fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
-        out.clear();
         match self.comp {
             Compression::Gzip { level } => {
                 let d = self.deflate.get_or_insert_with(|| {

@@ -1,8 +1,10 @@
 //! Reading file contents from a [`FileData`] (memory or a host path), block by block.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::tree::FileData;
@@ -10,7 +12,8 @@ use crate::tree::FileData;
 /// An open file source.
 pub(crate) enum Source<'a> {
     Bytes(&'a [u8]),
-    File(File, &'a Path),
+    /// Shared so compression workers can read blocks of it at offsets.
+    File(Arc<File>, &'a Path),
 }
 
 fn io_path(path: &Path, source: std::io::Error) -> Error {
@@ -39,7 +42,10 @@ impl<'a> Source<'a> {
     pub(crate) fn open(data: &'a FileData) -> Result<Source<'a>> {
         match data {
             FileData::Bytes(b) => Ok(Source::Bytes(b)),
-            FileData::Path(p) => Ok(Source::File(File::open(p).map_err(|e| io_path(p, e))?, p)),
+            FileData::Path(p) => Ok(Source::File(
+                Arc::new(File::open(p).map_err(|e| io_path(p, e))?),
+                p,
+            )),
         }
     }
 
@@ -84,8 +90,7 @@ impl<'a> Source<'a> {
                 // `take` + `read_to_end` reads into the spare capacity
                 // without zeroing it first (a memset per block otherwise).
                 buf.reserve_exact(n);
-                let got = f
-                    .by_ref()
+                let got = (&**f)
                     .take(n as u64)
                     .read_to_end(buf)
                     .map_err(|e| io_path(p, e))?;
@@ -100,6 +105,32 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// The open file, for workers to read blocks of (`None` for memory).
+    pub(crate) fn shared_file(&self) -> Result<Arc<File>> {
+        match self {
+            Source::File(f, _) => Ok(Arc::clone(f)),
+            Source::Bytes(_) => Err(Error::Unsupported {
+                what: "internal: positional reads of an in-memory source",
+            }),
+        }
+    }
+
+    /// True for a host file (read by workers at offsets).
+    pub(crate) fn is_file(&self) -> bool {
+        matches!(self, Source::File(..))
+    }
+
+    /// Moves a host file's position to `pos` (after blocks that workers
+    /// read at offsets); memory sources are positioned by their own reads.
+    pub(crate) fn seek_to(&mut self, pos: u64) -> Result<()> {
+        if let Source::File(f, p) = self {
+            (&**f)
+                .seek(SeekFrom::Start(pos))
+                .map_err(|e| io_path(p, e))?;
+        }
+        Ok(())
+    }
+
     /// Errors when bytes remain after the expected size (the file grew).
     pub(crate) fn expect_eof(&mut self, expected: u64, data: &FileData) -> Result<()> {
         let more = match self {
@@ -107,7 +138,7 @@ impl<'a> Source<'a> {
             Source::File(f, p) => {
                 let mut one = [0u8; 1];
                 loop {
-                    match f.read(&mut one) {
+                    match (&**f).read(&mut one) {
                         Ok(n) => break n > 0,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(io_path(p, e)),
@@ -123,6 +154,30 @@ impl<'a> Source<'a> {
         }
         Ok(())
     }
+}
+
+/// Reads exactly `len` bytes at `offset` of `file` into `buf` (replacing
+/// its contents: a recycled buffer is only zeroed where it grows); a short
+/// read means the file shrank since it was sized.
+pub(crate) fn read_block(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: usize,
+    expected: u64,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
+    buf.resize(len, 0);
+    file.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::FileChanged {
+                path: path.to_path_buf(),
+                expected,
+            }
+        } else {
+            io_path(path, e)
+        }
+    })
 }
 
 /// Streams the whole file through `f` in chunks (for hashing and byte comparison).

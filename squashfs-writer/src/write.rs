@@ -7,6 +7,7 @@
 //! | xattr tables, zero-padded to 4096 bytes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::inode::{encode_rdev, kind, Inode, InodeBody, InodeHeader, NONE};
 use crate::metadata::{lookup_table, MetadataWriter, UNCOMPRESSED};
 use crate::options::Options;
-use crate::source::{for_each_chunk, same_contents, size_of, Source};
+use crate::source::{for_each_chunk, read_block, same_contents, size_of, Source};
 use crate::superblock::{flags, Superblock, NOT_PRESENT, SIZE as SB_SIZE};
 use crate::tree::{DeviceKind, FileData, NodeKind, Tree};
 use crate::xattr::XattrWriter;
@@ -67,10 +68,25 @@ enum JobKind {
     Fragment,
 }
 
-struct Job {
+/// What a job compresses: bytes the reader already has (fragment blocks,
+/// in-memory sources), or a block of a host file that the worker reads
+/// itself, so reading runs on every worker instead of one thread.
+enum Input<'t> {
+    Bytes(Vec<u8>),
+    Block {
+        file: Arc<File>,
+        path: &'t Path,
+        offset: u64,
+        len: usize,
+        /// The file's size when it was sized (for the error if it shrank).
+        expected: u64,
+    },
+}
+
+struct Job<'t> {
     seq: u64,
     kind: JobKind,
-    data: Vec<u8>,
+    input: Input<'t>,
 }
 
 enum Packed {
@@ -82,17 +98,22 @@ enum Packed {
 struct Done {
     seq: u64,
     kind: JobKind,
-    packed: Packed,
+    /// An error reading the block is reported when the block's turn to be
+    /// written comes, so the first error in file order wins.
+    packed: Result<Packed>,
 }
 
 /// Block buffers handed back after use: the reader fills them, workers
 /// compress into them, and committed blocks return them, so a steady state
 /// allocates nothing (fresh 128 KiB buffers are page faults and zeroing).
 /// Holds at most about as many buffers as blocks can be in flight.
+/// Buffers come back with their old contents: whoever takes one overwrites
+/// or clears it, and resizing a buffer that is already long zeroes nothing.
 #[derive(Default)]
 struct BufferPool(Mutex<Vec<Vec<u8>>>);
 
 impl BufferPool {
+    /// A buffer with unspecified contents.
     fn take(&self) -> Vec<u8> {
         self.0
             .lock()
@@ -101,8 +122,7 @@ impl BufferPool {
             .unwrap_or_default()
     }
 
-    fn give(&self, mut v: Vec<u8>, limit: usize) {
-        v.clear();
+    fn give(&self, v: Vec<u8>, limit: usize) {
         if let Ok(mut g) = self.0.lock() {
             if g.len() < limit {
                 g.push(v);
@@ -112,6 +132,33 @@ impl BufferPool {
 }
 
 fn pack(
+    enc: &mut Encoder,
+    kind: &JobKind,
+    input: Input<'_>,
+    pool: &BufferPool,
+    limit: usize,
+) -> Result<Packed> {
+    let data = match input {
+        Input::Bytes(v) => v,
+        Input::Block {
+            file,
+            path,
+            offset,
+            len,
+            expected,
+        } => {
+            let mut v = pool.take();
+            if let Err(e) = read_block(&file, path, offset, len, expected, &mut v) {
+                pool.give(v, limit);
+                return Err(e);
+            }
+            v
+        }
+    };
+    Ok(pack_bytes(enc, kind, data, pool, limit))
+}
+
+fn pack_bytes(
     enc: &mut Encoder,
     kind: &JobKind,
     data: Vec<u8>,
@@ -149,8 +196,8 @@ impl<W: Write> Out<W> {
 
 /// The ordered half of the pipeline: receives compressed blocks and writes them in
 /// submission order, so the bytes do not depend on thread scheduling.
-struct Pipeline<W> {
-    tx: Option<SyncSender<Job>>,
+struct Pipeline<'t, W> {
+    tx: Option<SyncSender<Job<'t>>>,
     rx: Receiver<Done>,
     next_seq: u64,
     next_commit: u64,
@@ -164,23 +211,26 @@ struct Pipeline<W> {
     pool: Arc<BufferPool>,
 }
 
-impl<W: Write> Pipeline<W> {
+impl<'t, W: Write> Pipeline<'t, W> {
+    /// An empty buffer.
     fn buffer(&self) -> Vec<u8> {
-        self.pool.take()
+        let mut v = self.pool.take();
+        v.clear();
+        v
     }
 
     fn recycle(&self, v: Vec<u8>) {
         self.pool.give(v, 2 * self.limit + 2);
     }
 
-    fn submit(&mut self, kind: JobKind, data: Vec<u8>) -> Result<()> {
+    fn submit(&mut self, kind: JobKind, input: Input<'t>) -> Result<()> {
         while self.in_flight >= self.limit {
             self.receive_one()?;
         }
         let job = Job {
             seq: self.next_seq,
             kind,
-            data,
+            input,
         };
         self.next_seq += 1;
         self.in_flight += 1;
@@ -214,6 +264,7 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn commit(&mut self, done: Done) -> Result<()> {
+        let packed = done.packed?;
         match done.kind {
             JobKind::Data(f) => {
                 let pos = self.out.pos;
@@ -222,7 +273,7 @@ impl<W: Write> Pipeline<W> {
                     file.started = true;
                     file.start = pos;
                 }
-                let word = match done.packed {
+                let word = match packed {
                     Packed::Sparse(n) => {
                         file.sparse += n as u64;
                         self.summary.sparse_blocks += 1;
@@ -247,7 +298,7 @@ impl<W: Write> Pipeline<W> {
             }
             JobKind::Fragment => {
                 let start = self.out.pos;
-                let word = match done.packed {
+                let word = match packed {
                     Packed::Compressed(c) => {
                         self.out.put(&c)?;
                         let n = c.len() as u32;
@@ -489,7 +540,7 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
     // Blocks in flight (submitted, not yet written): bounds memory to about
     // `limit` blocks while keeping every worker busy during reads.
     let limit = 4 * jobs + 4;
-    let (job_tx, job_rx) = sync_channel::<Job>(limit);
+    let (job_tx, job_rx) = sync_channel::<Job<'_>>(limit);
     let (done_tx, done_rx) = channel::<Done>();
     let job_rx = Arc::new(Mutex::new(job_rx));
     let mut pipe = Pipeline {
@@ -526,7 +577,7 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
                     Err(_) => break,
                 };
                 let Ok(job) = job else { break };
-                let packed = pack(&mut enc, &job.kind, job.data, &pool, 2 * limit + 2);
+                let packed = pack(&mut enc, &job.kind, job.input, &pool, 2 * limit + 2);
                 if tx
                     .send(Done {
                         seq: job.seq,
@@ -738,13 +789,13 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
 }
 
 /// Reads every unique, non-duplicate file in order and feeds the pipeline.
-fn stream_files<W: Write>(
-    tree: &Tree,
+fn stream_files<'t, W: Write>(
+    tree: &'t Tree,
     opts: &Options,
     files: &[usize],
     sizes: &[u64],
     dup: &[Option<usize>],
-    pipe: &mut Pipeline<W>,
+    pipe: &mut Pipeline<'t, W>,
     bs: usize,
 ) -> Result<()> {
     let mut frag: Vec<u8> = Vec::new();
@@ -776,16 +827,38 @@ fn stream_files<W: Write>(
         };
         let mut src = Source::open(data)?;
         for b in 0..nblocks {
-            let len = (size - b * bs64).min(bs64) as usize;
-            let mut v = pipe.buffer();
-            src.read_into(len, size, data, &mut v)?;
-            pipe.submit(JobKind::Data(i), v)?;
+            let offset = b * bs64;
+            let len = (size - offset).min(bs64) as usize;
+            let input = match (&src, data) {
+                // Workers read host files themselves (positional reads).
+                (Source::File(..), FileData::Path(path)) => Input::Block {
+                    file: src.shared_file()?,
+                    path,
+                    offset,
+                    len,
+                    expected: size,
+                },
+                _ => {
+                    let mut v = pipe.buffer();
+                    src.read_into(len, size, data, &mut v)?;
+                    Input::Bytes(v)
+                }
+            };
+            pipe.submit(JobKind::Data(i), input)?;
+        }
+        if nblocks > 0 && src.is_file() {
+            // Workers read the blocks at offsets; the tail and the EOF
+            // check continue after them.
+            src.seek_to(nblocks * bs64)?;
         }
         if tail_in_fragment {
             let t = tail as usize;
             if frag.len() + t > bs {
                 let next = pipe.buffer();
-                pipe.submit(JobKind::Fragment, std::mem::replace(&mut frag, next))?;
+                pipe.submit(
+                    JobKind::Fragment,
+                    Input::Bytes(std::mem::replace(&mut frag, next)),
+                )?;
                 frag_index += 1;
             }
             let f = &mut pipe.files[i];
@@ -797,7 +870,7 @@ fn stream_files<W: Write>(
         src.expect_eof(size, data)?;
     }
     if !frag.is_empty() {
-        pipe.submit(JobKind::Fragment, frag)?;
+        pipe.submit(JobKind::Fragment, Input::Bytes(frag))?;
     }
     Ok(())
 }
