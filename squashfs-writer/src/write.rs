@@ -891,9 +891,10 @@ pub fn write_image_to_path(tree: &Tree, opts: &Options, dest: &Path) -> Result<S
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(io)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    let file = tmp.as_file().try_clone().map_err(io)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, crate::SyncAhead::new(file));
     let summary = write_image(tree, opts, &mut w)?;
-    let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
+    w.into_inner().map_err(|e| io(e.into_error()))?.finish();
     {
         use std::os::unix::fs::PermissionsExt;
         // tempfile creates 0600; an image is a normal 0644 file like mksquashfs's.

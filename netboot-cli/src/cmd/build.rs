@@ -19,13 +19,13 @@ use std::sync::Mutex;
 use newc_cpio::initramfs::{self, Compression as SegComp};
 use newc_cpio::Entry;
 use sha2::{Digest, Sha256};
-use squashfs_writer::{Compression as ImgComp, FileData, Metadata, Options, Tree};
+use squashfs_writer::{Compression as ImgComp, FileData, Metadata, Options, SyncAhead, Tree};
 
 use crate::cache::Cache;
 use crate::cli::{BuildPlan, ImageCompression, ImagePlan, SegmentCompression};
 use crate::error::{Error, IoContext, Result};
 use crate::media::{self, ImagePath};
-use crate::outdir::{Staging, SyncAhead};
+use crate::outdir::Staging;
 use crate::progress::{Progress, Verbosity};
 use crate::registration;
 use crate::scan::{self, PathScan};
