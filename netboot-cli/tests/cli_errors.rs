@@ -268,3 +268,28 @@ fn killed_build_leaves_dir_intact() {
     assert!(!tmp.exists());
     assert_eq!(listing(&out).len(), 5);
 }
+
+/// `inspect` streams an initramfs listing (memory does not grow with the
+/// entries) but checks the whole file first: a damaged one prints nothing
+/// on stdout, only the one-line error.
+#[test]
+fn inspect_of_a_damaged_initramfs_prints_no_partial_listing() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("m");
+    run(build_cmd(&out, &example_paths()).arg("-q"));
+    let ns = std::fs::read(out.join("nix-store")).unwrap();
+    let cut = d.path().join("cut");
+    std::fs::write(&cut, &ns[..(ns.len() / 2) & !3]).unwrap();
+    for json in [false, true] {
+        let mut c = netboot();
+        c.arg("inspect").arg(&cut);
+        if json {
+            c.arg("--json");
+        }
+        let o = c.output().unwrap();
+        assert!(!o.status.success());
+        assert!(o.stdout.is_empty(), "partial listing: {:?}", o.stdout.len());
+        let e = run_err(&mut c);
+        assert!(e.contains("cut"), "{e}");
+    }
+}

@@ -248,6 +248,15 @@ pub enum Error {
         name: Vec<u8>,
     },
 
+    /// [`crate::initramfs::segments`] keeps every header it lists; it stops
+    /// at this many instead of exhausting memory on a decompression bomb
+    /// (stream with [`crate::initramfs::Reader`] to go further).
+    #[error("more than {limit} entries to list (use a streaming reader)")]
+    TooManyEntries {
+        /// The limit.
+        limit: usize,
+    },
+
     /// The root given to a tree walk is not a directory.
     #[error("{}: not a directory", path.display())]
     NotADirectory {

@@ -395,3 +395,37 @@ fn header_offsets_and_multiple_archives_in_one_member() {
     let mut r = Reader::new(&plain[..]);
     assert_eq!(r.next_entry().unwrap().unwrap().header_offset(), 0);
 }
+
+/// A header bomb: a small gzip member decoding to more headers than
+/// `segments` lists. It stops with a typed error; the streaming reader
+/// still walks them all.
+#[test]
+fn segments_refuses_a_header_bomb() {
+    let trailer = Writer::new(Vec::new()).finish().unwrap();
+    let mut one = Writer::new(Vec::new());
+    one.append(&Entry::file("a", 0), io::empty()).unwrap();
+    let full = one.finish().unwrap();
+    let record = &full[..full.len() - trailer.len()]; // one header
+    let n = initramfs::MAX_LISTED_ENTRIES + 1;
+    let mut enc = initramfs::Encoder::new(Compression::Gzip { level: 9 }, Vec::new()).unwrap();
+    let chunk = record.repeat(4096);
+    for _ in 0..n / 4096 {
+        io::Write::write_all(&mut enc, &chunk).unwrap();
+    }
+    for _ in 0..n % 4096 {
+        io::Write::write_all(&mut enc, record).unwrap();
+    }
+    io::Write::write_all(&mut enc, &trailer).unwrap();
+    let gz = enc.finish().unwrap();
+    assert!(gz.len() < 1 << 20, "the bomb is small: {} bytes", gz.len());
+    match initramfs::segments(&gz) {
+        Err(Error::TooManyEntries { limit }) => assert_eq!(limit, initramfs::MAX_LISTED_ENTRIES),
+        other => panic!("expected TooManyEntries, got {:?}", other.map(|l| l.len())),
+    }
+    let mut r = initramfs::Reader::new(&gz);
+    let mut count = 0;
+    while r.next_entry().unwrap().is_some() {
+        count += 1;
+    }
+    assert_eq!(count, n);
+}

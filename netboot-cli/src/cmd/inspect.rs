@@ -105,72 +105,107 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Listing of an initramfs: (text, json).
-pub fn initramfs_listing(bytes: &[u8]) -> std::result::Result<(String, Value), String> {
+/// Writes the listing of an initramfs to `out` while reading it, as text or
+/// JSON, so memory does not grow with the number of entries (a small
+/// decompression bomb can hold millions of headers). A first pass decodes
+/// everything and counts the segments: the header line needs the count, and
+/// a damaged file is reported before anything is printed.
+pub fn initramfs_listing(
+    bytes: &[u8],
+    json_out: bool,
+    out: &mut impl std::io::Write,
+) -> std::result::Result<(), String> {
+    let mut nsegs = 0usize;
     let mut r = newc_cpio::initramfs::Reader::new(bytes);
-    let mut text = String::new();
-    let mut segs: Vec<Value> = Vec::new();
+    let mut cur = None;
+    while let Some(mut e) = r.next_entry().map_err(|e| e.to_string())? {
+        if cur != Some(e.segment().index) {
+            cur = Some(e.segment().index);
+            nsegs += 1;
+        }
+        let (name, off) = (lossy(e.entry().name()), e.header_offset());
+        std::io::copy(&mut e, &mut std::io::sink())
+            .map_err(|err| format!("{name} at offset {off}: {err}"))?;
+    }
+    let w = |out: &mut dyn std::io::Write, s: &str| {
+        out.write_all(s.as_bytes())
+            .map_err(|e| format!("writing the listing: {e}"))
+    };
+    if json_out {
+        w(
+            out,
+            &format!(
+                r#"{{"type":"initramfs","size":{},"segments":["#,
+                bytes.len()
+            ),
+        )?;
+    } else if nsegs == 1 {
+        w(out, "cpio archive (newc), 1 segment\n")?;
+    } else {
+        w(out, &format!("initramfs, {nsegs} segments\n"))?;
+    }
+    let mut r = newc_cpio::initramfs::Reader::new(bytes);
     let mut cur: Option<usize> = None;
-    let mut entries: Vec<Value> = Vec::new();
-    let mut nsegs = 0;
     while let Some(mut e) = r.next_entry().map_err(|e| e.to_string())? {
         let seg = e.segment();
-        if cur != Some(seg.index) {
-            if let Some(last) = segs.last_mut() {
-                last["entries"] = Value::Array(std::mem::take(&mut entries));
+        let first_in_segment = cur != Some(seg.index);
+        if first_in_segment {
+            let kind = format!("{:?}", seg.kind).to_lowercase();
+            if json_out {
+                let sep = if cur.is_some() { "]}," } else { "" };
+                w(
+                    out,
+                    &format!(
+                        r#"{sep}{{"index":{},"offset":{},"compression":"{kind}","entries":["#,
+                        seg.index, seg.offset
+                    ),
+                )?;
+            } else {
+                w(
+                    out,
+                    &format!("segment {} at offset {} ({kind})\n", seg.index, seg.offset),
+                )?;
             }
             cur = Some(seg.index);
-            nsegs += 1;
-            let kind = format!("{:?}", seg.kind).to_lowercase();
-            let _ = writeln!(
-                text,
-                "segment {} at offset {} ({kind})",
-                seg.index, seg.offset
-            );
-            segs.push(json!({"index": seg.index, "offset": seg.offset, "compression": kind}));
         }
         let ent = e.entry().clone();
         let off = e.header_offset();
-        let mut sink = std::io::sink();
-        std::io::copy(&mut e, &mut sink)
+        std::io::copy(&mut e, &mut std::io::sink())
             .map_err(|err| format!("{} at offset {off}: {err}", lossy(ent.name())))?;
         let tc = cpio_type_char(ent.kind());
         let name = lossy(ent.name());
         let target = lossy(ent.symlink_target());
-        let _ = write!(
-            text,
-            "  {:>10} {} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
-            off,
-            mode_string(tc, ent.perm()),
-            ent.nlink(),
-            ent.uid(),
-            ent.gid(),
-            ent.file_size(),
-            ent.mtime(),
-            name
-        );
-        if tc == 'l' {
-            let _ = write!(text, " -> {target}");
+        if json_out {
+            let v = json!({
+                "header_offset": off, "name": name, "type": tc.to_string(), "mode": ent.perm(),
+                "uid": ent.uid(), "gid": ent.gid(), "nlink": ent.nlink(), "size": ent.file_size(),
+                "mtime": ent.mtime(), "ino": ent.ino(), "target": if tc == 'l' { Value::String(target) } else { Value::Null },
+            });
+            let sep = if first_in_segment { "" } else { "," };
+            w(out, &format!("{sep}{v}"))?;
+        } else {
+            let mut line = format!(
+                "  {:>10} {} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
+                off,
+                mode_string(tc, ent.perm()),
+                ent.nlink(),
+                ent.uid(),
+                ent.gid(),
+                ent.file_size(),
+                ent.mtime(),
+                name
+            );
+            if tc == 'l' {
+                let _ = write!(line, " -> {target}");
+            }
+            line.push('\n');
+            w(out, &line)?;
         }
-        text.push('\n');
-        entries.push(json!({
-            "header_offset": off, "name": name, "type": tc.to_string(), "mode": ent.perm(),
-            "uid": ent.uid(), "gid": ent.gid(), "nlink": ent.nlink(), "size": ent.file_size(),
-            "mtime": ent.mtime(), "ino": ent.ino(), "target": if tc == 'l' { Value::String(target) } else { Value::Null },
-        }));
     }
-    if let Some(last) = segs.last_mut() {
-        last["entries"] = Value::Array(entries);
+    if json_out {
+        w(out, if cur.is_some() { "]}]}\n" } else { "]}\n" })?;
     }
-    let head = if nsegs == 1 {
-        "cpio archive (newc), 1 segment\n".to_owned()
-    } else {
-        format!("initramfs, {nsegs} segments\n")
-    };
-    Ok((
-        format!("{head}{text}"),
-        json!({"type": "initramfs", "size": bytes.len(), "segments": segs}),
-    ))
+    Ok(())
 }
 
 /// Listing of a squashfs image: (text, json).
@@ -251,7 +286,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
         .at(&a.file)?;
     let (text, value) = match detect(&bytes) {
         Some(Kind::Squashfs) => squashfs_listing(&bytes).map_err(|e| Error::at(&a.file, e))?,
-        Some(Kind::Initramfs) => initramfs_listing(&bytes).map_err(|e| Error::at(&a.file, e))?,
+        Some(Kind::Initramfs) => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            initramfs_listing(&bytes, a.json, &mut out).map_err(|e| Error::at(&a.file, e))?;
+            return std::io::Write::flush(&mut out).map_err(|e| Error::new("stdout", e));
+        }
         Some(Kind::Ipxe) => {
             let s = std::str::from_utf8(&bytes)
                 .map_err(|e| Error::at(&a.file, format!("iPXE script is not UTF-8: {e}")))?;

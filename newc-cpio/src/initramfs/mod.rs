@@ -26,7 +26,9 @@ use std::ops::{Deref, DerefMut};
 
 use crate::error::Result;
 
-pub use read::{segments, InitramfsEntry, Reader, SegmentInfo, SegmentKind, SegmentListing};
+pub use read::{
+    segments, InitramfsEntry, Reader, SegmentInfo, SegmentKind, SegmentListing, MAX_LISTED_ENTRIES,
+};
 
 /// How one segment is encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -259,12 +259,25 @@ pub struct SegmentListing {
     pub entries: Vec<(u64, Entry)>,
 }
 
+/// Most entries [`segments`] lists: a few hundred bytes of gzip can decode
+/// to millions of headers, and the listing keeps them all.
+pub const MAX_LISTED_ENTRIES: usize = 1 << 20;
+
 /// Lists every segment of an image and its entries (data is decoded and
 /// checked, then dropped). Segments holding only a trailer are omitted.
+/// More than [`MAX_LISTED_ENTRIES`] entries is [`Error::TooManyEntries`];
+/// [`Reader`] streams any number.
 pub fn segments(bytes: &[u8]) -> Result<Vec<SegmentListing>> {
     let mut r = Reader::new(bytes);
     let mut out: Vec<SegmentListing> = Vec::new();
+    let mut listed = 0usize;
     while let Some(mut e) = r.next_entry()? {
+        listed += 1;
+        if listed > MAX_LISTED_ENTRIES {
+            return Err(Error::TooManyEntries {
+                limit: MAX_LISTED_ENTRIES,
+            });
+        }
         io::copy(&mut e, &mut io::sink()).map_err(from_io)?;
         let info = e.segment();
         let item = (e.header_offset(), e.entry().clone());
