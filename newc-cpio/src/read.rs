@@ -119,6 +119,13 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// The inner reader and the bytes read ahead from it but not used
+    /// (at most the 32 KiB buffer).
+    pub(crate) fn into_parts(self) -> (R, Vec<u8>) {
+        let ahead = self.inner.buffer().to_vec();
+        (self.inner.into_inner(), ahead)
+    }
+
     pub(crate) fn data(&mut self) -> DataReader<'_, R> {
         DataReader { reader: self }
     }

@@ -3,13 +3,14 @@
 //! then CRC32 and ISIZE. The kernel skips only FNAME, so FEXTRA, FCOMMENT
 //! and FHCRC are never written and are refused when read.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use miniz_oxide::inflate::stream::InflateState;
 use miniz_oxide::{DataFormat, MZFlush, MZStatus};
 
+use super::source::Source;
 use crate::error::Error;
-use crate::read::to_io;
+use crate::read::{from_io, to_io};
 
 /// gzip magic and CM=8 (deflate).
 pub(crate) const MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -99,10 +100,48 @@ impl<W: Write> Write for GzipEncoder<W> {
     }
 }
 
-/// Decodes one gzip member from a slice, reporting how much input it used.
-pub(crate) struct GzipDecoder<'a> {
-    input: &'a [u8],
-    pos: usize,
+/// Reads and checks a member's header (and FNAME) from `input`, which
+/// starts at the magic at initramfs offset `offset`.
+pub(crate) fn read_header<R: BufRead>(input: &mut Source<R>, offset: u64) -> Result<(), Error> {
+    let err = |what: &str| Error::Decompress {
+        offset,
+        format: "gzip",
+        what: what.to_string(),
+    };
+    let mut header = [0u8; 10];
+    let got = input.peek(10).map_err(from_io)?;
+    if got.len() < header.len() {
+        return Err(Error::Truncated {
+            offset,
+            what: "gzip header",
+        });
+    }
+    header.copy_from_slice(got);
+    if header[..2] != MAGIC || header[2] != 8 {
+        return Err(err("not a deflate gzip header"));
+    }
+    let flags = header[3];
+    if flags & !(FTEXT | FNAME) != 0 {
+        return Err(err(
+            "header flags other than FNAME/FTEXT (the kernel cannot skip FEXTRA, FCOMMENT or FHCRC)",
+        ));
+    }
+    input.consume(header.len());
+    if flags & FNAME != 0 {
+        // Streamed: a hostile FNAME may be as long as the input.
+        input.skip_while(|b| b != 0).map_err(from_io)?;
+        if input.peek(1).map_err(from_io)?.is_empty() {
+            return Err(err("FNAME not terminated"));
+        }
+        input.consume(1);
+    }
+    Ok(())
+}
+
+/// Decodes one gzip member (after [`read_header`]), consuming exactly the
+/// member's bytes from its [`Source`].
+pub(crate) struct GzipDecoder<R> {
+    input: Source<R>,
     offset: u64,
     state: Box<InflateState>,
     crc: crc32fast::Hasher,
@@ -110,51 +149,23 @@ pub(crate) struct GzipDecoder<'a> {
     done: bool,
 }
 
-impl<'a> GzipDecoder<'a> {
-    /// `input` starts at the member's magic; `offset` is its position in
-    /// the initramfs (for errors).
-    pub(crate) fn new(input: &'a [u8], offset: u64) -> Result<Self, Error> {
-        let err = |what: &str| Error::Decompress {
-            offset,
-            format: "gzip",
-            what: what.to_string(),
-        };
-        let header = input.get(..10).ok_or(Error::Truncated {
-            offset,
-            what: "gzip header",
-        })?;
-        if header[..2] != MAGIC || header[2] != 8 {
-            return Err(err("not a deflate gzip header"));
-        }
-        let flags = header[3];
-        if flags & !(FTEXT | FNAME) != 0 {
-            return Err(err(
-                "header flags other than FNAME/FTEXT (the kernel cannot skip FEXTRA, FCOMMENT or FHCRC)",
-            ));
-        }
-        let mut pos = 10;
-        if flags & FNAME != 0 {
-            let rest = input.get(pos..).unwrap_or_default();
-            let nul = rest
-                .iter()
-                .position(|&b| b == 0)
-                .ok_or(err("FNAME not terminated"))?;
-            pos += nul + 1;
-        }
-        Ok(GzipDecoder {
+impl<R: BufRead> GzipDecoder<R> {
+    /// `input` is just past the header; `offset` is the member's position
+    /// in the initramfs (for errors).
+    pub(crate) fn new(input: Source<R>, offset: u64) -> Self {
+        GzipDecoder {
             input,
-            pos,
             offset,
             state: InflateState::new_boxed(DataFormat::Raw),
             crc: crc32fast::Hasher::new(),
             isize: 0,
             done: false,
-        })
+        }
     }
 
-    /// Input bytes used so far (the whole member once `read` returned 0).
-    pub(crate) fn consumed(&self) -> usize {
-        self.pos
+    /// The source, positioned after the member once `read` returned 0.
+    pub(crate) fn into_inner(self) -> Source<R> {
+        self.input
     }
 
     fn error(&self, what: String) -> io::Error {
@@ -166,12 +177,12 @@ impl<'a> GzipDecoder<'a> {
     }
 
     fn finish_member(&mut self) -> io::Result<()> {
-        let trailer = self
-            .input
-            .get(self.pos..self.pos + 8)
-            .ok_or_else(|| self.error("input ends before the CRC32/ISIZE trailer".into()))?;
-        let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-        let isize = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+        let got = self.input.peek(8)?;
+        if got.len() < 8 {
+            return Err(self.error("input ends before the CRC32/ISIZE trailer".into()));
+        }
+        let crc = u32::from_le_bytes([got[0], got[1], got[2], got[3]]);
+        let isize = u32::from_le_bytes([got[4], got[5], got[6], got[7]]);
         let actual = self.crc.clone().finalize();
         if crc != actual || isize != self.isize {
             return Err(self.error(format!(
@@ -179,22 +190,23 @@ impl<'a> GzipDecoder<'a> {
                 self.isize
             )));
         }
-        self.pos += 8;
+        self.input.consume(8);
         self.done = true;
         Ok(())
     }
 }
 
-impl Read for GzipDecoder<'_> {
+impl<R: BufRead> Read for GzipDecoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.done || buf.is_empty() {
             return Ok(0);
         }
         loop {
-            let input = self.input.get(self.pos..).unwrap_or_default();
+            let input = self.input.fill_buf()?;
             let r =
                 miniz_oxide::inflate::stream::inflate(&mut self.state, input, buf, MZFlush::None);
-            self.pos += r.bytes_consumed;
+            let whole_chunk = input.len() == r.bytes_consumed;
+            self.input.consume(r.bytes_consumed);
             let written = &buf[..r.bytes_written];
             self.crc.update(written);
             self.isize = self.isize.wrapping_add(written.len() as u32);
@@ -210,7 +222,10 @@ impl Read for GzipDecoder<'_> {
                     if r.bytes_written > 0 {
                         return Ok(r.bytes_written);
                     }
-                    let what = if input.len() == r.bytes_consumed {
+                    // Same wording as over a whole slice: did the error come
+                    // with all of the remaining input used?
+                    let at_end = whole_chunk && self.input.fill_buf()?.is_empty();
+                    let what = if at_end {
                         "input ends inside the deflate stream".to_string()
                     } else {
                         format!("corrupt deflate data ({e:?})")

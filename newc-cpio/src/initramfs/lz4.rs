@@ -6,8 +6,9 @@
 //! end of the input or at a zero length word (the writer puts four zero
 //! bytes after every LZ4 member so the kernel stops there too).
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
+use super::source::Source;
 use crate::error::Error;
 use crate::read::to_io;
 
@@ -75,41 +76,40 @@ impl<W: Write> Write for Lz4Encoder<W> {
     }
 }
 
-/// Decodes one legacy LZ4 member from a slice, block by block (at most
-/// 8 MiB of output buffered).
-pub(crate) struct Lz4Decoder<'a> {
-    input: &'a [u8],
+/// Decodes one legacy LZ4 member block by block (at most one 8 MiB
+/// decoded block and one compressed block buffered), consuming exactly the
+/// member's bytes from its [`Source`].
+pub(crate) struct Lz4Decoder<R> {
+    input: Source<R>,
+    /// Member bytes consumed (error offsets are member offset + this).
     pos: usize,
     offset: u64,
     block: Vec<u8>,
     block_len: usize,
     block_pos: usize,
+    compressed: Vec<u8>,
     done: bool,
 }
 
-impl<'a> Lz4Decoder<'a> {
-    pub(crate) fn new(input: &'a [u8], offset: u64) -> Result<Self, Error> {
-        if input.get(..4) != Some(&MAGIC[..]) {
-            return Err(Error::Decompress {
-                offset,
-                format: "lz4",
-                what: "not a legacy frame magic".into(),
-            });
-        }
-        Ok(Lz4Decoder {
+impl<R: BufRead> Lz4Decoder<R> {
+    /// `input` is at the magic (already matched by the caller).
+    pub(crate) fn new(mut input: Source<R>, offset: u64) -> Self {
+        input.consume(MAGIC.len());
+        Lz4Decoder {
             input,
-            pos: 4,
+            pos: MAGIC.len(),
             offset,
             block: Vec::new(),
             block_len: 0,
             block_pos: 0,
+            compressed: Vec::new(),
             done: false,
-        })
+        }
     }
 
-    /// Input bytes used (the whole member once `read` returned 0).
-    pub(crate) fn consumed(&self) -> usize {
-        self.pos
+    /// The source, positioned after the member once `read` returned 0.
+    pub(crate) fn into_inner(self) -> Source<R> {
+        self.input
     }
 
     fn error(&self, what: String) -> io::Error {
@@ -123,13 +123,15 @@ impl<'a> Lz4Decoder<'a> {
     /// Decodes the next block; `false` at the end of the member.
     fn next_block(&mut self) -> io::Result<bool> {
         loop {
-            let Some(word) = self.input.get(self.pos..self.pos + 4) else {
+            let word = self.input.peek(4)?;
+            let Ok(word) = <[u8; 4]>::try_from(word) else {
                 // Fewer than 4 bytes left: the member ends with the input;
                 // the caller treats leftover bytes as padding or junk.
                 return Ok(false);
             };
-            let len = u32::from_le_bytes([word[0], word[1], word[2], word[3]]) as usize;
+            let len = u32::from_le_bytes(word) as usize;
             if word == MAGIC {
+                self.input.consume(4);
                 self.pos += 4;
                 continue;
             }
@@ -141,17 +143,30 @@ impl<'a> Lz4Decoder<'a> {
                     "block length {len} exceeds LZ4_compressBound(8 MiB)"
                 )));
             }
-            let start = self.pos + 4;
-            let data = self
-                .input
-                .get(start..start + len)
-                .ok_or_else(|| self.error(format!("input ends inside a {len}-byte block")))?;
+            self.input.consume(4);
             if self.block.is_empty() {
                 self.block = vec![0; BLOCK_SIZE];
             }
-            let n = lz4_flex::block::decompress_into(data, &mut self.block)
-                .map_err(|e| self.error(format!("corrupt block: {e}")))?;
-            self.pos = start + len;
+            // NB: decode straight from the source's buffer when it holds
+            // the whole block (always, over a slice); copy otherwise. The
+            // copy grows with the bytes present, not with `len`.
+            let avail = self.input.fill_buf()?;
+            let result = if avail.len() >= len {
+                let r = lz4_flex::block::decompress_into(&avail[..len], &mut self.block);
+                self.input.consume(len);
+                r
+            } else {
+                self.compressed.clear();
+                let got = (&mut self.input)
+                    .take(len as u64)
+                    .read_to_end(&mut self.compressed)?;
+                if got < len {
+                    return Err(self.error(format!("input ends inside a {len}-byte block")));
+                }
+                lz4_flex::block::decompress_into(&self.compressed, &mut self.block)
+            };
+            let n = result.map_err(|e| self.error(format!("corrupt block: {e}")))?;
+            self.pos += 4 + len;
             self.block_len = n;
             self.block_pos = 0;
             if n > 0 {
@@ -161,7 +176,7 @@ impl<'a> Lz4Decoder<'a> {
     }
 }
 
-impl Read for Lz4Decoder<'_> {
+impl<R: BufRead> Read for Lz4Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);

@@ -10,7 +10,8 @@
 //! Each segment is a complete archive ending in `TRAILER!!!`, so hard-link
 //! inode numbers never leak between segments.
 //!
-//! [`Reader`] (over a byte slice) reads such a buffer back the way the
+//! [`StreamReader`] (over any `BufRead`, e.g. a file) and [`Reader`] (over
+//! a byte slice, a thin wrapper) read such a buffer back the way the
 //! kernel does: NUL bytes between segments skipped, `0` at a 4-aligned
 //! offset starts an uncompressed archive, other bytes select a
 //! decompressor by magic (gzip, LZ4 legacy and zstd are decoded; xz,
@@ -19,6 +20,7 @@
 mod gzip;
 mod lz4;
 mod read;
+mod source;
 mod zstd;
 
 use std::io::{self, Read, Write};
@@ -27,7 +29,8 @@ use std::ops::{Deref, DerefMut};
 use crate::error::Result;
 
 pub use read::{
-    segments, InitramfsEntry, Reader, SegmentInfo, SegmentKind, SegmentListing, MAX_LISTED_ENTRIES,
+    segments, InitramfsEntry, Reader, SegmentInfo, SegmentKind, SegmentListing, StreamEntry,
+    StreamReader, MAX_LISTED_ENTRIES,
 };
 
 /// How one segment is encoded.

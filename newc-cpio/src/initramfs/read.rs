@@ -1,8 +1,9 @@
 //! Reading a whole initramfs buffer, segment by segment, like the
 //! kernel's `unpack_to_rootfs`.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
+use super::source::Source;
 use super::{gzip, lz4, zstd};
 use crate::entry::Entry;
 use crate::error::{Error, Result};
@@ -32,14 +33,14 @@ pub struct SegmentInfo {
     pub kind: SegmentKind,
 }
 
-enum Member<'a> {
-    Raw(&'a [u8]),
-    Gzip(gzip::GzipDecoder<'a>),
-    Lz4(lz4::Lz4Decoder<'a>),
-    Zstd(Box<zstd::ZstdDecoder<'a>>),
+enum Member<R: BufRead> {
+    Raw(Source<R>),
+    Gzip(gzip::GzipDecoder<R>),
+    Lz4(lz4::Lz4Decoder<R>),
+    Zstd(Box<zstd::ZstdDecoder<R>>),
 }
 
-impl Read for Member<'_> {
+impl<R: BufRead> Read for Member<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Member::Raw(r) => r.read(buf),
@@ -50,38 +51,60 @@ impl Read for Member<'_> {
     }
 }
 
-struct Current<'a> {
+struct Current<R: BufRead> {
     info: SegmentInfo,
-    cpio: CpioReader<Member<'a>>,
+    cpio: CpioReader<Member<R>>,
 }
 
-/// Reads every entry of every segment of an initramfs held in memory;
-/// decoded data is streamed (at most one 8 MiB LZ4 block or a 32 KiB
-/// inflate window is buffered), never the whole segment.
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// Reads every entry of every segment of an initramfs from any
+/// [`BufRead`] (a `BufReader<File>`, a slice), in one pass. Memory is
+/// bounded whatever the input: one header, a 32 KiB inflate window or one
+/// 8 MiB LZ4 block (plus its compressed form when the reader's buffer is
+/// smaller), a zstd window, and fixed buffers. Each compressed member is
+/// consumed exactly, so the next segment starts right after it.
+///
+/// Entries, offsets and errors are the same as [`Reader`]'s for the same
+/// bytes. After an error, stop: further calls may return `Ok(None)`.
+///
+/// ```
+/// use newc_cpio::{Entry, initramfs::{Compression, StreamReader, Writer}};
+/// use std::io::Read;
+/// let mut img = Writer::new(Vec::new());
+/// let mut seg = img.segment(Compression::Gzip { level: 6 })?;
+/// seg.append(&Entry::file("a", 3), &b"abc"[..])?;
+/// seg.finish()?;
+/// let bytes = img.finish()?;
+/// // A file would be `BufReader::new(File::open(path)?)`.
+/// let mut r = StreamReader::new(std::io::BufReader::new(&bytes[..]));
+/// while let Some(mut e) = r.next_entry()? {
+///     let mut data = Vec::new();
+///     e.read_to_end(&mut data)?;
+///     assert_eq!((e.entry().name(), &data[..]), (&b"a"[..], &b"abc"[..]));
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct StreamReader<R: BufRead> {
+    // Between segments the source is here; inside one, in `current`.
+    src: Option<Source<R>>,
     next_index: usize,
     after_uncompressed: bool,
-    current: Option<Current<'a>>,
+    current: Option<Current<R>>,
 }
 
-impl std::fmt::Debug for Reader<'_> {
+impl<R: BufRead> std::fmt::Debug for StreamReader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader")
-            .field("len", &self.buf.len())
-            .field("pos", &self.pos)
+        f.debug_struct("StreamReader")
+            .field("pos", &self.src.as_ref().map(Source::position))
             .field("segment", &self.current.as_ref().map(|c| c.info))
             .finish()
     }
 }
 
-impl<'a> Reader<'a> {
-    /// A reader over a whole initramfs image.
-    pub fn new(buf: &'a [u8]) -> Reader<'a> {
-        Reader {
-            buf,
-            pos: 0,
+impl<R: BufRead> StreamReader<R> {
+    /// A reader over a whole initramfs image; `inner` starts at offset 0.
+    pub fn new(inner: R) -> StreamReader<R> {
+        StreamReader {
+            src: Some(Source::new(inner)),
             next_index: 0,
             after_uncompressed: false,
             current: None,
@@ -89,8 +112,8 @@ impl<'a> Reader<'a> {
     }
 
     /// The next entry of the image (crossing segment boundaries), or
-    /// `None` at the end of the buffer.
-    pub fn next_entry(&mut self) -> Result<Option<InitramfsEntry<'_, 'a>>> {
+    /// `None` at the end of the input.
+    pub fn next_entry(&mut self) -> Result<Option<StreamEntry<'_, R>>> {
         let (entry, header_offset) = loop {
             let Some(cur) = self.current.as_mut() else {
                 if !self.open_segment()? {
@@ -103,18 +126,18 @@ impl<'a> Reader<'a> {
                 Event::Trailer if cur.info.kind != SegmentKind::Uncompressed => {
                     // More archives may follow inside the same member.
                     if !cur.cpio.next_archive()? {
-                        self.close_segment()?;
+                        self.close_segment();
                     }
                 }
                 // An uncompressed archive ends at its trailer (zeros after it
-                // are the outer loop's business), or at the end of the buffer.
-                Event::Trailer | Event::Eof => self.close_segment()?,
+                // are the outer loop's business), or at the end of the input.
+                Event::Trailer | Event::Eof => self.close_segment(),
             }
         };
         let Some(cur) = self.current.as_mut() else {
             return Err(Error::Io(io::Error::other("segment vanished")));
         };
-        Ok(Some(InitramfsEntry {
+        Ok(Some(StreamEntry {
             entry,
             header_offset,
             segment: cur.info,
@@ -122,33 +145,42 @@ impl<'a> Reader<'a> {
         }))
     }
 
-    fn close_segment(&mut self) -> Result<()> {
+    /// Gives the source back to the reader, positioned after the segment.
+    fn close_segment(&mut self) {
         let Some(cur) = self.current.take() else {
-            return Ok(());
-        };
-        let used = match cur.cpio.get_ref() {
-            Member::Raw(_) => usize::try_from(cur.cpio.position()).unwrap_or(usize::MAX),
-            Member::Gzip(g) => g.consumed(),
-            Member::Lz4(l) => l.consumed(),
-            Member::Zstd(z) => z.consumed(),
+            return;
         };
         self.after_uncompressed = cur.info.kind == SegmentKind::Uncompressed;
-        self.pos = (cur.info.offset as usize)
-            .saturating_add(used)
-            .min(self.buf.len());
-        Ok(())
+        let (member, ahead) = cur.cpio.into_parts();
+        self.src = Some(match member {
+            Member::Raw(mut src) => {
+                // The cpio reader's buffer read past the trailer.
+                src.unread(&ahead);
+                src
+            }
+            // Decoders consumed exactly their member; `ahead` is decoded data.
+            Member::Gzip(g) => g.into_inner(),
+            Member::Lz4(l) => l.into_inner(),
+            Member::Zstd(z) => z.into_inner(),
+        });
     }
 
     /// Skips NUL bytes and opens the segment there; `false` at the end.
     fn open_segment(&mut self) -> Result<bool> {
-        let rest = self.buf.get(self.pos..).unwrap_or_default();
-        let zeros = rest.iter().take_while(|&&b| b == 0).count();
-        self.pos += zeros;
-        let rest = &rest[zeros..];
-        if rest.is_empty() {
+        // No source: a decoder failed to start and kept it; stay ended.
+        let Some(src) = self.src.as_mut() else {
             return Ok(false);
-        }
-        let offset = self.pos as u64;
+        };
+        src.skip_while(|b| b == 0).map_err(from_io)?;
+        let offset = src.position();
+        // The longest magic we recognise is 6 bytes (xz).
+        let mut head = [0u8; 6];
+        let got = src.peek(head.len()).map_err(from_io)?;
+        let head = &mut head[..got.len()];
+        head.copy_from_slice(got);
+        let Some(&first) = head.first() else {
+            return Ok(false);
+        };
         if self.after_uncompressed && offset % 4 != 0 {
             // Kernel `do_reset`: "broken padding".
             return Err(Error::BadPadding {
@@ -156,27 +188,21 @@ impl<'a> Reader<'a> {
                 what: "segment after an uncompressed archive is not 4-aligned",
             });
         }
-        let (kind, member) = if rest[0] == b'0' {
+        let kind = if first == b'0' {
             if offset % 4 != 0 {
                 return Err(Error::BadPadding {
                     offset,
                     what: "uncompressed archive not 4-aligned (kernel: invalid magic at start of compressed archive)",
                 });
             }
-            (SegmentKind::Uncompressed, Member::Raw(rest))
-        } else if rest.starts_with(&gzip::MAGIC) {
-            (
-                SegmentKind::Gzip,
-                Member::Gzip(gzip::GzipDecoder::new(rest, offset)?),
-            )
-        } else if rest.starts_with(&lz4::MAGIC) {
-            (
-                SegmentKind::Lz4Legacy,
-                Member::Lz4(lz4::Lz4Decoder::new(rest, offset)?),
-            )
-        } else if rest.starts_with(&zstd::MAGIC) {
-            let dec = zstd::ZstdDecoder::new(rest, offset)?;
-            (SegmentKind::Zstd, Member::Zstd(Box::new(dec)))
+            SegmentKind::Uncompressed
+        } else if head.starts_with(&gzip::MAGIC) {
+            gzip::read_header(src, offset)?;
+            SegmentKind::Gzip
+        } else if head.starts_with(&lz4::MAGIC) {
+            SegmentKind::Lz4Legacy
+        } else if head.starts_with(&zstd::MAGIC) {
+            SegmentKind::Zstd
         } else {
             const OTHERS: [(&[u8], &str); 4] = [
                 (&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz"),
@@ -184,13 +210,22 @@ impl<'a> Reader<'a> {
                 (&[0x5d, 0x00, 0x00], "lzma"),
                 (&[0x89, 0x4c, 0x5a, 0x4f], "lzo"),
             ];
-            if let Some((_, format)) = OTHERS.iter().find(|(m, _)| rest.starts_with(m)) {
+            if let Some((_, format)) = OTHERS.iter().find(|(m, _)| head.starts_with(m)) {
                 return Err(Error::UnsupportedCompression { offset, format });
             }
             return Err(Error::UnknownMagic {
                 offset,
-                magic: rest[..rest.len().min(4)].to_vec(),
+                magic: head[..head.len().min(4)].to_vec(),
             });
+        };
+        let Some(src) = self.src.take() else {
+            return Ok(false);
+        };
+        let member = match kind {
+            SegmentKind::Uncompressed => Member::Raw(src),
+            SegmentKind::Gzip => Member::Gzip(gzip::GzipDecoder::new(src, offset)),
+            SegmentKind::Lz4Legacy => Member::Lz4(lz4::Lz4Decoder::new(src, offset)),
+            SegmentKind::Zstd => Member::Zstd(Box::new(zstd::ZstdDecoder::new(src, offset)?)),
         };
         let info = SegmentInfo {
             index: self.next_index,
@@ -207,16 +242,16 @@ impl<'a> Reader<'a> {
 }
 
 /// One entry of an initramfs, with a [`Read`] over its (decoded) data.
-pub struct InitramfsEntry<'r, 'a> {
+pub struct StreamEntry<'r, R: BufRead> {
     entry: Entry,
     header_offset: u64,
     segment: SegmentInfo,
-    data: DataReader<'r, Member<'a>>,
+    data: DataReader<'r, Member<R>>,
 }
 
-impl std::fmt::Debug for InitramfsEntry<'_, '_> {
+impl<R: BufRead> std::fmt::Debug for StreamEntry<'_, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InitramfsEntry")
+        f.debug_struct("StreamEntry")
             .field("entry", &self.entry)
             .field("header_offset", &self.header_offset)
             .field("segment", &self.segment)
@@ -224,7 +259,7 @@ impl std::fmt::Debug for InitramfsEntry<'_, '_> {
     }
 }
 
-impl InitramfsEntry<'_, '_> {
+impl<R: BufRead> StreamEntry<'_, R> {
     /// The entry's metadata.
     pub fn entry(&self) -> &Entry {
         &self.entry
@@ -243,9 +278,35 @@ impl InitramfsEntry<'_, '_> {
     }
 }
 
-impl Read for InitramfsEntry<'_, '_> {
+impl<R: BufRead> Read for StreamEntry<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.data.read(buf)
+    }
+}
+
+/// One entry from [`Reader`]: a [`StreamEntry`] over the image slice.
+pub type InitramfsEntry<'r, 'a> = StreamEntry<'r, &'a [u8]>;
+
+/// Reads every entry of every segment of an initramfs held in memory: a
+/// [`StreamReader`] over the slice (decoded data is streamed, never the
+/// whole segment).
+#[derive(Debug)]
+pub struct Reader<'a> {
+    inner: StreamReader<&'a [u8]>,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader over a whole initramfs image.
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader {
+            inner: StreamReader::new(buf),
+        }
+    }
+
+    /// The next entry of the image (crossing segment boundaries), or
+    /// `None` at the end of the buffer.
+    pub fn next_entry(&mut self) -> Result<Option<InitramfsEntry<'_, 'a>>> {
+        self.inner.next_entry()
     }
 }
 

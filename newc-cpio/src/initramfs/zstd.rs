@@ -3,47 +3,32 @@
 //! windows over 100 MiB, so such (rare, `--long=27`) members are reported
 //! as errors. Reading only: our writer does not produce zstd.
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
 
+use super::source::Source;
 use crate::error::Error;
 use crate::read::to_io;
 
 /// zstd frame magic 0xFD2FB528, little-endian on disk.
 pub(crate) const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// A slice reader that remembers how far it got.
-pub(crate) struct Counted<'a> {
-    input: &'a [u8],
-    pos: usize,
-}
-
-impl Read for Counted<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = self.input.get(self.pos..).unwrap_or_default();
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-/// Decodes one zstd frame from a slice.
-pub(crate) struct ZstdDecoder<'a> {
-    inner: StreamingDecoder<Counted<'a>, FrameDecoder>,
+/// Decodes one zstd frame from a [`Source`] (ruzstd reads exactly the
+/// frame's bytes).
+pub(crate) struct ZstdDecoder<R: BufRead> {
+    inner: StreamingDecoder<Source<R>, FrameDecoder>,
     offset: u64,
     checked: bool,
 }
 
-impl<'a> ZstdDecoder<'a> {
-    pub(crate) fn new(input: &'a [u8], offset: u64) -> Result<Self, Error> {
-        let inner =
-            StreamingDecoder::new(Counted { input, pos: 0 }).map_err(|e| Error::Decompress {
-                offset,
-                format: "zstd",
-                what: e.to_string(),
-            })?;
+impl<R: BufRead> ZstdDecoder<R> {
+    pub(crate) fn new(input: Source<R>, offset: u64) -> Result<Self, Error> {
+        let inner = StreamingDecoder::new(input).map_err(|e| Error::Decompress {
+            offset,
+            format: "zstd",
+            what: e.to_string(),
+        })?;
         Ok(ZstdDecoder {
             inner,
             offset,
@@ -51,13 +36,13 @@ impl<'a> ZstdDecoder<'a> {
         })
     }
 
-    /// Input bytes used (the whole frame once `read` returned 0).
-    pub(crate) fn consumed(&self) -> usize {
-        self.inner.get_ref().pos
+    /// The source, positioned after the frame once `read` returned 0.
+    pub(crate) fn into_inner(self) -> Source<R> {
+        self.inner.into_inner()
     }
 }
 
-impl Read for ZstdDecoder<'_> {
+impl<R: BufRead> Read for ZstdDecoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf).map_err(|e| {
             to_io(Error::Decompress {
