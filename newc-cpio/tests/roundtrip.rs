@@ -1,9 +1,9 @@
 //! Property tests: writer -> reader round trips (single archives and
 //! multi-segment initramfs images), typed errors, and hostile input that
-//! must never panic.
+//! must never panic; the streaming initramfs reader against the slice one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use newc_cpio::initramfs::{self, Compression};
 use newc_cpio::read::{read_all, Reader};
@@ -158,6 +158,139 @@ proptest! {
         for input in [&bad[..], &bytes[..cut.index(bytes.len())]] {
             let _ = drain_initramfs(input);
             let _ = read_all(input);
+        }
+    }
+}
+
+/// Everything a reader reports: per entry (header offset, segment, entry,
+/// data or the data error), then the end (`None`) or the error's text.
+type Trace = (
+    Vec<(u64, initramfs::SegmentInfo, Entry, Result<Vec<u8>, String>)>,
+    Option<String>,
+);
+
+/// The [`Trace`] of a reader with `next_entry` (slice or streaming).
+macro_rules! trace {
+    ($r:expr) => {{
+        let mut r = $r;
+        let mut items = Vec::new();
+        loop {
+            match r.next_entry() {
+                Ok(Some(mut e)) => {
+                    let mut data = Vec::new();
+                    let data = e
+                        .read_to_end(&mut data)
+                        .map(|_| data)
+                        .map_err(|e| e.to_string());
+                    let failed = data.is_err();
+                    items.push((e.header_offset(), e.segment(), e.entry().clone(), data));
+                    if failed {
+                        break (items, None);
+                    }
+                }
+                Ok(None) => break (items, None),
+                Err(e) => break (items, Some(e.to_string())),
+            }
+        }
+    }};
+}
+
+fn stream_trace<R: BufRead>(r: initramfs::StreamReader<R>) -> Trace {
+    trace!(r)
+}
+
+fn slice_trace(bytes: &[u8]) -> Trace {
+    trace!(initramfs::Reader::new(bytes))
+}
+
+/// A `BufRead` handing out 1..=7 bytes per `fill_buf`, by a fixed pattern.
+struct Trickle<'a> {
+    data: &'a [u8],
+    sizes: &'a [u8],
+    turn: usize,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.fill_buf()?.len().min(out.len());
+        out[..n].copy_from_slice(&self.data[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Trickle<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let size = usize::from(self.sizes[self.turn % self.sizes.len()] % 7 + 1);
+        Ok(&self.data[..size.min(self.data.len())])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.data = &self.data[n..];
+        self.turn += 1;
+    }
+}
+
+/// The streaming reader over `bytes` (whole, trickled, and through a
+/// small `BufReader`) reports exactly what the slice reader does.
+fn assert_stream_matches(bytes: &[u8], sizes: &[u8]) {
+    let want = slice_trace(bytes);
+    let whole = stream_trace(initramfs::StreamReader::new(bytes));
+    assert_eq!(whole, want, "stream over the whole slice");
+    let trickled = stream_trace(initramfs::StreamReader::new(Trickle {
+        data: bytes,
+        sizes,
+        turn: 0,
+    }));
+    assert_eq!(trickled, want, "stream 1..=7 bytes at a time");
+    let buffered = stream_trace(initramfs::StreamReader::new(io::BufReader::with_capacity(
+        5, bytes,
+    )));
+    assert_eq!(buffered, want, "stream through a 5-byte BufReader");
+}
+
+#[test]
+fn stream_matches_slice_on_fuzz_seeds() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/initramfs_read");
+    let mut n = 0;
+    for f in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(f.unwrap().path()).unwrap();
+        assert_stream_matches(&bytes, &[0, 3, 6, 1, 5]);
+        n += 1;
+    }
+    assert!(n > 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+    /// Multi-segment images, byte-flipped and truncated copies: the
+    /// streaming reader gives the same entries, data, offsets and error.
+    #[test]
+    fn stream_reader_matches_slice_reader(
+        segs in proptest::collection::vec((0u8..3, proptest::collection::vec(entry(), 0..4)), 1..4),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in any::<prop::sample::Index>(),
+        sizes in proptest::collection::vec(any::<u8>(), 1..16),
+    ) {
+        let mut img = initramfs::Writer::new(Vec::new());
+        for (c, entries) in &segs {
+            let c = match c { 0 => Compression::None, 1 => Compression::Gzip { level: 1 }, _ => Compression::Lz4 };
+            let mut seg = img.segment(c).unwrap();
+            for (e, data) in entries {
+                seg.append(e, &data[..]).unwrap();
+            }
+            seg.finish().unwrap();
+        }
+        let bytes = img.finish().unwrap();
+        let mut bad = bytes.clone();
+        for (i, v) in &flips {
+            let i = i.index(bad.len());
+            bad[i] = *v;
+        }
+        for input in [&bytes[..], &bad[..], &bytes[..cut.index(bytes.len())]] {
+            assert_stream_matches(input, &sizes);
         }
     }
 }

@@ -201,26 +201,37 @@ impl<R: BufRead> Read for GzipDecoder<R> {
         if self.done || buf.is_empty() {
             return Ok(0);
         }
+        // NB: fill `buf` across input chunks, as one inflate call over the
+        // whole input would: how far decoding runs ahead decides which
+        // error (cpio or gzip trailer) comes first, and it must not depend
+        // on the reader's buffer size.
+        let mut total = 0;
         loop {
             let input = self.input.fill_buf()?;
-            let r =
-                miniz_oxide::inflate::stream::inflate(&mut self.state, input, buf, MZFlush::None);
+            let r = miniz_oxide::inflate::stream::inflate(
+                &mut self.state,
+                input,
+                &mut buf[total..],
+                MZFlush::None,
+            );
             let whole_chunk = input.len() == r.bytes_consumed;
             self.input.consume(r.bytes_consumed);
-            let written = &buf[..r.bytes_written];
+            let written = &buf[total..total + r.bytes_written];
             self.crc.update(written);
             self.isize = self.isize.wrapping_add(written.len() as u32);
+            total += r.bytes_written;
             match r.status {
                 Ok(MZStatus::StreamEnd) => {
                     self.finish_member()?;
-                    return Ok(r.bytes_written);
+                    return Ok(total);
                 }
-                Ok(_) if r.bytes_written > 0 => return Ok(r.bytes_written),
-                Ok(_) if r.bytes_consumed > 0 => continue,
+                Ok(_) if total == buf.len() => return Ok(total),
+                Ok(_) if r.bytes_consumed > 0 || r.bytes_written > 0 => continue,
+                Ok(_) if total > 0 => return Ok(total),
                 Ok(_) => return Err(self.error("inflate made no progress".into())),
                 Err(e) => {
-                    if r.bytes_written > 0 {
-                        return Ok(r.bytes_written);
+                    if total > 0 {
+                        return Ok(total);
                     }
                     // Same wording as over a whole slice: did the error come
                     // with all of the remaining input used?
