@@ -110,13 +110,17 @@ fn lossy(b: &[u8]) -> String {
 /// decompression bomb can hold millions of headers). A first pass decodes
 /// everything and counts the segments: the header line needs the count, and
 /// a damaged file is reported before anything is printed.
-pub fn initramfs_listing(
-    bytes: &[u8],
+///
+/// `open` gives the file from its start, once per pass: two streaming
+/// passes keep memory independent of the file's size; `size` is its length.
+pub fn initramfs_listing<R: std::io::BufRead>(
+    mut open: impl FnMut() -> std::io::Result<R>,
+    size: u64,
     json_out: bool,
     out: &mut impl std::io::Write,
 ) -> std::result::Result<(), String> {
     let mut nsegs = 0usize;
-    let mut r = newc_cpio::initramfs::Reader::new(bytes);
+    let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| e.to_string())?);
     let mut cur = None;
     while let Some(mut e) = r.next_entry().map_err(|e| e.to_string())? {
         if cur != Some(e.segment().index) {
@@ -134,17 +138,14 @@ pub fn initramfs_listing(
     if json_out {
         w(
             out,
-            &format!(
-                r#"{{"type":"initramfs","size":{},"segments":["#,
-                bytes.len()
-            ),
+            &format!(r#"{{"type":"initramfs","size":{size},"segments":["#),
         )?;
     } else if nsegs == 1 {
         w(out, "cpio archive (newc), 1 segment\n")?;
     } else {
         w(out, &format!("initramfs, {nsegs} segments\n"))?;
     }
-    let mut r = newc_cpio::initramfs::Reader::new(bytes);
+    let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| e.to_string())?);
     let mut cur: Option<usize> = None;
     while let Some(mut e) = r.next_entry().map_err(|e| e.to_string())? {
         let seg = e.segment();
@@ -280,19 +281,34 @@ pub fn ipxe_listing(
 
 /// Runs the command.
 pub fn run(a: InspectArgs) -> Result<()> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(&a.file)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
+    let open = || std::fs::File::open(&a.file).map(std::io::BufReader::new);
+    // Squashfs images and scripts are read whole (their readers take a
+    // slice); initramfs files are streamed.
+    let read_all = || {
+        let mut bytes = Vec::new();
+        open()
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .at(&a.file)?;
+        Ok::<_, Error>(bytes)
+    };
+    // The longest magic `detect` looks at is 6 bytes.
+    let mut head = Vec::with_capacity(8);
+    open()
+        .and_then(|f| f.take(8).read_to_end(&mut head))
         .at(&a.file)?;
-    let (text, value) = match detect(&bytes) {
-        Some(Kind::Squashfs) => squashfs_listing(&bytes).map_err(|e| Error::at(&a.file, e))?,
+    let (text, value) = match detect(&head) {
+        Some(Kind::Squashfs) => {
+            squashfs_listing(&read_all()?).map_err(|e| Error::at(&a.file, e))?
+        }
         Some(Kind::Initramfs) => {
+            let size = std::fs::metadata(&a.file).at(&a.file)?.len();
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            initramfs_listing(&bytes, a.json, &mut out).map_err(|e| Error::at(&a.file, e))?;
+            initramfs_listing(open, size, a.json, &mut out).map_err(|e| Error::at(&a.file, e))?;
             return std::io::Write::flush(&mut out).map_err(|e| Error::new("stdout", e));
         }
         Some(Kind::Ipxe) => {
+            let bytes = read_all()?;
             let s = std::str::from_utf8(&bytes)
                 .map_err(|e| Error::at(&a.file, format!("iPXE script is not UTF-8: {e}")))?;
             ipxe_listing(s).map_err(|e| Error::at(&a.file, e))?

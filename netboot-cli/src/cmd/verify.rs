@@ -12,7 +12,8 @@
 //!   every regular file in it reads back.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use crate::cli::VerifyArgs;
@@ -80,12 +81,23 @@ fn check_script(dir: &Path, text: &str) -> Result<usize> {
     cmdline_len.ok_or_else(|| Error::at(&p, "no `kernel` line"))
 }
 
+/// A streaming initramfs reader over `dir/name`: memory does not grow with
+/// the file (`nix-store` can be gigabytes).
+fn open_initramfs(
+    dir: &Path,
+    name: &str,
+) -> Result<newc_cpio::initramfs::StreamReader<BufReader<File>>> {
+    let p = dir.join(name);
+    let f = File::open(&p).at(&p)?;
+    Ok(newc_cpio::initramfs::StreamReader::new(BufReader::new(f)))
+}
+
 /// Reads `/nix-store-isos` from the manifest initramfs.
-fn manifest_text(dir: &Path, bytes: &[u8]) -> Result<String> {
+fn manifest_text(dir: &Path) -> Result<String> {
     let p = dir.join("manifest");
     let mut files: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     let mut links: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut r = newc_cpio::initramfs::Reader::new(bytes);
+    let mut r = open_initramfs(dir, "manifest")?;
     while let Some(mut e) = r.next_entry().map_err(|e| Error::at(&p, e))? {
         let name = e
             .entry()
@@ -173,7 +185,7 @@ pub fn run(a: VerifyArgs, v: Verbosity) -> Result<()> {
         String::from_utf8(script).map_err(|_| Error::at(&dir.join("netboot.ipxe"), "not UTF-8"))?;
     let cmdline_len = check_script(dir, &script)?;
 
-    let manifest = manifest_text(dir, &read(dir, "manifest")?)?;
+    let manifest = manifest_text(dir)?;
     let mpath = dir.join("manifest");
     // Stage 1: `for f in $(cat /nix-store-isos | sed 's/ //')`.
     let mut wanted: BTreeMap<String, String> = BTreeMap::new();
@@ -203,9 +215,8 @@ pub fn run(a: VerifyArgs, v: Verbosity) -> Result<()> {
         wanted.insert(f.trim_start_matches('/').to_owned(), dest);
     }
 
-    let ns = read(dir, "nix-store")?;
     let npath = dir.join("nix-store");
-    let mut r = newc_cpio::initramfs::Reader::new(&ns);
+    let mut r = open_initramfs(dir, "nix-store")?;
     let mut found = BTreeSet::new();
     let (mut entries, mut bytes) = (0usize, 0u64);
     while let Some(mut e) = r.next_entry().map_err(|e| Error::at(&npath, e))? {
@@ -214,18 +225,21 @@ pub fn run(a: VerifyArgs, v: Verbosity) -> Result<()> {
             .trim_start_matches("./")
             .trim_start_matches('/')
             .to_owned();
-        if e.entry().kind() != newc_cpio::EntryKind::File {
-            std::io::copy(&mut e, &mut std::io::sink()).at(&npath)?;
-            continue;
-        }
+        let dest = match wanted.get(&name) {
+            Some(dest) if e.entry().kind() == newc_cpio::EntryKind::File => dest,
+            // Decoded (and checked) all the same, but not kept.
+            _ => {
+                std::io::copy(&mut e, &mut std::io::sink()).at(&npath)?;
+                continue;
+            }
+        };
+        // Images are < 4 GiB (newc's file size field).
         let mut data = Vec::new();
         e.read_to_end(&mut data).at(&npath)?;
-        if let Some(dest) = wanted.get(&name) {
-            let (n, b) = check_image(&name, &data, dest).map_err(|m| Error::at(&npath, m))?;
-            entries += n;
-            bytes += b;
-            found.insert(name);
-        }
+        let (n, b) = check_image(&name, &data, dest).map_err(|m| Error::at(&npath, m))?;
+        entries += n;
+        bytes += b;
+        found.insert(name);
     }
     if let Some(missing) = wanted.keys().find(|k| !found.contains(*k)) {
         return Err(Error::at(
