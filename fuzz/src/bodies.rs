@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::io::{self, Cursor, Read};
+use std::io::{self, BufRead, Cursor, Read};
 
 use arbitrary::{Arbitrary, Unstructured};
 
@@ -68,6 +68,67 @@ pub fn initramfs_read(data: &[u8]) {
         }
     }
     let _ = initramfs::segments(data);
+}
+
+/// A `BufRead` over a slice handing out 1..=7 bytes per `fill_buf`, the
+/// sizes cycling from a seed.
+struct Trickle<'a> {
+    rest: &'a [u8],
+    seed: u8,
+}
+
+impl Read for Trickle<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.fill_buf()?.len().min(out.len());
+        out[..n].copy_from_slice(&self.rest[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for Trickle<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let n = usize::from(self.seed % 7 + 1).min(self.rest.len());
+        Ok(&self.rest[..n])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.rest = &self.rest[n..];
+        self.seed = self.seed.wrapping_mul(5).wrapping_add(3);
+    }
+}
+
+/// The streaming initramfs reader, fed 1..=7 bytes at a time (first byte
+/// of `data`: the chunk-size seed; the rest: the image), reports in
+/// lockstep exactly what the slice reader does: each entry's header
+/// offset, segment, metadata and data (or data error), then the same end
+/// or the same error.
+pub fn initramfs_stream(data: &[u8]) {
+    use newc_cpio::initramfs::{Reader, StreamReader};
+    let Some((&seed, image)) = data.split_first() else {
+        return;
+    };
+    let mut slice = Reader::new(image);
+    let mut stream = StreamReader::new(Trickle { rest: image, seed });
+    loop {
+        let (mut a, mut b) = match (slice.next_entry(), stream.next_entry()) {
+            (Ok(Some(a)), Ok(Some(b))) => (a, b),
+            (Ok(None), Ok(None)) => return,
+            (Err(a), Err(b)) => return assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("slice {:?}, stream {:?}", a.map(|_| ()), b.map(|_| ())),
+        };
+        assert_eq!(a.header_offset(), b.header_offset());
+        assert_eq!(a.segment(), b.segment());
+        assert_eq!(a.entry(), b.entry());
+        let (mut da, mut db) = (Vec::new(), Vec::new());
+        let ra = a.read_to_end(&mut da).map_err(|e| e.to_string());
+        let rb = b.read_to_end(&mut db).map_err(|e| e.to_string());
+        assert_eq!(ra, rb);
+        assert_eq!(da, db);
+        if ra.is_err() {
+            return;
+        }
+    }
 }
 
 #[derive(Arbitrary, Debug)]

@@ -89,6 +89,11 @@ fn initramfs_read() {
 }
 
 #[test]
+fn initramfs_stream() {
+    replay("initramfs_stream", bodies::initramfs_stream);
+}
+
+#[test]
 fn cpio_roundtrip() {
     replay("cpio_roundtrip", bodies::cpio_roundtrip);
 }
