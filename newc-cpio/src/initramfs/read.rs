@@ -1,5 +1,5 @@
-//! Reading a whole initramfs buffer, segment by segment, like the
-//! kernel's `unpack_to_rootfs`.
+//! Reading a whole initramfs from any `BufRead` (a file, a slice), segment
+//! by segment, like the kernel's `unpack_to_rootfs`.
 
 use std::io::{self, BufRead, Read};
 
