@@ -112,35 +112,14 @@ impl Cache {
         let Ok(mut f) = std::fs::File::open(self.entry(key)) else {
             return Ok(false);
         };
-        let mut head = [0u8; HEADER];
-        let Some((sum, len)) = f
-            .read_exact(&mut head)
-            .ok()
-            .and_then(|()| parse_header(&head, MAGIC))
-        else {
+        let Some((sum, len)) = read_header(&mut f) else {
             return Ok(false);
         };
         let mut out = std::io::BufWriter::new(std::fs::File::create(dest).at(dest)?);
-        let mut hasher = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0u64;
-        loop {
-            let n = match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(_) => {
-                    total = u64::MAX;
-                    break;
-                }
-            };
-            let chunk = &buf[..n];
-            hasher.update(chunk);
-            out.write_all(chunk).at(dest)?;
-            total += n as u64;
-        }
+        let ok = copy_checked(&mut f, &mut out, sum, len).at(dest)?;
         out.flush().at(dest)?;
         drop(out);
-        if total != len || hasher.finalize() != sum {
+        if !ok {
             std::fs::remove_file(dest).at(dest)?;
             return Ok(false);
         }
@@ -253,22 +232,44 @@ impl<W: Write> Write for TeeHash<'_, W> {
     }
 }
 
+/// The (crc, length) of a segment entry's header read from `f`, if valid.
+fn read_header(f: &mut impl Read) -> Option<(u32, u64)> {
+    let mut head = [0u8; HEADER];
+    f.read_exact(&mut head).ok()?;
+    parse_header(&head, MAGIC)
+}
+
+/// Copies the rest of `f` (a payload) to `out`, checksumming it; `true`
+/// when it is `len` bytes with CRC `sum`. A read error means a damaged
+/// entry (`false`); only writing to `out` can fail.
+fn copy_checked(
+    f: &mut impl Read,
+    out: &mut impl Write,
+    sum: u32,
+    len: u64,
+) -> std::io::Result<bool> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(_) => return Ok(false),
+        };
+        let chunk = &buf[..n];
+        hasher.update(chunk);
+        out.write_all(chunk)?;
+        total += n as u64;
+    }
+    Ok(total == len && hasher.finalize() == sum)
+}
+
 /// True when `f` (at its start) holds a whole entry whose payload matches
 /// the stored digest and length.
 fn verify(f: &mut impl Read) -> bool {
-    let mut head = [0u8; HEADER];
-    let Some((sum, len)) = f
-        .read_exact(&mut head)
-        .ok()
-        .and_then(|()| parse_header(&head, MAGIC))
-    else {
-        return false;
-    };
-    let mut hasher = crc32fast::Hasher::new();
-    match std::io::copy(f, &mut TeeHash(&mut hasher, &mut std::io::sink())) {
-        Ok(n) => n == len && hasher.finalize() == sum,
-        Err(_) => false,
-    }
+    read_header(f)
+        .is_some_and(|(sum, len)| copy_checked(f, &mut std::io::sink(), sum, len).unwrap_or(false))
 }
 
 /// Lower-case hex.
