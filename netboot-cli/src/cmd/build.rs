@@ -302,26 +302,6 @@ fn build_one(
     })
 }
 
-/// Bytes of regular files under `p` (metadata only), to schedule big paths
-/// first. Errors count as 0: the build itself reports them.
-fn tree_bytes(p: &Path) -> u64 {
-    let mut total = 0u64;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&d) else {
-            continue;
-        };
-        if m.is_file() {
-            total += m.len();
-        } else if m.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&d) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        }
-    }
-    total
-}
-
 /// Builds every path's segment on `jobs` workers, largest path first
 /// (longest-processing-time-first): the biggest image starts at once
 /// instead of possibly being the last one left. Results come back in
@@ -330,30 +310,18 @@ fn tree_bytes(p: &Path) -> u64 {
 fn build_all(sh: &Shared<'_>) -> Result<Vec<Built>> {
     let plan = sh.plan;
     let n = plan.paths.len();
-    // With a cache, the metadata walk doubles as the fingerprint that can
-    // spare reading an unchanged path. A walk error is left for the build
-    // itself to report.
+    // One metadata walk per path: its byte count schedules big paths first,
+    // and with a cache its fingerprint can spare reading an unchanged path.
+    // A walk error counts as 0 bytes and is left for the build to report.
     let fps: Vec<Option<scan::Fingerprint>> = plan
         .paths
         .iter()
-        .map(|sp| {
-            sh.cache
-                .is_some()
-                .then(|| scan::fingerprint(&sp.source).ok())
-                .flatten()
-        })
+        .map(|sp| scan::fingerprint(&sp.source).ok())
         .collect();
-    let mut order: Vec<(u64, usize)> = plan
-        .paths
+    let mut order: Vec<(u64, usize)> = fps
         .iter()
-        .zip(&fps)
         .enumerate()
-        .map(|(i, (sp, fp))| {
-            let bytes = fp
-                .as_ref()
-                .map_or_else(|| tree_bytes(&sp.source), |f| f.file_bytes);
-            (bytes, i)
-        })
+        .map(|(i, fp)| (fp.as_ref().map_or(0, |f| f.file_bytes), i))
         .collect();
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     let slots: Vec<Mutex<Option<Result<Built>>>> = (0..n).map(|_| Mutex::new(None)).collect();
