@@ -39,17 +39,25 @@ fn sibling(dest: &Path, tag: &str, pid: u32) -> Result<PathBuf> {
     Ok(dest.with_file_name(n))
 }
 
+/// The directory holding `p` (`.` for a bare name).
+fn parent_dir(p: &Path) -> &Path {
+    p.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Fsyncs the directory holding `p`, so a rename in it is durable
+/// (best effort: some file systems refuse to sync directories).
+fn sync_parent(p: &Path) {
+    let _ = File::open(parent_dir(p)).and_then(|f| f.sync_all());
+}
+
 /// Removes temporary/old directories (or files) left by dead builds of `dest`.
 fn clean_stale(dest: &Path) {
-    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+    let Some(name) = dest.file_name() else {
         return;
     };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let Ok(rd) = std::fs::read_dir(parent) else {
+    let Ok(rd) = std::fs::read_dir(parent_dir(dest)) else {
         return;
     };
     let name = name.to_string_lossy();
@@ -87,10 +95,7 @@ impl Staging {
             Ok(m) if !m.is_dir() => return Err(Error::at(dest, "exists and is not a directory")),
             _ => {}
         }
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let parent = parent_dir(dest);
         if !parent.is_dir() {
             return Err(Error::at(dest, "parent directory does not exist"));
         }
@@ -138,14 +143,7 @@ impl Staging {
             return Err(Error::io(&self.dest, e));
         }
         self.committed = true;
-        if let Some(parent) = self.dest.parent() {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            let _ = File::open(parent).and_then(|f| f.sync_all());
-        }
+        sync_parent(&self.dest);
         if had_old {
             std::fs::remove_dir_all(&old).at(&old)?;
         }
@@ -186,14 +184,7 @@ pub fn write_file<T>(
         let _ = std::fs::remove_file(&tmp);
     }
     let v = res?;
-    if let Some(parent) = dest.parent() {
-        let parent = if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        };
-        let _ = File::open(parent).and_then(|f| f.sync_all());
-    }
+    sync_parent(dest);
     Ok(v)
 }
 
