@@ -105,6 +105,20 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Decodes (and so checks) an entry's data, keeping none of it.
+fn drain<R: std::io::BufRead>(
+    e: &mut newc_cpio::initramfs::StreamEntry<'_, R>,
+) -> std::result::Result<(), String> {
+    match std::io::copy(e, &mut std::io::sink()) {
+        Ok(_) => Ok(()),
+        Err(err) => Err(format!(
+            "{} at offset {}: {err}",
+            lossy(e.entry().name()),
+            e.header_offset()
+        )),
+    }
+}
+
 /// Writes the listing of an initramfs to `out` while reading it, as text or
 /// JSON, so memory does not grow with the number of entries (a small
 /// decompression bomb can hold millions of headers). A first pass decodes
@@ -127,9 +141,7 @@ pub fn initramfs_listing<R: std::io::BufRead>(
             cur = Some(e.segment().index);
             nsegs += 1;
         }
-        let (name, off) = (lossy(e.entry().name()), e.header_offset());
-        std::io::copy(&mut e, &mut std::io::sink())
-            .map_err(|err| format!("{name} at offset {off}: {err}"))?;
+        drain(&mut e)?;
     }
     let w = |out: &mut dyn std::io::Write, s: &str| {
         out.write_all(s.as_bytes())
@@ -171,8 +183,7 @@ pub fn initramfs_listing<R: std::io::BufRead>(
         }
         let ent = e.entry().clone();
         let off = e.header_offset();
-        std::io::copy(&mut e, &mut std::io::sink())
-            .map_err(|err| format!("{} at offset {off}: {err}", lossy(ent.name())))?;
+        drain(&mut e)?;
         let tc = cpio_type_char(ent.kind());
         let name = lossy(ent.name());
         let target = lossy(ent.symlink_target());
