@@ -59,6 +59,17 @@ impl NarOut<'_> {
     }
 }
 
+/// The names in directory `path` in NAR order: by name bytes, independent
+/// of readdir order.
+pub fn sorted_names(path: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(path).at(path)? {
+        names.push(e.at(path)?.file_name());
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
 fn node(path: &Path, rel: &mut Vec<u8>, w: &mut NarOut<'_>, visit: &mut Visitor<'_>) -> Result<()> {
     let meta = std::fs::symlink_metadata(path).at(path)?;
     visit(rel, path, &meta)?;
@@ -116,13 +127,7 @@ fn node(path: &Path, rel: &mut Vec<u8>, w: &mut NarOut<'_>, visit: &mut Visitor<
         w.str(t.as_os_str().as_bytes())?;
     } else if ft.is_dir() {
         w.str(b"directory")?;
-        let mut names = Vec::new();
-        for e in std::fs::read_dir(path).at(path)? {
-            names.push(e.at(path)?.file_name());
-        }
-        // NB: NAR order is by name bytes, independent of readdir order.
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for name in names {
+        for name in sorted_names(path)? {
             w.str(b"entry")?;
             w.str(b"(")?;
             w.str(b"name")?;

@@ -304,12 +304,8 @@ pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
         if m.is_file() {
             file_bytes += m.len();
         } else if m.is_dir() {
-            let mut names = Vec::new();
-            for e in std::fs::read_dir(&path).at(&path)? {
-                names.push(e.at(&path)?.file_name());
-            }
-            names.sort_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
-            for name in names {
+            // Reversed: the stack pops them in NAR order.
+            for name in nar::sorted_names(&path)?.into_iter().rev() {
                 let mut r = rel.clone();
                 if !r.is_empty() {
                     r.push(b'/');
