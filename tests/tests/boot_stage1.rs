@@ -102,17 +102,21 @@ fn boot_guest_store_description_matches_host() {
     let script = tmp.path().join("verify.sh");
     std::fs::write(&script, stage1::verify_script()).unwrap();
     let bin = busybox_path(tmp.path(), &bb[0]);
-    let out = Command::new(&bb[0])
-        .arg("sh")
-        .arg(&script)
-        .arg("0")
-        .env_clear()
-        .env("PATH", &bin)
-        .env("NETBOOT_STORE", &store)
-        .env("NETBOOT_ETC", &etc)
-        .env("NETBOOT_TMP", &scratch)
-        .output()
-        .unwrap();
+    // The guest's verification script, run on the host with busybox.
+    let verify = || {
+        Command::new(&bb[0])
+            .arg("sh")
+            .arg(&script)
+            .arg("0")
+            .env_clear()
+            .env("PATH", &bin)
+            .env("NETBOOT_STORE", &store)
+            .env("NETBOOT_ETC", &etc)
+            .env("NETBOOT_TMP", &scratch)
+            .output()
+            .unwrap()
+    };
+    let out = verify();
     let text = String::from_utf8_lossy(&out.stdout);
     let r = console::parse(&text);
     let guest = r.listing.unwrap_or_else(|| {
@@ -139,17 +143,7 @@ fn boot_guest_store_description_matches_host() {
     let sys = store.join(&c.system);
     netboot_tests::tools::run_ok(Command::new("chmod").arg("u+w").arg(&sys));
     std::fs::write(sys.join("stray"), b"x").unwrap();
-    let out = Command::new(&bb[0])
-        .arg("sh")
-        .arg(&script)
-        .arg("0")
-        .env_clear()
-        .env("PATH", &bin)
-        .env("NETBOOT_STORE", &store)
-        .env("NETBOOT_ETC", &etc)
-        .env("NETBOOT_TMP", &scratch)
-        .output()
-        .unwrap();
+    let out = verify();
     let text = String::from_utf8_lossy(&out.stdout);
     let r = console::parse(&text);
     assert_eq!(r.listing.map(|l| l.len()), Some(host_lines.len() + 1));
