@@ -69,6 +69,28 @@ fn entry() -> impl Strategy<Value = (Entry, Vec<u8>)> {
 
 /// An entry as the reader reports it after writing (ino assigned, crc
 /// check written as computed).
+/// One generated segment: compression (0 = none, 1 = gzip, else lz4) and
+/// its entries with their data.
+type Segment = (u8, Vec<(Entry, Vec<u8>)>);
+
+/// An initramfs of one segment per [`Segment`].
+fn build_initramfs(segs: &[Segment]) -> Vec<u8> {
+    let mut img = initramfs::Writer::new(Vec::new());
+    for (c, entries) in segs {
+        let c = match c {
+            0 => Compression::None,
+            1 => Compression::Gzip { level: 1 },
+            _ => Compression::Lz4,
+        };
+        let mut seg = img.segment(c).unwrap();
+        for (e, data) in entries {
+            seg.append(e, &data[..]).unwrap();
+        }
+        seg.finish().unwrap();
+    }
+    img.finish().unwrap()
+}
+
 fn expected(e: &Entry) -> Entry {
     e.clone()
 }
@@ -111,16 +133,7 @@ proptest! {
     fn initramfs_round_trip(
         segs in proptest::collection::vec((0u8..3, proptest::collection::vec(entry(), 0..5)), 1..5)
     ) {
-        let mut img = initramfs::Writer::new(Vec::new());
-        for (c, entries) in &segs {
-            let c = match c { 0 => Compression::None, 1 => Compression::Gzip { level: 1 }, _ => Compression::Lz4 };
-            let mut seg = img.segment(c).unwrap();
-            for (e, data) in entries {
-                seg.append(e, &data[..]).unwrap();
-            }
-            seg.finish().unwrap();
-        }
-        let bytes = img.finish().unwrap();
+        let bytes = build_initramfs(&segs);
         let mut r = initramfs::Reader::new(&bytes);
         let mut got = Vec::new();
         while let Some(mut e) = r.next_entry().unwrap() {
@@ -274,16 +287,7 @@ proptest! {
         cut in any::<prop::sample::Index>(),
         sizes in proptest::collection::vec(any::<u8>(), 1..16),
     ) {
-        let mut img = initramfs::Writer::new(Vec::new());
-        for (c, entries) in &segs {
-            let c = match c { 0 => Compression::None, 1 => Compression::Gzip { level: 1 }, _ => Compression::Lz4 };
-            let mut seg = img.segment(c).unwrap();
-            for (e, data) in entries {
-                seg.append(e, &data[..]).unwrap();
-            }
-            seg.finish().unwrap();
-        }
-        let bytes = img.finish().unwrap();
+        let bytes = build_initramfs(&segs);
         let mut bad = bytes.clone();
         for (i, v) in &flips {
             let i = i.index(bad.len());
