@@ -533,21 +533,25 @@ fn rdsquashfs_describe(img: &Path) -> Vec<u8> {
     run_text(Command::new("rdsquashfs").arg("-d").arg(img))
 }
 
-fn mksquashfs_ref(src: &Path, comp: Compression, bs: u32, out: &Path) {
+/// `mksquashfs SRC OUT` for reference images: quiet, a fresh image, mkfs
+/// time 0, two processors (the machine's cores).
+fn mksquashfs(src: &Path, out: &Path) -> Command {
     let mut cmd = Command::new("mksquashfs");
-    cmd.arg(src)
-        .arg(out)
-        .args([
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-            "-mkfs-time",
-            "0",
-            "-processors",
-            "2",
-        ])
-        .arg("-b")
-        .arg(bs.to_string());
+    cmd.arg(src).arg(out).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-mkfs-time",
+        "0",
+        "-processors",
+        "2",
+    ]);
+    cmd
+}
+
+fn mksquashfs_ref(src: &Path, comp: Compression, bs: u32, out: &Path) {
+    let mut cmd = mksquashfs(src, out);
+    cmd.arg("-b").arg(bs.to_string());
     match comp {
         Compression::Gzip { .. } => cmd.args(["-comp", "gzip"]),
         Compression::Lz4 { .. } => cmd.args(["-comp", "lz4"]),
@@ -1277,19 +1281,8 @@ fn reader_on_mksquashfs_variants() {
     ];
     for (i, flags) in supported.iter().enumerate() {
         let img = tmp.path().join(format!("v{i}.sqfs"));
-        let mut cmd = Command::new("mksquashfs");
-        cmd.arg(&src.dir)
-            .arg(&img)
-            .args([
-                "-noappend",
-                "-quiet",
-                "-no-progress",
-                "-mkfs-time",
-                "0",
-                "-processors",
-                "2",
-            ])
-            .args(*flags);
+        let mut cmd = mksquashfs(&src.dir, &img);
+        cmd.args(*flags);
         tools::run_ok(&mut cmd);
         let got = reader_records(&std::fs::read(&img).unwrap());
         let cmp = Compare {
