@@ -792,12 +792,18 @@ mod tests {
             t.add_file(p.as_bytes(), Metadata::new(0o644), FileData::bytes(vec![]))
                 .unwrap();
         }
+        plain_image(&t)
+    }
+
+    /// `t` uncompressed and without an export table, so tests can find and
+    /// patch structures at fixed places.
+    fn plain_image(t: &Tree) -> Vec<u8> {
         let opts = Options::new()
             .compression(Compression::None)
             .exportable(false)
             .jobs(1);
         let mut out = std::io::Cursor::new(Vec::new());
-        write_image(&t, &opts, &mut out).unwrap();
+        write_image(t, &opts, &mut out).unwrap();
         out.into_inner()
     }
 
@@ -845,13 +851,7 @@ mod tests {
         let mut t = Tree::new();
         t.add_dir(b"a/b", Metadata::new(0o755)).unwrap();
         t.add_fifo(b"a/b/f", Metadata::new(0o644)).unwrap();
-        let opts = Options::new()
-            .compression(Compression::None)
-            .exportable(false)
-            .jobs(1);
-        let mut out = std::io::Cursor::new(Vec::new());
-        write_image(&t, &opts, &mut out).unwrap();
-        let mut img = out.into_inner();
+        let mut img = plain_image(&t);
         let (a, b) = (dir_inode_pos(&img, b"a"), dir_inode_pos(&img, b"a/b"));
         let listing = img[a + 16..a + 28].to_vec();
         img[b + 16..b + 20].copy_from_slice(&listing[..4]);
