@@ -19,11 +19,13 @@ fn prepare() -> (tempfile::TempDir, PathBuf) {
     let out = d.path().join("media");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("previous"), b"keep me").unwrap();
+    // An earlier output of ours (marked), so a build may replace it.
+    std::fs::write(out.join(MARK), format!("{MARK_HEADER}\nprevious\n")).unwrap();
     (d, out)
 }
 
 fn untouched(d: &Path, out: &Path) {
-    assert_eq!(listing(out), ["previous"]);
+    assert_eq!(listing(out), [MARK, "previous"]);
     assert_eq!(
         listing(d).iter().filter(|n| n.contains("netboot")).count(),
         0,
@@ -214,7 +216,7 @@ fn stale_temporaries_of_a_killed_build_are_removed() {
     std::fs::create_dir(&stale).unwrap();
     run(build_cmd(&out, &example_paths()).arg("-q"));
     assert!(!stale.exists());
-    assert_eq!(listing(&out).len(), 5);
+    assert_eq!(listing(&out).len(), 6);
     assert_eq!(listing(d.path()), ["media"]);
 }
 
@@ -262,11 +264,11 @@ fn killed_build_leaves_dir_intact() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(listing(&out), ["previous"]);
+    assert_eq!(listing(&out), [MARK, "previous"]);
     assert!(tmp.exists());
     run(build_cmd(&out, &example_paths()).arg("-q"));
     assert!(!tmp.exists());
-    assert_eq!(listing(&out).len(), 5);
+    assert_eq!(listing(&out).len(), 6);
 }
 
 /// `inspect` streams an initramfs listing (memory does not grow with the
@@ -292,4 +294,57 @@ fn inspect_of_a_damaged_initramfs_prints_no_partial_listing() {
         let e = run_err(&mut c);
         assert!(e.contains("cut"), "{e}");
     }
+}
+
+/// `--out` never deletes what netboot did not write: a TFTP root with
+/// other files is refused whole (one line naming DIR and one foreign
+/// entry, nothing touched); missing, empty, marked and pre-mark media
+/// directories are replaced.
+#[test]
+fn out_dir_with_foreign_files_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("tftproot");
+    std::fs::create_dir_all(root.join("pxelinux.cfg")).unwrap();
+    std::fs::write(root.join("pxelinux.cfg/default"), b"d").unwrap();
+    std::fs::write(root.join("undionly.kpxe"), b"x").unwrap();
+    let e = run_err(&mut build_cmd(&root, &example_paths()));
+    assert!(e.contains("tftproot"), "{e}");
+    assert!(
+        e.contains("\"pxelinux.cfg\", which netboot did not write"),
+        "{e}"
+    );
+    assert_eq!(listing(&root), ["pxelinux.cfg", "undionly.kpxe"]);
+    assert_eq!(
+        std::fs::read(root.join("pxelinux.cfg/default")).unwrap(),
+        b"d"
+    );
+    assert_eq!(listing(d.path()), ["tftproot"]);
+
+    // A marked directory with one extra file: refused as well.
+    let out = d.path().join("media");
+    run(build_cmd(&out, &example_paths()).arg("-q"));
+    std::fs::write(out.join("notes.txt"), b"mine").unwrap();
+    let e = run_err(&mut build_cmd(&out, &example_paths()));
+    assert!(e.contains("\"notes.txt\""), "{e}");
+    assert_eq!(std::fs::read(out.join("notes.txt")).unwrap(), b"mine");
+    std::fs::remove_file(out.join("notes.txt")).unwrap();
+    // Rebuilding into our own media works, atomically as before.
+    let before = media(&out);
+    run(build_cmd(&out, &example_paths()).arg("-q"));
+    assert_eq!(media(&out), before);
+
+    // Media from before the mark (the five files, no mark), and an empty
+    // directory, are replaced.
+    std::fs::remove_file(out.join(MARK)).unwrap();
+    run(build_cmd(&out, &example_paths()).arg("-q"));
+    assert_eq!(media(&out), before);
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    run(build_cmd(&empty, &example_paths()).arg("-q"));
+    assert_eq!(media(&empty), before);
+    // A mark that does not start with our header is no mark.
+    std::fs::write(empty.join(MARK), "bzImage\nx\n").unwrap();
+    std::fs::write(empty.join("x"), "y").unwrap();
+    let e = run_err(&mut build_cmd(&empty, &example_paths()));
+    assert!(e.contains("which netboot did not write"), "{e}");
 }

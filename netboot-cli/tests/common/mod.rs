@@ -10,6 +10,10 @@ use std::process::{Command, Output};
 pub use netboot_tests::tools;
 
 pub const INIT: &str = "/nix/store/0n9k0wizkglfrmnx96pbn8m1rs6f3fbx-nixos-system-nixos-24.05/init";
+/// The file marking a media directory as netboot's (see outdir.rs).
+pub const MARK: &str = ".netboot-media";
+/// Its first line.
+pub const MARK_HEADER: &str = "# netboot media directory: `netboot build --out` replaces it while it holds only the files below";
 pub const FILES: [&str; 5] = ["bzImage", "initrd", "manifest", "nix-store", "netboot.ipxe"];
 
 pub fn example() -> PathBuf {
@@ -70,8 +74,18 @@ pub fn media(dir: &Path) -> BTreeMap<&'static str, Vec<u8>> {
     let mut sorted = names.clone();
     sorted.sort();
     let mut want: Vec<String> = FILES.iter().map(|s| s.to_string()).collect();
+    want.push(MARK.to_owned());
     want.sort();
-    assert_eq!(sorted, want, "DIR must hold exactly the five files");
+    assert_eq!(
+        sorted, want,
+        "DIR must hold exactly the five files and the mark"
+    );
+    let mark = std::fs::read_to_string(dir.join(MARK)).unwrap();
+    let mut listed: Vec<&str> = mark.lines().skip(1).collect();
+    listed.sort();
+    let mut five = FILES.to_vec();
+    five.sort();
+    assert_eq!(listed, five, "the mark lists the files the build wrote");
     FILES
         .iter()
         .map(|f| (*f, std::fs::read(dir.join(f)).unwrap()))
