@@ -76,7 +76,10 @@ impl Cache {
 
     /// The record stored under `key`, if present and intact.
     pub fn get_record(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
-        read_small(&self.record(key), RECORD_MAGIC, MAX_RECORD)
+        let p = self.record(key);
+        let rec = read_small(&p, RECORD_MAGIC, MAX_RECORD)?;
+        touch(&p);
+        Some(rec)
     }
 
     /// Stores a record under `key` (atomically replacing any).
@@ -103,6 +106,7 @@ impl Cache {
             std::fs::remove_file(dest).at(dest)?;
             return Ok(None);
         }
+        touch(&self.entry(key));
         Ok(Some(HEADER as u64))
     }
 
@@ -123,6 +127,7 @@ impl Cache {
             std::fs::remove_file(dest).at(dest)?;
             return Ok(false);
         }
+        touch(&self.entry(key));
         Ok(true)
     }
 
@@ -197,6 +202,74 @@ impl Cache {
             f.write_all(&b)
         })
     }
+}
+
+/// What [`Cache::prune`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Entries removed.
+    pub removed: u64,
+    /// Their bytes.
+    pub removed_bytes: u64,
+    /// Bytes of the entries left.
+    pub kept_bytes: u64,
+}
+
+impl Cache {
+    /// Removes least recently used entries (segments and records) until
+    /// the cache holds at most `max` bytes, never one used or written at or
+    /// after `keep_since` (this build's own entries stay, even above `max`).
+    ///
+    /// Safe while other builds use the cache: entries are only ever
+    /// replaced by rename, a build that linked an entry keeps its link, and
+    /// one that finds an entry gone counts a miss and rebuilds it. "Used"
+    /// is the entry's mtime, which every hit sets (atime is unreliable
+    /// under `noatime`/`relatime`).
+    pub fn prune(&self, max: u64, keep_since: std::time::SystemTime) -> Result<Pruned> {
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(&self.dir).at(&self.dir)? {
+            let e = e.at(&self.dir)?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || !(name.ends_with(".seg") || name.ends_with(".rec")) {
+                continue;
+            }
+            // Gone meanwhile (another build pruning): nothing to count.
+            let Ok(m) = e.metadata() else { continue };
+            let used = m.modified().unwrap_or(std::time::UNIX_EPOCH);
+            entries.push((used, name.into_owned(), m.len()));
+        }
+        // Oldest first; the name breaks ties, so the order is stable.
+        entries.sort();
+        let mut left: u64 = entries.iter().map(|e| e.2).sum();
+        let mut out = Pruned::default();
+        for (used, name, len) in entries {
+            if left <= max || used >= keep_since {
+                break;
+            }
+            let p = self.dir.join(&name);
+            match std::fs::remove_file(&p) {
+                Ok(()) => {
+                    out.removed += 1;
+                    out.removed_bytes += len;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(crate::error::Error::io(&p, e)),
+            }
+            left -= len;
+        }
+        out.kept_bytes = left;
+        Ok(out)
+    }
+}
+
+/// Marks an entry as just used (best effort: a read-only cache still works,
+/// it only forgets the order of use).
+fn touch(path: &Path) {
+    let _ = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
 }
 
 /// The payload of the entry at `path` if it is whole, has `magic`, is at
@@ -281,6 +354,39 @@ pub fn hex(bytes: &[u8]) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_removes_least_recently_used_first() {
+        use std::time::{Duration, SystemTime};
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path()).unwrap();
+        let t0 = SystemTime::now() - Duration::from_secs(1000);
+        let set = |p: &Path, age: u64| {
+            let f = std::fs::File::options().write(true).open(p).unwrap();
+            f.set_modified(t0 + Duration::from_secs(age)).unwrap();
+        };
+        for (i, age) in [(1u8, 30), (2, 10), (3, 20)] {
+            c.put(&[i; 32], &[0u8; 1000]).unwrap();
+            set(&c.entry(&[i; 32]), age);
+        }
+        c.put_record(&[9; 32], b"rec").unwrap();
+        set(&c.record(&[9; 32]), 5);
+        // A hit makes entry 2 (oldest segment) the most recently used.
+        let linked = d.path().join("x");
+        assert!(c.link_into(&[2; 32], &linked).unwrap().is_some());
+        std::fs::remove_file(&linked).unwrap();
+        let each = std::fs::metadata(c.entry(&[1; 32])).unwrap().len();
+        // Room for two segments: the record (age 5) and entry 3 (age 20) go.
+        let p = c.prune(2 * each, SystemTime::now()).unwrap();
+        assert_eq!((p.removed, p.kept_bytes), (2, 2 * each), "{p:?}");
+        assert!(c.get(&[1; 32]).is_some() && c.get(&[2; 32]).is_some());
+        assert!(c.get(&[3; 32]).is_none() && c.get_record(&[9; 32]).is_none());
+        // Entries used since `keep_since` stay even above the limit.
+        let p = c.prune(0, t0).unwrap();
+        assert_eq!(p.removed, 0);
+        let p = c.prune(0, SystemTime::now()).unwrap();
+        assert_eq!((p.removed, p.kept_bytes), (2, 0));
+    }
 
     #[test]
     fn round_trip_and_corruption_is_a_miss() {

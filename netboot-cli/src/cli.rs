@@ -13,10 +13,12 @@ use crate::store_path::{self, StorePath};
 #[derive(Debug, Parser)]
 #[command(name = "netboot", version, about, max_term_width = 100)]
 pub struct Args {
-    /// Print nothing but errors.
+    /// Print nothing but errors: no progress bar, no summary line (build,
+    /// squashfs, cpio, verify).
     #[arg(long, short, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// Print one line per store path (built or taken from the cache).
+    /// build: one line per store path (built or taken from the cache);
+    /// verify: one line per image checked. No effect on the others.
     #[arg(long, short, global = true)]
     pub verbose: bool,
     /// The command.
@@ -80,7 +82,20 @@ pub struct ImageArgs {
 
 /// `netboot build`.
 #[derive(Debug, clap::Args)]
-#[command(after_long_help = "\
+#[command(
+    after_help = "\
+Examples:
+  netboot build --kernel result/kernel --initrd result/initrd \\
+    --init \"$(readlink -f result)/init\" --cmdline console=ttyS0 \\
+    --closure <(nix-store -qR result) --out /srv/tftp/nixos
+  netboot build ... --out media --cache ~/.cache/netboot --cache-max 20G",
+    after_long_help = "\
+Examples:
+  netboot build --kernel result/kernel --initrd result/initrd \\
+    --init \"$(readlink -f result)/init\" --cmdline console=ttyS0 \\
+    --closure <(nix-store -qR result) --out /srv/tftp/nixos
+  netboot build ... --out media --cache ~/.cache/netboot --cache-max 20G
+
 nix-store holds one cpio segment per store path, each carrying that path's squashfs image. The \
 images are already compressed, so --initrd-compression defaults to none: gzip over a gzip \
 squashfs saves about 1 % for one more compression at build time and one more inflate in the kernel \
@@ -88,11 +103,12 @@ at boot. The manifest is always gzip (it is tiny).
 
 Limits are errors, not warnings: an image of 4 GiB or more (newc cpio sizes are 32-bit), and initrd + manifest + nix-store of 2 GiB or more (BIOS iPXE places initrds below 2 GiB; media that boot only on some firmware are refused).
 
-DIR is replaced atomically: the build writes .DIR.netboot-tmp-<pid> beside it and renames it into place; a failed build removes it, and a killed build's leftovers are removed by the next build.
+DIR is replaced atomically: the build writes .DIR.netboot-tmp-<pid> beside it and renames it into place; a failed build removes it, and a killed build's leftovers are removed by the next build. DIR is replaced only when it is missing, empty, or holds nothing but netboot media: the build lists what it wrote in DIR/.netboot-media, and refuses (before any work, exit 1) a DIR holding anything else, such as a TFTP root with other files.
 
 Store paths are given as positional arguments (directories, files or symlinks named \
 <32-char nix-base32 hash>-<name>, anywhere on disk) and/or with --closure FILE (one absolute \
-store path per line, as `nix-store -qR` prints).")]
+store path per line, as `nix-store -qR` prints)."
+)]
 pub struct BuildArgs {
     /// The kernel, copied to DIR/bzImage.
     #[arg(long, value_name = "FILE")]
@@ -135,6 +151,10 @@ pub struct BuildArgs {
     /// sizes, inodes, ctimes): a path unchanged since then is not read again.
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// After the build, remove least recently used cache entries until the
+    /// cache holds at most SIZE (e.g. 20G, 512M); this build's entries stay.
+    #[arg(long, value_name = "SIZE", requires = "cache")]
+    pub cache_max: Option<String>,
     /// Image options.
     #[command(flatten)]
     pub image: ImageArgs,
@@ -145,6 +165,10 @@ pub struct BuildArgs {
 
 /// `netboot squashfs`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  netboot squashfs /nix/store/...-hello-2.12 hello.sqfs --keep-as-directory --all-root
+  netboot squashfs rootfs/ rootfs.sqfs --compression lz4 --block-size 1M")]
 pub struct SquashfsArgs {
     /// The tree (directory, file or symlink).
     pub src: PathBuf,
@@ -163,6 +187,10 @@ pub struct SquashfsArgs {
 
 /// `netboot cpio`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  netboot cpio /nix/store/...-hello-2.12 hello.cpio.gz --reproducible
+  netboot cpio extra-initrd/ extra.cpio --compression none")]
 pub struct CpioArgs {
     /// The tree; members are named relative to it, sorted bytewise.
     pub src: PathBuf,
@@ -178,12 +206,20 @@ pub struct CpioArgs {
 
 /// `netboot inspect`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  netboot inspect media/nix-store --deep | less
+  netboot inspect media/manifest --json | jq .")]
 pub struct InspectArgs {
     /// The file to describe.
     pub file: PathBuf,
     /// Machine-readable JSON output.
     #[arg(long)]
     pub json: bool,
+    /// Also list what is inside every squashfs image of an initramfs (the
+    /// images of `nix-store`); one image is held in memory at a time.
+    #[arg(long)]
+    pub deep: bool,
 }
 
 /// `netboot verify`.
@@ -206,15 +242,22 @@ pub struct ImagePlan {
     pub jobs: usize,
 }
 
-/// Parses `131072`, `128K`, `1M`.
-fn parse_size(s: &str) -> Option<u64> {
+/// Parses a size in bytes: `131072`, `128K`, `1M`, `20G`, `1T`, also with
+/// `iB` or `B` after the unit (`1536MiB`); units are powers of 1024.
+pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let (num, mul) = match s.char_indices().last()? {
-        (i, 'k' | 'K') => (&s[..i], 1024),
-        (i, 'm' | 'M') => (&s[..i], 1024 * 1024),
-        _ => (s, 1),
+    let s = s
+        .strip_suffix("iB")
+        .or_else(|| s.strip_suffix(['B', 'b']))
+        .unwrap_or(s);
+    let (num, shift) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 10),
+        (i, 'm' | 'M') => (&s[..i], 20),
+        (i, 'g' | 'G') => (&s[..i], 30),
+        (i, 't' | 'T') => (&s[..i], 40),
+        _ => (s, 0),
     };
-    num.parse::<u64>().ok()?.checked_mul(mul)
+    num.trim().parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 impl ImageArgs {
@@ -289,6 +332,8 @@ pub struct BuildPlan {
     pub segment_compression: SegmentCompression,
     /// Cache directory.
     pub cache: Option<PathBuf>,
+    /// Cache size bound in bytes (`--cache-max`).
+    pub cache_max: Option<u64>,
     /// Image options.
     pub image: ImagePlan,
     /// squashfs mkfs_time: SOURCE_DATE_EPOCH, else 1 (as the fixed mtimes).
@@ -376,6 +421,18 @@ impl BuildArgs {
             registration: self.registration,
             segment_compression: self.initrd_compression,
             cache: self.cache,
+            cache_max: self
+                .cache_max
+                .as_deref()
+                .map(|m| {
+                    parse_size(m).ok_or_else(|| {
+                        Error::new(
+                            "--cache-max",
+                            format!("{m:?} is not a size (e.g. 20G, 512M)"),
+                        )
+                    })
+                })
+                .transpose()?,
             image,
             mkfs_time: source_date_epoch(1)?,
         })
@@ -393,6 +450,12 @@ mod tests {
         assert_eq!(parse_size("1M"), Some(1 << 20));
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("20G"), Some(20 << 30));
+        assert_eq!(parse_size("1536MiB"), Some(1536 << 20));
+        assert_eq!(parse_size("512MB"), Some(512 << 20));
+        assert_eq!(parse_size("100B"), Some(100));
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(parse_size("99999999999T"), None);
     }
 
     #[test]

@@ -57,8 +57,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let line = match e.downcast_ref::<error::Error>() {
+                // `… | head`: the reader has what it wanted.
+                Some(e) if e.stdout_closed => return ExitCode::SUCCESS,
                 Some(e) => e.to_string(),
-                None => format!("netboot: {e:#}"),
+                None => error::one_line(&format!("netboot: {e:#}")),
             };
             eprintln!("netboot: error: {line}");
             ExitCode::from(1)

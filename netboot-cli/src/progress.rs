@@ -111,6 +111,20 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Reports what `--cache-max` removed (unless quiet).
+    pub fn pruned(&self, p: &crate::cache::Pruned) {
+        if self.verbosity != Verbosity::Quiet && p.removed > 0 {
+            eprintln!(
+                "netboot: cache: removed {} least recently used entries ({}), {} left",
+                p.removed,
+                human(p.removed_bytes),
+                human(p.kept_bytes)
+            );
+        }
+    }
+}
+
 /// `12345678` -> `11.8 MiB`.
 pub fn human(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

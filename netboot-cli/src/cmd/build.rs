@@ -407,6 +407,7 @@ pub fn script_text(init: &str, cmdline: &str) -> std::result::Result<String, ipx
 
 /// Runs the build.
 pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
+    let started = std::time::SystemTime::now();
     let staging = Staging::new(&plan.out)?;
     let out = staging.path().to_owned();
     let work_dir = out.join(".work");
@@ -505,6 +506,10 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
 
     staging.commit()?;
     progress.finish(plan.paths.len(), kernel_len + total);
+    if let (Some(c), Some(max)) = (&cache, plan.cache_max) {
+        let p = c.prune(max, started)?;
+        progress.pruned(&p);
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 //! = cpio archive / initramfs (one or more segments).
 
 use std::fmt::Write as _;
-use std::io::Read;
+use std::io::{Read, Write as _};
 
 use serde_json::{json, Value};
 
@@ -105,18 +105,68 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Decodes (and so checks) an entry's data, keeping none of it.
+/// Why a streamed listing stopped.
+#[derive(Debug)]
+pub enum ListingError {
+    /// The file being listed is damaged or unreadable (the text says where).
+    Input(String),
+    /// Writing the listing failed (a closed pipe included).
+    Output(std::io::Error),
+}
+
+impl From<std::io::Error> for ListingError {
+    fn from(e: std::io::Error) -> ListingError {
+        ListingError::Output(e)
+    }
+}
+
+impl ListingError {
+    /// The CLI error, naming `file` for a damaged input.
+    pub fn at(self, file: &std::path::Path) -> Error {
+        match self {
+            ListingError::Input(m) => Error::at(file, m),
+            ListingError::Output(e) => Error::stdout(e),
+        }
+    }
+}
+
+/// The largest squashfs image `--deep` reads into memory (newc members are
+/// below 4 GiB anyway; this keeps a hostile size from allocating it).
+const MAX_DEEP_IMAGE: u64 = 4 << 30;
+
+/// Decodes (and so checks) an entry's data; with `deep`, returns the data
+/// when it is a squashfs image (else keeps none of it).
 fn drain<R: std::io::BufRead>(
     e: &mut newc_cpio::initramfs::StreamEntry<'_, R>,
-) -> std::result::Result<(), String> {
-    match std::io::copy(e, &mut std::io::sink()) {
-        Ok(_) => Ok(()),
-        Err(err) => Err(format!(
+    deep: bool,
+) -> std::result::Result<Option<Vec<u8>>, ListingError> {
+    let what = |err: std::io::Error, e: &newc_cpio::initramfs::StreamEntry<'_, R>| {
+        ListingError::Input(format!(
             "{} at offset {}: {err}",
             lossy(e.entry().name()),
             e.header_offset()
-        )),
+        ))
+    };
+    let size = e.entry().file_size();
+    if deep && e.entry().kind() == newc_cpio::EntryKind::File && size <= MAX_DEEP_IMAGE {
+        let mut head = Vec::new();
+        std::io::Read::by_ref(e)
+            .take(4)
+            .read_to_end(&mut head)
+            .map_err(|err| what(err, e))?;
+        if head == b"hsqs" {
+            let mut data = head;
+            e.read_to_end(&mut data).map_err(|err| what(err, e))?;
+            return Ok(Some(data));
+        }
     }
+    std::io::copy(e, &mut std::io::sink()).map_err(|err| what(err, e))?;
+    Ok(None)
+}
+
+/// The listing of a squashfs image found inside an initramfs (`--deep`).
+fn nested_listing(image: &[u8], name: &str) -> std::result::Result<(String, Value), ListingError> {
+    squashfs_listing(image).map_err(|e| ListingError::Input(format!("image {name}: {e}")))
 }
 
 /// Writes the listing of an initramfs to `out` while reading it, as text or
@@ -127,26 +177,32 @@ fn drain<R: std::io::BufRead>(
 ///
 /// `open` gives the file from its start, once per pass: two streaming
 /// passes keep memory independent of the file's size; `size` is its length.
+///
+/// With `deep`, every member that is a squashfs image (the `nix-store`
+/// file's images) is also listed, indented under its member (in JSON, as
+/// its `image`); one image is held in memory at a time.
 pub fn initramfs_listing<R: std::io::BufRead>(
     mut open: impl FnMut() -> std::io::Result<R>,
     size: u64,
     json_out: bool,
+    deep: bool,
     out: &mut impl std::io::Write,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), ListingError> {
+    let input = |e: &dyn std::fmt::Display| ListingError::Input(e.to_string());
     let mut nsegs = 0usize;
-    let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| e.to_string())?);
+    let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| input(&e))?);
     let mut cur = None;
-    while let Some(mut e) = r.next_entry().map_err(|e| e.to_string())? {
+    while let Some(mut e) = r.next_entry().map_err(|e| input(&e))? {
         if cur != Some(e.segment().index) {
             cur = Some(e.segment().index);
             nsegs += 1;
         }
-        drain(&mut e)?;
+        let name = lossy(e.entry().name());
+        if let Some(image) = drain(&mut e, deep)? {
+            nested_listing(&image, &name)?;
+        }
     }
-    let w = |out: &mut dyn std::io::Write, s: &str| {
-        out.write_all(s.as_bytes())
-            .map_err(|e| format!("writing the listing: {e}"))
-    };
+    let w = |out: &mut dyn std::io::Write, s: &str| out.write_all(s.as_bytes());
     if json_out {
         w(
             out,
@@ -157,9 +213,9 @@ pub fn initramfs_listing<R: std::io::BufRead>(
     } else {
         w(out, &format!("initramfs, {nsegs} segments\n"))?;
     }
-    let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| e.to_string())?);
+    let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| input(&e))?);
     let mut cur: Option<usize> = None;
-    while let Some(mut e) = r.next_entry().map_err(|e| e.to_string())? {
+    while let Some(mut e) = r.next_entry().map_err(|e| input(&e))? {
         let seg = e.segment();
         let first_in_segment = cur != Some(seg.index);
         if first_in_segment {
@@ -183,16 +239,22 @@ pub fn initramfs_listing<R: std::io::BufRead>(
         }
         let ent = e.entry().clone();
         let off = e.header_offset();
-        drain(&mut e)?;
         let tc = cpio_type_char(ent.kind());
         let name = lossy(ent.name());
+        let nested = match drain(&mut e, deep)? {
+            Some(image) => Some(nested_listing(&image, &name)?),
+            None => None,
+        };
         let target = lossy(ent.symlink_target());
         if json_out {
-            let v = json!({
+            let mut v = json!({
                 "header_offset": off, "name": name, "type": tc.to_string(), "mode": ent.perm(),
                 "uid": ent.uid(), "gid": ent.gid(), "nlink": ent.nlink(), "size": ent.file_size(),
                 "mtime": ent.mtime(), "ino": ent.ino(), "target": if tc == 'l' { Value::String(target) } else { Value::Null },
             });
+            if let (Some((_, image)), Some(map)) = (nested, v.as_object_mut()) {
+                map.insert("image".to_owned(), image);
+            }
             let sep = if first_in_segment { "" } else { "," };
             w(out, &format!("{sep}{v}"))?;
         } else {
@@ -212,12 +274,30 @@ pub fn initramfs_listing<R: std::io::BufRead>(
             }
             line.push('\n');
             w(out, &line)?;
+            if let Some((text, _)) = nested {
+                for l in text.lines() {
+                    w(out, &format!("      | {l}\n"))?;
+                }
+            }
         }
     }
     if json_out {
         w(out, if cur.is_some() { "]}]}\n" } else { "]}\n" })?;
     }
     Ok(())
+}
+
+/// The name of a superblock `compressor` id (SquashFS 4.0 spec).
+pub fn compressor_name(id: u16) -> String {
+    match id {
+        1 => "gzip".to_owned(),
+        2 => "lzma".to_owned(),
+        3 => "lzo".to_owned(),
+        4 => "xz".to_owned(),
+        5 => "lz4".to_owned(),
+        6 => "zstd".to_owned(),
+        n => format!("unknown ({n})"),
+    }
 }
 
 /// Listing of a squashfs image: (text, json).
@@ -232,7 +312,7 @@ pub fn squashfs_listing(
         sb.version_minor,
         sb.bytes_used,
         sb.block_size,
-        sb.compressor,
+        compressor_name(sb.compressor),
         sb.inode_count,
         sb.mkfs_time
     );
@@ -267,7 +347,7 @@ pub fn squashfs_listing(
     }
     let v = json!({
         "type": "squashfs", "size": bytes.len(), "bytes_used": sb.bytes_used, "block_size": sb.block_size,
-        "compressor": sb.compressor, "inodes": sb.inode_count, "mkfs_time": sb.mkfs_time, "entries": list,
+        "compressor": compressor_name(sb.compressor), "inodes": sb.inode_count, "mkfs_time": sb.mkfs_time, "entries": list,
     });
     Ok((text, v))
 }
@@ -290,7 +370,8 @@ pub fn ipxe_listing(
     ))
 }
 
-/// Runs the command.
+/// Runs the command. The listing goes to a locked, buffered stdout; a
+/// reader that closes it early (`| head`) ends the command quietly.
 pub fn run(a: InspectArgs) -> Result<()> {
     let open = || std::fs::File::open(&a.file).map(std::io::BufReader::new);
     // Squashfs images and scripts are read whole (their readers take a
@@ -307,16 +388,16 @@ pub fn run(a: InspectArgs) -> Result<()> {
     open()
         .and_then(|f| f.take(8).read_to_end(&mut head))
         .at(&a.file)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
     let (text, value) = match detect(&head) {
         Some(Kind::Squashfs) => {
             squashfs_listing(&read_all()?).map_err(|e| Error::at(&a.file, e))?
         }
         Some(Kind::Initramfs) => {
             let size = std::fs::metadata(&a.file).at(&a.file)?.len();
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            initramfs_listing(open, size, a.json, &mut out).map_err(|e| Error::at(&a.file, e))?;
-            return std::io::Write::flush(&mut out).map_err(|e| Error::new("stdout", e));
+            initramfs_listing(open, size, a.json, a.deep, &mut out).map_err(|e| e.at(&a.file))?;
+            return out.flush().map_err(Error::stdout);
         }
         Some(Kind::Ipxe) => {
             let bytes = read_all()?;
@@ -332,11 +413,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
         }
     };
     if a.json {
-        println!("{value}");
+        writeln!(out, "{value}")
     } else {
-        print!("{text}");
+        out.write_all(text.as_bytes())
     }
-    Ok(())
+    .and_then(|()| out.flush())
+    .map_err(Error::stdout)
 }
 
 #[cfg(test)]
