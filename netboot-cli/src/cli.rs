@@ -316,18 +316,16 @@ pub struct BuildPlan {
     pub kernel: PathBuf,
     /// Stage-1 initrd file.
     pub initrd: PathBuf,
-    /// init= path.
-    pub init: String,
     /// Output directory.
     pub out: PathBuf,
-    /// Kernel parameters (after init= and initrd=).
-    pub cmdline: String,
     /// Store directory, without trailing `/`.
     pub store_dir: String,
     /// The closure, sorted by base name.
     pub paths: Vec<StorePath>,
-    /// Registration passthrough.
-    pub registration: Option<PathBuf>,
+    /// closureInfo's registration (`--registration`), read and checked.
+    pub registration: Option<Vec<u8>>,
+    /// The rendered `netboot.ipxe` (rendering checks the command line).
+    pub script: String,
     /// nix-store segment compression.
     pub segment_compression: SegmentCompression,
     /// Cache directory.
@@ -338,6 +336,11 @@ pub struct BuildPlan {
     pub image: ImagePlan,
     /// squashfs mkfs_time: SOURCE_DATE_EPOCH, else 1 (as the fixed mtimes).
     pub mkfs_time: u32,
+}
+
+/// `--flag FILE`, the subject of an error about a file given by a flag.
+fn flag_file(flag: &str, f: &std::path::Path) -> String {
+    format!("{flag} {}", f.display())
 }
 
 /// `SOURCE_DATE_EPOCH` clamped to u32, or `default`.
@@ -389,13 +392,23 @@ impl BuildArgs {
                 ),
             ));
         }
+        // A newline would end the iPXE `kernel` line early; iPXE cannot
+        // carry other control characters either.
+        if let Some(c) = self.cmdline.chars().find(|c| c.is_control()) {
+            return Err(Error::new(
+                "--cmdline",
+                format!("contains the control character {c:?}; kernel parameters are one line"),
+            ));
+        }
         let mut sources = self.paths.clone();
         for f in &self.closure {
-            sources.extend(store_path::parse_closure_file(
-                f,
-                &store_dir,
-                self.closure_root.as_deref(),
-            )?);
+            std::fs::metadata(f).map_err(|e| Error::new(flag_file("--closure", f), e))?;
+            let listed =
+                store_path::parse_closure_file(f, &store_dir, self.closure_root.as_deref())?;
+            if listed.is_empty() {
+                return Err(Error::at(f, "--closure file lists no store paths"));
+            }
+            sources.extend(listed);
         }
         if sources.is_empty() {
             return Err(Error::new(
@@ -404,21 +417,41 @@ impl BuildArgs {
             ));
         }
         let paths = store_path::validate_closure(&sources, &store_dir)?;
-        for f in [&self.kernel, &self.initrd] {
-            let m = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
+        for (flag, f) in [("--kernel", &self.kernel), ("--initrd", &self.initrd)] {
+            let m = std::fs::metadata(f).map_err(|e| Error::new(flag_file(flag, f), e))?;
             if !m.is_file() {
-                return Err(Error::at(f, "not a regular file"));
+                return Err(Error::new(flag_file(flag, f), "not a regular file"));
             }
+        }
+        let registration = match &self.registration {
+            Some(f) => {
+                let subject = flag_file("--registration", f);
+                let text = std::fs::read(f).map_err(|e| Error::new(&subject, e))?;
+                let utf8 = std::str::from_utf8(&text)
+                    .map_err(|_| Error::new(&subject, "registration is not UTF-8"))?;
+                crate::registration::check(utf8, &store_dir, &paths)
+                    .map_err(|m| Error::new(&subject, m))?;
+                Some(text)
+            }
+            None => None,
+        };
+        let script = crate::cmd::build::script_text(&self.init, &self.cmdline)
+            .map_err(|e| Error::new("--cmdline", e))?;
+        // Refused now, not after packing: an output that cannot be replaced.
+        match std::fs::symlink_metadata(&self.out) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::new(flag_file("--out", &self.out), "exists and is not a directory"))
+            }
+            _ => crate::outdir::check_replaceable(&self.out)?,
         }
         Ok(BuildPlan {
             kernel: self.kernel,
             initrd: self.initrd,
-            init: self.init,
             out: self.out,
-            cmdline: self.cmdline,
             store_dir,
             paths,
-            registration: self.registration,
+            registration,
+            script,
             segment_compression: self.initrd_compression,
             cache: self.cache,
             cache_max: self

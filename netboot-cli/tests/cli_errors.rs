@@ -236,6 +236,15 @@ fn other_subcommands_fail_in_one_line() {
             .arg(d.path().join("img")),
     );
     assert!(e.contains("nope"), "{e}");
+    // Named once, not twice.
+    assert_eq!(e.matches("nope").count(), 1, "{e}");
+    let e = run_err(
+        netboot()
+            .arg("cpio")
+            .arg(d.path().join("nope"))
+            .arg(d.path().join("a.cpio")),
+    );
+    assert_eq!(e.matches("nope").count(), 1, "{e}");
 }
 
 /// A build killed mid-way (SIGKILL: nothing can run) leaves the previous
@@ -243,32 +252,127 @@ fn other_subcommands_fail_in_one_line() {
 #[test]
 fn killed_build_leaves_dir_intact() {
     let (d, out) = prepare();
-    // The build blocks opening this fifo (the registration is read after the
-    // images are staged), so it is killed with its temporary directory present.
-    let fifo = d.path().join("registration-fifo");
-    run(Command::new("mkfifo").arg(&fifo));
-    let mut child = build_cmd(&out, &example_paths())
-        .arg("-q")
-        .arg("--registration")
-        .arg(&fifo)
+    // One large incompressible path keeps a worker busy for a while; the
+    // small paths finish on the other worker, so the build is killed with
+    // its temporary directory and some segments present.
+    let big = d.path().join("0123456789abcdfghijklmnpqrsvwxyz-big");
+    std::fs::create_dir(&big).unwrap();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..64 << 20)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        })
+        .collect();
+    std::fs::write(big.join("noise"), noise).unwrap();
+    let mut paths = example_paths();
+    paths.push(big.clone());
+    let mut child = build_cmd(&out, &paths)
+        .args(["-q", "--jobs", "2"])
         .spawn()
         .unwrap();
     let tmp = d.path().join(format!(".media.netboot-tmp-{}", child.id()));
     let start = std::time::Instant::now();
-    while !tmp.join(".work/00000003.seg").exists() {
+    let staged = |t: &Path| {
+        std::fs::read_dir(t.join(".work")).is_ok_and(|rd| {
+            rd.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        })
+    };
+    while !staged(&tmp) {
         assert!(
             start.elapsed().as_secs() < 60,
-            "build never staged its segments"
+            "build never staged a segment"
         );
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // Killed before its rename: the previous output is all there is.
     assert_eq!(listing(&out), [MARK, "previous"]);
     assert!(tmp.exists());
     run(build_cmd(&out, &example_paths()).arg("-q"));
     assert!(!tmp.exists());
     assert_eq!(listing(&out).len(), 6);
+}
+
+/// Every input is checked before any packing: a bad registration, command
+/// line or output directory fails at once, naming the flag.
+#[test]
+fn inputs_are_validated_before_packing() {
+    let (d, out) = prepare();
+    let start = std::time::Instant::now();
+    let bad_reg = d.path().join("bad-registration");
+    std::fs::write(&bad_reg, "not a registration\n").unwrap();
+    // With a cache, any packing would leave entries in it.
+    let cache = d.path().join("cache");
+    expect(
+        build_cmd(&out, &example_paths())
+            .arg("--registration")
+            .arg(&bad_reg)
+            .arg("--cache")
+            .arg(&cache),
+        d.path(),
+        &out,
+        "--registration ",
+    );
+    assert!(!cache.exists(), "packed before checking --registration");
+    let mut c = netboot();
+    c.arg("build")
+        .arg("--kernel")
+        .arg(example().join("bzImage"))
+        .arg("--initrd")
+        .arg(example().join("initrd"))
+        .args(["--init", INIT, "--cmdline", "a=1\nb=2"])
+        .arg("--out")
+        .arg(&out)
+        .arg("--cache")
+        .arg(&cache)
+        .args(example_paths());
+    expect(
+        &mut c,
+        d.path(),
+        &out,
+        "--cmdline: contains the control character '\\n'",
+    );
+    assert!(!cache.exists(), "packed before checking --cmdline");
+    let empty = d.path().join("empty-closure");
+    std::fs::write(&empty, "\n").unwrap();
+    expect(
+        build_cmd(&out, &[]).arg("--closure").arg(&empty),
+        d.path(),
+        &out,
+        "empty-closure: --closure file lists no store paths",
+    );
+    expect(
+        build_cmd(&out, &[]).arg("--closure").arg(d.path().join("nope")),
+        d.path(),
+        &out,
+        "--closure ",
+    );
+    let foreign = d.path().join("tftp");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("undionly.kpxe"), b"x").unwrap();
+    let e = run_err(&mut build_cmd(&foreign, &example_paths()));
+    assert!(e.contains("undionly.kpxe"), "{e}");
+    assert!(start.elapsed().as_secs() < 30);
+    // The flag is named for a missing input file.
+    let e = run_err(
+        netboot()
+            .arg("build")
+            .arg("--kernel")
+            .arg(d.path().join("nope.bin"))
+            .arg("--initrd")
+            .arg(example().join("initrd"))
+            .args(["--init", INIT])
+            .arg("--out")
+            .arg(&out)
+            .args(example_paths()),
+    );
+    assert!(e.contains("--kernel ") && e.contains("nope.bin: No such file"), "{e}");
+    untouched(d.path(), &out);
 }
 
 /// `inspect` streams an initramfs listing (memory does not grow with the

@@ -48,6 +48,35 @@ fn boot_postmount_commands_are_the_seeds_verbatim() {
     }
 }
 
+/// The stage-1 module shipped for NixOS users (`nix/netboot-stage1.nix`)
+/// carries the seed's postMountCommands verbatim, with its modules and
+/// registration step, and parses as Nix.
+#[test]
+fn boot_shipped_stage1_module_is_the_seeds() {
+    let path = netboot_tests::tools::workspace_root().join("nix/netboot-stage1.nix");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        stage1::postmount_from_module(&text).as_deref(),
+        Some(stage1::POSTMOUNT_COMMANDS)
+    );
+    for needle in [
+        r#"boot.initrd.availableKernelModules = [ "squashfs" "overlay" ];"#,
+        r#"boot.initrd.kernelModules = [ "loop" "overlay" ];"#,
+        "nix-store --load-db < /nix/store/nix-path-registration",
+        "neededForBoot = true;",
+    ] {
+        assert!(text.contains(needle), "{needle}");
+    }
+    if let Some(nix) = netboot_tests::tools::require(&["nix-instantiate"]) {
+        let o = Command::new(&nix[0])
+            .arg("--parse")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
 #[test]
 fn boot_nix_indented_strings() {
     assert_eq!(

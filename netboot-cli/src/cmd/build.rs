@@ -416,9 +416,6 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let idx = scan::hash_index(&plan.paths);
     let progress = Progress::new(plan.paths.len() as u64, verbosity);
 
-    // The script first: a bad command line fails before any work.
-    let script = script_text(&plan.init, &plan.cmdline).map_err(|e| Error::new("--cmdline", e))?;
-
     let shared = Shared {
         plan: &plan,
         idx: &idx,
@@ -431,13 +428,8 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
 
     // Registration: closureInfo's file verbatim, or computed.
     let reg_text = match &plan.registration {
-        Some(f) => {
-            let text = std::fs::read(f).at(f)?;
-            let utf8 = std::str::from_utf8(&text)
-                .map_err(|_| Error::at(f, "registration is not UTF-8"))?;
-            registration::check(utf8, &plan.store_dir, &plan.paths).map_err(|m| Error::at(f, m))?;
-            text
-        }
+        // Read and checked by the plan, before any packing.
+        Some(text) => text.clone(),
         None => {
             let scans: Vec<PathScan> = built.iter().filter_map(|b| b.scan.clone()).collect();
             registration::render(&plan.store_dir, &plan.paths, &scans).into_bytes()
@@ -497,7 +489,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let total = initrd_len + manifest.len() as u64 + ns_len;
     check_initrd_total(total, &plan.out)?;
     // Padded with newlines (harmless blank lines) to keep every file 4-aligned.
-    let mut script = script;
+    let mut script = plan.script.clone();
     while script.len() % 4 != 0 {
         script.push('\n');
     }

@@ -13,6 +13,8 @@ use crate::progress::{human, Verbosity};
 
 /// Runs the command. The archive is written beside OUT and renamed into place.
 pub fn run(a: CpioArgs, v: Verbosity) -> Result<()> {
+    // Named once: the walker's own errors name the file inside SRC.
+    std::fs::symlink_metadata(&a.src).at(&a.src)?;
     let opts = if a.reproducible {
         TreeOptions::new()
     } else {

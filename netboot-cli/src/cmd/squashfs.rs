@@ -2,13 +2,15 @@
 
 use crate::cli::{source_date_epoch, SquashfsArgs};
 use crate::cmd::build::squashfs_options;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::progress::{human, Verbosity};
 
 /// Runs the command.
 pub fn run(a: SquashfsArgs, v: Verbosity) -> Result<()> {
     let plan = a.image_opts.plan()?;
     let start = std::time::Instant::now();
+    // Named once: the walker's own errors name the file inside SRC.
+    std::fs::symlink_metadata(&a.src).at(&a.src)?;
     let mut tree = squashfs_writer::fs::tree_from_path(&a.src, a.keep_as_directory)
         .map_err(|e| Error::at(&a.src, e))?;
     if a.keep_as_directory || !a.src.is_dir() {
