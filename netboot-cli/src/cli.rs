@@ -39,6 +39,20 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Check a media directory end to end.
     Verify(VerifyArgs),
+    /// List the store paths of a Nix exportReferencesGraph file as JSON (for nix/lib.nix).
+    ClosureGraph(ClosureGraphArgs),
+}
+
+/// `netboot closure-graph`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples (as a Nix builder, in the build directory):
+  netboot closure-graph graph $out        # with exportReferencesGraph = [ \"graph\" toplevel ]")]
+pub struct ClosureGraphArgs {
+    /// The file Nix wrote for `exportReferencesGraph`.
+    pub graph: PathBuf,
+    /// The JSON array of store paths to write (atomically).
+    pub out: PathBuf,
 }
 
 /// Compression of squashfs image blocks.
@@ -440,7 +454,10 @@ impl BuildArgs {
         // Refused now, not after packing: an output that cannot be replaced.
         match std::fs::symlink_metadata(&self.out) {
             Ok(m) if !m.is_dir() => {
-                return Err(Error::new(flag_file("--out", &self.out), "exists and is not a directory"))
+                return Err(Error::new(
+                    flag_file("--out", &self.out),
+                    "exists and is not a directory",
+                ))
             }
             _ => crate::outdir::check_replaceable(&self.out)?,
         }

@@ -347,7 +347,9 @@ fn inputs_are_validated_before_packing() {
         "empty-closure: --closure file lists no store paths",
     );
     expect(
-        build_cmd(&out, &[]).arg("--closure").arg(d.path().join("nope")),
+        build_cmd(&out, &[])
+            .arg("--closure")
+            .arg(d.path().join("nope")),
         d.path(),
         &out,
         "--closure ",
@@ -371,7 +373,10 @@ fn inputs_are_validated_before_packing() {
             .arg(&out)
             .args(example_paths()),
     );
-    assert!(e.contains("--kernel ") && e.contains("nope.bin: No such file"), "{e}");
+    assert!(
+        e.contains("--kernel ") && e.contains("nope.bin: No such file"),
+        "{e}"
+    );
     untouched(d.path(), &out);
 }
 

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod build;
+pub mod closure_graph;
 pub mod cpio;
 pub mod inspect;
 pub mod squashfs;
