@@ -108,9 +108,9 @@ mod tests {
             format!("{A}\n\n2\n{B}\n"),
             format!("{A}\n\nx\n"),
             format!("{A}\n\n99999999999999999999\n"),
-            format!("relative\n\n0\n"),
+            "relative\n\n0\n".to_string(),
             format!("{A}\n\n1\n/other/store/11111111111111111111111111111111-b\n"),
-            format!("/nix/store/short-a\n\n0\n"),
+            "/nix/store/short-a\n\n0\n".to_string(),
         ] {
             let e = parse(&bad).unwrap_err();
             assert!(e.len() < 300 && !e.contains('\n'), "{e}");
