@@ -179,132 +179,167 @@ impl Command {
         }
     }
 
-    /// The rendered tokens of this command (name first).
+    /// The rendered tokens of this command (name first): its options, then
+    /// `--` when the first positional could be read as an option, then the
+    /// positionals.
     pub(crate) fn render(&self, cx: &mut Ctx) -> Result<Vec<String>, Error> {
-        let mut argv = vec![self.name().to_owned()];
-        let mut pos: Vec<String> = Vec::new();
-        // Whether the first positional may start with '-' after expansion.
-        let mut first_dashy = None;
-        let word = |cx: &mut Ctx, v: &Value, arg| cx.token(&v.atoms(), arg, false);
-        let nonempty_word = |cx: &mut Ctx, v: &Value, arg| {
-            if v.is_empty() {
-                return Err(Error::Empty { line: cx.line, arg });
-            }
-            cx.token(&v.atoms(), arg, false)
+        let mut r = Rendered {
+            argv: vec![self.name().to_owned()],
+            pos: Vec::new(),
+            first_dashy: None,
         };
         match self {
             Command::Echo { no_newline, text } => {
                 if *no_newline {
-                    argv.push("-n".into());
+                    r.argv.push("-n".into());
                 }
-                first_dashy = Some(dashy(text));
-                pos = cx.rest(text, "echo text")?;
+                r.first_dashy = Some(dashy(text));
+                r.pos = cx.rest(text, "echo text")?;
             }
             Command::Set { name, value } => {
                 setting_name(cx, name)?;
-                first_dashy = Some(false);
-                pos.push(name.clone());
-                pos.extend(cx.rest(value, "set value")?);
+                r.first_dashy = Some(false);
+                r.pos.push(name.clone());
+                r.pos.extend(cx.rest(value, "set value")?);
             }
             Command::Clear { name } => {
                 setting_name(cx, name)?;
-                first_dashy = Some(false);
-                pos.push(name.clone());
+                r.first_dashy = Some(false);
+                r.pos.push(name.clone());
             }
-            Command::Dhcp { interface } | Command::Ifconf { interface, .. } => {
-                if let Command::Ifconf {
-                    configurator: Some(c),
-                    ..
-                } = self
-                {
-                    argv.push("--configurator".into());
-                    argv.push(option_value(cx, c, "configurator")?);
+            Command::Dhcp { interface } => r.interface(cx, interface.as_ref())?,
+            Command::Ifconf {
+                interface,
+                configurator,
+            } => {
+                if let Some(c) = configurator {
+                    r.argv.push("--configurator".into());
+                    r.argv.push(option_value(cx, c, "configurator")?);
                 }
-                if let Some(i) = interface {
-                    first_dashy = Some(dashy(i));
-                    pos.push(nonempty_word(cx, i, "interface")?);
-                }
+                r.interface(cx, interface.as_ref())?;
             }
             Command::Kernel(img)
             | Command::Initrd(img)
             | Command::Imgfetch(img)
             | Command::Imgargs(img)
             | Command::Chain(img)
-            | Command::Boot(img) => {
-                let is_exec = matches!(self, Command::Chain(_) | Command::Boot(_));
-                if let Some(n) = &img.name {
-                    argv.push("--name".into());
-                    argv.push(option_value(cx, n, "image name")?);
-                }
-                if let Some(t) = img.timeout_ms {
-                    argv.push("--timeout".into());
-                    argv.push(t.to_string());
-                }
-                if img.autofree {
-                    argv.push("--autofree".into());
-                }
-                if img.replace && is_exec {
-                    argv.push("--replace".into());
-                }
-                match &img.uri {
-                    Some(u) => {
-                        first_dashy = Some(dashy(u));
-                        pos.push(nonempty_word(cx, u, "URI")?);
-                        pos.extend(cx.rest(&img.args, "arguments")?);
-                    }
-                    None if matches!(self, Command::Boot(_)) => {
-                        if !img.args.is_empty() {
-                            return Err(Error::MissingUri {
-                                line: cx.line,
-                                command: "boot",
-                            });
-                        }
-                    }
-                    None => {
-                        return Err(Error::MissingUri {
-                            line: cx.line,
-                            command: static_name(self),
-                        })
-                    }
-                }
-            }
+            | Command::Boot(img) => r.image(cx, self, img)?,
             Command::Imgfree { image } => {
                 if let Some(i) = image {
-                    first_dashy = Some(dashy(i));
-                    pos.push(nonempty_word(cx, i, "image name")?);
+                    r.first_dashy = Some(dashy(i));
+                    r.pos.push(nonempty_word(cx, i, "image name")?);
                 }
             }
-            Command::Sleep { seconds } => pos.push(seconds.to_string()),
+            Command::Sleep { seconds } => r.pos.push(seconds.to_string()),
             Command::Shell => {}
-            Command::Exit { code } => pos.extend(code.map(|c| c.to_string())),
+            Command::Exit { code } => r.pos.extend(code.map(|c| c.to_string())),
             Command::Goto { label } => {
                 check_label(cx, label)?;
-                first_dashy = Some(label.starts_with('-'));
-                pos.push(word(cx, &Value::text(label), "label")?);
+                r.first_dashy = Some(label.starts_with('-'));
+                r.pos
+                    .push(cx.token(&Value::text(label).atoms(), "label", false)?);
             }
-            Command::Other { name, args } => {
-                check_command_name(cx, name)?;
-                // Our escape settings must keep their values (and a raw
-                // `set nbrs-20:hex 20` would read back as our preamble).
-                if let Some(t) = args.first().and_then(Value::as_text) {
-                    if t.starts_with(crate::value::ESCAPE_PREFIX) {
-                        return Err(Error::ReservedSetting {
-                            line: cx.line,
-                            name: t.to_owned(),
-                        });
-                    }
-                }
-                for a in args {
-                    pos.push(cx.token(&a.atoms(), "argument", true)?);
-                }
-            }
+            Command::Other { name, args } => r.other(cx, name, args)?,
         }
-        if first_dashy == Some(true) && !pos.is_empty() {
-            argv.push("--".into());
-        }
-        argv.extend(pos);
-        Ok(argv)
+        Ok(r.finish())
     }
+}
+
+/// A command being rendered: option tokens (name first) and positionals.
+struct Rendered {
+    argv: Vec<String>,
+    pos: Vec<String>,
+    /// Whether the first positional may start with '-' after expansion.
+    first_dashy: Option<bool>,
+}
+
+impl Rendered {
+    /// An optional interface argument (`dhcp`, `ifconf`).
+    fn interface(&mut self, cx: &mut Ctx, interface: Option<&Value>) -> Result<(), Error> {
+        if let Some(i) = interface {
+            self.first_dashy = Some(dashy(i));
+            self.pos.push(nonempty_word(cx, i, "interface")?);
+        }
+        Ok(())
+    }
+
+    /// The image commands: `--name`, `--timeout`, `--autofree`, `--replace`,
+    /// then the URI and the image's arguments.
+    fn image(&mut self, cx: &mut Ctx, cmd: &Command, img: &Image) -> Result<(), Error> {
+        let is_exec = matches!(cmd, Command::Chain(_) | Command::Boot(_));
+        if let Some(n) = &img.name {
+            self.argv.push("--name".into());
+            self.argv.push(option_value(cx, n, "image name")?);
+        }
+        if let Some(t) = img.timeout_ms {
+            self.argv.push("--timeout".into());
+            self.argv.push(t.to_string());
+        }
+        if img.autofree {
+            self.argv.push("--autofree".into());
+        }
+        if img.replace && is_exec {
+            self.argv.push("--replace".into());
+        }
+        match &img.uri {
+            Some(u) => {
+                self.first_dashy = Some(dashy(u));
+                self.pos.push(nonempty_word(cx, u, "URI")?);
+                self.pos.extend(cx.rest(&img.args, "arguments")?);
+            }
+            // `boot` alone boots the current image; with arguments it needs one.
+            None if matches!(cmd, Command::Boot(_)) => {
+                if !img.args.is_empty() {
+                    return Err(Error::MissingUri {
+                        line: cx.line,
+                        command: "boot",
+                    });
+                }
+            }
+            None => {
+                return Err(Error::MissingUri {
+                    line: cx.line,
+                    command: static_name(cmd),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Any other command: a checked name and verbatim arguments.
+    fn other(&mut self, cx: &mut Ctx, name: &str, args: &[Value]) -> Result<(), Error> {
+        check_command_name(cx, name)?;
+        // Our escape settings must keep their values (and a raw
+        // `set nbrs-20:hex 20` would read back as our preamble).
+        if let Some(t) = args.first().and_then(Value::as_text) {
+            if t.starts_with(crate::value::ESCAPE_PREFIX) {
+                return Err(Error::ReservedSetting {
+                    line: cx.line,
+                    name: t.to_owned(),
+                });
+            }
+        }
+        for a in args {
+            self.pos.push(cx.token(&a.atoms(), "argument", true)?);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.first_dashy == Some(true) && !self.pos.is_empty() {
+            self.argv.push("--".into());
+        }
+        self.argv.extend(self.pos);
+        self.argv
+    }
+}
+
+/// One non-empty word.
+fn nonempty_word(cx: &mut Ctx, v: &Value, arg: &'static str) -> Result<String, Error> {
+    if v.is_empty() {
+        return Err(Error::Empty { line: cx.line, arg });
+    }
+    cx.token(&v.atoms(), arg, false)
 }
 
 fn static_name(c: &Command) -> &'static str {

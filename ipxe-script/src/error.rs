@@ -5,9 +5,12 @@ pub type Arg = &'static str;
 
 /// Why a script could not be rendered (or a netboot script built).
 ///
-/// `line` is the index of the offending [`Line`](crate::Line) in
-/// [`Script::lines`](crate::Script::lines) (0-based; the `#!ipxe` header and
-/// the escape preamble are not counted).
+/// `line` numbers the offending [`Line`](crate::Line) among
+/// [`Script::lines`](crate::Script::lines) from 1, as [`ParseError::line`]
+/// numbers the lines of a script's text from 1: "line 1" is always the first
+/// line in both. (A render error has no line of output text to point at:
+/// the `#!ipxe` header and the escape preamble are added once every line
+/// rendered, so it counts the lines the caller wrote.)
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -15,7 +18,7 @@ pub enum Error {
     /// line there (script injection) or truncate the C string.
     #[error("line {line}: {arg} contains {ch:?}, which cannot appear in an iPXE script line")]
     ForbiddenChar {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// Argument.
         arg: Arg,
@@ -26,7 +29,7 @@ pub enum Error {
     /// name, interface, label).
     #[error("line {line}: {arg} {value:?} contains whitespace but must be a single word")]
     Whitespace {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// Argument.
         arg: Arg,
@@ -36,7 +39,7 @@ pub enum Error {
     /// An argument that must not be empty is empty.
     #[error("line {line}: {arg} is empty")]
     Empty {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// Argument.
         arg: Arg,
@@ -46,7 +49,7 @@ pub enum Error {
     /// come out literally.
     #[error("line {line}: {arg} {value:?} contains `${{` followed by `}}` in one word; iPXE would expand it")]
     DollarBrace {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// Argument.
         arg: Arg,
@@ -56,7 +59,7 @@ pub enum Error {
     /// An image name starting with `-` (would be read as an option).
     #[error("line {line}: {arg} {value:?} must not start with '-'")]
     LeadingDash {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// Argument.
         arg: Arg,
@@ -66,7 +69,7 @@ pub enum Error {
     /// A setting name outside `[A-Za-z0-9_.:/@-]+`.
     #[error("line {line}: invalid setting name {name:?} (allowed: A-Z a-z 0-9 _ . : / @ -)")]
     InvalidSettingName {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// The name.
         name: String,
@@ -74,7 +77,7 @@ pub enum Error {
     /// A setting name in the `nbrs-` namespace this crate uses for escapes.
     #[error("line {line}: setting name {name:?} is reserved for this crate's escapes")]
     ReservedSetting {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// The name.
         name: String,
@@ -82,7 +85,7 @@ pub enum Error {
     /// A label that is empty or contains whitespace or control characters.
     #[error("line {line}: invalid label {label:?}")]
     InvalidLabel {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// The label.
         label: String,
@@ -91,7 +94,7 @@ pub enum Error {
     /// comment, label, separator or option).
     #[error("line {line}: invalid command name {name:?}")]
     InvalidCommandName {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// The name.
         name: String,
@@ -99,13 +102,13 @@ pub enum Error {
     /// A comment ending in `\`: iPXE would join the next line onto it.
     #[error("line {line}: comment ends with a backslash, which would swallow the next line")]
     TrailingBackslash {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
     },
     /// `kernel`/`initrd`/`imgfetch`/`chain` without a URI.
     #[error("line {line}: `{command}` needs a URI")]
     MissingUri {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
         /// The command.
         command: &'static str,
@@ -113,7 +116,7 @@ pub enum Error {
     /// A line whose commands are joined by separators but which has none.
     #[error("line {line}: separator without a following command slot")]
     DanglingSeparator {
-        /// Line index.
+        /// Line number (1-based).
         line: usize,
     },
     /// The kernel command line (including the `<image name> ` prefix that
@@ -143,7 +146,9 @@ pub enum Error {
     },
 }
 
-/// Where and why [`parse`](crate::parse()) failed.
+/// Where and why [`parse`](crate::parse()) failed: `line` is the 1-based
+/// physical line of the input text (the `#!ipxe` header is line 1), counted
+/// from 1 like [`Error`]'s lines.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}, column {column}: {kind}")]
 pub struct ParseError {
@@ -175,4 +180,28 @@ pub enum ParseErrorKind {
     /// A command name that is itself a setting expansion.
     #[error("command name contains a setting expansion")]
     ExpandedCommandName,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use crate::{parse, Line, Script, Value};
+
+    /// "line 1" means the first line for both error types.
+    #[test]
+    fn render_and_parse_errors_count_lines_from_one() {
+        let s = Script::new()
+            .echo(Value::text("ok"))
+            .line(Line::comment("ends in \\"));
+        match s.render() {
+            Err(crate::Error::TrailingBackslash { line }) => assert_eq!(line, 2),
+            other => panic!("{other:?}"),
+        }
+        let s = Script::new().line(Line::comment("x\\"));
+        assert!(s.render().unwrap_err().to_string().starts_with("line 1: "));
+        let e = parse("#!ipxe\necho a\\").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = parse("nope").unwrap_err();
+        assert_eq!(e.line, 1);
+    }
 }

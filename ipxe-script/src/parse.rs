@@ -312,17 +312,6 @@ fn setting_name(v: &Value) -> Option<String> {
 }
 
 fn typed(name: &str, args: &[Value]) -> Option<Command> {
-    const IMG: &[(char, &str, bool)] = &[
-        ('n', "name", true),
-        ('t', "timeout", true),
-        ('a', "autofree", false),
-    ];
-    const EXEC: &[(char, &str, bool)] = &[
-        ('n', "name", true),
-        ('t', "timeout", true),
-        ('a', "autofree", false),
-        ('r', "replace", false),
-    ];
     Some(match name {
         "echo" => {
             let (o, pos) = options(args, &[('n', "", false)])?;
@@ -369,34 +358,7 @@ fn typed(name: &str, args: &[Value]) -> Option<Command> {
             }
         }
         "kernel" | "initrd" | "imgfetch" | "imgargs" | "chain" | "boot" => {
-            let exec = matches!(name, "chain" | "boot");
-            let (o, pos) = options(args, if exec { EXEC } else { IMG })?;
-            let mut img = Image::default();
-            for (c, v) in o {
-                match (c, v) {
-                    ('n', Some(v)) if !v.is_empty() => img.name = Some(v.clone()),
-                    ('t', Some(v)) => img.timeout_ms = Some(plain_number(v)?),
-                    ('a', None) => img.autofree = true,
-                    ('r', None) => img.replace = true,
-                    _ => return None,
-                }
-            }
-            match pos.split_first() {
-                Some((u, rest)) if !u.is_empty() => {
-                    img.uri = Some(u.clone());
-                    img.args = join(rest);
-                }
-                None if name == "boot" => {}
-                _ => return None,
-            }
-            match name {
-                "kernel" => Command::Kernel(img),
-                "initrd" => Command::Initrd(img),
-                "imgfetch" => Command::Imgfetch(img),
-                "imgargs" => Command::Imgargs(img),
-                "chain" => Command::Chain(img),
-                _ => Command::Boot(img),
-            }
+            image_command(name, args)?
         }
         "sleep" => match options(args, &[])? {
             (o, [s]) if o.is_empty() => Command::Sleep {
@@ -425,6 +387,50 @@ fn typed(name: &str, args: &[Value]) -> Option<Command> {
             _ => return None,
         },
         _ => return None,
+    })
+}
+
+/// `kernel`, `initrd`, `imgfetch`, `imgargs`, `chain` and `boot`: the image
+/// options (`chain` and `boot` also take `--replace`), a URI and arguments.
+fn image_command(name: &str, args: &[Value]) -> Option<Command> {
+    const IMG: &[(char, &str, bool)] = &[
+        ('n', "name", true),
+        ('t', "timeout", true),
+        ('a', "autofree", false),
+    ];
+    const EXEC: &[(char, &str, bool)] = &[
+        ('n', "name", true),
+        ('t', "timeout", true),
+        ('a', "autofree", false),
+        ('r', "replace", false),
+    ];
+    let exec = matches!(name, "chain" | "boot");
+    let (o, pos) = options(args, if exec { EXEC } else { IMG })?;
+    let mut img = Image::default();
+    for (c, v) in o {
+        match (c, v) {
+            ('n', Some(v)) if !v.is_empty() => img.name = Some(v.clone()),
+            ('t', Some(v)) => img.timeout_ms = Some(plain_number(v)?),
+            ('a', None) => img.autofree = true,
+            ('r', None) => img.replace = true,
+            _ => return None,
+        }
+    }
+    match pos.split_first() {
+        Some((u, rest)) if !u.is_empty() => {
+            img.uri = Some(u.clone());
+            img.args = join(rest);
+        }
+        None if name == "boot" => {}
+        _ => return None,
+    }
+    Some(match name {
+        "kernel" => Command::Kernel(img),
+        "initrd" => Command::Initrd(img),
+        "imgfetch" => Command::Imgfetch(img),
+        "imgargs" => Command::Imgargs(img),
+        "chain" => Command::Chain(img),
+        _ => Command::Boot(img),
     })
 }
 

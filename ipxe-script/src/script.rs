@@ -324,7 +324,8 @@ impl Script {
         let mut cx = Ctx::default();
         let mut body = String::new();
         for (i, l) in self.lines.iter().enumerate() {
-            cx.line = i;
+            // 1-based, as `ParseError::line` counts.
+            cx.line = i + 1;
             body.push_str(&l.render(&mut cx)?);
             body.push('\n');
         }
