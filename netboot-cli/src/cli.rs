@@ -39,6 +39,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Check a media directory end to end.
     Verify(VerifyArgs),
+    /// Write one store path's nix-store segment, exactly as `build` makes it.
+    Segment(SegmentArgs),
     /// List the store paths of a Nix exportReferencesGraph file as JSON (for nix/lib.nix).
     ClosureGraph(ClosureGraphArgs),
 }
@@ -169,12 +171,39 @@ pub struct BuildArgs {
     /// cache holds at most SIZE (e.g. 20G, 512M); this build's entries stay.
     #[arg(long, value_name = "SIZE", requires = "cache")]
     pub cache_max: Option<String>,
+    /// A finished segment of one store path, from `netboot segment` with the
+    /// same options, used instead of packing that path (the path joins the
+    /// closure). Nix builds use this (nix/lib.nix).
+    #[arg(long = "segment", value_name = "STORE_PATH=FILE")]
+    pub segments: Vec<String>,
     /// Image options.
     #[command(flatten)]
     pub image: ImageArgs,
     /// Store paths of the closure.
     #[arg(value_name = "STORE_PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+/// `netboot segment`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  netboot segment /nix/store/...-hello-2.12 hello.seg
+  netboot build ... --segment /nix/store/...-hello-2.12=hello.seg   # uses it as is")]
+pub struct SegmentArgs {
+    /// The store path (directory, file or symlink named <hash>-<name>).
+    pub store_path: PathBuf,
+    /// The segment to write (atomically).
+    pub out: PathBuf,
+    /// The store directory the path is placed in at boot.
+    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
+    pub store_dir: String,
+    /// Compression of the segment (as `build --initrd-compression`).
+    #[arg(long, value_enum, default_value = "none")]
+    pub initrd_compression: SegmentCompression,
+    /// Image options.
+    #[command(flatten)]
+    pub image: ImageArgs,
 }
 
 /// `netboot squashfs`.
@@ -346,10 +375,29 @@ pub struct BuildPlan {
     pub cache: Option<PathBuf>,
     /// Cache size bound in bytes (`--cache-max`).
     pub cache_max: Option<u64>,
+    /// Finished segments given with `--segment`, by store path base name.
+    pub segments: std::collections::BTreeMap<String, PathBuf>,
     /// Image options.
     pub image: ImagePlan,
     /// squashfs mkfs_time: SOURCE_DATE_EPOCH, else 1 (as the fixed mtimes).
     pub mkfs_time: u32,
+}
+
+/// `--store-dir`, without trailing `/`: stage 1 expands image paths under it
+/// unquoted, so no whitespace or glob characters.
+pub fn check_store_dir(dir: &str) -> Result<String> {
+    let store_dir = dir.trim_end_matches('/').to_owned();
+    if !store_dir.starts_with('/')
+        || store_dir
+            .chars()
+            .any(|c| c.is_whitespace() || c == '?' || c == '*' || c == '[')
+    {
+        return Err(Error::new(
+            "--store-dir",
+            format!("{dir:?} must be an absolute path without whitespace or glob characters"),
+        ));
+    }
+    Ok(store_dir)
 }
 
 /// `--flag FILE`, the subject of an error about a file given by a flag.
@@ -378,20 +426,7 @@ impl BuildArgs {
     /// Validates `build`'s flags and the closure.
     pub fn plan(self) -> Result<BuildPlan> {
         let image = self.image.plan()?;
-        let store_dir = self.store_dir.trim_end_matches('/').to_owned();
-        if !store_dir.starts_with('/')
-            || store_dir
-                .chars()
-                .any(|c| c.is_whitespace() || c == '?' || c == '*' || c == '[')
-        {
-            return Err(Error::new(
-                "--store-dir",
-                format!(
-                    "{:?} must be an absolute path without whitespace or glob characters",
-                    self.store_dir
-                ),
-            ));
-        }
+        let store_dir = check_store_dir(&self.store_dir)?;
         let init_ok = self.init.starts_with('/')
             && !self
                 .init
@@ -423,6 +458,28 @@ impl BuildArgs {
                 return Err(Error::at(f, "--closure file lists no store paths"));
             }
             sources.extend(listed);
+        }
+        let mut segments = std::collections::BTreeMap::new();
+        for s in &self.segments {
+            let (path, file) = s
+                .split_once('=')
+                .ok_or_else(|| Error::new("--segment", format!("{s:?} is not STORE_PATH=FILE")))?;
+            let (path, file) = (PathBuf::from(path), PathBuf::from(file));
+            std::fs::metadata(&file).map_err(|e| Error::new(flag_file("--segment", &file), e))?;
+            let base = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::new("--segment", format!("{s:?}: no store path name")))?
+                .to_owned();
+            if !sources.iter().any(|p| p.file_name() == path.file_name()) {
+                sources.push(path);
+            }
+            if segments.insert(base, file).is_some() {
+                return Err(Error::new(
+                    "--segment",
+                    format!("{s:?}: a second segment for this path"),
+                ));
+            }
         }
         if sources.is_empty() {
             return Err(Error::new(
@@ -469,6 +526,7 @@ impl BuildArgs {
             paths,
             registration,
             script,
+            segments,
             segment_compression: self.initrd_compression,
             cache: self.cache,
             cache_max: self

@@ -82,6 +82,7 @@ fn run(args: cli::Args) -> anyhow::Result<()> {
         cli::Command::Cpio(a) => cmd::cpio::run(a, verbosity)?,
         cli::Command::Inspect(a) => cmd::inspect::run(a)?,
         cli::Command::Verify(a) => cmd::verify::run(a, verbosity)?,
+        cli::Command::Segment(a) => cmd::segment::run(a, verbosity)?,
         cli::Command::ClosureGraph(a) => cmd::closure_graph::run(a)?,
     }
     Ok(())

@@ -54,7 +54,7 @@ fn sibling(dest: &Path, tag: &str, pid: u32) -> Result<PathBuf> {
 }
 
 /// The directory holding `p` (`.` for a bare name).
-fn parent_dir(p: &Path) -> &Path {
+pub fn parent_dir(p: &Path) -> &Path {
     p.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
@@ -62,7 +62,7 @@ fn parent_dir(p: &Path) -> &Path {
 
 /// Fsyncs the directory holding `p`, so a rename in it is durable
 /// (best effort: some file systems refuse to sync directories).
-fn sync_parent(p: &Path) {
+pub fn sync_parent(p: &Path) {
     let _ = File::open(parent_dir(p)).and_then(|f| f.sync_all());
 }
 
@@ -243,6 +243,22 @@ impl Drop for Staging {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
+}
+
+/// Runs `f` with a fresh scratch directory `.<name>.netboot-tmp-<pid>`
+/// beside `dest` (same file system, so `f` can rename a finished file over
+/// `dest`), and removes the directory afterwards, whatever `f` returned; a
+/// killed run's leftover is removed by the next.
+pub fn with_scratch_dir<T>(dest: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    clean_stale(dest);
+    let dir = sibling(dest, TMP_TAG, std::process::id())?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).at(&dir)?;
+    }
+    std::fs::create_dir(&dir).at(&dir)?;
+    let res = f(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    res
 }
 
 /// Writes the single file `dest` atomically: into

@@ -150,10 +150,35 @@ fn append_image<W: Write>(
     w.append(&e, image)
 }
 
+/// What shapes a store path's `nix-store` segment, besides the path itself.
+#[derive(Debug, Clone)]
+pub struct SegmentPlan {
+    /// Image options.
+    pub image: ImagePlan,
+    /// squashfs mkfs_time.
+    pub mkfs_time: u32,
+    /// The store directory the image is placed in.
+    pub store_dir: String,
+    /// The segment's compression.
+    pub compression: SegmentCompression,
+}
+
+impl BuildPlan {
+    /// The options of every segment of this build.
+    pub fn segment_plan(&self) -> SegmentPlan {
+        SegmentPlan {
+            image: self.image.clone(),
+            mkfs_time: self.mkfs_time,
+            store_dir: self.store_dir.clone(),
+            compression: self.segment_compression,
+        }
+    }
+}
+
 /// Writes the image of `sp` to `img` (a temporary file), then its segment
 /// to `work`; returns the bytes the squashfs writer read. Files, not memory:
 /// a store path may be gigabytes.
-fn build_segment(plan: &BuildPlan, sp: &StorePath, img: &Path, work: &Path) -> Result<u64> {
+pub fn build_segment(plan: &SegmentPlan, sp: &StorePath, img: &Path, work: &Path) -> Result<u64> {
     let mut tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
         .map_err(|e| Error::at(&sp.source, e))?;
     tree.set_root_metadata(keep_as_directory_root());
@@ -172,7 +197,7 @@ fn build_segment(plan: &BuildPlan, sp: &StorePath, img: &Path, work: &Path) -> R
     let len = std::fs::metadata(img).at(img)?.len();
     check_image_size(len, &sp.source)?;
     let at = media::image_path(&plan.store_dir, sp);
-    let comp = segment_compression(plan.segment_compression);
+    let comp = segment_compression(plan.compression);
     let out = BufWriter::new(File::create(work).at(work)?);
     let enc = initramfs::Encoder::new(comp, out).map_err(|e| Error::at(work, e))?;
     let mut w = newc_cpio::Writer::new(enc);
@@ -184,6 +209,70 @@ fn build_segment(plan: &BuildPlan, sp: &StorePath, img: &Path, work: &Path) -> R
     out.flush().at(work)?;
     std::fs::remove_file(img).at(img)?;
     Ok(summary.bytes_in)
+}
+
+/// Refuses a `--segment` file that is not the segment of `sp` built with
+/// these options: its image must sit where the manifest will say, and its
+/// superblock must name the same compressor, block size and mkfs time as an
+/// image this build writes (a segment from other options would make media
+/// that differ from a full build without a word).
+fn check_prebuilt(plan: &SegmentPlan, sp: &StorePath, seg: &Path) -> Result<()> {
+    let f = File::open(seg).map_err(|e| Error::new(format!("--segment {}", seg.display()), e))?;
+    let mut r = initramfs::StreamReader::new(std::io::BufReader::new(f));
+    let want = media::image_path(&plan.store_dir, sp).relative();
+    let bad = |m: String| Error::new(format!("--segment {}", seg.display()), m);
+    let mut head = Vec::new();
+    let want_kind = match plan.compression {
+        SegmentCompression::None => initramfs::SegmentKind::Uncompressed,
+        SegmentCompression::Gzip => initramfs::SegmentKind::Gzip,
+        SegmentCompression::Lz4 => initramfs::SegmentKind::Lz4Legacy,
+    };
+    while let Some(e) = r.next_entry().map_err(|e| bad(e.to_string()))? {
+        if e.segment().kind != want_kind {
+            return Err(bad(format!(
+                "segment compression {:?}, this build: {want_kind:?}",
+                e.segment().kind
+            )));
+        }
+        if e.entry().kind() == newc_cpio::EntryKind::File {
+            if e.entry().name() != want.as_bytes() {
+                return Err(bad(format!(
+                    "holds {:?}, not the image of {}",
+                    String::from_utf8_lossy(e.entry().name()),
+                    sp.base
+                )));
+            }
+            e.take(squashfs_writer::superblock::SIZE as u64)
+                .read_to_end(&mut head)
+                .map_err(|e| bad(e.to_string()))?;
+            break;
+        }
+    }
+    // Superblock fields (SquashFS 4.0): magic @0, mkfs_time @8, block_size
+    // @12, compressor @20. Only the header is here, so not `Superblock::parse`
+    // (which checks the tables against the whole image).
+    let shape = |b: &[u8]| -> Option<(u32, u32, u32, u16)> {
+        let u32_at = |o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
+        let comp = u16::from_le_bytes(b.get(20..22)?.try_into().ok()?);
+        Some((u32_at(0)?, u32_at(8)?, u32_at(12)?, comp))
+    };
+    let got = shape(&head)
+        .filter(|s| s.0 == squashfs_writer::superblock::MAGIC)
+        .ok_or_else(|| bad(format!("no squashfs image of {}", sp.base)))?;
+    let mut reference = Cursor::new(Vec::new());
+    let opts = squashfs_options(&plan.image, plan.mkfs_time, 1);
+    squashfs_writer::write_image(&Tree::new(), &opts, &mut reference)
+        .map_err(|e| Error::new("--segment", e))?;
+    let want =
+        shape(reference.get_ref()).ok_or_else(|| Error::new("--segment", "reference image"))?;
+    if got != want {
+        return Err(bad(format!(
+            "built with other options (mkfs time, block size, compressor {:?}; this build: {:?})",
+            (got.1, got.2, got.3),
+            (want.1, want.2, want.3)
+        )));
+    }
+    Ok(())
 }
 
 struct Built {
@@ -278,8 +367,16 @@ fn build_one(
         _ => None,
     };
     let work = work_dir.join(format!("{i:08}.seg"));
-    let hit = match (key, cache) {
-        (Some(k), Some(c)) => c.link_into(&k, &work)?,
+    let hit = match (plan.segments.get(&sp.base), key, cache) {
+        (Some(seg), _, _) => {
+            check_prebuilt(&plan.segment_plan(), sp, seg)?;
+            // A link where possible (same file system), else a copy.
+            if std::fs::hard_link(seg, &work).is_err() {
+                std::fs::copy(seg, &work).map_err(|e| Error::at(seg, e))?;
+            }
+            Some(0)
+        }
+        (None, Some(k), Some(c)) => c.link_into(&k, &work)?,
         _ => None,
     };
     let skip = hit.unwrap_or(0);
@@ -287,7 +384,12 @@ fn build_one(
     let bytes_in = if hit {
         sc.as_ref().map_or(0, |s| s.file_bytes)
     } else {
-        let read = build_segment(plan, sp, &work_dir.join(format!("{i:08}.img")), &work)?;
+        let read = build_segment(
+            &plan.segment_plan(),
+            sp,
+            &work_dir.join(format!("{i:08}.img")),
+            &work,
+        )?;
         if let (Some(k), Some(c)) = (key, cache) {
             c.put_file(&k, &work)?;
         }

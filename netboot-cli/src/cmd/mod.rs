@@ -4,5 +4,6 @@ pub mod build;
 pub mod closure_graph;
 pub mod cpio;
 pub mod inspect;
+pub mod segment;
 pub mod squashfs;
 pub mod verify;
