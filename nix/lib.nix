@@ -20,8 +20,10 @@
 #   store path through string context (`builtins.storePath`), so a remote
 #   builder is sent the path, and a binary cache can serve the segment to
 #   every system and host that has the same path and options.
-# - `assemble`: the media from the segments, the toplevel's kernel, initrd,
-#   init and kernel-params, and the registration it computes.
+# - the media: `netboot build --system TOPLEVEL --segment PATH=SEGMENT ...`,
+#   which takes every path's segment as built instead of packing it, and
+#   adds the toplevel's kernel, initrd, init and kernel-params and the
+#   registration it computes (reading the closure once, to hash it).
 # After a change, Nix rebuilds the segments of the changed paths (and of the
 # paths that now reference them) and the assembly, nothing else.
 
@@ -72,7 +74,7 @@ in
     derivation {
       inherit name system;
       builder = exe;
-      args = [ "assemble" "-q" "--system" "${toplevel}" "--cmdline" cmdline
+      args = [ "build" "-q" "--system" "${toplevel}" "--cmdline" cmdline
                "--out" (builtins.placeholder "out") ]
         ++ segmentArgs
         ++ map (path: "--segment=${path}=${segmentOf path}") closure;
