@@ -559,7 +559,7 @@ impl fmt::Debug for FileRecord {
             self.nlink
         )?;
         if let Some(h) = &self.sha256 {
-            write!(f, " sha256={}", hex(&h[..6]))?;
+            write!(f, " sha256={}", crate::boot::listing::hex(&h[..6]))?;
         }
         if let Some(t) = &self.target {
             write!(f, " -> {:?}", show(t))?;
@@ -583,10 +583,6 @@ pub fn show(b: &[u8]) -> String {
     } else {
         s.into_owned()
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// sha256 of a byte slice.
