@@ -14,8 +14,9 @@ use std::process::Command;
 /// The seed module's `boot.initrd.postMountCommands` after Nix's
 /// indented-string processing (tests check it against the seed text).
 pub const POSTMOUNT_COMMANDS: &str = include_str!("postmount.sh");
-/// The seed excerpt `POSTMOUNT_COMMANDS` comes from, as written in the seed.
-pub const SEED_EXCERPT: &str = include_str!("seed-postmount.nix");
+/// The stage-1 module shipped to NixOS users (`nix/netboot-stage1.nix`),
+/// whose `postMountCommands` block is the seed's, letter for letter.
+pub const STAGE1_MODULE: &str = include_str!("../../../nix/netboot-stage1.nix");
 const INIT_TEMPLATE: &str = include_str!("init.sh");
 const VERIFY: &str = include_str!("verify.sh");
 
@@ -140,6 +141,15 @@ pub fn nix_indented_string(body: &str) -> String {
         out.push(String::new());
     }
     out.join("\n")
+}
+
+/// The `boot.initrd.postMountCommands = '' … '';` lines of a module's text,
+/// as written (indentation and all), for a letter-for-letter comparison.
+pub fn postmount_block(module: &str) -> Option<&str> {
+    let start = module.find("    boot.initrd.postMountCommands = ''")?;
+    let rest = module.get(start..)?;
+    let end = rest.find("\n    '';\n")? + "\n    '';\n".len();
+    rest.get(..end)
 }
 
 /// The `postMountCommands = '' … '';` body inside a NixOS module's text.
