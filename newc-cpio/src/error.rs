@@ -26,7 +26,7 @@ pub enum Error {
     EmptyName,
 
     /// An entry name contains a NUL byte, which would end it early.
-    #[error("entry name {name:?} contains a NUL byte", name = String::from_utf8_lossy(name))]
+    #[error("entry name {name:?} contains a NUL byte", name = shown(name))]
     NameContainsNul {
         /// The offending name.
         name: Vec<u8>,
@@ -34,8 +34,8 @@ pub enum Error {
 
     /// An entry name is longer than the kernel accepts (namesize, including
     /// the NUL, must be at most 4096 = PATH_MAX).
-    #[error("entry name {name:?}... is {len} bytes, more than the {max} the kernel accepts",
-        name = String::from_utf8_lossy(&name[..name.len().min(64)]))]
+    #[error("entry name {name:?} is {len} bytes, more than the {max} the kernel accepts",
+        name = shown(name))]
     NameTooLong {
         /// The offending name.
         name: Vec<u8>,
@@ -46,7 +46,7 @@ pub enum Error {
     },
 
     /// A file is 4 GiB or larger: the 8-hex-digit filesize field cannot hold it.
-    #[error("entry {name:?} is {size} bytes; newc cannot store 4 GiB or more", name = String::from_utf8_lossy(name))]
+    #[error("entry {name:?} is {size} bytes; newc cannot store 4 GiB or more", name = shown(name))]
     FileTooLarge {
         /// The entry name.
         name: Vec<u8>,
@@ -55,7 +55,7 @@ pub enum Error {
     },
 
     /// A symlink target is longer than the kernel accepts.
-    #[error("symlink {name:?} has a {len}-byte target, more than the {max} the kernel accepts", name = String::from_utf8_lossy(name))]
+    #[error("symlink {name:?} has a {len}-byte target, more than the {max} the kernel accepts", name = shown(name))]
     SymlinkTargetTooLong {
         /// The symlink's name.
         name: Vec<u8>,
@@ -66,14 +66,14 @@ pub enum Error {
     },
 
     /// A symlink target contains a NUL byte.
-    #[error("symlink {name:?} has a target containing a NUL byte", name = String::from_utf8_lossy(name))]
+    #[error("symlink {name:?} has a target containing a NUL byte", name = shown(name))]
     SymlinkTargetContainsNul {
         /// The symlink's name.
         name: Vec<u8>,
     },
 
     /// A symlink target is empty (Linux `symlink(2)` refuses it: ENOENT).
-    #[error("symlink {name:?} has an empty target", name = String::from_utf8_lossy(name))]
+    #[error("symlink {name:?} has an empty target", name = shown(name))]
     EmptySymlinkTarget {
         /// The symlink's name.
         name: Vec<u8>,
@@ -82,7 +82,7 @@ pub enum Error {
     /// The data reader for an entry gave fewer or more bytes than the
     /// entry's size.
     #[error("entry {name:?}: expected {expected} data bytes, the reader gave {actual}{more}",
-        name = String::from_utf8_lossy(name), more = if *actual > *expected { " or more" } else { "" })]
+        name = shown(name), more = if *actual > *expected { " or more" } else { "" })]
     DataLength {
         /// The entry name.
         name: Vec<u8>,
@@ -108,11 +108,14 @@ pub enum Error {
         what: &'static str,
     },
 
-    /// In 070702 (crc) mode, the sum of the data bytes differs from the
-    /// entry's check field.
-    #[error("entry {name:?}: data checksum {actual:#010x} differs from the check field {expected:#010x}",
-        name = String::from_utf8_lossy(name))]
+    /// A 070702 (crc) entry's data does not sum to its check field: found
+    /// by the reader once the entry's last data byte was delivered, or by
+    /// the writer for a check the caller gave.
+    #[error("offset {offset}: entry {name:?}: data checksum {actual:#010x} differs from the check field {expected:#010x}",
+        name = shown(name))]
     ChecksumMismatch {
+        /// Byte offset of the entry's header (in the archive read or written).
+        offset: u64,
         /// The entry name.
         name: Vec<u8>,
         /// The header's check field.
@@ -122,7 +125,7 @@ pub enum Error {
     },
 
     /// The six magic bytes at a header offset are not `070701` or `070702`.
-    #[error("offset {offset}: bad cpio magic {found:?} (expected 070701 or 070702)", found = String::from_utf8_lossy(found))]
+    #[error("offset {offset}: bad cpio magic {found:?} (expected 070701 or 070702)", found = shown(found))]
     BadMagic {
         /// Byte offset of the header.
         offset: u64,
@@ -165,17 +168,6 @@ pub enum Error {
         offset: u64,
     },
 
-    /// A 070702 entry's data does not sum to its check field.
-    #[error("offset {offset}: data checksum {actual:#010x} differs from the check field {expected:#010x}")]
-    BadChecksum {
-        /// Byte offset of the header.
-        offset: u64,
-        /// The check field.
-        expected: u32,
-        /// The sum of the data.
-        actual: u32,
-    },
-
     /// A symlink entry's target is too long or contains NUL.
     #[error("offset {offset}: symlink target of {len} bytes is invalid (empty, NUL inside, or over {max})")]
     BadSymlinkTarget {
@@ -198,7 +190,7 @@ pub enum Error {
     },
 
     /// A compressed initramfs member could not be decoded.
-    #[error("offset {offset}: {format} member: {what}")]
+    #[error("offset {offset}: {format} member: {what}", what = shown(what.as_bytes()))]
     Decompress {
         /// Byte offset of the member in the initramfs.
         offset: u64,
@@ -235,14 +227,14 @@ pub enum Error {
     },
 
     /// Extraction refused an entry name (absolute, `..`, or empty component).
-    #[error("refusing to extract unsafe path {name:?}", name = String::from_utf8_lossy(name))]
+    #[error("refusing to extract unsafe path {name:?}", name = shown(name))]
     UnsafePath {
         /// The entry name.
         name: Vec<u8>,
     },
 
     /// Extraction refused to write through a symlink or non-directory.
-    #[error("refusing to extract {name:?}: a parent is a symlink or not a directory", name = String::from_utf8_lossy(name))]
+    #[error("refusing to extract {name:?}: a parent is a symlink or not a directory", name = shown(name))]
     ThroughSymlink {
         /// The entry name.
         name: Vec<u8>,
@@ -275,6 +267,21 @@ impl From<Error> for std::io::Error {
         }
     }
 }
+
+/// A name (or other input text) as an error message shows it: lossy UTF-8,
+/// at most [`SHOWN_CHARS`] characters then `...`, so that one message stays
+/// one readable line whatever the input holds (names may be 4 KiB long).
+fn shown(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out: String = text.chars().take(SHOWN_CHARS).collect();
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// How much of a name an error message shows.
+const SHOWN_CHARS: usize = 80;
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

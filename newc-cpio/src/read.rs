@@ -45,6 +45,15 @@ pub(crate) enum Event {
 
 /// A streaming reader of one newc archive (stops at `TRAILER!!!`).
 ///
+/// # Data before an error
+/// Data is delivered as it is read, and memory stays bounded, so a fault
+/// found in an entry's data (a 070702 checksum, which covers all of it) is
+/// reported after the bytes that came before it: by the read that follows
+/// the entry's last byte, or by [`Reader::next_entry`] when the data was
+/// skipped. The bytes delivered and the error are the same however the input
+/// is split into reads. Bytes delivered before an error are unchecked:
+/// discard them when a read fails.
+///
 /// ```
 /// # use newc_cpio::{Entry, Writer, read::Reader};
 /// # use std::io::Read;
@@ -69,9 +78,10 @@ pub struct Reader<R: Read> {
     trailer_seen: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Verify {
     header_offset: u64,
+    name: Vec<u8>,
     expected: u32,
     sum: u32,
 }
@@ -201,13 +211,14 @@ impl<R: Read> Reader<R> {
         } else {
             self.remaining = size;
             self.data_pad = pad4(size);
-            if h.format == Format::Crc && kind == Some(EntryKind::File) {
-                self.verify = Some(Verify {
+            // Every 070702 file is checked, empty ones too (their sum is 0).
+            self.verify =
+                (h.format == Format::Crc && kind == Some(EntryKind::File)).then_some(Verify {
                     header_offset,
+                    name: name.to_vec(),
                     expected: h.check,
                     sum: 0,
                 });
-            }
         }
         let entry = Entry::from_raw(
             name.to_vec(),
@@ -250,19 +261,33 @@ impl<R: Read> Reader<R> {
 
     fn skip_data(&mut self) -> Result<()> {
         let mut scratch = [0u8; 8192];
-        while self.remaining > 0 {
-            let n = self.read_data(&mut scratch).map_err(from_io)?;
-            if n == 0 {
-                break;
-            }
-        }
+        // Until `read_data` says the end: that last call checks a 070702
+        // entry's checksum.
+        while self.read_data(&mut scratch).map_err(from_io)? > 0 {}
         let pad = self.data_pad;
         self.data_pad = 0;
         self.skip_bytes(pad as u64, "data padding")
     }
 
     fn read_data(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 || buf.is_empty() {
+        if self.remaining == 0 {
+            // NB: the checksum of a 070702 entry is reported by the read
+            // after its last byte, not instead of it: the bytes delivered
+            // before the error then do not depend on how the input was
+            // split (one read of the whole entry, or a few bytes a time).
+            if let Some(v) = self.verify.take() {
+                if v.sum != v.expected {
+                    return Err(to_io(Error::ChecksumMismatch {
+                        offset: v.header_offset,
+                        name: v.name,
+                        expected: v.expected,
+                        actual: v.sum,
+                    }));
+                }
+            }
+            return Ok(0);
+        }
+        if buf.is_empty() {
             return Ok(0);
         }
         let want = buf
@@ -287,17 +312,6 @@ impl<R: Read> Reader<R> {
             v.sum = buf[..n]
                 .iter()
                 .fold(v.sum, |s, &b| s.wrapping_add(u32::from(b)));
-            if self.remaining == 0 {
-                let v = *v;
-                self.verify = None;
-                if v.sum != v.expected {
-                    return Err(to_io(Error::BadChecksum {
-                        offset: v.header_offset,
-                        expected: v.expected,
-                        actual: v.sum,
-                    }));
-                }
-            }
         }
         Ok(n)
     }
@@ -412,4 +426,102 @@ pub fn read_all(input: impl Read) -> Result<Vec<(Entry, Vec<u8>)>> {
         out.push((e.entry().clone(), data));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    /// A header of `magic` for a regular file `name` of `size` bytes with
+    /// check field `check`, then the name, data and padding.
+    fn member(magic: &str, name: &str, data: &[u8], check: u32) -> Vec<u8> {
+        let namesize = name.len() + 1;
+        let mut m =
+            format!(
+            "{magic}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}{:08X}",
+            1, 0o100644, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, namesize, check
+        )
+            .into_bytes();
+        m.extend_from_slice(name.as_bytes());
+        m.push(0);
+        m.resize(m.len() + pad4(m.len() as u64), 0);
+        m.extend_from_slice(data);
+        m.resize(m.len() + pad4(m.len() as u64), 0);
+        m
+    }
+
+    /// Reads 1 byte a time.
+    struct OneByte<'a>(&'a [u8]);
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.len().min(buf.len()).min(1);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// (name, data) of every entry read, and the error that stopped it.
+    type Outcome = (Vec<(Vec<u8>, Vec<u8>)>, Option<String>);
+
+    fn all<R: Read>(input: R) -> Outcome {
+        let mut r = Reader::new(input);
+        let mut out = Vec::new();
+        loop {
+            match r.next_entry() {
+                Ok(Some(mut e)) => {
+                    let mut data = Vec::new();
+                    let res = e.read_to_end(&mut data);
+                    out.push((e.entry().name().to_vec(), data));
+                    if let Err(err) = res {
+                        return (out, Some(err.to_string()));
+                    }
+                }
+                Ok(None) => return (out, None),
+                Err(err) => return (out, Some(err.to_string())),
+            }
+        }
+    }
+
+    /// An empty 070702 file is checked at once; its check does not carry
+    /// over to the next entry (the fuzz finding
+    /// `initramfs_stream/partial-data-before-error`: a 070701 entry after an
+    /// empty 070702 one failed with the empty one's checksum).
+    #[test]
+    fn empty_crc_entry_is_checked_alone() {
+        let mut a = member("070702", "d", b"", 0);
+        a.extend(member("070701", "d/small", b"small\n", 0));
+        a.extend(member("070701", "TRAILER!!!", b"", 0));
+        let (entries, err) = all(&a[..]);
+        assert_eq!(err, None);
+        assert_eq!(entries[1], (b"d/small".to_vec(), b"small\n".to_vec()));
+        // An empty file claiming a non-zero sum is refused.
+        let mut b = member("070702", "e", b"", 7);
+        b.extend(member("070701", "TRAILER!!!", b"", 0));
+        assert!(all(&b[..]).1.unwrap().contains("data checksum 0x00000000"));
+    }
+
+    /// The promise: a bad checksum comes after every byte of the entry, from
+    /// the read that follows the last one, however the input is split; an
+    /// entry whose data is skipped reports it from `next_entry`.
+    #[test]
+    fn bad_checksum_comes_after_the_data_however_the_input_is_split() {
+        let mut a = member("070702", "f", b"small\n", 1);
+        a.extend(member("070701", "TRAILER!!!", b"", 0));
+        let whole = all(&a[..]);
+        assert_eq!(whole, all(OneByte(&a)));
+        assert_eq!(whole.0, [(b"f".to_vec(), b"small\n".to_vec())]);
+        let err = whole.1.unwrap();
+        assert!(
+            err.contains("offset 0: entry \"f\": data checksum 0x00000223"),
+            "{err}"
+        );
+        let mut r = Reader::new(&a[..]);
+        assert!(r.next_entry().unwrap().is_some());
+        assert!(matches!(
+            r.next_entry(),
+            Err(Error::ChecksumMismatch { offset: 0, .. })
+        ));
+    }
 }

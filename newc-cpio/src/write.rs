@@ -206,6 +206,7 @@ impl<W: Write> Writer<W> {
         };
         // From here on a failure leaves a partial entry behind.
         self.broken = true;
+        let header_offset = self.position;
         self.put(&header.to_bytes())?;
         self.put(name)?;
         let name_end = NewcHeader::SIZE as u64 + name.len() as u64;
@@ -218,6 +219,7 @@ impl<W: Write> Writer<W> {
             let sum = self.copy_data(name, size, data)?;
             if self.format == Format::Crc && sum != check {
                 return Err(Error::ChecksumMismatch {
+                    offset: header_offset,
                     name: name.to_vec(),
                     expected: check,
                     actual: sum,

@@ -146,6 +146,8 @@ pub(crate) struct GzipDecoder<R> {
     state: Box<InflateState>,
     crc: crc32fast::Hasher,
     isize: u32,
+    /// The deflate stream ended; the trailer is checked on the next read.
+    ended: bool,
     done: bool,
 }
 
@@ -159,6 +161,7 @@ impl<R: BufRead> GzipDecoder<R> {
             state: InflateState::new_boxed(DataFormat::Raw),
             crc: crc32fast::Hasher::new(),
             isize: 0,
+            ended: false,
             done: false,
         }
     }
@@ -201,10 +204,18 @@ impl<R: BufRead> Read for GzipDecoder<R> {
         if self.done || buf.is_empty() {
             return Ok(0);
         }
+        if self.ended {
+            self.finish_member()?;
+            return Ok(0);
+        }
         // NB: fill `buf` across input chunks, as one inflate call over the
         // whole input would: how far decoding runs ahead decides which
         // error (cpio or gzip trailer) comes first, and it must not depend
-        // on the reader's buffer size.
+        // on the reader's buffer size. For the same reason every byte that
+        // decodes is delivered before an error is: a bad trailer (or
+        // corrupt data) is reported by the read after the last good byte,
+        // however the input was split (the readers' promise, see
+        // `initramfs::Reader`).
         let mut total = 0;
         loop {
             let input = self.input.fill_buf()?;
@@ -222,7 +233,10 @@ impl<R: BufRead> Read for GzipDecoder<R> {
             total += r.bytes_written;
             match r.status {
                 Ok(MZStatus::StreamEnd) => {
-                    self.finish_member()?;
+                    self.ended = true;
+                    if total == 0 {
+                        self.finish_member()?;
+                    }
                     return Ok(total);
                 }
                 Ok(_) if total == buf.len() => return Ok(total),

@@ -63,8 +63,12 @@ struct Current<R: BufRead> {
 /// smaller), a zstd window, and fixed buffers. Each compressed member is
 /// consumed exactly, so the next segment starts right after it.
 ///
-/// Entries, offsets and errors are the same as [`Reader`]'s for the same
-/// bytes. After an error, stop: further calls may return `Ok(None)`.
+/// Entries, offsets, data and errors are the same as [`Reader`]'s for the
+/// same bytes, however they arrive (any buffer size): every byte that decodes
+/// before a fault (corrupt or truncated compressed data, a bad gzip trailer,
+/// a 070702 checksum) is delivered, then the read after it returns the error.
+/// Bytes delivered before an error are unchecked: discard them when a read
+/// fails. After an error, stop: further calls may return `Ok(None)`.
 ///
 /// ```
 /// use newc_cpio::{Entry, initramfs::{Compression, StreamReader, Writer}};
