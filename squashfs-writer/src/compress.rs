@@ -183,8 +183,23 @@ impl Decompressor {
     pub(crate) fn decompress(self, data: &[u8], limit: usize, offset: u64) -> Result<Vec<u8>> {
         match self {
             Decompressor::Zlib => {
-                miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, limit)
-                    .map_err(|e| corrupt(offset, format!("zlib: {e:?}")))
+                // The error's Debug form carries the partial output (up to a
+                // whole block): name the status only.
+                miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, limit).map_err(|e| {
+                    let why = match e.status {
+                        miniz_oxide::inflate::TINFLStatus::Adler32Mismatch => {
+                            "checksum (Adler-32) mismatch".to_owned()
+                        }
+                        miniz_oxide::inflate::TINFLStatus::HasMoreOutput => {
+                            format!("decompresses to more than {limit} bytes")
+                        }
+                        miniz_oxide::inflate::TINFLStatus::FailedCannotMakeProgress => {
+                            "truncated compressed data".to_owned()
+                        }
+                        other => format!("corrupt compressed data ({other:?})"),
+                    };
+                    corrupt(offset, format!("zlib block of {} bytes: {why}", data.len()))
+                })
             }
             Decompressor::Lz4 => {
                 let mut out = vec![0u8; limit];

@@ -2,7 +2,7 @@
 //! (`count-1`, inode block, base inode number) followed by 8-byte entries + name.
 //! Entries are sorted by name bytes (unsigned) — the kernel's lookup depends on it.
 
-use crate::error::{corrupt, Result};
+use crate::error::{corrupt, Error, Result};
 use crate::inode::{Cursor, DirIndex};
 use crate::metadata::MetadataWriter;
 
@@ -28,10 +28,40 @@ pub(crate) struct ListingInfo {
     pub(crate) index: Vec<DirIndex>,
 }
 
+/// The largest listing a directory inode can describe: its `file_size`
+/// (listing + 3) is a u32 in the extended directory inode.
+pub(crate) const MAX_LISTING: u64 = u32::MAX as u64 - 3;
+/// The most index entries an extended directory inode holds (`i_count`, a
+/// u16): one per metadata block the listing crosses, so about 512 MiB of
+/// listing.
+pub(crate) const MAX_INDEX: usize = u16::MAX as usize;
+
+/// Refuses a listing whose size or index count its inode cannot hold.
+pub(crate) fn check_listing(len: u64, index_entries: usize) -> Result<()> {
+    if len > MAX_LISTING {
+        return Err(Error::TooMany {
+            what: "bytes in one directory listing",
+            count: len,
+            limit: MAX_LISTING,
+        });
+    }
+    if index_entries > MAX_INDEX {
+        return Err(Error::TooMany {
+            what: "directory index entries (metadata blocks of one listing)",
+            count: index_entries as u64,
+            limit: MAX_INDEX as u64,
+        });
+    }
+    Ok(())
+}
+
 /// Writes one directory's listing; `entries` must already be sorted by name.
-pub(crate) fn write_listing(w: &mut MetadataWriter, entries: &[ListingEntry<'_>]) -> ListingInfo {
+pub(crate) fn write_listing(
+    w: &mut MetadataWriter,
+    entries: &[ListingEntry<'_>],
+) -> Result<ListingInfo> {
     let (start_block, offset) = w.position();
-    let mut len: u32 = 0;
+    let mut len: u64 = 0;
     let mut index = Vec::new();
     let mut last_header_block = start_block;
     let mut i = 0;
@@ -57,8 +87,10 @@ pub(crate) fn write_listing(w: &mut MetadataWriter, entries: &[ListingEntry<'_>]
         }
         let (hdr_block, _) = w.position();
         if hdr_block != last_header_block {
+            check_listing(len, index.len() + 1)?;
             index.push(DirIndex {
-                index: len,
+                // Below MAX_LISTING, checked above.
+                index: len as u32,
                 start_block: hdr_block,
                 name: first.name.to_vec(),
             });
@@ -76,15 +108,17 @@ pub(crate) fn write_listing(w: &mut MetadataWriter, entries: &[ListingEntry<'_>]
             buf.extend_from_slice(e.name);
         }
         w.write(&buf);
-        len += buf.len() as u32;
+        len += buf.len() as u64;
+        check_listing(len, index.len())?;
         i = j;
     }
-    ListingInfo {
+    Ok(ListingInfo {
         start_block,
         offset,
-        len,
+        // Below MAX_LISTING, checked above.
+        len: len as u32,
         index,
-    }
+    })
 }
 
 /// One parsed directory entry.
@@ -150,4 +184,27 @@ pub(crate) fn parse_listing(table: &[u8], pos: usize, len: usize) -> Result<Vec<
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Both sides of the two limits of a directory inode: `file_size`
+    /// (listing + 3, u32) and the index count (u16). Exercising them with a
+    /// real tree takes a listing of 4 GiB or ~512 MiB; the writer calls
+    /// this check for every index entry and every header it writes.
+    #[test]
+    fn listing_limits() {
+        assert!(check_listing(MAX_LISTING, MAX_INDEX).is_ok());
+        let e = check_listing(MAX_LISTING + 1, 0).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("bytes in one directory listing: 4294967293 (limit 4294967292)"),
+            "{e}"
+        );
+        let e = check_listing(0, MAX_INDEX + 1).unwrap_err();
+        assert!(e.to_string().contains("directory index entries"), "{e}");
+    }
 }

@@ -103,6 +103,15 @@ pub enum Error {
         /// The format's limit.
         limit: u64,
     },
+    /// A uid or gid beyond the id table's 65,535 entries (the superblock's
+    /// `id_count` is a u16).
+    #[error("uid/gid {id} would be distinct id number {}; an image holds at most {limit} distinct uids and gids", limit + 1)]
+    IdTableFull {
+        /// The id that did not fit.
+        id: u32,
+        /// The limit.
+        limit: usize,
+    },
     /// A host file changed size while the image was being written.
     #[error("{}: size changed while reading (expected {expected} bytes)", path.display())]
     FileChanged {

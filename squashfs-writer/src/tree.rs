@@ -128,6 +128,17 @@ fn check_xattrs(path: &[u8], meta: &Metadata) -> Result<()> {
             });
         }
     }
+    // listxattr(2) returns every name (with its NUL) in one buffer of at
+    // most XATTR_LIST_MAX (65536) bytes; this also keeps the set's total size
+    // in the xattr id table's u32.
+    let list: usize = meta.xattrs.iter().map(|(n, _)| n.len() + 1).sum();
+    if list > 65536 {
+        return Err(Error::Xattr {
+            path: path.to_vec(),
+            name: meta.xattrs.last().map(|x| x.0.clone()).unwrap_or_default(),
+            reason: "the names of one entry take over 65536 bytes (kernel XATTR_LIST_MAX)",
+        });
+    }
     let mut names: Vec<&[u8]> = meta.xattrs.iter().map(|(n, _)| n.as_slice()).collect();
     names.sort_unstable();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -386,5 +397,34 @@ impl Tree {
         }
         children.insert(name.to_vec(), target);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// One entry's xattr names, each with its NUL, fit listxattr's 64 KiB
+    /// buffer (XATTR_LIST_MAX), and no more.
+    #[test]
+    fn xattr_names_fit_one_listxattr_buffer() {
+        // "user." + 250-byte suffix + NUL = 256 bytes a name: 256 of them
+        // take exactly 65536 bytes.
+        let name = |i: usize| format!("user.{i:0250}").into_bytes();
+        let meta = (0..256).fold(Metadata::new(0o644), |m, i| {
+            m.with_xattr(name(i), b"v".to_vec())
+        });
+        let mut t = Tree::new();
+        t.add_file(b"ok", meta.clone(), FileData::bytes(Vec::new()))
+            .unwrap();
+        let e = t
+            .add_file(
+                b"over",
+                meta.with_xattr(b"user.x".to_vec(), b"v".to_vec()),
+                FileData::bytes(Vec::new()),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("XATTR_LIST_MAX"), "{e}");
     }
 }

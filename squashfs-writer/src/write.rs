@@ -470,18 +470,18 @@ fn find_duplicates(
     Ok(dup)
 }
 
+/// The most distinct uids/gids an image holds: the superblock's `id_count`
+/// is a u16 (an image with 65,536 ids would say 0, and no reader takes it).
+pub const MAX_IDS: usize = u16::MAX as usize;
+
 fn ids_index(ids: &mut Vec<u32>, map: &mut HashMap<u32, u16>, id: u32) -> Result<u16> {
     if let Some(&i) = map.get(&id) {
         return Ok(i);
     }
-    if ids.len() >= 65536 {
-        return Err(Error::TooMany {
-            what: "distinct uids/gids",
-            count: ids.len() as u64 + 1,
-            limit: 65536,
-        });
-    }
-    let i = ids.len() as u16;
+    let i = u16::try_from(ids.len())
+        .ok()
+        .filter(|_| ids.len() < MAX_IDS)
+        .ok_or(Error::IdTableFull { id, limit: MAX_IDS })?;
     ids.push(id);
     map.insert(id, i);
     Ok(i)
@@ -646,14 +646,15 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
                         basic_type: basic_type(&tree.nodes[c].kind),
                     })
                     .collect();
+                // At most the inode count, which is below u32::MAX.
                 let subdirs = children
                     .values()
                     .filter(|&&c| matches!(tree.nodes[c].kind, NodeKind::Dir(_)))
                     .count() as u32;
-                let info = write_listing(&mut dirs, &entries);
+                let info = write_listing(&mut dirs, &entries)?;
                 InodeBody::Dir {
                     start_block: info.start_block,
-                    nlink: 2 + subdirs,
+                    nlink: subdirs.saturating_add(2),
                     file_size: info.len + 3,
                     offset: info.offset,
                     parent: if node == 0 {
@@ -722,6 +723,7 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
         compressor: comp.id(),
         block_log: bs.trailing_zeros() as u16,
         flags: flags::DUPLICATES,
+        // `ids_index` stopped at MAX_IDS (u16::MAX).
         id_count: ids.len() as u16,
         version_major: 4,
         version_minor: 0,

@@ -494,3 +494,62 @@ fn reads_mksquashfs_xattrs() {
         vec![(b"user.t".to_vec(), b"T".to_vec())]
     );
 }
+
+/// The id table holds 65,535 distinct uids/gids (`id_count` is a u16): an
+/// image with exactly that many is read by unsquashfs and by us; the
+/// 65,536th id is refused with an error naming it, instead of an image whose
+/// id count wrapped to 0.
+#[test]
+fn id_table_limit_both_sides() {
+    use squashfs_writer::{FileData, Metadata, Tree};
+    let tree_with = |ids: u32| {
+        let mut t = Tree::new();
+        // uid i, gid 0: ids 0..ids, distinct count = ids.
+        for i in 0..ids {
+            let m = Metadata::new(0o644).with_owner(i, 0);
+            t.add_file(format!("f{i}").as_bytes(), m, FileData::bytes(Vec::new()))
+                .unwrap();
+        }
+        t
+    };
+    let opts = Options::new().compression(Compression::None).jobs(1);
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("ids.sqfs");
+    write_image_to_path(&tree_with(65_535), &opts, &img).unwrap();
+    let bytes = std::fs::read(&img).unwrap();
+    let image = Image::new(&bytes).unwrap();
+    assert_eq!(image.superblock().id_count, 65_535);
+    let last = image
+        .entries()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.path == b"f65534")
+        .unwrap();
+    assert_eq!((last.uid, last.gid), (65_534, 0));
+    if let Some(unsquashfs) = tool("unsquashfs") {
+        let o = Command::new(unsquashfs)
+            .args(["-lln", "-d", ""])
+            .arg(&img)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.contains(" 65534/0 ") && l.ends_with("/f65534")),
+            "{text:.2000}"
+        );
+    }
+    let mut c = std::io::Cursor::new(Vec::new());
+    let e = squashfs_writer::write_image(&tree_with(65_536), &opts, &mut c).unwrap_err();
+    // Which uid comes 65,536th depends on the inode order; it is one of ours.
+    let squashfs_writer::Error::IdTableFull { id, limit: 65_535 } = e else {
+        panic!("{e}")
+    };
+    assert!(id < 65_536);
+    assert!(
+        e.to_string()
+            .contains(&format!("uid/gid {id} would be distinct id number 65536")),
+        "{e}"
+    );
+}
