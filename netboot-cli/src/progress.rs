@@ -1,9 +1,16 @@
 //! Progress on stderr: a bar when stderr is a terminal (and not `--quiet`),
 //! per-path lines with `--verbose`, and the one-line summary.
+//!
+//! The bar counts bytes of store-path files, not finished paths, so it moves
+//! while the largest path compresses: the squashfs writer adds each file's
+//! bytes to [`Progress::file_bytes`] as it hands them to the compressors
+//! (`Options::progress`), cache hits add theirs at once, and a ticker
+//! redraws from the counter.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -32,18 +39,26 @@ pub struct Progress {
     pub cache_hits: AtomicU64,
     /// Store paths not read because their scan was recorded in the cache.
     pub scans_reused: AtomicU64,
+    /// File bytes of the store paths handed to the compressors (or found
+    /// in the cache) so far: the bar's position.
+    pub file_bytes: Arc<AtomicU64>,
+    paths_done: AtomicU64,
+    paths: u64,
 }
 
 impl Progress {
     /// A progress display for `total` store paths.
     pub fn new(total: u64, verbosity: Verbosity) -> Progress {
         let bar = (verbosity != Verbosity::Quiet && std::io::stderr().is_terminal()).then(|| {
-            let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+            // Length unknown until the paths are measured: drawn at once.
+            let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             if let Ok(style) = ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} paths  {msg}  eta {eta}",
+                "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}  {msg}  eta {eta}",
             ) {
                 b.set_style(style.progress_chars("=> "));
             }
+            b.set_message(format!("measuring {total} store paths"));
+            b.tick();
             b
         });
         Progress {
@@ -54,6 +69,27 @@ impl Progress {
             bytes_out: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             scans_reused: AtomicU64::new(0),
+            file_bytes: Arc::new(AtomicU64::new(0)),
+            paths_done: AtomicU64::new(0),
+            paths: total,
+        }
+    }
+
+    /// The paths' total file size is known: the bar's length.
+    pub fn set_total_bytes(&self, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_message(format!("0/{} paths", self.paths));
+        }
+    }
+
+    /// Redraws the bar from [`Progress::file_bytes`] every 100 ms until
+    /// `stop` is set (run it on a thread of its own).
+    pub fn tick_until(&self, stop: &AtomicBool) {
+        let Some(b) = &self.bar else { return };
+        while !stop.load(Ordering::Relaxed) {
+            b.set_position(self.file_bytes.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -68,7 +104,10 @@ impl Progress {
         let tout = self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed) + bytes_out;
         if cached {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
+            // Not compressed: all of its bytes count at once.
+            self.file_bytes.fetch_add(bytes_in, Ordering::Relaxed);
         }
+        let done = self.paths_done.fetch_add(1, Ordering::Relaxed) + 1;
         if self.verbosity == Verbosity::Verbose {
             let line = format!(
                 "netboot: {} {name} ({} -> {})",
@@ -82,14 +121,12 @@ impl Progress {
             }
         }
         if let Some(b) = &self.bar {
-            let secs = self.start.elapsed().as_secs_f64().max(1e-3);
             b.set_message(format!(
-                "in {} out {} ({}/s)",
+                "{done}/{} paths, in {} out {}",
+                self.paths,
                 human(tin),
-                human(tout),
-                human((tin as f64 / secs) as u64)
+                human(tout)
             ));
-            b.inc(1);
         }
     }
 

@@ -16,6 +16,7 @@ pub struct Options {
     pub(crate) fixed_mtime: Option<u32>,
     pub(crate) exportable: bool,
     pub(crate) tail_packing: bool,
+    pub(crate) progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// `SOURCE_DATE_EPOCH` as a u32, if set and valid.
@@ -49,6 +50,7 @@ impl Options {
             fixed_mtime: None,
             exportable: true,
             tail_packing: false,
+            progress: None,
         }
     }
     /// Compressor for data and metadata.
@@ -96,6 +98,23 @@ impl Options {
     pub fn tail_packing(mut self, on: bool) -> Self {
         self.tail_packing = on;
         self
+    }
+
+    /// Adds the size of every regular file's data to `counter` as the file
+    /// is handed to the compressors (duplicates included, as they are
+    /// found), so a caller can show progress while an image is written:
+    /// once [`crate::write_image`] returns, `counter` has grown by the
+    /// tree's total file size. Share one counter between images to count
+    /// them together.
+    pub fn progress(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.progress = Some(counter);
+        self
+    }
+
+    pub(crate) fn add_progress(&self, bytes: u64) {
+        if let Some(c) = &self.progress {
+            c.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Checks block size and compressor settings.

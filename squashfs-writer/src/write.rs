@@ -805,6 +805,7 @@ fn stream_files<'t, W: Write>(
     for (i, &node) in files.iter().enumerate() {
         let size = sizes[i];
         if dup[i].is_some() {
+            opts.add_progress(size);
             continue; // contents compared byte for byte already
         }
         let NodeKind::File(data) = &tree.nodes[node].kind else {
@@ -847,6 +848,7 @@ fn stream_files<'t, W: Write>(
                 }
             };
             pipe.submit(JobKind::Data(i), input)?;
+            opts.add_progress(len as u64);
         }
         if nblocks > 0 && src.is_file() {
             // Workers read the blocks at offsets; the tail and the EOF
@@ -868,6 +870,7 @@ fn stream_files<'t, W: Write>(
             f.fragment_offset = frag.len() as u32;
             // Read straight onto the end of the fragment block.
             src.append_to(t, size, data, &mut frag)?;
+            opts.add_progress(tail);
         }
         src.expect_eof(size, data)?;
     }

@@ -656,3 +656,40 @@ fn image_bytes_are_pinned() {
     ];
     assert_eq!(got, want);
 }
+
+/// `Options::progress` counts every file byte once, whether it went to
+/// blocks, a fragment or was found a duplicate, on any number of jobs.
+#[test]
+fn progress_counts_every_file_byte() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut t = Tree::new();
+    let sizes = [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 17, 70_000];
+    for (i, &n) in sizes.iter().enumerate() {
+        let data: Vec<u8> = (0..n).map(|b| (b % 13) as u8).collect();
+        t.add_file(
+            format!("f{i}").as_bytes(),
+            Metadata::new(0o644),
+            FileData::bytes(data.clone()),
+        )
+        .unwrap();
+        // The same contents again: a duplicate.
+        t.add_file(
+            format!("g{i}").as_bytes(),
+            Metadata::new(0o644),
+            FileData::bytes(data),
+        )
+        .unwrap();
+    }
+    let total: u64 = 2 * sizes.iter().sum::<usize>() as u64;
+    for (jobs, tails) in [(1, false), (3, true)] {
+        let counter = Arc::new(AtomicU64::new(5));
+        let opts = Options::new()
+            .block_size(4096)
+            .jobs(jobs)
+            .tail_packing(tails)
+            .progress(counter.clone());
+        image_of(&t, &opts);
+        assert_eq!(counter.load(Ordering::Relaxed), 5 + total, "jobs {jobs}");
+    }
+}

@@ -13,8 +13,8 @@
 use std::fs::File;
 use std::io::{BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use newc_cpio::initramfs::{self, Compression as SegComp};
 use newc_cpio::Entry;
@@ -177,17 +177,27 @@ impl BuildPlan {
 
 /// Writes the image of `sp` to `img` (a temporary file), then its segment
 /// to `work`; returns the bytes the squashfs writer read. Files, not memory:
-/// a store path may be gigabytes.
-pub fn build_segment(plan: &SegmentPlan, sp: &StorePath, img: &Path, work: &Path) -> Result<u64> {
+/// a store path may be gigabytes. `progress` grows by the path's file bytes
+/// as they are compressed.
+pub fn build_segment(
+    plan: &SegmentPlan,
+    sp: &StorePath,
+    img: &Path,
+    work: &Path,
+    progress: Option<&Arc<AtomicU64>>,
+) -> Result<u64> {
     let mut tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
         .map_err(|e| Error::at(&sp.source, e))?;
     tree.set_root_metadata(keep_as_directory_root());
     // Every image compresses on `jobs` threads, although `jobs` paths are
     // built at once: when only the largest path is left, it still uses
     // every core (output is the same for any count).
-    let opts = squashfs_options(&plan.image, plan.mkfs_time, plan.image.jobs)
+    let mut opts = squashfs_options(&plan.image, plan.mkfs_time, plan.image.jobs)
         .all_root(true)
         .fixed_mtime(Some(media::MTIME));
+    if let Some(p) = progress {
+        opts = opts.progress(p.clone());
+    }
     let f = File::create(img).at(img)?;
     let mut bw = BufWriter::new(f);
     let summary = squashfs_writer::write_image(&tree, &opts, &mut bw)
@@ -389,6 +399,7 @@ fn build_one(
             sp,
             &work_dir.join(format!("{i:08}.img")),
             &work,
+            Some(&sh.progress.file_bytes),
         )?;
         if let (Some(k), Some(c)) = (key, cache) {
             c.put_file(&k, &work)?;
@@ -426,27 +437,38 @@ fn build_all(sh: &Shared<'_>) -> Result<Vec<Built>> {
         .map(|(i, fp)| (fp.as_ref().map_or(0, |f| f.file_bytes), i))
         .collect();
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    sh.progress
+        .set_total_bytes(order.iter().map(|&(bytes, _)| bytes).sum());
+    let stop_ticker = AtomicBool::new(false);
     let slots: Vec<Mutex<Option<Result<Built>>>> = (0..n).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let workers = plan.image.jobs.clamp(1, n.max(1));
     std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(_, i)) = order.get(k) else { break };
-                let Some(sp) = plan.paths.get(i) else { break };
-                let fp = fps.get(i).and_then(Option::as_ref);
-                let r = build_one(sh, i, sp, fp);
-                let failed = r.is_err();
-                if let Some(Ok(mut g)) = slots.get(i).map(Mutex::lock) {
-                    *g = Some(r);
-                }
-                if failed {
-                    next.store(n, Ordering::Relaxed);
-                    break;
-                }
-            });
+        s.spawn(|| sh.progress.tick_until(&stop_ticker));
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(_, i)) = order.get(k) else { break };
+                    let Some(sp) = plan.paths.get(i) else { break };
+                    let fp = fps.get(i).and_then(Option::as_ref);
+                    let r = build_one(sh, i, sp, fp);
+                    let failed = r.is_err();
+                    if let Some(Ok(mut g)) = slots.get(i).map(Mutex::lock) {
+                        *g = Some(r);
+                    }
+                    if failed {
+                        next.store(n, Ordering::Relaxed);
+                        break;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            // A panicking worker leaves its slot empty: reported below.
+            let _ = h.join();
         }
+        stop_ticker.store(true, Ordering::Relaxed);
     });
     let mut built = Vec::with_capacity(n);
     let mut missing = false;

@@ -29,7 +29,7 @@ pub fn run(a: SegmentArgs, v: Verbosity) -> Result<()> {
     // segment is synced and renamed over OUT, so OUT is whole or untouched.
     let bytes_in = crate::outdir::with_scratch_dir(&a.out, |dir| {
         let seg = dir.join("segment");
-        let read = build_segment(&plan, sp, &dir.join("image"), &seg)?;
+        let read = build_segment(&plan, sp, &dir.join("image"), &seg, None)?;
         std::fs::File::open(&seg)
             .and_then(|f| f.sync_all())
             .at(&seg)?;
