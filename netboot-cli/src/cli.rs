@@ -242,7 +242,7 @@ pub struct CpioArgs {
     /// Compression of the archive.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: SegmentCompression,
-    /// Deterministic metadata: inode numbers in order, uid 0, gid 1, mtime 1 (as the seed's cpio -R +0:+1 --reproducible after touch -d @1).
+    /// Deterministic metadata: inode numbers in order, uid 0, gid 1, mtime 1, archive padded to 512 bytes (byte for byte the seed's cpio -o -H newc -R +0:+1 --reproducible after touch -d @1).
     #[arg(long)]
     pub reproducible: bool,
 }

@@ -25,7 +25,15 @@ pub fn run(a: CpioArgs, v: Verbosity) -> Result<()> {
             .map_err(|e| Error::at(&a.out, e))?;
         let mut w = newc_cpio::Writer::new(enc);
         let stats = append_tree(&mut w, &a.src, &opts).map_err(|e| Error::at(&a.src, e))?;
-        let enc = w.finish().map_err(|e| Error::at(&a.out, e))?;
+        // --reproducible is the seed's `cpio -o -H newc --reproducible`,
+        // which pads the archive to GNU cpio's 512-byte block (inside the
+        // gzip member too, as the seed pipes it into gzip).
+        let enc = if a.reproducible {
+            w.finish_padded(512)
+        } else {
+            w.finish()
+        }
+        .map_err(|e| Error::at(&a.out, e))?;
         let f = enc.finish().map_err(|e| Error::at(&a.out, e))?;
         f.flush().at(&a.out)?;
         Ok(stats.entries)
