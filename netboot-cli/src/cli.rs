@@ -126,19 +126,26 @@ Store paths are given as positional arguments (directories, files or symlinks na
 store path per line, as `nix-store -qR` prints)."
 )]
 pub struct BuildArgs {
-    /// The kernel, copied to DIR/bzImage.
+    /// A NixOS system (`./result`, /run/current-system or a store path):
+    /// kernel, initrd, init and kernel-params come from it, and the closure
+    /// is computed from its references unless --closure is given.
+    #[arg(long, value_name = "TOPLEVEL")]
+    pub system: Option<PathBuf>,
+    /// The kernel, copied to DIR/bzImage (default with --system: its kernel).
     #[arg(long, value_name = "FILE")]
-    pub kernel: PathBuf,
-    /// The NixOS stage-1 initrd, copied to DIR/initrd unchanged (zero-padded to 4 bytes).
+    pub kernel: Option<PathBuf>,
+    /// The NixOS stage-1 initrd, copied to DIR/initrd unchanged (zero-padded to
+    /// 4 bytes; default with --system: its initrd).
     #[arg(long, value_name = "FILE")]
-    pub initrd: PathBuf,
-    /// Stage 2: the system's init, e.g. /nix/store/...-nixos-system-.../init.
+    pub initrd: Option<PathBuf>,
+    /// Stage 2: the system's init, e.g. /nix/store/...-nixos-system-.../init
+    /// (default with --system: its init).
     #[arg(long, value_name = "PATH")]
-    pub init: String,
+    pub init: Option<String>,
     /// The media directory; replaced atomically.
     #[arg(long, short, value_name = "DIR")]
     pub out: PathBuf,
-    /// Extra kernel parameters (boot.kernelParams).
+    /// Kernel parameters (after the system's kernel-params with --system); one line.
     #[arg(
         long,
         value_name = "ARGS",
@@ -149,8 +156,10 @@ pub struct BuildArgs {
     /// File listing the closure, one absolute store path per line.
     #[arg(long, value_name = "FILE")]
     pub closure: Vec<PathBuf>,
-    /// Read the paths listed by --closure from DIR instead of from the store directory.
-    #[arg(long, value_name = "DIR", requires = "closure")]
+    /// Read store paths (of --closure, or of --system) from DIR instead of from
+    /// the store directory; store-absolute symlinks resolve inside DIR. With
+    /// --system the default is the directory holding the system.
+    #[arg(long, value_name = "DIR")]
     pub closure_root: Option<PathBuf>,
     /// The store directory the paths are placed in at boot.
     #[arg(long, value_name = "DIR", default_value = "/nix/store")]
@@ -375,6 +384,12 @@ pub struct BuildPlan {
     pub cache: Option<PathBuf>,
     /// Cache size bound in bytes (`--cache-max`).
     pub cache_max: Option<u64>,
+    /// `init=`.
+    pub init: String,
+    /// The system's base name, with `--system`.
+    pub system: Option<String>,
+    /// The kernel parameters after `init=` and the `initrd=`s.
+    pub cmdline: String,
     /// Finished segments given with `--segment`, by store path base name.
     pub segments: std::collections::BTreeMap<String, PathBuf>,
     /// Image options.
@@ -427,20 +442,6 @@ impl BuildArgs {
     pub fn plan(self) -> Result<BuildPlan> {
         let image = self.image.plan()?;
         let store_dir = check_store_dir(&self.store_dir)?;
-        let init_ok = self.init.starts_with('/')
-            && !self
-                .init
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control());
-        if !init_ok {
-            return Err(Error::new(
-                "--init",
-                format!(
-                    "{:?} must be an absolute path without whitespace",
-                    self.init
-                ),
-            ));
-        }
         // A newline would end the iPXE `kernel` line early; iPXE cannot
         // carry other control characters either.
         if let Some(c) = self.cmdline.chars().find(|c| c.is_control()) {
@@ -449,7 +450,51 @@ impl BuildArgs {
                 format!("contains the control character {c:?}; kernel parameters are one line"),
             ));
         }
+        let system = self
+            .system
+            .as_deref()
+            .map(|t| crate::system::read(t, self.closure_root.as_deref(), &store_dir))
+            .transpose()?;
+        // Each of --kernel, --initrd, --init overrides the system's.
+        let missing = |flag: &str| Error::new(flag, "required (or --system TOPLEVEL)");
+        let kernel = match (self.kernel, &system) {
+            (Some(k), _) => k,
+            (None, Some(s)) => s.kernel.clone(),
+            (None, None) => return Err(missing("--kernel")),
+        };
+        let initrd = match (self.initrd, &system) {
+            (Some(i), _) => i,
+            (None, Some(s)) => s.initrd.clone(),
+            (None, None) => return Err(missing("--initrd")),
+        };
+        let init = match (self.init, &system) {
+            (Some(i), _) => i,
+            (None, Some(s)) => s.init.clone(),
+            (None, None) => return Err(missing("--init")),
+        };
+        let init_ok =
+            init.starts_with('/') && !init.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !init_ok {
+            return Err(Error::new(
+                "--init",
+                format!("{init:?} must be an absolute path without whitespace"),
+            ));
+        }
+        let cmdline = match &system {
+            Some(s) if !s.kernel_params.is_empty() => {
+                format!("{} {}", s.kernel_params, self.cmdline)
+                    .trim_end()
+                    .to_owned()
+            }
+            _ => self.cmdline.clone(),
+        };
         let mut sources = self.paths.clone();
+        if let (Some(s), true) = (&system, self.closure.is_empty()) {
+            let jobs = image.jobs;
+            for base in crate::closure::compute(&s.root, std::slice::from_ref(&s.base), jobs)? {
+                sources.push(s.root.join(base));
+            }
+        }
         for f in &self.closure {
             std::fs::metadata(f).map_err(|e| Error::new(flag_file("--closure", f), e))?;
             let listed =
@@ -488,7 +533,7 @@ impl BuildArgs {
             ));
         }
         let paths = store_path::validate_closure(&sources, &store_dir)?;
-        for (flag, f) in [("--kernel", &self.kernel), ("--initrd", &self.initrd)] {
+        for (flag, f) in [("--kernel", &kernel), ("--initrd", &initrd)] {
             let m = std::fs::metadata(f).map_err(|e| Error::new(flag_file(flag, f), e))?;
             if !m.is_file() {
                 return Err(Error::new(flag_file(flag, f), "not a regular file"));
@@ -506,7 +551,7 @@ impl BuildArgs {
             }
             None => None,
         };
-        let script = crate::cmd::build::script_text(&self.init, &self.cmdline)
+        let script = crate::cmd::build::script_text(&init, &cmdline)
             .map_err(|e| Error::new("--cmdline", e))?;
         // Refused now, not after packing: an output that cannot be replaced.
         match std::fs::symlink_metadata(&self.out) {
@@ -519,8 +564,11 @@ impl BuildArgs {
             _ => crate::outdir::check_replaceable(&self.out)?,
         }
         Ok(BuildPlan {
-            kernel: self.kernel,
-            initrd: self.initrd,
+            kernel,
+            initrd,
+            system: system.map(|s| s.base),
+            init: init.clone(),
+            cmdline,
             out: self.out,
             store_dir,
             paths,

@@ -10,6 +10,7 @@
 
 mod cache;
 mod cli;
+mod closure;
 mod cmd;
 mod error;
 mod media;
@@ -20,6 +21,7 @@ mod progress;
 mod registration;
 mod scan;
 mod store_path;
+mod system;
 
 use std::process::ExitCode;
 

@@ -130,6 +130,15 @@ impl Progress {
         }
     }
 
+    /// Prints one line above the bar (unless quiet).
+    pub fn note(&self, line: &str) {
+        match (&self.bar, self.verbosity) {
+            (_, Verbosity::Quiet) => {}
+            (Some(b), _) => b.println(line),
+            (None, _) => eprintln!("{line}"),
+        }
+    }
+
     /// Clears the bar and prints the summary line (unless quiet).
     pub fn finish(&self, paths: usize, output_bytes: u64) {
         if let Some(b) = &self.bar {

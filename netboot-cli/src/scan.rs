@@ -213,22 +213,16 @@ pub fn scan(sp: &StorePath, hashes: &HashMap<[u8; HASH_LEN], usize>) -> Result<P
         refs: RefScanner::new(hashes),
     };
     let mut meta_digest = Sha256::new();
-    // (dev, ino) of multiply linked files -> ordinal of first sighting.
-    let mut links: HashMap<(u64, u64), u64> = HashMap::new();
     let mut file_bytes = 0u64;
+    // Names and modes, not inodes: hard links are not packed (each name is
+    // its own inode), so how the host linked files must not change the key.
     nar::dump(&sp.source, &mut sink, &mut |rel, _path, meta| {
         meta_digest.update((rel.len() as u64).to_le_bytes());
         meta_digest.update(rel);
         meta_digest.update(meta.permissions().mode().to_le_bytes());
-        let mut group = u64::MAX;
         if meta.is_file() {
             file_bytes += meta.len();
-            if meta.nlink() > 1 {
-                let next = links.len() as u64;
-                group = *links.entry((meta.dev(), meta.ino())).or_insert(next);
-            }
         }
-        meta_digest.update(group.to_le_bytes());
         Ok(())
     })?;
     let nar_hash: [u8; 32] = sink.sha.finalize().into();

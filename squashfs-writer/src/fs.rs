@@ -41,6 +41,8 @@ fn split_dev(rdev: u64) -> (u32, u32) {
 
 struct Walker {
     tree: Tree,
+    /// Pack files linked on the host as hard links of one inode.
+    hard_links: bool,
     /// (dev, ino) of multiply-linked host files -> first image path.
     links: HashMap<(u64, u64), Vec<u8>>,
 }
@@ -50,7 +52,7 @@ impl Walker {
     fn add(&mut self, host: &Path, image: &[u8], m: &std::fs::Metadata) -> Result<()> {
         let ft = m.file_type();
         let meta = meta_of(m);
-        if !ft.is_dir() && m.nlink() > 1 {
+        if self.hard_links && !ft.is_dir() && m.nlink() > 1 {
             let key = (m.dev(), m.ino());
             if let Some(first) = self.links.get(&key) {
                 return self.tree.add_hard_link(image, &first.clone());
@@ -127,9 +129,59 @@ impl Walker {
 /// Symlinks are not followed (also not `src` itself). Host xattrs are skipped
 /// (see the module docs).
 pub fn tree_from_path(src: &Path, keep_as_directory: bool) -> Result<Tree> {
+    tree_from_path_with(src, WalkOptions::new().keep_as_directory(keep_as_directory))
+}
+
+/// How [`tree_from_path_with`] maps a host tree to an image: a by-value
+/// builder; [`WalkOptions::new`] is what [`tree_from_path`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkOptions {
+    keep_as_directory: bool,
+    hard_links: bool,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WalkOptions {
+    /// The root is `src` itself; hard links kept (mksquashfs defaults).
+    pub fn new() -> WalkOptions {
+        WalkOptions {
+            keep_as_directory: false,
+            hard_links: true,
+        }
+    }
+
+    /// The image root holds one entry named like `src`
+    /// (`mksquashfs -keep-as-directory`).
+    pub fn keep_as_directory(mut self, on: bool) -> WalkOptions {
+        self.keep_as_directory = on;
+        self
+    }
+
+    /// Files linked on the host (same device and inode) become hard links
+    /// of one inode (on, as mksquashfs), or each name its own inode (off,
+    /// `mksquashfs -no-hardlinks`). Identical contents are stored once
+    /// either way (duplicate detection), so turning links off does not grow
+    /// the image; it makes the image independent of how the host linked its
+    /// files (a Nix store before and after `nix-store --optimise`, as
+    /// nixpkgs' make-squashfs.nix does since nixpkgs#114454).
+    pub fn hard_links(mut self, on: bool) -> WalkOptions {
+        self.hard_links = on;
+        self
+    }
+}
+
+/// [`tree_from_path`] with options.
+pub fn tree_from_path_with(src: &Path, opts: WalkOptions) -> Result<Tree> {
+    let keep_as_directory = opts.keep_as_directory;
     let m = std::fs::symlink_metadata(src).map_err(|e| io(src, e))?;
     let mut w = Walker {
         tree: Tree::new(),
+        hard_links: opts.hard_links,
         links: HashMap::new(),
     };
     let basename = || -> Result<Vec<u8>> {

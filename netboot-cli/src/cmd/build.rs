@@ -38,9 +38,9 @@ pub const MAX_IMAGE: u64 = (1 << 32) - 1;
 pub const MAX_INITRDS: u64 = 1 << 31;
 
 /// Bump when the segment layout changes, so old cache entries stop matching.
-const SEGMENT_FORMAT: &str = "netboot-cli segment v1";
+const SEGMENT_FORMAT: &str = "netboot-cli segment v2 (no hard links)";
 /// Bump when what a scan records changes.
-const SCAN_RECORD_FORMAT: &str = "netboot-cli scan record v1";
+const SCAN_RECORD_FORMAT: &str = "netboot-cli scan record v2";
 
 /// The squashfs options for an image plan.
 pub fn squashfs_options(image: &ImagePlan, mkfs_time: u32, jobs: usize) -> Options {
@@ -186,7 +186,12 @@ pub fn build_segment(
     work: &Path,
     progress: Option<&Arc<AtomicU64>>,
 ) -> Result<u64> {
-    let mut tree = squashfs_writer::fs::tree_from_path(&sp.source, true)
+    // A NAR has no hard links: each name its own inode, so the image does
+    // not depend on whether the store was optimised (nixpkgs#114454).
+    let walk = squashfs_writer::fs::WalkOptions::new()
+        .keep_as_directory(true)
+        .hard_links(false);
+    let mut tree = squashfs_writer::fs::tree_from_path_with(&sp.source, walk)
         .map_err(|e| Error::at(&sp.source, e))?;
     tree.set_root_metadata(keep_as_directory_root());
     // Every image compresses on `jobs` threads, although `jobs` paths are
@@ -621,6 +626,17 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     std::fs::write(&spath, script).at(&spath)?;
 
     staging.commit()?;
+    let what = match &plan.system {
+        Some(base) => format!("system {base}"),
+        None => "closure".to_owned(),
+    };
+    progress.note(&format!(
+        "netboot: {what}: {} paths, {} of files; kernel parameters: init={} {}",
+        plan.paths.len(),
+        crate::progress::human(progress.file_bytes.load(Ordering::Relaxed)),
+        plan.init,
+        plan.cmdline
+    ));
     progress.finish(plan.paths.len(), kernel_len + total);
     if let (Some(c), Some(max)) = (&cache, plan.cache_max) {
         let p = c.prune(max, started)?;
