@@ -151,6 +151,90 @@ fn node(path: &Path, rel: &mut Vec<u8>, w: &mut NarOut<'_>, visit: &mut Visitor<
     w.str(b")")
 }
 
+/// Writes the NAR serialisation of `entry`, a node of a squashfs image, to
+/// `out`: what `nix-store --dump` gives for the store path the image holds
+/// there (the same grammar as [`dump`], read from the image instead of the
+/// host; image directories list names bytewise sorted, as NAR wants).
+pub fn dump_image(
+    img: &squashfs_writer::read::Image<'_>,
+    entry: &squashfs_writer::read::Entry,
+    out: &mut dyn Write,
+) -> std::result::Result<(), String> {
+    let path = Path::new("image");
+    let mut w = NarOut {
+        out,
+        path,
+        buf: Vec::new(),
+    };
+    let ioe = |e: Error| e.problem;
+    w.str(b"nix-archive-1").map_err(ioe)?;
+    image_node(img, entry, &mut w)
+}
+
+fn image_node(
+    img: &squashfs_writer::read::Image<'_>,
+    e: &squashfs_writer::read::Entry,
+    w: &mut NarOut<'_>,
+) -> std::result::Result<(), String> {
+    use squashfs_writer::read::EntryKind;
+    let ioe = |e: Error| e.problem;
+    let shown = || String::from_utf8_lossy(&e.path).into_owned();
+    w.str(b"(").map_err(ioe)?;
+    w.str(b"type").map_err(ioe)?;
+    match e.kind {
+        EntryKind::File => {
+            w.str(b"regular").map_err(ioe)?;
+            if e.mode & 0o100 != 0 {
+                w.str(b"executable").map_err(ioe)?;
+                w.str(b"").map_err(ioe)?;
+            }
+            w.str(b"contents").map_err(ioe)?;
+            w.raw(&e.size.to_le_bytes()).map_err(ioe)?;
+            let n = img
+                .read_file_to(e, w.out)
+                .map_err(|err| format!("{}: {err}", shown()))?;
+            if n != e.size {
+                return Err(format!("{}: {n} bytes read, {} expected", shown(), e.size));
+            }
+            w.pad(e.size).map_err(ioe)?;
+        }
+        EntryKind::Symlink => {
+            w.str(b"symlink").map_err(ioe)?;
+            w.str(b"target").map_err(ioe)?;
+            w.str(e.target.as_deref().unwrap_or_default()).map_err(ioe)?;
+        }
+        EntryKind::Dir => {
+            w.str(b"directory").map_err(ioe)?;
+            let mut children = img
+                .read_dir(e.inode_ref)
+                .map_err(|err| format!("{}: {err}", shown()))?;
+            children.sort_by(|a, b| a.name.cmp(&b.name));
+            for c in children {
+                let mut path = e.path.clone();
+                path.push(b'/');
+                path.extend_from_slice(&c.name);
+                let child = img
+                    .entry(path, c.inode_ref)
+                    .map_err(|err| format!("{}: {err}", shown()))?;
+                w.str(b"entry").map_err(ioe)?;
+                w.str(b"(").map_err(ioe)?;
+                w.str(b"name").map_err(ioe)?;
+                w.str(&c.name).map_err(ioe)?;
+                w.str(b"node").map_err(ioe)?;
+                image_node(img, &child, w)?;
+                w.str(b")").map_err(ioe)?;
+            }
+        }
+        other => {
+            return Err(format!(
+                "{}: a {other:?} cannot be in a store path (NAR has none)",
+                shown()
+            ))
+        }
+    }
+    w.str(b")").map_err(ioe)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -26,6 +26,17 @@ pub fn render(store_dir: &str, paths: &[StorePath], scans: &[PathScan]) -> Strin
     s
 }
 
+/// One path of a registration: what `--load-db` will record for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The absolute store path.
+    pub path: String,
+    /// `narHash` as written (`sha256:<nix-base32>` or 64 hex digits).
+    pub nar_hash: String,
+    /// `narSize`.
+    pub nar_size: u64,
+}
+
 /// Checks a given registration file (closureInfo's `registration`) before
 /// it is shipped verbatim: it must parse as `--load-db` input and list every
 /// closure path, so a stale file fails the build rather than the booted
@@ -35,8 +46,31 @@ pub fn check(
     store_dir: &str,
     paths: &[StorePath],
 ) -> std::result::Result<usize, String> {
+    let seen: std::collections::BTreeSet<String> =
+        parse(text, store_dir)?.into_iter().map(|r| r.path).collect();
+    for p in paths {
+        let full = format!("{store_dir}/{}", p.base);
+        if !seen.contains(&full) {
+            return Err(format!("does not register {full}, which is in the closure"));
+        }
+    }
+    Ok(seen.len())
+}
+
+/// Whether `written` (a registration's `narHash`) is the sha256 `hash`.
+pub fn same_hash(written: &str, hash: &[u8; 32]) -> bool {
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    written == format!("sha256:{}", crate::nixbase32::encode(hash))
+        || written.eq_ignore_ascii_case(&hex)
+        || written
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.eq_ignore_ascii_case(&hex))
+}
+
+/// Parses `--load-db` input (as [`render`] writes it).
+pub fn parse(text: &str, store_dir: &str) -> std::result::Result<Vec<Registered>, String> {
     let mut lines = text.lines().enumerate();
-    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
     let mut next = |what: &str| -> std::result::Result<(usize, &str), String> {
         lines
             .next()
@@ -50,7 +84,6 @@ pub fn check(
         if !path.starts_with(store_dir) {
             return Err(format!("line {n}: {path:?} is not a store path"));
         }
-        seen.insert(path.to_owned());
         let (n, hash) = next("narHash")?;
         if !(hash.starts_with("sha256:")
             || (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())))
@@ -58,8 +91,14 @@ pub fn check(
             return Err(format!("line {n}: {hash:?} is not a sha256 NAR hash"));
         }
         let (n, size) = next("narSize")?;
-        size.parse::<u64>()
+        let nar_size = size
+            .parse::<u64>()
             .map_err(|_| format!("line {n}: {size:?} is not a NAR size"))?;
+        out.push(Registered {
+            path: path.to_owned(),
+            nar_hash: hash.to_owned(),
+            nar_size,
+        });
         next("deriver")?;
         let (n, count) = next("reference count")?;
         let count: usize = count
@@ -69,13 +108,7 @@ pub fn check(
             next("reference")?;
         }
     }
-    for p in paths {
-        let full = format!("{store_dir}/{}", p.base);
-        if !seen.contains(&full) {
-            return Err(format!("does not register {full}, which is in the closure"));
-        }
-    }
-    Ok(seen.len())
+    Ok(out)
 }
 
 #[cfg(test)]
