@@ -48,8 +48,9 @@ pub enum Command {
 /// `netboot closure-graph`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Examples (as a Nix builder, in the build directory):
-  netboot closure-graph graph $out        # with exportReferencesGraph = [ \"graph\" toplevel ]")]
+Examples:
+  netboot closure-graph graph $out   # a Nix builder with exportReferencesGraph = [ \"graph\" toplevel ]
+  netboot closure-graph /tmp/graph closure.json")]
 pub struct ClosureGraphArgs {
     /// The file Nix wrote for `exportReferencesGraph`.
     pub graph: PathBuf,
@@ -276,9 +277,54 @@ pub struct InspectArgs {
 
 /// `netboot verify`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "\
+Checks, in order (the first fault fails with one line naming the file):
+  files         the five files exist; initrds are 4-byte multiples (EFI concatenation)
+  kernel        bzImage has the x86 boot header; initrd is an initramfs (not swapped)
+  script        netboot.ipxe parses, fetches bzImage, initrd, manifest, nix-store, and
+                names each with initrd= on the kernel line; the command line fits
+  manifest      /nix-store-isos lists images with distinct destinations
+  images        each image parses, holds its store path, every file reads back
+  init          the kernel line's init= is a file in the closure
+  registration  each image's NAR hash and size equal nix-path-registration's
+  memory        the least RAM to reach stage 2 (see --help)
+
+Examples:
+  netboot verify /srv/tftp/nixos
+  netboot verify media --memory 1G --json | jq .memory",
+    after_long_help = "\
+Checks, in order (the first fault fails with one line naming the file):
+  files         the five files exist; initrds are 4-byte multiples (EFI concatenation)
+  kernel        bzImage has the x86 boot header; initrd is an initramfs (not swapped)
+  script        netboot.ipxe parses, fetches bzImage, initrd, manifest, nix-store, and
+                names each with initrd= on the kernel line; the command line fits
+  manifest      /nix-store-isos lists images with distinct destinations
+  images        each image parses, holds its store path, every file reads back
+  init          the kernel line's init= is a file in the closure
+  registration  each image's NAR hash and size equal nix-path-registration's
+  memory        the least RAM to reach stage 2
+
+The RAM estimate follows the seed's stage 1: iPXE loads bzImage and the three initrds; the \
+kernel unpacks them into rootfs (each file page-rounded, plus ~1 KiB per inode) and only then \
+frees what iPXE loaded; stage 1 then copies each image's store path into a tmpfs and deletes \
+the image. Needed = kernel share (112 MiB, measured on Debian's 6.1 kernel in QEMU) + the larger \
+of: loaded files + unpacked rootfs, and the worst moment of the copy (images not yet deleted + \
+store copied so far). A stage-1 initrd compressed with xz or bzip2 counts as 3x its size.
+
+Examples:
+  netboot verify /srv/tftp/nixos
+  netboot verify media --memory 1G --json | jq .memory"
+)]
 pub struct VerifyArgs {
     /// The media directory.
     pub dir: PathBuf,
+    /// Print what was checked and found as one JSON object on stdout (also on failure).
+    #[arg(long)]
+    pub json: bool,
+    /// Fail when the target's RAM (e.g. 1G, 512M, 1536MiB) is below what the media need.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
 }
 
 /// Validated image options.

@@ -14,6 +14,7 @@ mod closure;
 mod cmd;
 mod error;
 mod media;
+mod memory;
 mod nar;
 mod nixbase32;
 mod outdir;

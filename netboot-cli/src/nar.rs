@@ -201,7 +201,8 @@ fn image_node(
         EntryKind::Symlink => {
             w.str(b"symlink").map_err(ioe)?;
             w.str(b"target").map_err(ioe)?;
-            w.str(e.target.as_deref().unwrap_or_default()).map_err(ioe)?;
+            w.str(e.target.as_deref().unwrap_or_default())
+                .map_err(ioe)?;
         }
         EntryKind::Dir => {
             w.str(b"directory").map_err(ioe)?;

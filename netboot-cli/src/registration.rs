@@ -46,8 +46,10 @@ pub fn check(
     store_dir: &str,
     paths: &[StorePath],
 ) -> std::result::Result<usize, String> {
-    let seen: std::collections::BTreeSet<String> =
-        parse(text, store_dir)?.into_iter().map(|r| r.path).collect();
+    let seen: std::collections::BTreeSet<String> = parse(text, store_dir)?
+        .into_iter()
+        .map(|r| r.path)
+        .collect();
     for p in paths {
         let full = format!("{store_dir}/{}", p.base);
         if !seen.contains(&full) {

@@ -250,6 +250,9 @@ pub struct Fingerprint {
     pub digest: [u8; 32],
     /// Sum of regular file sizes (to schedule big paths first).
     pub file_bytes: u64,
+    /// What the path costs in stage 1's tmpfs ([`crate::memory::file_cost`]
+    /// per file, an inode per other entry).
+    pub ram_bytes: u64,
     /// No entry changed in the last [`SETTLE`]: a scan taken now may be
     /// recorded under this fingerprint. (A change within the same clock tick
     /// as an earlier one may leave ctime as it was; an entry that old
@@ -269,6 +272,7 @@ pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
     let settle_before = now.saturating_sub(SETTLE);
     let mut h = Sha256::new();
     let mut file_bytes = 0u64;
+    let mut ram_bytes = 0u64;
     let mut settled = true;
     // (path, relative name); children pushed in reverse name order so they
     // pop in NAR order.
@@ -295,6 +299,11 @@ pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
         ] {
             h.update(v.to_le_bytes());
         }
+        ram_bytes += if m.is_file() {
+            crate::memory::file_cost(m.len())
+        } else {
+            crate::memory::INODE_COST
+        };
         if m.is_file() {
             file_bytes += m.len();
         } else if m.is_dir() {
@@ -312,6 +321,7 @@ pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
     Ok(Fingerprint {
         digest: h.finalize().into(),
         file_bytes,
+        ram_bytes,
         settled,
     })
 }

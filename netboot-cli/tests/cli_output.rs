@@ -140,8 +140,15 @@ fn inspect_deep_of_a_damaged_image_prints_nothing() {
 
 #[test]
 fn every_help_ends_with_examples() {
-    // verify: its help (with examples) comes with the honest-verify work.
-    for sub in ["build", "squashfs", "cpio", "inspect"] {
+    for sub in [
+        "build",
+        "squashfs",
+        "cpio",
+        "inspect",
+        "verify",
+        "segment",
+        "closure-graph",
+    ] {
         for flag in ["-h", "--help"] {
             let o = run(netboot().args([sub, flag]));
             let text = String::from_utf8(o.stdout).unwrap();

@@ -25,6 +25,7 @@ use crate::cache::Cache;
 use crate::cli::{BuildPlan, ImageCompression, ImagePlan, SegmentCompression};
 use crate::error::{Error, IoContext, Result};
 use crate::media::{self, ImagePath};
+use crate::memory;
 use crate::outdir::Staging;
 use crate::progress::{Progress, Verbosity};
 use crate::registration;
@@ -296,6 +297,10 @@ struct Built {
     /// Where the segment starts in `work` (a cache entry linked in place
     /// starts after its header).
     skip: u64,
+    /// The segment's length (about its image's).
+    segment_bytes: u64,
+    /// The store path in stage 1's tmpfs (from the metadata walk).
+    ram_bytes: u64,
 }
 
 fn cache_key(plan: &BuildPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] {
@@ -417,6 +422,8 @@ fn build_one(
         scan: sc,
         work,
         skip,
+        segment_bytes: out_len,
+        ram_bytes: fp.map_or(0, |f| f.ram_bytes),
     })
 }
 
@@ -564,6 +571,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
             registration::render(&plan.store_dir, &plan.paths, &scans).into_bytes()
         }
     };
+    let reg_len = reg_text.len() as u64;
     let reg_at = media::registration_image_path(&plan.store_dir);
     let mut tree = Tree::new();
     tree.set_root_metadata(keep_as_directory_root());
@@ -573,7 +581,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     tree.add_file(
         media::REGISTRATION_NAME.as_bytes(),
         meta,
-        FileData::bytes(reg_text),
+        FileData::bytes(reg_text.clone()),
     )
     .map_err(|e| Error::new(media::REGISTRATION_NAME, e))?;
     let opts = squashfs_options(&plan.image, plan.mkfs_time, 1)
@@ -625,17 +633,34 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let spath = out.join("netboot.ipxe");
     std::fs::write(&spath, script).at(&spath)?;
 
+    let ram = memory::estimate(&memory::Inputs {
+        loaded: kernel_len + total,
+        rootfs_base: memory::file_cost(lines.len() as u64)
+            + crate::cmd::verify::unpacked_cost(&plan.initrd)?.unwrap_or(3 * initrd_len),
+        images: built
+            .iter()
+            .map(|b| memory::Image {
+                image_bytes: b.segment_bytes,
+                store_bytes: b.ram_bytes,
+            })
+            .chain([memory::Image {
+                image_bytes: reg_seg.len() as u64,
+                store_bytes: memory::file_cost(reg_len),
+            }])
+            .collect(),
+    });
     staging.commit()?;
     let what = match &plan.system {
         Some(base) => format!("system {base}"),
         None => "closure".to_owned(),
     };
     progress.note(&format!(
-        "netboot: {what}: {} paths, {} of files; kernel parameters: init={} {}",
+        "netboot: {what}: {} paths, {} of files; kernel parameters: init={} {}; needs {} of RAM to boot (netboot verify --help)",
         plan.paths.len(),
         crate::progress::human(progress.file_bytes.load(Ordering::Relaxed)),
         plan.init,
-        plan.cmdline
+        plan.cmdline,
+        crate::progress::human(ram.total)
     ));
     progress.finish(plan.paths.len(), kernel_len + total);
     if let (Some(c), Some(max)) = (&cache, plan.cache_max) {
