@@ -181,6 +181,31 @@ fn nix_media_equal_netboot_build_system_and_rebuild_per_path() {
             .arg("--out")
             .arg(&ours),
     );
+    // Our closure (NAR reference scanning over /nix/store, which holds many
+    // unrelated paths) is exactly `nix-store -qR`.
+    let q = netboot_tests::tools::run_ok(Command::new(&nix.store).arg("-qR").arg(&toplevel));
+    let mut want: Vec<String> = String::from_utf8(q.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    want.sort();
+    let v = netboot_tests::tools::run_ok(
+        Command::new(&bin)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .args(["build", "-v", "--system"])
+            .arg(&toplevel)
+            .arg("--out")
+            .arg(dir.join("verbose")),
+    );
+    let mut scanned: Vec<String> = String::from_utf8(v.stderr)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("netboot: built  "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    scanned.sort();
+    assert_eq!(scanned, want);
     for f in ["bzImage", "initrd", "manifest", "nix-store", "netboot.ipxe"] {
         let a = std::fs::read(media.join(f)).unwrap();
         let b = std::fs::read(ours.join(f)).unwrap();
