@@ -248,7 +248,7 @@ impl<R: Read> Reader<R> {
             }
             let zeros = buf.iter().take_while(|&&b| b == 0).count();
             if zeros == 0 {
-                if buf[0] == b'0' && self.pos % 4 == 0 {
+                if buf[0] == b'0' && self.pos.is_multiple_of(4) {
                     self.trailer_seen = false;
                     return Ok(true);
                 }

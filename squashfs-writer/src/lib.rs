@@ -39,7 +39,7 @@ mod tree;
 mod write;
 pub mod xattr;
 
-pub use compress::Compression;
+pub use compress::{xz_dict_ok as xz_dict_size_ok, zstd_frame_window, Compression};
 pub use error::{Error, Result};
 pub use options::Options;
 pub use sync_ahead::SyncAhead;

@@ -123,7 +123,7 @@ impl Options {
         if !bs.is_power_of_two() || !(4096..=1 << 20).contains(&bs) {
             return Err(Error::InvalidBlockSize { block_size: bs });
         }
-        self.compression.validate()
+        self.compression.validate(bs)
     }
 
     pub(crate) fn inode_mtime(&self, mtime: u32) -> u32 {

@@ -295,7 +295,7 @@ impl<'a> Image<'a> {
                     format!("{what} metadata block runs into the next table"),
                 ));
             }
-            if !t.bytes.is_empty() && t.bytes.len() % METADATA_SIZE != 0 {
+            if !t.bytes.is_empty() && !t.bytes.len().is_multiple_of(METADATA_SIZE) {
                 return Err(corrupt(
                     pos,
                     format!("{what} metadata block after a short block"),

@@ -504,7 +504,7 @@ fn basic_type(k: &NodeKind) -> u16 {
 /// valid-looking image.
 pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> Result<Summary> {
     opts.validate()?;
-    let comp = opts.compression;
+    let comp = opts.compression.resolved(opts.block_size);
     let bs = opts.block_size;
     let bs_usize = bs as usize;
     let base = out.stream_position()?;
@@ -531,7 +531,7 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
     // Superblock placeholder (zeros: not valid until patched) + compression options.
     let mut o = Out { inner: out, pos: 0 };
     o.put(&[0u8; SB_SIZE])?;
-    let comp_opts = comp.options_payload();
+    let comp_opts = comp.options_payload(opts.block_size);
     if let Some(p) = &comp_opts {
         o.put(&(p.len() as u16 | UNCOMPRESSED).to_le_bytes())?;
         o.put(p)?;

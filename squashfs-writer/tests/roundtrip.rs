@@ -693,3 +693,78 @@ fn progress_counts_every_file_byte() {
         assert_eq!(counter.load(Ordering::Relaxed), 5 + total, "jobs {jobs}");
     }
 }
+
+/// zstd and xz images: bytes pinned (reproducible across machines and job
+/// counts), every zstd frame declares a window no larger than the block or
+/// the metadata block (the kernel sizes its workspace so), including at
+/// 1 MiB blocks, and every xz stream carries a CRC32 check (the kernel's
+/// XZ decoder refuses CRC64).
+#[test]
+fn zstd_and_xz_images() {
+    use sha2::{Digest, Sha256};
+    let xz = |bcj_x86| Compression::Xz {
+        preset: 6,
+        dict_size: None,
+        bcj_x86,
+    };
+    let hex = |b: &[u8]| {
+        Sha256::digest(b)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let mut got = Vec::new();
+    for comp in [
+        Compression::Zstd { level: 19 },
+        Compression::Zstd { level: 3 },
+        xz(false),
+        xz(true),
+    ] {
+        for bs in [4096u32, 1 << 20] {
+            let base = Options::new()
+                .compression(comp)
+                .block_size(bs)
+                .mtime_clamp(None)
+                .mkfs_time(7);
+            let one = image_of(&big_tree(false), &base.clone().jobs(1));
+            let three = image_of(&big_tree(true), &base.clone().jobs(3));
+            assert!(one == three, "{comp:?} {bs}: bytes depend on jobs or order");
+            // Every block decompresses through the reader's checks.
+            let img = Image::new(&one).unwrap();
+            for e in img.entries().unwrap() {
+                if e.kind == EntryKind::File {
+                    img.read_file(&e).unwrap();
+                }
+            }
+            let mut frames = 0;
+            for i in 0..one.len().saturating_sub(8) {
+                let at = &one[i..];
+                if at.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                    // fs/squashfs/zstd_wrapper.c: window = max(block size,
+                    // the 8 KiB metadata block).
+                    let w = squashfs_writer::zstd_frame_window(at).unwrap();
+                    let max = u64::from(bs.max(8192));
+                    assert!(w <= max, "frame at {i} declares window {w} > {max}");
+                    frames += 1;
+                }
+                if at.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+                    assert_eq!(&at[6..8], &[0, 1], "xz stream at {i}: check must be CRC32");
+                    frames += 1;
+                }
+            }
+            assert!(frames > 3, "{comp:?} {bs}: {frames} frames");
+            got.push(hex(&one));
+        }
+    }
+    let want = [
+        "59542fed439a89e620a5deab5eddedf47e38641bb3ddcbe1466b0b7a4a2d2e02",
+        "eb8e80c0b582742483fe5258892f4cad34b7397110a65149ee4185006e90e15c",
+        "9eb4dde7f7c2766ac641ecfd79dba4373f14bf0d1be980bbdf3ce5c144a6807a",
+        "849270e939ede939a4ea2b3a563b21a15c56c7477ca90cd0b573324f7198d65a",
+        "6f6c37ad45969e324683a3efeacebb81918db9835e2a7c7a063d4a7e55eed031",
+        "8c9d00f312d2aeb0127b96b0067f11241230863adfd31fa3dea477c026d4e4c0",
+        "2fec4e29040ca86ec7ae019dc688174e369a2f7bf1824f50058d37c659c63d0e",
+        "dcab1d56d2a66448e7b7d17c9a018489cc8ff728d088810cad22739bec128477",
+    ];
+    assert_eq!(got, want);
+}

@@ -155,7 +155,9 @@ fn deterministic_mode_is_byte_identical_to_gnu_cpio() {
     append_tree(&mut w, &root, &TreeOptions::new()).unwrap();
     let ours = w.finish().unwrap();
     assert_eq!(ours.len() % 4, 0);
-    assert!(gnu.len() % 512 == 0 && gnu.len() >= ours.len() && gnu.len() - ours.len() < 512);
+    assert!(
+        gnu.len().is_multiple_of(512) && gnu.len() >= ours.len() && gnu.len() - ours.len() < 512
+    );
     assert_eq!(&gnu[..ours.len()], &ours[..]);
     assert!(gnu[ours.len()..].iter().all(|&b| b == 0));
 

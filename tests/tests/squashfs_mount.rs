@@ -162,6 +162,19 @@ fn mount_gzip_4k() {
 }
 
 #[test]
+fn mount_zstd_and_xz_4k_128k_1m() {
+    for bs in [4 * K, 128 * K, 1024 * K] {
+        nasty_case(&format!("zstd_{bs}"), Compression::Zstd { level: 19 }, bs);
+        let xz = Compression::Xz {
+            preset: 6,
+            dict_size: None,
+            bcj_x86: bs == 128 * K,
+        };
+        nasty_case(&format!("xz_{bs}"), xz, bs);
+    }
+}
+
+#[test]
 fn mount_lz4_1m() {
     nasty_case(
         "lz4_1m",

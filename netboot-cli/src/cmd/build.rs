@@ -51,6 +51,12 @@ pub fn squashfs_options(image: &ImagePlan, mkfs_time: u32, jobs: usize) -> Optio
         ImageCompression::Lz4 => ImgComp::Lz4 {
             high_compression: false,
         },
+        ImageCompression::Zstd => ImgComp::Zstd { level: image.level },
+        ImageCompression::Xz => ImgComp::Xz {
+            preset: image.level,
+            dict_size: image.xz_dict_size,
+            bcj_x86: image.xz_bcj_x86,
+        },
         ImageCompression::None => ImgComp::None,
     };
     Options::new()
@@ -311,9 +317,10 @@ fn cache_key(plan: &BuildPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] {
         &plan.store_dir,
         &sp.base,
         &format!(
-            "{:?}/{}/{}/{}/{:?}",
+            "{:?}/{}/{:?}/{}/{}/{:?}",
             plan.image.compression,
             plan.image.level,
+            (plan.image.xz_dict_size, plan.image.xz_bcj_x86),
             plan.image.block_size,
             plan.mkfs_time,
             plan.segment_compression
@@ -627,7 +634,7 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     check_initrd_total(total, &plan.out)?;
     // Padded with newlines (harmless blank lines) to keep every file 4-aligned.
     let mut script = plan.script.clone();
-    while script.len() % 4 != 0 {
+    while !script.len().is_multiple_of(4) {
         script.push('\n');
     }
     let spath = out.join("netboot.ipxe");
