@@ -246,6 +246,12 @@ fn boot_media(
         .arg(&s.store)
         .args(["--cmdline", "console=ttyS0 panic=-1"])
         .args(["--compression", image_compression])
+        // zstd as nixpkgs builds it: 1 MiB blocks.
+        .args(if image_compression == "zstd" {
+            &["--block-size", "1M"][..]
+        } else {
+            &[][..]
+        })
         .args(["--initrd-compression", segment_compression])
         .arg("--out")
         .arg(&media)
@@ -388,5 +394,32 @@ fn boot_uefi_tftp_gzip_images_gzip_segments() {
         "gzip",
         "gzip",
         false,
+    );
+}
+
+/// NixOS's own image compression (zstd level 19, here at 1 MiB blocks as
+/// nixpkgs builds it) boots in the Debian 6.1 guest.
+#[test]
+fn boot_bios_http_zstd_images() {
+    boot_media(
+        "bios-http-zstd",
+        Firmware::Bios,
+        Transport::Http,
+        "zstd",
+        "none",
+        true,
+    );
+}
+
+/// xz images (CRC32 checks, the kernel's XZ decoder) boot through UEFI.
+#[test]
+fn boot_uefi_tftp_xz_images() {
+    boot_media(
+        "uefi-tftp-xz",
+        Firmware::Uefi,
+        Transport::Tftp,
+        "xz",
+        "none",
+        true,
     );
 }

@@ -23,6 +23,9 @@ pub struct Expect {
     /// Every mtime, when the images normalise it (Nix store: 1); `None`
     /// takes the source's.
     pub mtime: Option<u32>,
+    /// Files linked in the source stay linked. `netboot build` packs each
+    /// name as its own inode (a NAR has no hard links), so media show none.
+    pub hard_links: bool,
 }
 
 impl Default for Expect {
@@ -31,6 +34,7 @@ impl Default for Expect {
             uid: 0,
             gid: 0,
             mtime: Some(1),
+            hard_links: false,
         }
     }
 }
@@ -70,7 +74,10 @@ pub fn closure_listing(store_dir: &Path, names: &[Vec<u8>], expect: Expect) -> R
     let mut out = String::new();
     for (key, r) in rows {
         let hexname = key.trim_end();
-        let nlink = r.key.map(|k| links.get(&k).copied().unwrap_or(1));
+        let nlink = r.key.map(|k| match expect.hard_links {
+            true => links.get(&k).copied().unwrap_or(1),
+            false => 1,
+        });
         let group = match (r.key, nlink) {
             (Some(k), Some(n)) if n > 1 => {
                 first.entry(k).or_insert_with(|| hexname.to_owned()).clone()
