@@ -275,6 +275,18 @@ def main():
                             [w / "ref-lz4-s.sqfs"], env, shell=True))
         rows.append(measure("netboot squashfs lz4", [netboot, "squashfs", str(biggest), str(w / "our-lz4.sqfs"),
                             "--compression", "lz4", "--keep-as-directory", "--all-root"], [w / "our-lz4.sqfs"], env))
+        # NixOS's compressors: zstd level 19 (netboot.squashfsCompression) and xz.
+        rows.append(measure("mksquashfs zstd-19", ["mksquashfs", str(biggest), str(w / "ref-zstd.sqfs"),
+                            "-comp", "zstd", "-Xcompression-level", "19", "-keep-as-directory", "-all-root",
+                            "-noappend", "-no-progress", "-quiet"], [w / "ref-zstd.sqfs"], env))
+        rows.append(measure("netboot squashfs zstd-19", [netboot, "squashfs", str(biggest), str(w / "our-zstd.sqfs"),
+                            "--compression", "zstd", "--level", "19", "--keep-as-directory", "--all-root"],
+                            [w / "our-zstd.sqfs"], env))
+        rows.append(measure("mksquashfs xz", ["mksquashfs", str(biggest), str(w / "ref-xz.sqfs"), "-comp", "xz",
+                            "-keep-as-directory", "-all-root", "-noappend", "-no-progress", "-quiet"],
+                            [w / "ref-xz.sqfs"], env))
+        rows.append(measure("netboot squashfs xz", [netboot, "squashfs", str(biggest), str(w / "our-xz.sqfs"),
+                            "--compression", "xz", "--keep-as-directory", "--all-root"], [w / "our-xz.sqfs"], env))
         for jobs in (1, 2, 8):
             rows.append(measure(f"netboot squashfs gzip-9 --jobs {jobs}", [netboot, "squashfs", str(biggest),
                                 str(w / f"our-gzip-j{jobs}.sqfs"), "--compression", "gzip", "--level", "9",
@@ -386,6 +398,10 @@ def write_results(sections):
                 f"| squashfs lz4 wall vs mksquashfs lz4 | {ratio(rows, 'netboot squashfs lz4', 'mksquashfs lz4', 'wall'):.2f}x | < 1x |",
                 f"| squashfs lz4 wall vs mksquashfs lz4 + fsync | {ratio(rows, 'netboot squashfs lz4', 'mksquashfs lz4 + fsync image', 'wall'):.2f}x | (info) |",
                 f"| (info) squashfs lz4 size vs mksquashfs lz4 | {ratio(rows, 'netboot squashfs lz4', 'mksquashfs lz4', 'bytes'):.4f}x | |",
+                f"| squashfs zstd size vs mksquashfs zstd-19 | {ratio(rows, 'netboot squashfs zstd-19', 'mksquashfs zstd-19', 'bytes'):.4f}x | <= 1.05x |",
+                f"| squashfs zstd wall vs mksquashfs zstd-19 | {ratio(rows, 'netboot squashfs zstd-19', 'mksquashfs zstd-19', 'wall'):.2f}x | <= 1.0x |",
+                f"| squashfs xz size vs mksquashfs xz | {ratio(rows, 'netboot squashfs xz', 'mksquashfs xz', 'bytes'):.4f}x | <= 1.01x |",
+                f"| squashfs xz wall vs mksquashfs xz | {ratio(rows, 'netboot squashfs xz', 'mksquashfs xz', 'wall'):.2f}x | <= 1.0x |",
                 f"| (info) cpio wall vs find/cpio/gzip | {ratio(rows, 'netboot cpio --compression gzip', 'find|sort|cpio|gzip -9n (seed)', 'wall'):.2f}x | |",
                 f"| media build wall vs seed pipeline | {ratio(rows, 'netboot build (cold)', 'seed media pipeline (mksquashfs+cpio+gzip)', 'wall'):.2f}x | <= 0.5x |",
                 f"| warm rebuild (1 path changed) vs cold build | {ratio(rows, 'netboot build --cache (warm, 1 path changed)', 'netboot build (cold)', 'wall'):.3f}x | <= 0.05x |",
