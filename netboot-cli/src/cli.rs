@@ -41,8 +41,29 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Write one store path's nix-store segment, exactly as `build` makes it.
     Segment(SegmentArgs),
+    /// Serve media directories over HTTP for iPXE (Range, ETag, HEAD).
+    Serve(ServeArgs),
     /// List the store paths of a Nix exportReferencesGraph file as JSON (for nix/lib.nix).
     ClosureGraph(ClosureGraphArgs),
+}
+
+/// `netboot serve`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Each NAME serves /NAME/bzImage, /NAME/initrd, /NAME/manifest, /NAME/nix-store and \
+/NAME/netboot.ipxe; point iPXE at http://HOST:PORT/NAME/netboot.ipxe (the script names \
+the other files relatively, so any host name, port or proxy works). -q: no log lines.
+
+Examples:
+  netboot serve --media nixos=/srv/media/nixos
+  netboot serve --listen 0.0.0.0:8080 --media lab=media/lab --media ci=media/ci")]
+pub struct ServeArgs {
+    /// Address and port to listen on (loopback unless told otherwise).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// A media directory built by `netboot build`, served under /NAME/.
+    #[arg(long, value_name = "NAME=DIR")]
+    pub media: Vec<String>,
 }
 
 /// `netboot closure-graph`.

@@ -86,6 +86,7 @@ fn run(args: cli::Args) -> anyhow::Result<()> {
         cli::Command::Inspect(a) => cmd::inspect::run(a)?,
         cli::Command::Verify(a) => cmd::verify::run(a, verbosity)?,
         cli::Command::Segment(a) => cmd::segment::run(a, verbosity)?,
+        cli::Command::Serve(a) => cmd::serve::run(a, verbosity)?,
         cli::Command::ClosureGraph(a) => cmd::closure_graph::run(a)?,
     }
     Ok(())

@@ -212,6 +212,37 @@ fn readable(line: &str) -> String {
     )
 }
 
+/// Stops a child process when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `netboot serve --media m=DIR` on a free port: (process, port).
+fn serve(netboot: &Path, media: &Path) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(netboot)
+        .args(["serve", "-q", "--listen", "127.0.0.1:0", "--media"])
+        .arg(format!("m={}", media.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let port = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("netboot serve: {line:?}"));
+    (child, port)
+}
+
 fn boot_media(
     mode: &str,
     firmware: Firmware,
@@ -268,9 +299,14 @@ fn boot_media(
     let log = target_dir()
         .join("netboot-boot-logs")
         .join(format!("{mode}.log"));
-    let outcome = Boot::new(firmware, transport, &media, &log)
-        .run(&setup.tools)
-        .unwrap();
+    let mut boot = Boot::new(firmware, transport, &media, &log);
+    // `netboot serve` of the media, on a free loopback port.
+    let _serve = (transport == Transport::External).then(|| {
+        let (child, port) = serve(&setup.netboot, &media);
+        boot.bootfile_url = Some(format!("http://10.0.2.2:{port}/m/netboot.ipxe"));
+        KillOnDrop(child)
+    });
+    let outcome = boot.run(&setup.tools).unwrap();
     let r = console::parse(&outcome.console);
     let keep = format!(
         "serial log: {} ; media: {} ; HTTP requests: {:?}",
@@ -419,6 +455,32 @@ fn boot_uefi_tftp_xz_images() {
         Firmware::Uefi,
         Transport::Tftp,
         "xz",
+        "none",
+        true,
+    );
+}
+
+/// Served by `netboot serve` over HTTP: SeaBIOS + iPXE.
+#[test]
+fn boot_bios_netboot_serve() {
+    boot_media(
+        "bios-serve",
+        Firmware::Bios,
+        Transport::External,
+        "gzip",
+        "none",
+        true,
+    );
+}
+
+/// Served by `netboot serve` over HTTP: OVMF + EFI iPXE.
+#[test]
+fn boot_uefi_netboot_serve() {
+    boot_media(
+        "uefi-serve",
+        Firmware::Uefi,
+        Transport::External,
+        "lz4",
         "none",
         true,
     );

@@ -5,5 +5,6 @@ pub mod closure_graph;
 pub mod cpio;
 pub mod inspect;
 pub mod segment;
+pub mod serve;
 pub mod squashfs;
 pub mod verify;

@@ -25,6 +25,9 @@ pub enum Transport {
     Tftp,
     /// Our HTTP server on 127.0.0.1, as `http://10.0.2.2:PORT/`.
     Http,
+    /// A server the test started itself (`netboot serve`): the firmware
+    /// fetches [`Boot::bootfile_url`].
+    External,
 }
 
 /// Firmware files and the emulator, found on this machine.
@@ -104,6 +107,9 @@ pub struct Boot {
     pub memory_mib: u32,
     /// Copy the console to stdout while it runs (demo).
     pub echo: bool,
+    /// The script URL for [`Transport::External`], as the guest sees the
+    /// host (`http://10.0.2.2:PORT/...`).
+    pub bootfile_url: Option<String>,
 }
 
 /// What happened.
@@ -130,6 +136,7 @@ impl Boot {
             timeout: Duration::from_secs(240),
             memory_mib: 1024,
             echo: false,
+            bootfile_url: None,
         }
     }
 
@@ -138,11 +145,13 @@ impl Boot {
         let scratch = tempfile::tempdir().context("scratch dir for QEMU")?;
         let server = match self.transport {
             Transport::Http => Some(Server::start(&self.media)?),
-            Transport::Tftp => None,
+            Transport::Tftp | Transport::External => None,
         };
-        let netdev = match &server {
-            Some(s) => format!("user,id=n0,bootfile={}", s.guest_url("netboot.ipxe")),
-            None => format!(
+        let netdev = match (&server, self.transport, &self.bootfile_url) {
+            (Some(s), _, _) => format!("user,id=n0,bootfile={}", s.guest_url("netboot.ipxe")),
+            (None, Transport::External, Some(url)) => format!("user,id=n0,bootfile={url}"),
+            (None, Transport::External, None) => bail!("Transport::External needs bootfile_url"),
+            _ => format!(
                 "user,id=n0,tftp={},bootfile=netboot.ipxe",
                 qemu_opt(&self.media)?
             ),
