@@ -53,11 +53,14 @@ const CHUNK: usize = 64 * 1024;
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
+/// A file version: device, inode, size, mtime (s, ns).
+type Version = (u64, u64, u64, i64, i64);
+
 /// What the server knows: media directories by name, and the ETags of file
 /// versions it has hashed.
 struct State {
     media: HashMap<String, PathBuf>,
-    etags: Mutex<HashMap<(u64, u64, u64, i64, i64), String>>,
+    etags: Mutex<HashMap<Version, String>>,
     log: bool,
 }
 
@@ -336,7 +339,7 @@ async fn answer(state: &State, req: &Request<Incoming>) -> Response<BoxBody> {
 /// The ETag of one file version, hashing it the first time it is asked for.
 async fn etag_of(
     state: &State,
-    key: (u64, u64, u64, i64, i64),
+    key: Version,
     p: &std::path::Path,
 ) -> Result<String> {
     if let Some(e) = state.etags.lock().ok().and_then(|m| m.get(&key).cloned()) {
