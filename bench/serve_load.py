@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Load test of `netboot serve` on loopback, against nginx serving the same
+files in the same run (bounded: 100 clients, a 120 s cap, 127.0.0.1 only).
+
+  bench/serve_load.py [--clients 100] [--mib 200]
+
+Builds media whose nix-store is ~MIB MiB (one incompressible store path),
+then for each server runs CLIENTS concurrent clients: most download the
+whole nix-store (sha256 checked against the file), some ask for a Range
+(checked against the slice), some disconnect halfway, some send their
+request head one byte a second (until the server or the cap stops them).
+Reports throughput of the completed full downloads and the server's peak
+RSS (VmHWM), and appends a section to bench/RESULTS.md.
+"""
+import argparse, asyncio, hashlib, os, random, re, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+async def client(port, path, kind, size, want_sha, data_for_range, deadline):
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+    except Exception as e:
+        return (kind, "connect-failed", 0)
+    try:
+        if kind == "slow":
+            # Either the server cuts it (netboot serve: 30 s for a head) or
+            # the cap ends it; both are fine, as long as it costs nothing.
+            head = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+            try:
+                for b in head:
+                    if time.monotonic() > deadline:
+                        break
+                    w.write(bytes([b]))
+                    await w.drain()
+                    await asyncio.sleep(1)
+            except Exception:
+                pass
+            return (kind, "ok", 0)
+        extra = ""
+        if kind == "range":
+            a = random.randrange(0, size - 1)
+            b = min(size - 1, a + random.randrange(1, 1 << 20))
+            extra = f"Range: bytes={a}-{b}\r\n"
+        w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+        await w.drain()
+        status = await r.readline()
+        headers = {}
+        while True:
+            line = await r.readline()
+            if line in (b"\r\n", b""):
+                break
+            k, v = line.decode().split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+        n = int(headers.get("content-length", "0"))
+        h = hashlib.sha256()
+        got = 0
+        stop = n // 2 if kind == "drop" else n
+        while got < stop:
+            chunk = await r.read(min(1 << 20, stop - got))
+            if not chunk:
+                break
+            h.update(chunk)
+            got += len(chunk)
+        if kind == "drop":
+            w.transport.abort()
+            return (kind, "ok", got)
+        if kind == "range":
+            ok = status.split()[1] == b"206" and h.hexdigest() == hashlib.sha256(data_for_range(a, b)).hexdigest()
+            return (kind, "ok" if ok else "range-mismatch", got)
+        ok = status.split()[1] == b"200" and got == size and h.hexdigest() == want_sha
+        return (kind, "ok" if ok else "body-mismatch", got, time.monotonic())
+    except Exception as e:
+        return (kind, f"error {type(e).__name__}", 0)
+    finally:
+        try:
+            w.close()
+        except Exception:
+            pass
+
+
+async def load(port, path, size, want_sha, file, clients, cap):
+    deadline = time.monotonic() + cap
+    kinds = (["full"] * (clients * 70 // 100) + ["range"] * (clients * 15 // 100)
+             + ["drop"] * (clients * 10 // 100))
+    kinds += ["slow"] * (clients - len(kinds))
+    random.Random(1).shuffle(kinds)
+    with open(file, "rb") as f:
+        blob = f.read()
+    t = time.monotonic()
+    res = await asyncio.wait_for(asyncio.gather(*[
+        client(port, path, k, size, want_sha, lambda a, b: blob[a:b + 1], deadline) for k in kinds]), cap + 30)
+    # Until the last full download ended (slow clients run on longer).
+    wall = max((r[3] for r in res if r[0] == "full" and len(r) > 3), default=time.monotonic()) - t
+    full = [r for r in res if r[0] == "full"]
+    bad = [r for r in res if r[1] != "ok"]
+    full_bytes = sum(r[2] for r in full if r[1] == "ok")
+    return wall, full_bytes, bad, len(full)
+
+
+def vmhwm(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--mib", type=int, default=200)
+    ap.add_argument("--cap", type=int, default=120)
+    a = ap.parse_args()
+    if not shutil.which("nginx"):
+        sh(["apt-get", "install", "-y", "-qq", "nginx-light"])
+    sh(["cargo", "build", "--release", "-q", "-p", "netboot-cli"], cwd=ROOT)
+    netboot = ROOT / "target/release/netboot"
+    work = Path(tempfile.mkdtemp(prefix="netboot-serve-load-"))
+    os.chmod(work, 0o755)  # nginx's workers run as www-data
+    store = work / "store" / "0123456789abcdfghijklmnpqrsvwxyz-blob"
+    store.mkdir(parents=True)
+    with open(store / "noise", "wb") as f:
+        f.write(random.Random(7).randbytes(a.mib << 20))
+    media = work / "media"
+    kernel = ROOT / "examples/closure/bzImage"
+    initrd = ROOT / "examples/closure/initrd"
+    sh([netboot, "build", "-q", "--kernel", kernel, "--initrd", initrd, "--init", f"/nix/store/{store.name}/init",
+        "--compression", "none", "--out", media, store])
+    ns = media / "nix-store"
+    size = ns.stat().st_size
+    want = hashlib.sha256(ns.read_bytes()).hexdigest()
+    rows = []
+    # netboot serve
+    srv = subprocess.Popen([netboot, "serve", "-q", "--listen", "127.0.0.1:0", "--media", f"m={media}"],
+                           stderr=subprocess.PIPE, text=True)
+    port = int(re.search(r"127\.0\.0\.1:(\d+)", srv.stderr.readline()).group(1))
+    wall, full_bytes, bad, nfull = asyncio.run(load(port, "/m/nix-store", size, want, ns, a.clients, a.cap))
+    rows.append(("netboot serve", wall, full_bytes, bad, nfull, vmhwm(srv.pid)))
+    srv.terminate(); srv.wait()
+    # nginx on the same files
+    conf = work / "nginx.conf"
+    conf.write_text(f"""daemon off; worker_processes 2; pid {work}/nginx.pid; error_log {work}/nginx.err;
+events {{ worker_connections 1024; }}
+http {{ access_log off; sendfile on; server {{ listen 127.0.0.1:18931; root {work}; location /m/ {{ alias {media}/; }} }} }}
+""")
+    ng = subprocess.Popen(["nginx", "-c", str(conf)])
+    time.sleep(1)
+    wall, full_bytes, bad, nfull = asyncio.run(load(18931, "/m/nix-store", size, want, ns, a.clients, a.cap))
+    # nginx's master + workers: the largest VmHWM among them.
+    pids = [int(p) for p in subprocess.run(["pgrep", "-f", str(conf)], capture_output=True, text=True).stdout.split()]
+    rows.append(("nginx (sendfile)", wall, full_bytes, bad, nfull, max(vmhwm(p) for p in pids) if pids else -1))
+    ng.terminate(); ng.wait()
+    shutil.rmtree(work, ignore_errors=True)
+    lines = ["", "## netboot serve under load (bench/serve_load.py)", "",
+             f"{a.clients} clients on loopback: 70 % download nix-store ({size / 2**20:.0f} MiB, sha256 checked), "
+             "15 % one Range (checked), 10 % disconnect halfway, 5 % send their request head one byte a second.", "",
+             "| server | last full download done | full downloads OK | MB/s (full downloads) | failures | peak RSS |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, wall, fb, bad, nfull, rss in rows:
+        lines.append(f"| {name} | {wall:.1f} s | {fb // size}/{nfull} | {fb / wall / 1e6:.0f} | "
+                     f"{len(bad)} {sorted(set(b[1] for b in bad))} | {rss} MiB |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    with open(ROOT / "bench/RESULTS.md", "a") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
