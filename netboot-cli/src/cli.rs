@@ -410,36 +410,24 @@ impl ImageArgs {
                     format!("{:?} is not a power of two from 4K to 1M", self.block_size),
                 )
             })?;
+        // (default, accepted range, what the range is) per compressor.
+        let ranged = |default: u32, ok: std::ops::RangeInclusive<u32>, what: &str| match self.level
+        {
+            None => Ok(default),
+            Some(l) if ok.contains(&l) => Ok(l),
+            Some(l) => Err(Error::new("--level", format!("{l}: {what}"))),
+        };
         let level = match (self.compression, self.level) {
-            (ImageCompression::Gzip, None) => 9,
-            (ImageCompression::Gzip, Some(l @ 1..=9)) => l,
-            (ImageCompression::Gzip, Some(l)) => {
-                return Err(Error::new(
-                    "--level",
-                    format!("{l}: gzip levels are 1 to 9"),
-                ))
-            }
-            (ImageCompression::Zstd, None) => 19,
-            (ImageCompression::Zstd, Some(l @ 1..=22)) => l,
-            (ImageCompression::Zstd, Some(l)) => {
-                return Err(Error::new(
-                    "--level",
-                    format!("{l}: zstd levels are 1 to 22"),
-                ))
-            }
-            (ImageCompression::Xz, None) => 6,
-            (ImageCompression::Xz, Some(l @ 0..=9)) => l,
-            (ImageCompression::Xz, Some(l)) => {
-                return Err(Error::new("--level", format!("{l}: xz presets are 0 to 9")))
-            }
-            (ImageCompression::Lz4, None) => 0,
+            (ImageCompression::Gzip, _) => ranged(9, 1..=9, "gzip levels are 1 to 9")?,
+            (ImageCompression::Zstd, _) => ranged(19, 1..=22, "zstd levels are 1 to 22")?,
+            (ImageCompression::Xz, _) => ranged(6, 0..=9, "xz presets are 0 to 9")?,
+            (ImageCompression::Lz4 | ImageCompression::None, None) => 0,
             (ImageCompression::Lz4, Some(_)) => {
                 return Err(Error::new(
                     "--level",
                     "lz4 has no levels here (LZ4 high compression, -Xhc, is not implemented)",
                 ))
             }
-            (ImageCompression::None, None) => 0,
             (ImageCompression::None, Some(_)) => {
                 return Err(Error::new(
                     "--level",

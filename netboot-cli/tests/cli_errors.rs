@@ -319,18 +319,8 @@ fn inputs_are_validated_before_packing() {
         "--registration ",
     );
     assert!(!cache.exists(), "packed before checking --registration");
-    let mut c = netboot();
-    c.arg("build")
-        .arg("--kernel")
-        .arg(example().join("bzImage"))
-        .arg("--initrd")
-        .arg(example().join("initrd"))
-        .args(["--init", INIT, "--cmdline", "a=1\nb=2"])
-        .arg("--out")
-        .arg(&out)
-        .arg("--cache")
-        .arg(&cache)
-        .args(example_paths());
+    let mut c = build_cmd_with(&out, &example_paths(), INIT, "a=1\nb=2");
+    c.arg("--cache").arg(&cache);
     expect(
         &mut c,
         d.path(),

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
+use std::process::Child;
 
 use common::*;
 
@@ -25,27 +25,8 @@ impl Drop for Server {
 }
 
 fn start(media: &std::path::Path) -> Server {
-    let mut child = netboot()
-        .arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--media"])
-        .arg(format!("m={}", media.display()))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let port = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    // Keep draining the log so the server never blocks on stderr.
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        let _ = err.read_to_string(&mut sink);
-    });
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_netboot"));
+    let (child, port) = netboot_tests::boot::start_serve(bin, media, &[]).unwrap();
     Server { child, port }
 }
 

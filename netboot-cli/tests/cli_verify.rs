@@ -78,16 +78,7 @@ fn init_must_be_a_file_in_the_closure() {
     let d = tempfile::tempdir().unwrap();
     let with_init = |name: &str, init: &str| {
         let out = d.path().join(name);
-        let mut c = netboot();
-        c.arg("build")
-            .arg("--kernel")
-            .arg(example().join("bzImage"))
-            .arg("--initrd")
-            .arg(example().join("initrd"))
-            .args(["--init", init, "-q", "--out"])
-            .arg(&out)
-            .args(example_paths());
-        run(&mut c);
+        run(build_cmd_with(&out, &example_paths(), init, "").arg("-q"));
         out
     };
     let out = with_init(

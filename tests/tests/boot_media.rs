@@ -222,27 +222,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Starts `netboot serve --media m=DIR` on a free port: (process, port).
-fn serve(netboot: &Path, media: &Path) -> (std::process::Child, u16) {
-    use std::io::BufRead;
-    let mut child = Command::new(netboot)
-        .args(["serve", "-q", "--listen", "127.0.0.1:0", "--media"])
-        .arg(format!("m={}", media.display()))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let port = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("netboot serve: {line:?}"));
-    (child, port)
-}
-
 fn boot_media(
     mode: &str,
     firmware: Firmware,
@@ -302,7 +281,8 @@ fn boot_media(
     let mut boot = Boot::new(firmware, transport, &media, &log);
     // `netboot serve` of the media, on a free loopback port.
     let _serve = (transport == Transport::External).then(|| {
-        let (child, port) = serve(&setup.netboot, &media);
+        let (child, port) =
+            netboot_tests::boot::start_serve(&setup.netboot, &media, &["-q"]).unwrap();
         boot.bootfile_url = Some(format!("http://10.0.2.2:{port}/m/netboot.ipxe"));
         KillOnDrop(child)
     });

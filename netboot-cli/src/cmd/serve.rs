@@ -337,11 +337,7 @@ async fn answer(state: &State, req: &Request<Incoming>) -> Response<BoxBody> {
 }
 
 /// The ETag of one file version, hashing it the first time it is asked for.
-async fn etag_of(
-    state: &State,
-    key: Version,
-    p: &std::path::Path,
-) -> Result<String> {
+async fn etag_of(state: &State, key: Version, p: &std::path::Path) -> Result<String> {
     if let Some(e) = state.etags.lock().ok().and_then(|m| m.get(&key).cloned()) {
         return Ok(e);
     }

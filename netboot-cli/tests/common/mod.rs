@@ -38,13 +38,18 @@ pub fn netboot() -> Command {
 
 /// `netboot build` of the example closure (given positionally) into `out`.
 pub fn build_cmd(out: &Path, paths: &[PathBuf]) -> Command {
+    build_cmd_with(out, paths, INIT, "console=ttyS0 panic=-1")
+}
+
+/// [`build_cmd`] with another `--init` and `--cmdline`.
+pub fn build_cmd_with(out: &Path, paths: &[PathBuf], init: &str, cmdline: &str) -> Command {
     let mut c = netboot();
     c.arg("build")
         .arg("--kernel")
         .arg(example().join("bzImage"))
         .arg("--initrd")
         .arg(example().join("initrd"))
-        .args(["--init", INIT, "--cmdline", "console=ttyS0 panic=-1"])
+        .args(["--init", init, "--cmdline", cmdline])
         .arg("--out")
         .arg(out)
         .args(paths);

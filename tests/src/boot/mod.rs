@@ -102,3 +102,36 @@ fn stale(bin: &std::path::Path) -> bool {
     }
     false
 }
+
+/// `netboot serve --listen 127.0.0.1:0 --media m=MEDIA` (plus `extra`
+/// arguments): the running server and the port it chose (from its first
+/// line on stderr). The rest of its stderr is drained on a thread, so the
+/// log never blocks it.
+pub fn start_serve(
+    netboot: &std::path::Path,
+    media: &std::path::Path,
+    extra: &[&str],
+) -> Result<(std::process::Child, u16)> {
+    use std::io::{BufRead, Read};
+    let mut child = Command::new(netboot)
+        .args(["serve", "--listen", "127.0.0.1:0", "--media"])
+        .arg(format!("m={}", media.display()))
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting netboot serve")?;
+    let mut err = std::io::BufReader::new(child.stderr.take().context("no stderr")?);
+    let mut line = String::new();
+    err.read_line(&mut line)?;
+    let port = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("netboot serve did not say its port: {line:?}"))?;
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = err.read_to_end(&mut sink);
+    });
+    Ok((child, port))
+}
