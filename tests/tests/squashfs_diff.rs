@@ -1327,7 +1327,7 @@ fn reader_on_mksquashfs_variants() {
             &cmp,
         );
     }
-    for comp in ["xz", "lzo", "zstd"] {
+    for comp in ["lzo"] {
         let img = tmp.path().join(format!("{comp}.sqfs"));
         let ok = Command::new("mksquashfs")
             .arg(src.dir.join("sizes"))
