@@ -19,11 +19,57 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sha2::{Digest, Sha256};
+
+use crate::cli::BuildPlan;
 use crate::error::{IoContext, Result};
+use crate::scan::{Fingerprint, PathScan};
+use crate::store_path::StorePath;
 
 const MAGIC: &[u8; 8] = b"NBSEG002";
 const RECORD_MAGIC: &[u8; 8] = b"NBREC002";
 const HEADER: usize = 8 + 4 + 4 + 8;
+
+/// Bump when the segment layout changes, so old cache entries stop matching.
+const SEGMENT_FORMAT: &str = "netboot-cli segment v2 (no hard links)";
+/// Bump when what a scan records changes.
+const SCAN_RECORD_FORMAT: &str = "netboot-cli scan record v2";
+
+/// The key of a store path's segment: everything that determines its bytes
+/// (layout version, options, store directory, name, and the path's content
+/// digest from its scan).
+pub fn segment_key(plan: &BuildPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [
+        SEGMENT_FORMAT,
+        env!("CARGO_PKG_VERSION"),
+        &plan.store_dir,
+        &sp.base,
+        &format!(
+            "{:?}/{}/{:?}/{}/{}/{:?}",
+            plan.image.compression,
+            plan.image.level,
+            (plan.image.xz_dict_size, plan.image.xz_bcj_x86),
+            plan.image.block_size,
+            plan.mkfs_time,
+            plan.segment_compression
+        ),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(sc.content_digest);
+    h.finalize().into()
+}
+
+/// The key of a store path's scan record: its metadata fingerprint.
+pub fn scan_record_key(fp: &Fingerprint) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(SCAN_RECORD_FORMAT);
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(fp.digest);
+    h.finalize().into()
+}
 
 /// An entry's header.
 fn header(magic: &[u8; 8], crc: u32, len: u64) -> [u8; HEADER] {

@@ -2,7 +2,7 @@
 //! plans the commands run (`BuildPlan`, ...). Parsing never touches the file
 //! system; validation reports one [`Error`] naming the flag or file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -48,15 +48,24 @@ pub enum Command {
 }
 
 /// `netboot serve`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
 Each NAME serves /NAME/bzImage, /NAME/initrd, /NAME/manifest, /NAME/nix-store and \
 /NAME/netboot.ipxe; point iPXE at http://HOST:PORT/NAME/netboot.ipxe (the script names \
 the other files relatively, so any host name, port or proxy works). -q: no log lines.
 
+--system media are built on the first request, from the cache (only changed store paths are \
+packed again) and served without writing a nix-store file: its body is the cached segments in \
+order, byte for byte what `netboot build --system TOPLEVEL` with the same options writes. TOPLEVEL \
+is read again on every request for netboot.ipxe, so a profile link that moves serves the new \
+system next; transfers already running keep their bytes. While a system builds, requests wait up \
+to 20 s, then get 503 with Retry-After (iPXE retries).
+
 Examples:
   netboot serve --media nixos=/srv/media/nixos
-  netboot serve --listen 0.0.0.0:8080 --media lab=media/lab --media ci=media/ci")]
+  netboot serve --listen 0.0.0.0:8080 --media lab=media/lab --media ci=media/ci
+  netboot serve --system lab=/nix/var/nix/profiles/system --cmdline console=ttyS0
+  netboot serve --serve-store   # /store/<toplevel base name>/netboot.ipxe")]
 pub struct ServeArgs {
     /// Address and port to listen on (loopback unless told otherwise).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
@@ -64,6 +73,64 @@ pub struct ServeArgs {
     /// A media directory built by `netboot build`, served under /NAME/.
     #[arg(long, value_name = "NAME=DIR")]
     pub media: Vec<String>,
+    /// A NixOS system (a store path, ./result or a profile link), built on
+    /// demand and served under /NAME/.
+    #[arg(long, value_name = "NAME=TOPLEVEL")]
+    pub system: Vec<String>,
+    /// Serve /store/<toplevel base name>/... for any NixOS system in the
+    /// store (as nix-netboot-serve's /boot/<hash>/).
+    #[arg(long)]
+    pub serve_store: bool,
+    /// The store directory systems were built for.
+    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
+    pub store_dir: String,
+    /// Read store paths from DIR instead of the store directory (default:
+    /// the directory holding each system).
+    #[arg(long, value_name = "DIR")]
+    pub closure_root: Option<PathBuf>,
+    /// Segment cache for --system and --serve-store (default:
+    /// $XDG_CACHE_HOME/netboot, else ~/.cache/netboot).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Kernel parameters after each system's kernel-params; one line.
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub cmdline: String,
+    /// Compression of the nix-store cpio segments.
+    #[arg(long, value_enum, default_value = "none")]
+    pub initrd_compression: SegmentCompression,
+    /// Image options, as for `build`.
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+impl ServeArgs {
+    /// The `build` flags that make the media of `toplevel`, as this server
+    /// serves them.
+    pub fn build_args(&self, toplevel: &Path, cache: &Path) -> BuildArgs {
+        BuildArgs {
+            system: Some(toplevel.to_owned()),
+            kernel: None,
+            initrd: None,
+            init: None,
+            out: PathBuf::new(),
+            cmdline: self.cmdline.clone(),
+            closure: Vec::new(),
+            closure_root: self.closure_root.clone(),
+            store_dir: self.store_dir.clone(),
+            registration: None,
+            initrd_compression: self.initrd_compression,
+            cache: Some(cache.to_owned()),
+            cache_max: None,
+            segments: Vec::new(),
+            image: self.image.clone(),
+            paths: Vec::new(),
+        }
+    }
 }
 
 /// `netboot closure-graph`.
@@ -555,8 +622,25 @@ pub fn source_date_epoch(default: u32) -> Result<u32> {
 }
 
 impl BuildArgs {
-    /// Validates `build`'s flags and the closure.
+    /// Validates `build`'s flags, the closure and the output directory.
     pub fn plan(self) -> Result<BuildPlan> {
+        let out = self.out.clone();
+        let plan = self.plan_media()?;
+        // Refused now, not after packing: an output that cannot be replaced.
+        match std::fs::symlink_metadata(&out) {
+            Ok(m) if !m.is_dir() => {
+                return Err(Error::new(
+                    flag_file("--out", &out),
+                    "exists and is not a directory",
+                ))
+            }
+            _ => crate::outdir::check_replaceable(&out)?,
+        }
+        Ok(plan)
+    }
+
+    /// Validates everything but `--out`: what the media are made of.
+    pub fn plan_media(self) -> Result<BuildPlan> {
         let image = self.image.plan()?;
         let store_dir = check_store_dir(&self.store_dir)?;
         // A newline would end the iPXE `kernel` line early; iPXE cannot
@@ -668,18 +752,8 @@ impl BuildArgs {
             }
             None => None,
         };
-        let script = crate::cmd::build::script_text(&init, &cmdline)
-            .map_err(|e| Error::new("--cmdline", e))?;
-        // Refused now, not after packing: an output that cannot be replaced.
-        match std::fs::symlink_metadata(&self.out) {
-            Ok(m) if !m.is_dir() => {
-                return Err(Error::new(
-                    flag_file("--out", &self.out),
-                    "exists and is not a directory",
-                ))
-            }
-            _ => crate::outdir::check_replaceable(&self.out)?,
-        }
+        let script =
+            crate::media::script_text(&init, &cmdline).map_err(|e| Error::new("--cmdline", e))?;
         Ok(BuildPlan {
             kernel,
             initrd,

@@ -250,15 +250,22 @@ impl Drop for Staging {
 /// `dest`), and removes the directory afterwards, whatever `f` returned; a
 /// killed run's leftover is removed by the next.
 pub fn with_scratch_dir<T>(dest: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let dir = scratch_dir(dest)?;
+    let res = f(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+/// Creates the empty scratch directory `.<name>.netboot-tmp-<pid>` beside
+/// `dest` (after removing leftovers of dead runs); the caller removes it.
+pub fn scratch_dir(dest: &Path) -> Result<PathBuf> {
     clean_stale(dest);
     let dir = sibling(dest, TMP_TAG, std::process::id())?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).at(&dir)?;
     }
     std::fs::create_dir(&dir).at(&dir)?;
-    let res = f(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    res
+    Ok(dir)
 }
 
 /// Writes the single file `dest` atomically: into

@@ -8,7 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::Child;
+use std::sync::{Arc, Mutex};
 
 use common::*;
 
@@ -210,4 +212,203 @@ fn hostile_requests_get_their_status_and_the_server_keeps_serving() {
     let r = get(srv.port, "/m/netboot.ipxe", "");
     assert_eq!(r.status, 200);
     assert_eq!(r.body, std::fs::read(media.join("netboot.ipxe")).unwrap());
+}
+
+/// Starts `netboot serve` on a system store: ARGS after the store flags.
+fn start_system(store: &Path, cache: &Path, args: &[&str]) -> (Server, Arc<Mutex<String>>) {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_netboot"));
+    let mut all: Vec<std::ffi::OsString> = vec![
+        "--closure-root".into(),
+        store.into(),
+        "--cache".into(),
+        cache.into(),
+        "--cmdline".into(),
+        "console=ttyS0".into(),
+    ];
+    all.extend(args.iter().map(Into::into));
+    let (child, port, log) = netboot_tests::boot::start_serve_with(bin, &all, &[]).unwrap();
+    (Server { child, port }, log)
+}
+
+/// `build --system TOP --cmdline console=ttyS0` into `out`.
+fn build_system(top: &Path, out: &Path) -> BTreeMap<&'static str, Vec<u8>> {
+    run(netboot()
+        .args(["build", "-q", "--cmdline", "console=ttyS0", "--system"])
+        .arg(top)
+        .arg("--out")
+        .arg(out));
+    media(out)
+}
+
+/// The log lines that say a system was built, once there are `n` (the log
+/// is read on a thread of its own, a moment after the response).
+fn builds(log: &Arc<Mutex<String>>, n: usize) -> Vec<String> {
+    let lines = || -> Vec<String> {
+        log.lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(": built "))
+            .map(str::to_owned)
+            .collect()
+    };
+    for _ in 0..100 {
+        if lines().len() >= n {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    lines()
+}
+
+#[test]
+fn system_is_built_on_demand_once_and_equals_build_system() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, top) = system_store(d.path());
+    let want = build_system(&top, &d.path().join("a"));
+    // A profile link, as /nix/var/nix/profiles/system.
+    let profile = d.path().join("profile");
+    std::os::unix::fs::symlink(&top, &profile).unwrap();
+    let lab = format!("lab={}", profile.display());
+    let (srv, log) = start_system(&store, &d.path().join("cache"), &["--system", &lab]);
+
+    // Four clients at once ask for the script: one build serves them all.
+    let port = srv.port;
+    let replies: Vec<Reply> = (0..4)
+        .map(|_| std::thread::spawn(move || get(port, "/lab/netboot.ipxe", "")))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    for r in &replies {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, want["netboot.ipxe"]);
+    }
+    assert_eq!(builds(&log, 1).len(), 1, "{}", log.lock().unwrap());
+    // Every file equals the built one, with its length and a content ETag;
+    // ranges across segment boundaries; revalidation.
+    for f in FILES {
+        let r = get(srv.port, &format!("/lab/{f}"), "");
+        assert_eq!(r.status, 200, "{f}");
+        assert!(r.body == want[f], "{f} differs");
+        assert_eq!(r.headers["content-length"], want[f].len().to_string());
+        let etag = &r.headers["etag"];
+        let again = get(
+            srv.port,
+            &format!("/lab/{f}"),
+            &format!("If-None-Match: {etag}\r\n"),
+        );
+        assert_eq!(again.status, 304, "{f}");
+    }
+    let ns = &want["nix-store"];
+    for (a, b) in [
+        (0, 0),
+        (1, 4097),
+        (ns.len() / 3, ns.len() / 2),
+        (ns.len() - 7, ns.len() - 1),
+    ] {
+        let r = get(
+            srv.port,
+            "/lab/nix-store",
+            &format!("Range: bytes={a}-{b}\r\n"),
+        );
+        assert_eq!((r.status, r.body.as_slice()), (206, &ns[a..=b]), "{a}-{b}");
+    }
+
+    // The profile moves to a new system (one new store path): the next
+    // script request builds it, packing that path only.
+    let base2 = "44444444444444444444444444444444-nixos-system-two";
+    let top2 = store.join(base2);
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&top)
+        .arg(&top2)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    std::fs::write(top2.join("kernel-params"), "loglevel=7\n").unwrap();
+    let want2 = build_system(&top2, &d.path().join("b"));
+    let ns_before = get(srv.port, "/lab/nix-store", "");
+    std::fs::remove_file(&profile).unwrap();
+    std::os::unix::fs::symlink(&top2, &profile).unwrap();
+    let r = get(srv.port, "/lab/netboot.ipxe", "");
+    assert_eq!(r.body, want2["netboot.ipxe"]);
+    assert_ne!(want2["netboot.ipxe"], want["netboot.ipxe"]);
+    for f in FILES {
+        assert!(
+            get(srv.port, &format!("/lab/{f}"), "").body == want2[f],
+            "{f} differs"
+        );
+    }
+    let b = builds(&log, 2);
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert!(
+        b[1].contains(base2) && b[1].contains("(1 packed, "),
+        "{b:?}"
+    );
+    assert_eq!(ns_before.body, want["nix-store"]);
+}
+
+#[test]
+fn while_a_system_builds_requests_get_503_with_retry_after() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, top) = system_store(d.path());
+    let want = build_system(&top, &d.path().join("a"));
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_netboot"));
+    let args: Vec<std::ffi::OsString> = vec![
+        "--closure-root".into(),
+        store.clone().into(),
+        "--cache".into(),
+        d.path().join("cache").into(),
+        "--cmdline".into(),
+        "console=ttyS0".into(),
+        "--system".into(),
+        format!("lab={}", top.display()).into(),
+    ];
+    // No waiting at all: the first request must be told to come back.
+    let hold = [("NETBOOT_SERVE_HOLD_SECS", "0")];
+    let (child, port, log) = netboot_tests::boot::start_serve_with(bin, &args, &hold).unwrap();
+    let srv = Server { child, port };
+    let r = get(srv.port, "/lab/nix-store", "");
+    assert_eq!((r.status, r.headers["retry-after"].as_str()), (503, "5"));
+    // As iPXE does: ask again until it is there.
+    let mut tries = 0;
+    let body = loop {
+        let r = get(srv.port, "/lab/nix-store", "");
+        if r.status == 200 {
+            break r.body;
+        }
+        assert_eq!(r.status, 503);
+        tries += 1;
+        assert!(tries < 600, "never built: {}", log.lock().unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(body, want["nix-store"]);
+    assert_eq!(builds(&log, 1).len(), 1);
+}
+
+#[test]
+fn serve_store_serves_systems_in_the_store_and_nothing_else() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, top) = system_store(d.path());
+    let want = build_system(&top, &d.path().join("a"));
+    let (srv, _log) = start_system(&store, &d.path().join("cache"), &["--serve-store"]);
+    let base = top.file_name().unwrap().to_str().unwrap();
+    for f in FILES {
+        let r = get(srv.port, &format!("/store/{base}/{f}"), "");
+        assert_eq!(r.status, 200, "{f}");
+        assert!(r.body == want[f], "{f} differs");
+    }
+    for path in [
+        format!("/store/{UNRELATED}/netboot.ipxe"),
+        format!("/store/{LINUX}/netboot.ipxe"),
+        "/store/../netboot.ipxe".to_owned(),
+        "/store/..%2Fstore/netboot.ipxe".to_owned(),
+        format!("/store/{base}/../{base}/netboot.ipxe"),
+        format!("/store/{base}/init"),
+        format!("/store/{base}"),
+        "/store/not-a-store-path/netboot.ipxe".to_owned(),
+        "/lab/netboot.ipxe".to_owned(),
+    ] {
+        assert_eq!(get(srv.port, &path, "").status, 404, "{path}");
+    }
 }

@@ -11,31 +11,6 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
-const LINUX: &str = "11111111111111111111111111111111-linux-6.6";
-const INITRD: &str = "22222222222222222222222222222222-initrd-linux-6.6";
-const UNRELATED: &str = "33333333333333333333333333333333-unrelated";
-
-/// The example store, plus a kernel and an initrd path the system links
-/// to store-absolutely, its kernel-params, and a path nothing references.
-fn system_store(d: &Path) -> (PathBuf, PathBuf) {
-    let paths = copy_store(d);
-    let store = d.join("store");
-    let top = paths
-        .iter()
-        .find(|p| p.to_string_lossy().contains("nixos-system"))
-        .unwrap()
-        .clone();
-    std::fs::create_dir(store.join(LINUX)).unwrap();
-    std::fs::copy(example().join("bzImage"), store.join(LINUX).join("bzImage")).unwrap();
-    std::fs::create_dir(store.join(INITRD)).unwrap();
-    std::fs::copy(example().join("initrd"), store.join(INITRD).join("initrd")).unwrap();
-    symlink(format!("/nix/store/{LINUX}/bzImage"), top.join("kernel")).unwrap();
-    symlink(format!("/nix/store/{INITRD}/initrd"), top.join("initrd")).unwrap();
-    std::fs::write(top.join("kernel-params"), "loglevel=4 nohibernate\n").unwrap();
-    std::fs::write(store.join(UNRELATED), top.to_string_lossy().as_bytes()).unwrap();
-    (store, top)
-}
-
 #[test]
 fn system_alone_equals_a_build_by_hand() {
     let d = tempfile::tempdir().unwrap();

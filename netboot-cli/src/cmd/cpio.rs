@@ -7,8 +7,8 @@ use newc_cpio::fs::{append_tree, TreeOptions};
 use newc_cpio::initramfs::Encoder;
 
 use crate::cli::CpioArgs;
-use crate::cmd::build::segment_compression;
 use crate::error::{Error, IoContext, Result};
+use crate::media::segment_compression;
 use crate::progress::{human, Verbosity};
 
 /// Runs the command. The archive is written beside OUT and renamed into place.

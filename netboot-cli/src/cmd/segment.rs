@@ -4,8 +4,8 @@
 //! is the unit Nix builds, caches and distributes (`nix/lib.nix`).
 
 use crate::cli::{source_date_epoch, SegmentArgs};
-use crate::cmd::build::{build_segment, SegmentPlan};
 use crate::error::{Error, IoContext, Result};
+use crate::media::{build_segment, SegmentPlan};
 use crate::progress::{human, Verbosity};
 use crate::store_path;
 

@@ -1,8 +1,8 @@
 //! `netboot squashfs SRC IMAGE`: mksquashfs for one tree.
 
 use crate::cli::{source_date_epoch, SquashfsArgs};
-use crate::cmd::build::squashfs_options;
 use crate::error::{Error, IoContext, Result};
+use crate::media::squashfs_options;
 use crate::progress::{human, Verbosity};
 
 /// Runs the command.
@@ -15,7 +15,7 @@ pub fn run(a: SquashfsArgs, v: Verbosity) -> Result<()> {
         .map_err(|e| Error::at(&a.src, e))?;
     if a.keep_as_directory || !a.src.is_dir() {
         // mksquashfs makes the synthetic root 0777 (root-owned with -all-root).
-        let meta = crate::cmd::build::keep_as_directory_root().with_mtime(source_date_epoch(0)?);
+        let meta = crate::media::keep_as_directory_root().with_mtime(source_date_epoch(0)?);
         tree.set_root_metadata(meta);
     }
     let opts = squashfs_options(&plan, source_date_epoch(0)?, plan.jobs).all_root(a.all_root);

@@ -179,3 +179,28 @@ pub fn summary_hits(stderr: &[u8]) -> u64 {
 pub fn summary_not_reread(stderr: &[u8]) -> u64 {
     summary_count(stderr, " unchanged paths not re-read")
 }
+
+pub const LINUX: &str = "11111111111111111111111111111111-linux-6.6";
+pub const INITRD: &str = "22222222222222222222222222222222-initrd-linux-6.6";
+pub const UNRELATED: &str = "33333333333333333333333333333333-unrelated";
+
+/// The example store, plus a kernel and an initrd path the system links
+/// to store-absolutely, its kernel-params, and a path nothing references.
+pub fn system_store(d: &Path) -> (PathBuf, PathBuf) {
+    let paths = copy_store(d);
+    let store = d.join("store");
+    let top = paths
+        .iter()
+        .find(|p| p.to_string_lossy().contains("nixos-system"))
+        .unwrap()
+        .clone();
+    std::fs::create_dir(store.join(LINUX)).unwrap();
+    std::fs::copy(example().join("bzImage"), store.join(LINUX).join("bzImage")).unwrap();
+    std::fs::create_dir(store.join(INITRD)).unwrap();
+    std::fs::copy(example().join("initrd"), store.join(INITRD).join("initrd")).unwrap();
+    std::os::unix::fs::symlink(format!("/nix/store/{LINUX}/bzImage"), top.join("kernel")).unwrap();
+    std::os::unix::fs::symlink(format!("/nix/store/{INITRD}/initrd"), top.join("initrd")).unwrap();
+    std::fs::write(top.join("kernel-params"), "loglevel=4 nohibernate\n").unwrap();
+    std::fs::write(store.join(UNRELATED), top.to_string_lossy().as_bytes()).unwrap();
+    (store, top)
+}

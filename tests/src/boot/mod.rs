@@ -112,11 +112,29 @@ pub fn start_serve(
     media: &std::path::Path,
     extra: &[&str],
 ) -> Result<(std::process::Child, u16)> {
-    use std::io::{BufRead, Read};
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["--media".into(), format!("m={}", media.display()).into()];
+    args.extend(extra.iter().map(Into::into));
+    let (child, port, _log) = start_serve_with(netboot, &args, &[])?;
+    Ok((child, port))
+}
+
+/// Starts `netboot serve --listen 127.0.0.1:0 ARGS...` with `envs` set;
+/// returns the child, its port, and its log lines as they arrive.
+pub fn start_serve_with(
+    netboot: &std::path::Path,
+    args: &[std::ffi::OsString],
+    envs: &[(&str, &str)],
+) -> Result<(
+    std::process::Child,
+    u16,
+    std::sync::Arc<std::sync::Mutex<String>>,
+)> {
+    use std::io::BufRead;
     let mut child = Command::new(netboot)
-        .args(["serve", "--listen", "127.0.0.1:0", "--media"])
-        .arg(format!("m={}", media.display()))
-        .args(extra)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(envs.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("starting netboot serve")?;
@@ -129,9 +147,16 @@ pub fn start_serve(
         .and_then(|r| r.split('/').next())
         .and_then(|p| p.parse().ok())
         .with_context(|| format!("netboot serve did not say its port: {line:?}"))?;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
     std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
+        for l in err.lines() {
+            let Ok(l) = l else { break };
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&l);
+                s.push('\n');
+            }
+        }
     });
-    Ok((child, port))
+    Ok((child, port, log))
 }
