@@ -40,6 +40,12 @@ struct Setup {
     hostile: Variant,
     /// Without the fifo; registration computed by `netboot build`.
     nar: Variant,
+    /// As `nar`, plus a NixOS toplevel (`kernel`, `initrd`, `init`,
+    /// `kernel-params`) whose references are the whole closure, for
+    /// `netboot serve --system`.
+    system: Variant,
+    /// The toplevel of `system`.
+    toplevel: PathBuf,
 }
 
 fn target_dir() -> PathBuf {
@@ -133,6 +139,57 @@ fn closure(store: &Path, nar_only: bool) -> (Vec<Vec<u8>>, String, Vec<u8>) {
     (names, c.system, reg.into_bytes())
 }
 
+/// The toplevel's base name.
+fn toplevel_name() -> String {
+    format!("{}-nixos-system-boot", fixture::fake_hash("boot-toplevel"))
+}
+
+/// A NixOS toplevel in `store` as top-level.nix lays it out: `init` (the
+/// closure's system's), `kernel` and `initrd` (links to files outside the
+/// store, so they join no closure: the stage 1 embeds the closure's
+/// listing, which would otherwise have to contain itself), `kernel-params`,
+/// and a file naming every path of `names` (its references). Returns its
+/// base name.
+fn make_toplevel(
+    store: &Path,
+    names: &[Vec<u8>],
+    system: &str,
+    vmlinuz: &Path,
+    dir: &Path,
+) -> String {
+    use std::os::unix::fs::symlink;
+    let base = toplevel_name();
+    let top = store.join(&base);
+    std::fs::create_dir(&top).unwrap();
+    symlink(format!("/nix/store/{system}/init"), top.join("init")).unwrap();
+    symlink(vmlinuz, top.join("kernel")).unwrap();
+    symlink(dir.join("stage1-initrd"), top.join("initrd")).unwrap();
+    std::fs::write(top.join("kernel-params"), "console=ttyS0 panic=-1\n").unwrap();
+    let refs: String = names
+        .iter()
+        .map(|n| format!("/nix/store/{}\n", String::from_utf8_lossy(n)))
+        .collect();
+    std::fs::write(top.join("references"), refs).unwrap();
+    for f in ["kernel-params", "references"] {
+        let _ = Command::new("chmod").arg("0444").arg(top.join(f)).status();
+    }
+    let _ = Command::new("chmod").arg("0555").arg(&top).status();
+    for f in [
+        "init",
+        "kernel",
+        "initrd",
+        "kernel-params",
+        "references",
+        "",
+    ] {
+        let _ = Command::new("touch")
+            .args(["-h", "-d", "@1"])
+            .arg(top.join(f))
+            .status();
+    }
+    base
+}
+
 fn setup() -> Option<&'static Setup> {
     static SETUP: OnceLock<Option<Setup>> = OnceLock::new();
     SETUP
@@ -150,11 +207,16 @@ fn setup() -> Option<&'static Setup> {
             force_remove(&work);
             std::fs::create_dir_all(&work).unwrap();
             let modules = k.modules_for(stage1::WANTED_MODULES).unwrap();
-            let variant = |name: &str, nar_only: bool| {
+            let variant = |name: &str, nar_only: bool, toplevel: bool| {
                 let dir = work.join(name);
                 let store = dir.join("store");
                 std::fs::create_dir_all(&store).unwrap();
-                let (names, system, reg) = closure(&store, nar_only);
+                let (mut names, system, reg) = closure(&store, nar_only);
+                if toplevel {
+                    let top = make_toplevel(&store, &names, &system, &k.vmlinuz, &dir);
+                    names.push(top.into_bytes());
+                    names.sort();
+                }
                 let listing =
                     listing::closure_listing(&store, &names, listing::Expect::default()).unwrap();
                 let paths = listing::expected_paths(&names);
@@ -184,8 +246,10 @@ fn setup() -> Option<&'static Setup> {
                         .collect(),
                 }
             };
-            let hostile = variant("hostile", false);
-            let nar = variant("nar", true);
+            let hostile = variant("hostile", false, false);
+            let nar = variant("nar", true, false);
+            let system = variant("system", true, true);
+            let toplevel = system.store.join(toplevel_name());
             let netboot = netboot_tests::boot::netboot_bin().unwrap_or_else(|e| panic!("{e:#}"));
             Some(Setup {
                 work,
@@ -194,6 +258,8 @@ fn setup() -> Option<&'static Setup> {
                 tools,
                 hostile,
                 nar,
+                system,
+                toplevel,
             })
         })
         .as_ref()
@@ -233,8 +299,7 @@ fn boot_media(
     let Some(setup) = setup() else { return };
     let s = if nar_only { &setup.nar } else { &setup.hostile };
     // One QEMU at a time: TCG needs a core, CI has two.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = one_qemu_at_a_time();
 
     let media = setup.work.join(format!("media-{mode}"));
     let t = Instant::now();
@@ -287,6 +352,26 @@ fn boot_media(
         KillOnDrop(child)
     });
     let outcome = boot.run(&setup.tools).unwrap();
+    check_boot(mode, s, transport, &log, &media, build, &outcome);
+}
+
+fn one_qemu_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The guest booted `s`'s closure: no unpack failure or panic,
+/// postMountCommands succeeded, the store and registration are the
+/// closure, and the verdict is ok.
+fn check_boot(
+    mode: &str,
+    s: &Variant,
+    transport: Transport,
+    log: &Path,
+    media: &Path,
+    build: std::time::Duration,
+    outcome: &qemu::Outcome,
+) {
     let r = console::parse(&outcome.console);
     let keep = format!(
         "serial log: {} ; media: {} ; HTTP requests: {:?}",
@@ -438,6 +523,60 @@ fn boot_uefi_tftp_xz_images() {
         "none",
         true,
     );
+}
+
+/// `netboot serve --system`: nothing is built beforehand; the first request
+/// builds the media from the toplevel (its kernel, initrd, init,
+/// kernel-params and computed closure), and `nix-store` is streamed from
+/// the cached segments.
+fn boot_served_system(mode: &str, firmware: Firmware) {
+    let Some(setup) = setup() else { return };
+    let _guard = one_qemu_at_a_time();
+    let cache = setup.work.join(format!("cache-{mode}"));
+    force_remove(&cache);
+    let args: Vec<std::ffi::OsString> = vec![
+        "--system".into(),
+        format!("sys={}", setup.toplevel.display()).into(),
+        "--closure-root".into(),
+        setup.system.store.clone().into(),
+        "--cache".into(),
+        cache.into(),
+    ];
+    let (child, port, serve_log) =
+        netboot_tests::boot::start_serve_with(&setup.netboot, &args, &[]).unwrap();
+    let _serve = KillOnDrop(child);
+    let log = target_dir()
+        .join("netboot-boot-logs")
+        .join(format!("{mode}.log"));
+    let mut boot = Boot::new(firmware, Transport::External, &setup.toplevel, &log);
+    boot.bootfile_url = Some(format!("http://10.0.2.2:{port}/sys/netboot.ipxe"));
+    let outcome = boot.run(&setup.tools).unwrap();
+    let served = serve_log.lock().unwrap().clone();
+    assert!(
+        served.contains("sys: built ") && served.contains("\"GET /sys/nix-store\" 200 "),
+        "{mode}: serve log:\n{served}"
+    );
+    check_boot(
+        mode,
+        &setup.system,
+        Transport::External,
+        &log,
+        &setup.toplevel,
+        std::time::Duration::ZERO,
+        &outcome,
+    );
+}
+
+/// `netboot serve --system`, built on the first request: SeaBIOS + iPXE.
+#[test]
+fn boot_bios_netboot_serve_system() {
+    boot_served_system("bios-serve-system", Firmware::Bios);
+}
+
+/// `netboot serve --system`, built on the first request: OVMF + EFI iPXE.
+#[test]
+fn boot_uefi_netboot_serve_system() {
+    boot_served_system("uefi-serve-system", Firmware::Uefi);
 }
 
 /// Served by `netboot serve` over HTTP: SeaBIOS + iPXE.
