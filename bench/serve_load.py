@@ -4,18 +4,23 @@ files in the same run (bounded: 100 clients, a 120 s cap, 127.0.0.1 only).
 
   bench/serve_load.py [--clients 100] [--mib 200]
 
-Builds media whose nix-store is ~MIB MiB (one incompressible store path),
-then for each server runs CLIENTS concurrent clients: most download the
+Makes a NixOS-shaped system whose closure is 8 incompressible store paths
+of MIB/8 MiB each and builds its media with `netboot build --system`, then
+serves them three ways: `netboot serve --media` (the built files),
+`netboot serve --system` (built on demand; nix-store streamed from the
+cached segments, never written as one file) and nginx (sendfile) on the
+built files. For each server it runs CLIENTS concurrent clients: most download the
 whole nix-store (sha256 checked against the file), some ask for a Range
 (checked against the slice), some disconnect halfway, some send their
 request head one byte a second (until the server or the cap stops them).
 Reports throughput of the completed full downloads and the server's peak
 RSS (VmHWM), and appends a section to bench/RESULTS.md.
 """
-import argparse, asyncio, hashlib, os, random, re, shutil, subprocess, sys, tempfile, time
+import argparse, asyncio, hashlib, os, random, re, shutil, subprocess, sys, tempfile, time, urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
 
 
 def sh(cmd, **kw):
@@ -122,26 +127,49 @@ def main():
     netboot = ROOT / "target/release/netboot"
     work = Path(tempfile.mkdtemp(prefix="netboot-serve-load-"))
     os.chmod(work, 0o755)  # nginx's workers run as www-data
-    store = work / "store" / "0123456789abcdfghijklmnpqrsvwxyz-blob"
-    store.mkdir(parents=True)
-    with open(store / "noise", "wb") as f:
-        f.write(random.Random(7).randbytes(a.mib << 20))
+    store = work / "store"
+    paths = []
+    rnd = random.Random(7)
+    for i in range(8):
+        p = store / f"{'0123456789abcdfghijklmnpqrsvwxy'}{NIX32[i]}-blob-{i}"
+        p.mkdir(parents=True)
+        with open(p / "noise", "wb") as f:
+            f.write(rnd.randbytes((a.mib << 20) // 8))
+        paths.append(p)
+    # The toplevel: init, kernel and initrd (outside the store), and a file
+    # naming every path (its references).
+    top = store / "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-nixos-system-load"
+    top.mkdir()
+    (top / "init").write_text("#!/bin/sh\n")
+    os.symlink(ROOT / "examples/closure/bzImage", top / "kernel")
+    os.symlink(ROOT / "examples/closure/initrd", top / "initrd")
+    (top / "references").write_text("".join(f"/nix/store/{p.name}\n" for p in paths))
     media = work / "media"
-    kernel = ROOT / "examples/closure/bzImage"
-    initrd = ROOT / "examples/closure/initrd"
-    sh([netboot, "build", "-q", "--kernel", kernel, "--initrd", initrd, "--init", f"/nix/store/{store.name}/init",
-        "--compression", "none", "--out", media, store])
+    sh([netboot, "build", "-q", "--system", top, "--compression", "none", "--out", media])
     ns = media / "nix-store"
     size = ns.stat().st_size
     want = hashlib.sha256(ns.read_bytes()).hexdigest()
     rows = []
-    # netboot serve
-    srv = subprocess.Popen([netboot, "serve", "-q", "--listen", "127.0.0.1:0", "--media", f"m={media}"],
-                           stderr=subprocess.PIPE, text=True)
-    port = int(re.search(r"127\.0\.0\.1:(\d+)", srv.stderr.readline()).group(1))
-    wall, full_bytes, bad, nfull = asyncio.run(load(port, "/m/nix-store", size, want, ns, a.clients, a.cap))
-    rows.append(("netboot serve", wall, full_bytes, bad, nfull, vmhwm(srv.pid)))
-    srv.terminate(); srv.wait()
+    for label, args, path in [
+        ("netboot serve --media", ["--media", f"m={media}"], "/m/nix-store"),
+        ("netboot serve --system", ["--system", f"s={top}", "--compression", "none",
+                                    "--cache", str(work / "cache")], "/s/nix-store"),
+    ]:
+        srv = subprocess.Popen([netboot, "serve", "-q", "--listen", "127.0.0.1:0", *args],
+                               stderr=subprocess.PIPE, text=True)
+        port = int(re.search(r"127\.0\.0\.1:(\d+)", srv.stderr.readline()).group(1))
+        # --system builds on the first request: wait for it before the load.
+        script = path.replace("nix-store", "netboot.ipxe")
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{script}", timeout=60).read()
+                break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        wall, full_bytes, bad, nfull = asyncio.run(load(port, path, size, want, ns, a.clients, a.cap))
+        rows.append((label, wall, full_bytes, bad, nfull, vmhwm(srv.pid)))
+        srv.terminate(); srv.wait()
     # nginx on the same files
     conf = work / "nginx.conf"
     conf.write_text(f"""daemon off; worker_processes 2; pid {work}/nginx.pid; error_log {work}/nginx.err;
@@ -157,7 +185,8 @@ http {{ access_log off; sendfile on; server {{ listen 127.0.0.1:18931; root {wor
     ng.terminate(); ng.wait()
     shutil.rmtree(work, ignore_errors=True)
     lines = ["", "## netboot serve under load (bench/serve_load.py)", "",
-             f"{a.clients} clients on loopback: 70 % download nix-store ({size / 2**20:.0f} MiB, sha256 checked), "
+             f"{a.clients} clients on loopback: 70 % download nix-store ({size / 2**20:.0f} MiB in 9 segments, sha256 "
+             "checked against `netboot build --system`), "
              "15 % one Range (checked), 10 % disconnect halfway, 5 % send their request head one byte a second.", "",
              "| server | last full download done | full downloads OK | MB/s (full downloads) | failures | peak RSS |",
              "|---|---:|---:|---:|---:|---:|"]
