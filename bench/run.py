@@ -7,6 +7,7 @@ packages laid out as Nix store paths.
     bench/run --scale 3       # also the 3x corpus (only `netboot build`, for
                               # scaling and peak RSS; --full3 runs every step)
     bench/run --quick         # a small corpus, for trying the script
+    bench/run --serve-change  # only: `netboot serve --system` after one change
 
 Wall time, CPU time (user+sys of the process tree), peak RSS (largest single
 process, from wait4) and output bytes for every step. No assertions: the
@@ -217,7 +218,12 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--full3", action="store_true", help="every step on the 3x corpus too")
     ap.add_argument("--netboot", default=str(ROOT / "target" / "release" / "netboot"))
+    ap.add_argument("--serve-change", action="store_true",
+                    help="only: how soon `netboot serve --system` serves a system after one path changed (serve_change.py)")
     args = ap.parse_args()
+    if args.serve_change:
+        import serve_change
+        return serve_change.main(args.quick)
 
     require_tools()
     sh(["cargo", "build", "--release", "-p", "netboot-cli"], cwd=ROOT)

@@ -558,6 +558,9 @@ pub struct BuildPlan {
     pub store_dir: String,
     /// The closure, sorted by base name.
     pub paths: Vec<StorePath>,
+    /// The paths are closed under references: computed from `--system`,
+    /// or Nix's own closure (`--closure` files) with no other paths.
+    pub closed: bool,
     /// closureInfo's registration (`--registration`), read and checked.
     pub registration: Option<Vec<u8>>,
     /// The rendered `netboot.ipxe` (rendering checks the command line).
@@ -706,6 +709,7 @@ impl BuildArgs {
             sources.extend(listed);
         }
         let mut segments = std::collections::BTreeMap::new();
+        let mut segment_added = false;
         for s in &self.segments {
             let (path, file) = s
                 .split_once('=')
@@ -719,6 +723,7 @@ impl BuildArgs {
                 .to_owned();
             if !sources.iter().any(|p| p.file_name() == path.file_name()) {
                 sources.push(path);
+                segment_added = true;
             }
             if segments.insert(base, file).is_some() {
                 return Err(Error::new(
@@ -754,7 +759,11 @@ impl BuildArgs {
         };
         let script =
             crate::media::script_text(&init, &cmdline).map_err(|e| Error::new("--cmdline", e))?;
+        let closed = self.paths.is_empty()
+            && !segment_added
+            && (system.is_some() || !self.closure.is_empty());
         Ok(BuildPlan {
+            closed,
             kernel,
             initrd,
             system: system.map(|s| s.base),

@@ -118,15 +118,17 @@ impl PathScan {
     }
 
     /// The scan as a cache record: its fields, the digest of the closure it
-    /// was scanned against ([`closure_digest`]) and its references as hash
-    /// parts (indices mean nothing in another closure).
-    pub fn to_record(&self, closure: &[u8; 32], paths: &[StorePath]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(116 + 32 * self.references.len());
+    /// was scanned against ([`closure_digest`]), whether that closure was
+    /// closed under references, and its references as hash parts (indices
+    /// mean nothing in another closure).
+    pub fn to_record(&self, closure: &[u8; 32], closed: bool, paths: &[StorePath]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(117 + 32 * self.references.len());
         b.extend_from_slice(&self.nar_hash);
         b.extend_from_slice(&self.nar_size.to_le_bytes());
         b.extend_from_slice(&self.content_digest);
         b.extend_from_slice(&self.file_bytes.to_le_bytes());
         b.extend_from_slice(closure);
+        b.push(u8::from(closed));
         let refs: Vec<&str> = self
             .references
             .iter()
@@ -139,10 +141,13 @@ impl PathScan {
         b
     }
 
-    /// A scan from a record written by [`PathScan::to_record`]. The
-    /// references are taken only when the record was scanned against the
-    /// same closure (`closure`); otherwise `None` when `need_refs`, and an
-    /// empty set when not. `None` for anything malformed.
+    /// A scan from a record written by [`PathScan::to_record`]. Its
+    /// references hold in this closure (`closure`, indexed by `hashes`) when
+    /// it was scanned against the same closure, or against a *closed* one
+    /// (a computed closure, or Nix's): that one held all the path's
+    /// references, so those in this closure are exactly the recorded ones
+    /// present here. Otherwise `None` when `need_refs`, and an empty set
+    /// when not. `None` for anything malformed.
     pub fn from_record(
         b: &[u8],
         closure: &[u8; 32],
@@ -162,16 +167,21 @@ impl PathScan {
         let content_digest = arr32(take(32)?)?;
         let file_bytes = u64le(take(8)?)?;
         let scanned_against = arr32(take(32)?)?;
+        let closed = match take(1)? {
+            [0] => false,
+            [1] => true,
+            _ => return None,
+        };
         let n = u32::from_le_bytes(<[u8; 4]>::try_from(take(4)?).ok()?) as usize;
         let mut references = BTreeSet::new();
-        let same_closure = &scanned_against == closure;
-        if !same_closure && need_refs {
+        let refs_hold = closed || &scanned_against == closure;
+        if !refs_hold && need_refs {
             return None;
         }
         for _ in 0..n {
             let h = <[u8; HASH_LEN]>::try_from(take(HASH_LEN)?).ok()?;
-            if same_closure {
-                references.insert(*hashes.get(&h)?);
+            if let (true, Some(&i)) = (refs_hold, hashes.get(&h)) {
+                references.insert(i);
             }
         }
         if !r.is_empty() {
@@ -426,7 +436,7 @@ mod tests {
             file_bytes: 99,
         };
         let closure = closure_digest(&paths);
-        let rec = sc.to_record(&closure, &paths);
+        let rec = sc.to_record(&closure, false, &paths);
         let back = PathScan::from_record(&rec, &closure, &idx, true).unwrap();
         assert_eq!(
             (
@@ -444,6 +454,17 @@ mod tests {
         let no_refs = PathScan::from_record(&rec, &other, &idx, false).unwrap();
         assert!(no_refs.references.is_empty());
         assert_eq!(no_refs.content_digest, sc.content_digest);
+        // Scanned against a closed set: its references hold in any closure,
+        // those present there.
+        let closed = sc.to_record(&closure, true, &paths);
+        let back = PathScan::from_record(&closed, &other, &idx, true).unwrap();
+        assert_eq!(back.references, sc.references);
+        let idx1 = hash_index(&paths[..1]);
+        let back = PathScan::from_record(&closed, &other, &idx1, true).unwrap();
+        assert_eq!(back.references, [0].into_iter().collect());
+        let mut bad_flag = closed.clone();
+        bad_flag[112] = 2;
+        assert!(PathScan::from_record(&bad_flag, &closure, &idx, true).is_none());
         // Malformed: every truncation and a trailing byte.
         for n in 0..rec.len() {
             assert!(PathScan::from_record(&rec[..n], &closure, &idx, true).is_none());

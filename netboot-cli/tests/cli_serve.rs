@@ -269,6 +269,9 @@ fn system_is_built_on_demand_once_and_equals_build_system() {
     let profile = d.path().join("profile");
     std::os::unix::fs::symlink(&top, &profile).unwrap();
     let lab = format!("lab={}", profile.display());
+    // Scans are recorded for paths unchanged for 2 s (settled): let the
+    // fresh store settle, as a real one has.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
     let (srv, log) = start_system(&store, &d.path().join("cache"), &["--system", &lab]);
 
     // Four clients at once ask for the script: one build serves them all.
@@ -343,6 +346,17 @@ fn system_is_built_on_demand_once_and_equals_build_system() {
     assert_eq!(b.len(), 2, "{b:?}");
     assert!(
         b[1].contains(base2) && b[1].contains("(1 packed, "),
+        "{b:?}"
+    );
+    // Only the new path is read: the other paths' scans were recorded
+    // against a computed (closed) closure and hold in the new one.
+    let n = b[1]
+        .split(" paths (")
+        .next()
+        .and_then(|l| l.rsplit(' ').next());
+    let n: u64 = n.unwrap().parse().unwrap();
+    assert!(
+        b[1].contains(&format!("; {} not read again)", n - 1)),
         "{b:?}"
     );
     assert_eq!(ns_before.body, want["nix-store"]);

@@ -232,7 +232,10 @@ fn scan_path(sh: &Shared<'_>, sp: &StorePath, fp: Option<&scan::Fingerprint>) ->
     let sc = scan::scan(sp, sh.idx)?;
     if let (Some(c), Some(k), Some(fp)) = (sh.cache, key, fp) {
         if fp.settled {
-            c.put_record(&k, &sc.to_record(&sh.closure, &sh.plan.paths))?;
+            c.put_record(
+                &k,
+                &sc.to_record(&sh.closure, sh.plan.closed, &sh.plan.paths),
+            )?;
         }
     }
     Ok(sc)

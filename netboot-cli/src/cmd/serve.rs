@@ -292,12 +292,13 @@ impl Builder {
         if self.log {
             let hits = progress.cache_hits.load(Ordering::Relaxed);
             eprintln!(
-                "netboot serve: {name}: built {} in {:.1} s: {} paths ({} packed, {} from the cache), nix-store {} bytes, needs {} of RAM",
+                "netboot serve: {name}: built {} in {:.2} s: {} paths ({} packed, {} from the cache; {} not read again), nix-store {} bytes, needs {} of RAM",
                 generation.base,
                 started.elapsed().as_secs_f64(),
                 plan.paths.len(),
                 plan.paths.len() as u64 - hits,
                 hits,
+                progress.scans_reused.load(Ordering::Relaxed),
                 media.file("nix-store").map_or(0, Parts::len),
                 crate::progress::human(media.ram.total),
             );
