@@ -62,6 +62,9 @@ const MAX_CONNECTIONS: usize = 512;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest request head (request line and headers) hyper buffers.
 const MAX_HEAD: usize = 16 * 1024;
+/// A transfer whose client takes no data for this long is cut: well above
+/// iPXE's own 120 s, and no cap on a transfer's total time.
+const SEND_IDLE: Duration = Duration::from_secs(300);
 /// Read size of file bodies.
 const CHUNK: usize = 64 * 1024;
 /// How long a request waits for a system being built before it is told
@@ -786,11 +789,15 @@ async fn pump(tx: Frames, source: Source, start: u64, count: u64) {
     }
 }
 
-/// One frame; an error when the client has gone.
+/// One frame; an error when the client has gone, or has taken nothing for
+/// [`SEND_IDLE`] (a peer that vanished without a FIN would otherwise hold
+/// its connection until TCP gives up, many minutes later).
 async fn send(tx: &Frames, b: Bytes) -> std::io::Result<()> {
-    tx.send(Ok(b))
-        .await
-        .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+    match tokio::time::timeout(SEND_IDLE, tx.send(Ok(b))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(std::io::ErrorKind::BrokenPipe.into()),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 async fn send_zeros(tx: &Frames, mut n: u64) -> std::io::Result<()> {
