@@ -17,7 +17,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -94,8 +93,6 @@ const MAX_RECORD: u64 = 1 << 20;
 pub struct Cache {
     dir: PathBuf,
 }
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Cache {
     /// Opens (creating) the cache directory.
@@ -195,36 +192,15 @@ impl Cache {
         })
     }
 
-    /// Writes an entry through `fill` to a temporary file, syncs it (when
-    /// `sync`) and renames it into place at `dest`; removes the temporary
-    /// file on error.
+    /// Writes an entry through `fill` ([`crate::outdir::replace_file`]:
+    /// readers see no entry or a whole one).
     fn fill_atomically(
         &self,
         dest: PathBuf,
         sync: bool,
         fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<()> {
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = self.dir.join(format!(
-            ".{name}.tmp-{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let res = (|| -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            fill(&mut f)?;
-            if sync {
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, &dest)
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        res.at(&dest)
+        crate::outdir::replace_file(&dest, sync, |f| fill(f).at(&dest))
     }
 
     /// Stores segment `payload` under `key` (atomically replacing any entry).

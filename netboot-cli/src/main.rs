@@ -22,6 +22,7 @@ mod progress;
 mod registration;
 mod scan;
 mod store_path;
+mod sync_ahead;
 mod system;
 
 use std::process::ExitCode;

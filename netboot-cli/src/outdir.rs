@@ -21,7 +21,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use squashfs_writer::SyncAhead;
+use crate::sync_ahead::SyncAhead;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -87,6 +87,8 @@ fn clean_stale(dest: &Path) {
         let pid = rest
             .strip_prefix(TMP_TAG)
             .or_else(|| rest.strip_prefix(OLD_TAG));
+        // `<pid>` (directories) or `<pid>-<n>` (files of replace_file).
+        let pid = pid.map(|p| p.split_once('-').map_or(p, |(pid, _)| pid));
         if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
             if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
                 match e.file_type() {
@@ -268,24 +270,29 @@ pub fn scratch_dir(dest: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Writes the single file `dest` atomically: into
-/// `.<name>.netboot-tmp-<pid>` beside it through a [`SyncAhead`], fsynced,
-/// then renamed over `dest`. On error the temporary file is removed and
-/// `dest` is untouched; a killed run's leftover is removed by the next.
-pub fn write_file<T>(
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The one way netboot replaces a single file: `fill` writes a unique
+/// temporary file beside `dest` (`.<name>.netboot-tmp-<pid>-<n>`: threads
+/// and processes may write the same `dest` at once), which is fsynced when
+/// `sync` and renamed over `dest`. A reader sees the old file or the whole
+/// new one; on error the temporary file is removed and `dest` untouched.
+pub fn replace_file<T>(
     dest: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<SyncAhead>) -> Result<T>,
+    sync: bool,
+    fill: impl FnOnce(&mut File) -> Result<T>,
 ) -> Result<T> {
-    clean_stale(dest);
+    let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = sibling(dest, TMP_TAG, std::process::id())?;
+    let mut name = tmp.file_name().unwrap_or_default().to_owned();
+    name.push(format!("-{n}"));
+    let tmp = tmp.with_file_name(name);
     let res = (|| -> Result<T> {
-        let f = File::create(&tmp).at(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, SyncAhead::new(f));
-        let v = fill(&mut w)?;
-        w.into_inner()
-            .map_err(|e| Error::io(&tmp, e.into_error()))?
-            .finish();
-        File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+        let mut f = File::create(&tmp).at(&tmp)?;
+        let v = fill(&mut f)?;
+        if sync {
+            f.sync_all().at(&tmp)?;
+        }
         std::fs::rename(&tmp, dest).at(dest)?;
         Ok(v)
     })();
@@ -293,8 +300,29 @@ pub fn write_file<T>(
         let _ = std::fs::remove_file(&tmp);
     }
     let v = res?;
-    sync_parent(dest);
+    if sync {
+        sync_parent(dest);
+    }
     Ok(v)
+}
+
+/// [`replace_file`] for a large output file, written through a
+/// [`SyncAhead`] (write-back while writing, so the closing fsync is
+/// short); a killed run's leftover is removed first.
+pub fn write_file<T>(
+    dest: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<SyncAhead>) -> Result<T>,
+) -> Result<T> {
+    clean_stale(dest);
+    replace_file(dest, true, |f| {
+        let clone = f.try_clone().at(dest)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, SyncAhead::new(clone));
+        let v = fill(&mut w)?;
+        w.into_inner()
+            .map_err(|e| Error::io(dest, e.into_error()))?
+            .finish();
+        Ok(v)
+    })
 }
 
 #[cfg(test)]
@@ -341,7 +369,7 @@ mod tests {
         let dest = d.path().join("img");
         std::fs::write(&dest, b"previous").unwrap();
         // A dead run's leftover file.
-        std::fs::write(d.path().join(".img.netboot-tmp-0"), b"junk").unwrap();
+        std::fs::write(d.path().join(".img.netboot-tmp-0-3"), b"junk").unwrap();
         let e = write_file(&dest, |w| {
             w.write_all(&[7u8; 100_000]).unwrap();
             Err::<(), _>(Error::new("x", "failed half-way"))

@@ -897,9 +897,9 @@ pub fn write_image_to_path(tree: &Tree, opts: &Options, dest: &Path) -> Result<S
         .tempfile_in(dir)
         .map_err(io)?;
     let file = tmp.as_file().try_clone().map_err(io)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, crate::SyncAhead::new(file));
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
     let summary = write_image(tree, opts, &mut w)?;
-    w.into_inner().map_err(|e| io(e.into_error()))?.finish();
+    w.into_inner().map_err(|e| io(e.into_error()))?;
     {
         use std::os::unix::fs::PermissionsExt;
         // tempfile creates 0600; an image is a normal 0644 file like mksquashfs's.

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use newc_cpio::initramfs;
-use squashfs_writer::{FileData, Metadata, SyncAhead, Tree};
+use squashfs_writer::{FileData, Metadata, Tree};
 
 use crate::cache::{self, Cache};
 use crate::cli::{BuildPlan, SegmentCompression};
@@ -37,6 +37,7 @@ use crate::progress::{Progress, Verbosity};
 use crate::registration;
 use crate::scan::{self, PathScan};
 use crate::store_path::StorePath;
+use crate::sync_ahead::SyncAhead;
 
 /// The media of one build, described but not written.
 #[derive(Debug)]

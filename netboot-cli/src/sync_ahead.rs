@@ -7,20 +7,9 @@ use std::io::Write;
 /// [`SyncAhead::EVERY`] bytes, a helper thread `fdatasync`s what is written
 /// so far while writing continues. A closing fsync then waits only for the
 /// tail instead of the whole file: for a 342 MB image, about half a second
-/// of disk time hidden behind compression. [`write_image_to_path`] uses it;
-/// it serves any large file that must be durable when done.
-///
-/// [`write_image_to_path`]: crate::write_image_to_path
-///
-/// ```no_run
-/// use std::io::Write;
-/// let f = std::fs::File::create("big.img")?;
-/// let mut w = std::io::BufWriter::new(squashfs_writer::SyncAhead::new(f));
-/// w.write_all(&vec![0u8; 64 << 20])?;
-/// w.into_inner().map_err(|e| e.into_error())?.finish();
-/// std::fs::File::open("big.img")?.sync_all()?;
-/// # Ok::<(), std::io::Error>(())
-/// ```
+/// of disk time hidden behind compression. [`crate::outdir::write_file`]
+/// and `build`'s media files use it. (A CLI concern, not a format's: it
+/// lived in squashfs-writer until issue 18.)
 pub struct SyncAhead {
     file: File,
     since: u64,
