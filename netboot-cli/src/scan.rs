@@ -337,7 +337,8 @@ pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
 }
 
 /// Digest of the closure's hash parts: the reference scan looks for exactly
-/// these, so recorded references are reusable only under the same digest.
+/// these, so recorded references are reusable under the same digest (or
+/// when the record's closure was closed: [`PathScan::from_record`]).
 pub fn closure_digest(paths: &[StorePath]) -> [u8; 32] {
     let mut parts: Vec<&str> = paths.iter().map(StorePath::hash_part).collect();
     parts.sort_unstable();

@@ -12,21 +12,10 @@ use std::process::Command;
 use squashfs_writer::read::{Entry, EntryKind, Image};
 use squashfs_writer::{fs::tree_from_path, write_image_to_path, Compression, Options};
 
-/// Finds `name` on PATH; `None` = skip (or panic when tools are required).
+/// Finds `name` (the workspace's one lookup: `netboot_tests::tools`);
+/// `None` = skip, or a failure when `NETBOOT_REQUIRE_TOOLS` is set.
 fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join(name))
-            .find(|c| c.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("NETBOOT_REQUIRE_TOOLS").is_none(),
-            "{name} is required (NETBOOT_REQUIRE_TOOLS is set) but not on PATH"
-        );
-        eprintln!("skipping: {name} not found");
-    }
-    found
+    netboot_tests::tools::require(&[name]).and_then(|mut v| v.pop())
 }
 
 fn run(cmd: &mut Command) {

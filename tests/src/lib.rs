@@ -7,3 +7,4 @@
 pub mod boot;
 pub mod fixture;
 pub mod tools;
+pub mod unsquashfs;

@@ -876,7 +876,7 @@ async fn etag_of(state: &State, key: Version, p: &std::path::Path) -> Result<Str
         let mut f = std::fs::File::open(&path).at(&path)?;
         std::io::copy(&mut f, &mut h).at(&path)?;
         let d = h.finalize();
-        Ok(d.iter().take(16).map(|b| format!("{b:02x}")).collect())
+        Ok(hex(&d[..16]))
     })
     .await
     .map_err(|e| Error::new("serve", e))??;
