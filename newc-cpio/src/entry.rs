@@ -1,5 +1,7 @@
-//! [`Entry`]: the metadata of one archive member, independent of the
-//! header encoding (which lives in [`crate::header`]).
+//! [`Entry`]: one archive member, a [`NewcHeader`] (the fields, defined
+//! once in [`crate::header`]) with its name and symlink target.
+
+use crate::header::{Format, NewcHeader};
 
 /// File type bits of `c_mode` (st_mode & S_IFMT).
 pub const S_IFMT: u32 = 0o170000;
@@ -52,8 +54,8 @@ impl EntryKind {
     }
 }
 
-/// One archive member: every newc header field plus the name (bytes, no
-/// NUL) and, for symlinks, the target.
+/// One archive member: a [`NewcHeader`] plus the name (bytes, no NUL) and,
+/// for symlinks, the target (tar-rs's `Entry` over its `Header`).
 ///
 /// Built with a constructor per kind and by-value `with_*` setters; nothing
 /// is validated until [`crate::Writer::append`], which returns typed errors.
@@ -61,18 +63,15 @@ impl EntryKind {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Entry {
     name: Vec<u8>,
-    mode: u32,
-    ino: Option<u32>,
-    uid: u32,
-    gid: u32,
-    nlink: u32,
-    mtime: u32,
+    /// The fields as written, except the writer's own, kept at their
+    /// defaults here so equal entries compare equal however they were
+    /// made: `c_magic` (the writer's format), `c_filesize` (from `size`),
+    /// `c_namesize` (from `name`); and `c_ino` when `auto_ino`.
+    header: NewcHeader,
+    /// The data size: 64 bits, so 4 GiB and more can be refused with a
+    /// typed error by the writer rather than truncated here.
     size: u64,
-    dev_major: u32,
-    dev_minor: u32,
-    rdev_major: u32,
-    rdev_minor: u32,
-    check: u32,
+    auto_ino: bool,
     symlink_target: Vec<u8>,
 }
 
@@ -80,18 +79,13 @@ impl Entry {
     fn with_type(name: impl Into<Vec<u8>>, mode: u32) -> Entry {
         Entry {
             name: name.into(),
-            mode,
-            ino: None,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            mtime: 0,
+            header: NewcHeader {
+                mode,
+                nlink: 1,
+                ..NewcHeader::default()
+            },
             size: 0,
-            dev_major: 0,
-            dev_minor: 0,
-            rdev_major: 0,
-            rdev_minor: 0,
-            check: 0,
+            auto_ino: true,
             symlink_target: Vec::new(),
         }
     }
@@ -136,89 +130,84 @@ impl Entry {
         Entry::with_type(name, 0o140755)
     }
 
-    /// Builds an entry from raw header values, as the reader does. `size`
-    /// is the data length; for symlinks pass the target in `symlink_target`
-    /// (its length must equal `size` for the entry to be writable).
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_raw(
+    /// The entry a header read from an archive describes: `name`, and for
+    /// symlinks the target read from its data (its length must equal
+    /// `c_filesize` for the entry to be writable again).
+    pub fn from_header(
+        header: &NewcHeader,
         name: impl Into<Vec<u8>>,
-        mode: u32,
-        ino: u32,
-        uid: u32,
-        gid: u32,
-        nlink: u32,
-        mtime: u32,
-        size: u64,
-        dev: (u32, u32),
-        rdev: (u32, u32),
-        check: u32,
         symlink_target: Vec<u8>,
     ) -> Entry {
         Entry {
             name: name.into(),
-            mode,
-            ino: Some(ino),
-            uid,
-            gid,
-            nlink,
-            mtime,
-            size,
-            dev_major: dev.0,
-            dev_minor: dev.1,
-            rdev_major: rdev.0,
-            rdev_minor: rdev.1,
-            check,
+            header: NewcHeader {
+                format: Format::default(),
+                filesize: 0,
+                namesize: 0,
+                ..*header
+            },
+            size: u64::from(header.filesize),
+            auto_ino: false,
             symlink_target,
         }
+    }
+
+    /// The header fields. Those the writer derives are left at their
+    /// defaults: `format` (the writer's), `filesize` (see
+    /// [`Entry::file_size`]) and `namesize` (from [`Entry::name`]).
+    pub fn header(&self) -> &NewcHeader {
+        &self.header
     }
 
     /// Sets the permission bits (0o7777: rwx for all, setuid, setgid,
     /// sticky); the file type bits are kept.
     pub fn with_mode(mut self, perm: u32) -> Entry {
-        self.mode = (self.mode & S_IFMT) | (perm & 0o7777);
+        self.header.mode = (self.header.mode & S_IFMT) | (perm & 0o7777);
         self
     }
 
     /// Sets the whole `c_mode`, type bits included (any value, for tests of
     /// odd archives).
     pub fn with_raw_mode(mut self, mode: u32) -> Entry {
-        self.mode = mode;
+        self.header.mode = mode;
         self
     }
 
     /// Sets the owner.
     pub fn with_uid(mut self, uid: u32) -> Entry {
-        self.uid = uid;
+        self.header.uid = uid;
         self
     }
 
     /// Sets the group.
     pub fn with_gid(mut self, gid: u32) -> Entry {
-        self.gid = gid;
+        self.header.gid = gid;
         self
     }
 
     /// Sets the modification time (seconds since the epoch).
     pub fn with_mtime(mut self, mtime: u32) -> Entry {
-        self.mtime = mtime;
+        self.header.mtime = mtime;
         self
     }
 
     /// Sets the inode number (otherwise the writer assigns one).
     pub fn with_ino(mut self, ino: u32) -> Entry {
-        self.ino = Some(ino);
+        self.header.ino = ino;
+        self.auto_ino = false;
         self
     }
 
     /// Clears the inode number so the writer assigns one.
     pub fn without_ino(mut self) -> Entry {
-        self.ino = None;
+        self.header.ino = 0;
+        self.auto_ino = true;
         self
     }
 
     /// Sets the link count.
     pub fn with_nlink(mut self, nlink: u32) -> Entry {
-        self.nlink = nlink;
+        self.header.nlink = nlink;
         self
     }
 
@@ -231,22 +220,22 @@ impl Entry {
     /// Sets `c_devmajor`/`c_devminor` (the device holding the file; part of
     /// the hard-link key, normally 0).
     pub fn with_dev(mut self, major: u32, minor: u32) -> Entry {
-        self.dev_major = major;
-        self.dev_minor = minor;
+        self.header.devmajor = major;
+        self.header.devminor = minor;
         self
     }
 
     /// Sets `c_rdevmajor`/`c_rdevminor` (device numbers of char/block devices).
     pub fn with_rdev(mut self, major: u32, minor: u32) -> Entry {
-        self.rdev_major = major;
-        self.rdev_minor = minor;
+        self.header.rdevmajor = major;
+        self.header.rdevminor = minor;
         self
     }
 
     /// Sets `c_check` (only written in the 070702 format, where the writer
     /// verifies it against the data).
     pub fn with_check(mut self, check: u32) -> Entry {
-        self.check = check;
+        self.header.check = check;
         self
     }
 
@@ -263,7 +252,7 @@ impl Entry {
 
     /// The kind from the file type bits, `None` for an unknown type.
     pub fn kind_checked(&self) -> Option<EntryKind> {
-        EntryKind::from_mode(self.mode)
+        EntryKind::from_mode(self.header.mode)
     }
 
     /// The kind from the file type bits; unknown types read as
@@ -274,37 +263,37 @@ impl Entry {
 
     /// Whole `c_mode`.
     pub fn mode(&self) -> u32 {
-        self.mode
+        self.header.mode
     }
 
     /// Permission bits (0o7777).
     pub fn perm(&self) -> u32 {
-        self.mode & 0o7777
+        self.header.mode & 0o7777
     }
 
     /// Inode number, `None` if the writer is to assign it.
     pub fn ino(&self) -> Option<u32> {
-        self.ino
+        (!self.auto_ino).then_some(self.header.ino)
     }
 
     /// `c_uid`.
     pub fn uid(&self) -> u32 {
-        self.uid
+        self.header.uid
     }
 
     /// `c_gid`.
     pub fn gid(&self) -> u32 {
-        self.gid
+        self.header.gid
     }
 
     /// `c_nlink`.
     pub fn nlink(&self) -> u32 {
-        self.nlink
+        self.header.nlink
     }
 
     /// `c_mtime`.
     pub fn mtime(&self) -> u32 {
-        self.mtime
+        self.header.mtime
     }
 
     /// Data size (`c_filesize`; for symlinks the target length). A `u64`
@@ -315,17 +304,17 @@ impl Entry {
 
     /// `c_devmajor`, `c_devminor`.
     pub fn dev(&self) -> (u32, u32) {
-        (self.dev_major, self.dev_minor)
+        (self.header.devmajor, self.header.devminor)
     }
 
     /// `c_rdevmajor`, `c_rdevminor`.
     pub fn rdev(&self) -> (u32, u32) {
-        (self.rdev_major, self.rdev_minor)
+        (self.header.rdevmajor, self.header.rdevminor)
     }
 
     /// `c_check`.
     pub fn check(&self) -> u32 {
-        self.check
+        self.header.check
     }
 
     /// The symlink target (empty for other kinds).

@@ -4,6 +4,10 @@
 //!
 //! Every field after the magic is 8 hexadecimal digits. We write upper case,
 //! as GNU cpio and gen_init_cpio do, and accept either case.
+//!
+//! NB: not deku (the design card's crate for fixed layouts): deku models
+//! binary integers, and these fields are ASCII hex digits, each of which
+//! must be checked (and reported with its offset) on its own.
 
 use crate::error::{Error, Result};
 
@@ -75,21 +79,28 @@ pub struct NewcHeader {
     pub check: u32,
 }
 
-/// Field names in header order after the magic, for error messages.
-const FIELDS: [&str; 13] = [
-    "c_ino",
-    "c_mode",
-    "c_uid",
-    "c_gid",
-    "c_nlink",
-    "c_mtime",
-    "c_filesize",
-    "c_devmajor",
-    "c_devminor",
-    "c_rdevmajor",
-    "c_rdevminor",
-    "c_namesize",
-    "c_check",
+/// A field's value in a header.
+type Get = fn(&NewcHeader) -> u32;
+/// Sets a field's value in a header.
+type Set = fn(&mut NewcHeader, u32);
+
+/// The 13 fields after the magic, in header order: the cpio(5) name (for
+/// errors), and how to read and set it. The one list of the layout, shared
+/// by [`NewcHeader::parse`] and [`NewcHeader::to_bytes`].
+const FIELDS: [(&str, Get, Set); 13] = [
+    ("c_ino", |h| h.ino, |h, v| h.ino = v),
+    ("c_mode", |h| h.mode, |h, v| h.mode = v),
+    ("c_uid", |h| h.uid, |h, v| h.uid = v),
+    ("c_gid", |h| h.gid, |h, v| h.gid = v),
+    ("c_nlink", |h| h.nlink, |h, v| h.nlink = v),
+    ("c_mtime", |h| h.mtime, |h, v| h.mtime = v),
+    ("c_filesize", |h| h.filesize, |h, v| h.filesize = v),
+    ("c_devmajor", |h| h.devmajor, |h, v| h.devmajor = v),
+    ("c_devminor", |h| h.devminor, |h, v| h.devminor = v),
+    ("c_rdevmajor", |h| h.rdevmajor, |h, v| h.rdevmajor = v),
+    ("c_rdevminor", |h| h.rdevminor, |h, v| h.rdevminor = v),
+    ("c_namesize", |h| h.namesize, |h, v| h.namesize = v),
+    ("c_check", |h| h.check, |h, v| h.check = v),
 ];
 
 impl NewcHeader {
@@ -109,56 +120,28 @@ impl NewcHeader {
                 })
             }
         };
-        let mut v = [0u32; 13];
-        for (i, slot) in v.iter_mut().enumerate() {
+        let mut h = NewcHeader {
+            format,
+            ..NewcHeader::default()
+        };
+        for (i, (name, _, set)) in FIELDS.iter().enumerate() {
             let start = 6 + 8 * i;
             let field = bytes.get(start..start + 8).unwrap_or_default();
-            *slot = parse_hex8(field).ok_or(Error::BadHeaderField {
+            let v = parse_hex8(field).ok_or(Error::BadHeaderField {
                 offset: offset + start as u64,
-                field: FIELDS[i],
+                field: name,
             })?;
+            set(&mut h, v);
         }
-        let [ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor, namesize, check] =
-            v;
-        Ok(NewcHeader {
-            format,
-            ino,
-            mode,
-            uid,
-            gid,
-            nlink,
-            mtime,
-            filesize,
-            devmajor,
-            devminor,
-            rdevmajor,
-            rdevminor,
-            namesize,
-            check,
-        })
+        Ok(h)
     }
 
     /// The 110 header bytes, hex in upper case.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut out = [0u8; Self::SIZE];
         out[..6].copy_from_slice(self.format.magic());
-        let v = [
-            self.ino,
-            self.mode,
-            self.uid,
-            self.gid,
-            self.nlink,
-            self.mtime,
-            self.filesize,
-            self.devmajor,
-            self.devminor,
-            self.rdevmajor,
-            self.rdevminor,
-            self.namesize,
-            self.check,
-        ];
-        for (i, value) in v.iter().enumerate() {
-            write_hex8(&mut out[6 + 8 * i..14 + 8 * i], *value);
+        for (i, (_, get, _)) in FIELDS.iter().enumerate() {
+            write_hex8(&mut out[6 + 8 * i..14 + 8 * i], get(self));
         }
         out
     }

@@ -220,20 +220,7 @@ impl<R: Read> Reader<R> {
                     sum: 0,
                 });
         }
-        let entry = Entry::from_raw(
-            name.to_vec(),
-            h.mode,
-            h.ino,
-            h.uid,
-            h.gid,
-            h.nlink,
-            h.mtime,
-            size,
-            (h.devmajor, h.devminor),
-            (h.rdevmajor, h.rdevminor),
-            h.check,
-            target,
-        );
+        let entry = Entry::from_header(&h, name.to_vec(), target);
         Ok(Event::Entry(entry, header_offset))
     }
 

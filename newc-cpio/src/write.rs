@@ -185,24 +185,16 @@ impl<W: Write> Writer<W> {
             (Format::Crc, false) if filesize == 0 => 0,
             (Format::Crc, false) => entry.check(),
         };
-        let (dev_major, dev_minor) = entry.dev();
-        let (rdev_major, rdev_minor) = entry.rdev();
+        // The entry's fields, and those the writer owns.
         let header = NewcHeader {
             format: self.format,
             ino,
-            mode: entry.mode(),
-            uid: entry.uid(),
-            gid: entry.gid(),
             nlink,
-            mtime: entry.mtime(),
             filesize,
-            devmajor: dev_major,
-            devminor: dev_minor,
-            rdevmajor: rdev_major,
-            rdevminor: rdev_minor,
             // validate() bounded the name to MAX_NAME_LEN.
             namesize: name.len() as u32 + 1,
             check,
+            ..*entry.header()
         };
         // From here on a failure leaves a partial entry behind.
         self.broken = true;
