@@ -5,7 +5,7 @@
 //! (`compressor` field) and, when needed, the compression options metadata block
 //! right after it (flag `COMP_OPT`, 0x400).
 
-use crate::error::{corrupt, Error, Result};
+use crate::error::{corrupt, Error, Location, Result};
 
 /// Which compressor the image uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,7 +338,10 @@ impl Decompressor {
             ID_LZ4 => Ok(Decompressor::Lz4),
             ID_ZSTD => Ok(Decompressor::Zstd),
             ID_XZ => Ok(Decompressor::Xz),
-            other => Err(corrupt(20, format!("unsupported compressor id {other}"))),
+            other => Err(corrupt(
+                Location::Superblock("compressor"),
+                format!("unsupported compressor id {other}"),
+            )),
         }
     }
 
@@ -361,19 +364,25 @@ impl Decompressor {
                         }
                         other => format!("corrupt compressed data ({other:?})"),
                     };
-                    corrupt(offset, format!("zlib block of {} bytes: {why}", data.len()))
+                    corrupt(
+                        Location::Image(offset),
+                        format!("zlib block of {} bytes: {why}", data.len()),
+                    )
                 })
             }
             Decompressor::Lz4 => {
                 let mut out = vec![0u8; limit];
                 let n = lz4_flex::block::decompress_into(data, &mut out)
-                    .map_err(|e| corrupt(offset, format!("lz4: {e}")))?;
+                    .map_err(|e| corrupt(Location::Image(offset), format!("lz4: {e}")))?;
                 out.truncate(n);
                 Ok(out)
             }
             Decompressor::Zstd => {
                 let bad = |why: String| {
-                    corrupt(offset, format!("zstd block of {} bytes: {why}", data.len()))
+                    corrupt(
+                        Location::Image(offset),
+                        format!("zstd block of {} bytes: {why}", data.len()),
+                    )
                 };
                 // The kernel sizes its zstd workspace from the block size,
                 // and so do we: a frame asking for more is refused before
@@ -391,7 +400,10 @@ impl Decompressor {
             }
             Decompressor::Xz => {
                 let bad = |why: String| {
-                    corrupt(offset, format!("xz block of {} bytes: {why}", data.len()))
+                    corrupt(
+                        Location::Image(offset),
+                        format!("xz block of {} bytes: {why}", data.len()),
+                    )
                 };
                 // Memory bounded: a squashfs dictionary is at most a block
                 // (1 MiB); metadata blocks use the same stream settings.

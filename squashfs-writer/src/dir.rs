@@ -2,12 +2,49 @@
 //! (`count-1`, inode block, base inode number) followed by 8-byte entries + name.
 //! Entries are sorted by name bytes (unsigned) — the kernel's lookup depends on it.
 
-use crate::error::{corrupt, Error, Result};
-use crate::inode::{Cursor, DirIndex};
-use crate::metadata::MetadataWriter;
+use deku::{DekuRead, DekuWrite};
+
+use crate::cursor::{put, Cursor};
+use crate::error::{corrupt, Error, Location, Result, Table};
+use crate::inode::DirIndex;
+use crate::table::MetadataWriter;
 
 /// Most entries one header may cover (kernel refuses more).
 pub const MAX_ENTRIES_PER_HEADER: usize = 256;
+
+/// The header of a run of entries (`squashfs_dir_header`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, DekuRead, DekuWrite)]
+#[deku(endian = "little")]
+pub(crate) struct DirHeader {
+    /// Entries in the run, minus one.
+    pub(crate) count: u32,
+    /// Inode table block (relative) holding every inode of the run.
+    pub(crate) start: u32,
+    /// Base inode number the entries' deltas apply to.
+    pub(crate) inode_number: u32,
+}
+
+impl DirHeader {
+    pub(crate) const SIZE: usize = 12;
+}
+
+/// The fixed part of an entry (`squashfs_dir_entry`); the name follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, DekuRead, DekuWrite)]
+#[deku(endian = "little")]
+pub(crate) struct DirEntryHead {
+    /// The inode's offset in its metadata block.
+    pub(crate) offset: u16,
+    /// Inode number minus the header's base.
+    pub(crate) inode_delta: i16,
+    /// Basic inode type (1..=7).
+    pub(crate) inode_type: u16,
+    /// Name length minus one.
+    pub(crate) name_size: u16,
+}
+
+impl DirEntryHead {
+    pub(crate) const SIZE: usize = 8;
+}
 
 /// One entry to list (writer side).
 pub(crate) struct ListingEntry<'a> {
@@ -74,15 +111,16 @@ pub(crate) fn write_listing(
         // Also start a new header before a run outgrows one metadata block, as
         // mksquashfs does, so the directory index can point near every name.
         let mut j = i;
-        let mut run = 12usize;
+        let mut run = DirHeader::SIZE;
         while j < entries.len()
             && j - i < MAX_ENTRIES_PER_HEADER
-            && (j == i || run + 8 + entries[j].name.len() <= crate::metadata::METADATA_SIZE)
+            && (j == i
+                || run + DirEntryHead::SIZE + entries[j].name.len() <= crate::table::METADATA_SIZE)
             && (entries[j].inode_ref >> 16) as u32 == block
             && i64::from(entries[j].number) - i64::from(base) >= i64::from(i16::MIN)
             && i64::from(entries[j].number) - i64::from(base) <= i64::from(i16::MAX)
         {
-            run += 8 + entries[j].name.len();
+            run += DirEntryHead::SIZE + entries[j].name.len();
             j += 1;
         }
         let (hdr_block, _) = w.position();
@@ -97,14 +135,21 @@ pub(crate) fn write_listing(
             last_header_block = hdr_block;
         }
         buf.clear();
-        buf.extend_from_slice(&((j - i - 1) as u32).to_le_bytes());
-        buf.extend_from_slice(&block.to_le_bytes());
-        buf.extend_from_slice(&base.to_le_bytes());
+        let header = DirHeader {
+            count: (j - i - 1) as u32,
+            start: block,
+            inode_number: base,
+        };
+        put(&mut buf, &header)?;
         for e in &entries[i..j] {
-            buf.extend_from_slice(&((e.inode_ref & 0xffff) as u16).to_le_bytes());
-            buf.extend_from_slice(&((i64::from(e.number) - i64::from(base)) as i16).to_le_bytes());
-            buf.extend_from_slice(&e.basic_type.to_le_bytes());
-            buf.extend_from_slice(&((e.name.len() - 1) as u16).to_le_bytes());
+            let head = DirEntryHead {
+                offset: (e.inode_ref & 0xffff) as u16,
+                // Within i16: the run stops before a delta that is not.
+                inode_delta: (i64::from(e.number) - i64::from(base)) as i16,
+                inode_type: e.basic_type,
+                name_size: (e.name.len() - 1) as u16,
+            };
+            put(&mut buf, &head)?;
             buf.extend_from_slice(e.name);
         }
         w.write(&buf);
@@ -141,43 +186,41 @@ pub(crate) fn parse_listing(table: &[u8], pos: usize, len: usize) -> Result<Vec<
         .filter(|&e| e <= table.len())
         .ok_or_else(|| {
             corrupt(
-                pos as u64,
+                Location::Table {
+                    table: Table::Directory,
+                    offset: pos as u64,
+                },
                 format!("directory listing of {len} bytes past the end of the directory table"),
             )
         })?;
-    let mut c = Cursor {
-        data: &table[..end],
-        pos,
-    };
+    let mut c = Cursor::new(&table[..end], pos, Table::Directory);
     let mut out = Vec::new();
     while c.pos < end {
-        let count = c.u32()? as u64 + 1;
+        let h: DirHeader = c.fixed(DirHeader::SIZE, "directory header")?;
+        let count = u64::from(h.count) + 1;
         if count > MAX_ENTRIES_PER_HEADER as u64 {
             return Err(corrupt(
-                c.pos as u64,
+                c.here(),
                 format!("directory header with {count} entries"),
             ));
         }
-        let block = c.u32()?;
-        let base = c.u32()?;
         for _ in 0..count {
-            let off = c.u16()?;
-            let delta = c.u16()? as i16;
-            let t = c.u16()?;
-            let nlen = usize::from(c.u16()?) + 1;
+            let e: DirEntryHead = c.fixed(DirEntryHead::SIZE, "directory entry")?;
+            let t = e.inode_type;
+            let nlen = usize::from(e.name_size) + 1;
             if nlen > crate::tree::MAX_NAME_LEN {
-                return Err(corrupt(c.pos as u64, format!("name of {nlen} bytes")));
+                return Err(corrupt(c.here(), format!("name of {nlen} bytes")));
             }
             let name = c.bytes(nlen)?.to_vec();
             if !(1..=7).contains(&t) {
-                return Err(corrupt(c.pos as u64, format!("directory entry type {t}")));
+                return Err(corrupt(c.here(), format!("directory entry type {t}")));
             }
-            let number = i64::from(base) + i64::from(delta);
+            let number = i64::from(h.inode_number) + i64::from(e.inode_delta);
             let number = u32::try_from(number)
-                .map_err(|_| corrupt(c.pos as u64, "inode number out of range"))?;
+                .map_err(|_| corrupt(c.here(), "inode number out of range"))?;
             out.push(DirEntry {
                 name,
-                inode_ref: (u64::from(block) << 16) | u64::from(off),
+                inode_ref: (u64::from(h.start) << 16) | u64::from(e.offset),
                 number,
                 basic_type: t,
             });

@@ -121,13 +121,17 @@ pub enum Error {
         expected: u64,
     },
     /// The image being read is malformed.
-    #[error("corrupt image at offset {offset:#x}: {what}")]
+    #[error("corrupt image at {at}: {what}")]
     Corrupt {
-        /// Byte offset (in the image, or in the table named by `what`).
-        offset: u64,
+        /// Where the fault is.
+        at: Location,
         /// What was found or expected.
         what: String,
     },
+    /// A broken invariant of this crate (a bug, not bad input): reported,
+    /// never a panic.
+    #[error("internal error (a bug in squashfs-writer): {0}")]
+    Internal(&'static str),
     /// A path looked up in an image does not exist.
     #[error("{:?} not found in image", show(path))]
     NotInImage {
@@ -145,9 +149,74 @@ pub enum Error {
 /// Shorthand result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub(crate) fn corrupt(offset: u64, what: impl Into<String>) -> Error {
+/// A metadata table of the image, for [`Location::Table`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Table {
+    /// The inode table.
+    Inode,
+    /// The directory table.
+    Directory,
+    /// The fragment table.
+    Fragment,
+    /// The export table.
+    Export,
+    /// The id table.
+    Id,
+    /// The xattr key/value table.
+    Xattr,
+    /// The xattr id table.
+    XattrId,
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Table::Inode => "inode",
+            Table::Directory => "directory",
+            Table::Fragment => "fragment",
+            Table::Export => "export",
+            Table::Id => "id",
+            Table::Xattr => "xattr",
+            Table::XattrId => "xattr id",
+        })
+    }
+}
+
+/// Where in an image a fault was found: one way of saying it for every
+/// [`Error::Corrupt`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Location {
+    /// A byte offset in the image.
+    Image(u64),
+    /// A superblock field, by its name in the format's documentation.
+    Superblock(&'static str),
+    /// An offset in a table's decompressed bytes.
+    Table {
+        /// Which table.
+        table: Table,
+        /// The offset in its uncompressed bytes.
+        offset: u64,
+    },
+    /// An inode, by its reference (metadata block start << 16 | offset).
+    Inode(u64),
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Image(o) => write!(f, "offset {o:#x}"),
+            Location::Superblock(field) => write!(f, "superblock field {field}"),
+            Location::Table { table, offset } => write!(f, "{table} table offset {offset:#x}"),
+            Location::Inode(r) => write!(f, "inode {r:#x}"),
+        }
+    }
+}
+
+pub(crate) fn corrupt(at: Location, what: impl Into<String>) -> Error {
     Error::Corrupt {
-        offset,
+        at,
         what: what.into(),
     }
 }

@@ -1,7 +1,17 @@
-//! Inodes of the inode table: a 16-byte common header, then a body per type
-//! (basic types 1-7, extended types 8-14 = basic + 7).
+//! Inodes of the inode table: a 16-byte common header ([`InodeHeader`],
+//! declared with deku), then a body per type (basic types 1-7, extended
+//! types 8-14 = basic + 7), as `squashfs_base_inode` and the
+//! `squashfs_*_inode` structures of the kernel's `squashfs_fs.h`.
+//!
+//! NB: the bodies are not deku structures: each type has a basic and an
+//! extended layout chosen by what the inode needs, and their variable parts
+//! (block lists, targets, directory indexes) have counts to check against
+//! the table before anything is allocated.
 
-use crate::error::{corrupt, Result};
+use deku::{DekuRead, DekuWrite};
+
+use crate::cursor::{put, Cursor};
+use crate::error::{corrupt, Result, Table};
 
 /// No xattrs / no fragment marker.
 pub const NONE: u32 = 0xFFFF_FFFF;
@@ -27,7 +37,8 @@ pub mod kind {
 }
 
 /// The common inode header.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, DekuRead, DekuWrite)]
+#[deku(endian = "little")]
 pub struct InodeHeader {
     /// Inode type as stored (1..=14).
     pub inode_type: u16,
@@ -152,14 +163,16 @@ fn put64(o: &mut Vec<u8>, v: u64) {
     o.extend_from_slice(&v.to_le_bytes());
 }
 
-impl Inode {
-    /// Picks basic or extended type from the body (kernel-compatible rules) and
-    /// serializes. `header.inode_type` is set to the basic kind by the caller and
-    /// bumped to extended here when needed.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let h = &self.header;
-        let basic = h.inode_type;
-        let extended = match &self.body {
+impl InodeHeader {
+    /// Bytes of the header.
+    pub const SIZE: usize = 16;
+}
+
+impl InodeBody {
+    /// Whether this body needs the extended layout (kernel-compatible
+    /// rules: what the basic layout cannot hold).
+    fn needs_extended(&self) -> bool {
+        match self {
             InodeBody::Dir {
                 file_size,
                 xattr,
@@ -183,80 +196,14 @@ impl Inode {
             InodeBody::Symlink { xattr, .. }
             | InodeBody::Device { xattr, .. }
             | InodeBody::Ipc { xattr, .. } => *xattr != NONE,
-        };
-        put16(
-            out,
-            if extended {
-                basic + kind::EXTENDED
-            } else {
-                basic
-            },
-        );
-        put16(out, h.mode);
-        put16(out, h.uid_idx);
-        put16(out, h.gid_idx);
-        put32(out, h.mtime);
-        put32(out, h.number);
-        match &self.body {
-            InodeBody::Dir {
-                start_block,
-                nlink,
-                file_size,
-                offset,
-                parent,
-                xattr,
-                index,
-            } => {
-                if extended {
-                    put32(out, *nlink);
-                    put32(out, *file_size);
-                    put32(out, *start_block);
-                    put32(out, *parent);
-                    put16(out, index.len() as u16);
-                    put16(out, *offset);
-                    put32(out, *xattr);
-                    for i in index {
-                        put32(out, i.index);
-                        put32(out, i.start_block);
-                        put32(out, i.name.len() as u32 - 1);
-                        out.extend_from_slice(&i.name);
-                    }
-                } else {
-                    put32(out, *start_block);
-                    put32(out, *nlink);
-                    put16(out, *file_size as u16);
-                    put16(out, *offset);
-                    put32(out, *parent);
-                }
-            }
-            InodeBody::File {
-                start,
-                size,
-                sparse,
-                nlink,
-                fragment,
-                fragment_offset,
-                xattr,
-                blocks,
-            } => {
-                if extended {
-                    put64(out, *start);
-                    put64(out, *size);
-                    put64(out, *sparse);
-                    put32(out, *nlink);
-                    put32(out, *fragment);
-                    put32(out, *fragment_offset);
-                    put32(out, *xattr);
-                } else {
-                    put32(out, *start as u32);
-                    put32(out, *fragment);
-                    put32(out, *fragment_offset);
-                    put32(out, *size as u32);
-                }
-                for b in blocks {
-                    put32(out, *b);
-                }
-            }
+        }
+    }
+
+    /// Appends the body in its basic or extended layout.
+    fn encode(&self, extended: bool, out: &mut Vec<u8>) {
+        match self {
+            InodeBody::Dir { .. } => self.encode_dir(extended, out),
+            InodeBody::File { .. } => self.encode_file(extended, out),
             InodeBody::Symlink {
                 nlink,
                 target,
@@ -285,144 +232,238 @@ impl Inode {
         }
     }
 
+    /// `squashfs_dir_inode` / `squashfs_ldir_inode` (with its index).
+    fn encode_dir(&self, extended: bool, out: &mut Vec<u8>) {
+        let InodeBody::Dir {
+            start_block,
+            nlink,
+            file_size,
+            offset,
+            parent,
+            xattr,
+            index,
+        } = self
+        else {
+            return;
+        };
+        if extended {
+            put32(out, *nlink);
+            put32(out, *file_size);
+            put32(out, *start_block);
+            put32(out, *parent);
+            put16(out, index.len() as u16);
+            put16(out, *offset);
+            put32(out, *xattr);
+            for i in index {
+                put32(out, i.index);
+                put32(out, i.start_block);
+                put32(out, i.name.len() as u32 - 1);
+                out.extend_from_slice(&i.name);
+            }
+        } else {
+            put32(out, *start_block);
+            put32(out, *nlink);
+            put16(out, *file_size as u16);
+            put16(out, *offset);
+            put32(out, *parent);
+        }
+    }
+
+    /// `squashfs_reg_inode` / `squashfs_lreg_inode`, then the block list.
+    fn encode_file(&self, extended: bool, out: &mut Vec<u8>) {
+        let InodeBody::File {
+            start,
+            size,
+            sparse,
+            nlink,
+            fragment,
+            fragment_offset,
+            xattr,
+            blocks,
+        } = self
+        else {
+            return;
+        };
+        if extended {
+            put64(out, *start);
+            put64(out, *size);
+            put64(out, *sparse);
+            put32(out, *nlink);
+            put32(out, *fragment);
+            put32(out, *fragment_offset);
+            put32(out, *xattr);
+        } else {
+            put32(out, *start as u32);
+            put32(out, *fragment);
+            put32(out, *fragment_offset);
+            put32(out, *size as u32);
+        }
+        for b in blocks {
+            put32(out, *b);
+        }
+    }
+
+    /// `squashfs_dir_inode` (type 1).
+    fn parse_dir(c: &mut Cursor<'_>) -> Result<InodeBody> {
+        let start_block = c.u32()?;
+        let nlink = c.u32()?;
+        let file_size = u32::from(c.u16()?);
+        let offset = c.u16()?;
+        let parent = c.u32()?;
+        Ok(InodeBody::Dir {
+            start_block,
+            nlink,
+            file_size,
+            offset,
+            parent,
+            xattr: NONE,
+            index: Vec::new(),
+        })
+    }
+
+    /// `squashfs_ldir_inode` (type 8) and its directory index.
+    fn parse_ldir(c: &mut Cursor<'_>) -> Result<InodeBody> {
+        let nlink = c.u32()?;
+        let file_size = c.u32()?;
+        let start_block = c.u32()?;
+        let parent = c.u32()?;
+        let count = c.u16()?;
+        let offset = c.u16()?;
+        let xattr = c.u32()?;
+        let mut index = Vec::new();
+        for _ in 0..count {
+            let i = c.u32()?;
+            let sb = c.u32()?;
+            let len = c.u32()?;
+            if len >= 256 {
+                return Err(corrupt(
+                    c.here(),
+                    format!("directory index name length {}", u64::from(len) + 1),
+                ));
+            }
+            let name = c.bytes(len as usize + 1)?.to_vec();
+            index.push(DirIndex {
+                index: i,
+                start_block: sb,
+                name,
+            });
+        }
+        Ok(InodeBody::Dir {
+            start_block,
+            nlink,
+            file_size,
+            offset,
+            parent,
+            xattr,
+            index,
+        })
+    }
+
+    /// `squashfs_reg_inode` (type 2) or `squashfs_lreg_inode` (9), and the
+    /// block list, its count bounded by the table before allocating.
+    fn parse_file(c: &mut Cursor<'_>, extended: bool, block_size: u32) -> Result<InodeBody> {
+        let (start, size, sparse, nlink, fragment, fragment_offset, xattr) = if !extended {
+            let start = u64::from(c.u32()?);
+            let fragment = c.u32()?;
+            let fragment_offset = c.u32()?;
+            let size = u64::from(c.u32()?);
+            (start, size, 0, 1, fragment, fragment_offset, NONE)
+        } else {
+            (
+                c.u64()?,
+                c.u64()?,
+                c.u64()?,
+                c.u32()?,
+                c.u32()?,
+                c.u32()?,
+                c.u32()?,
+            )
+        };
+        let bs = u64::from(block_size);
+        let n = if fragment != NONE {
+            size / bs
+        } else {
+            size.div_ceil(bs)
+        };
+        let avail = (c.data.len().saturating_sub(c.pos) / 4) as u64;
+        if n > avail {
+            return Err(corrupt(
+                c.here(),
+                format!("file of {size} bytes needs {n} block words, table has room for {avail}"),
+            ));
+        }
+        let mut blocks = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            blocks.push(c.u32()?);
+        }
+        Ok(InodeBody::File {
+            start,
+            size,
+            sparse,
+            nlink,
+            fragment,
+            fragment_offset,
+            xattr,
+            blocks,
+        })
+    }
+
+    /// `squashfs_symlink_inode` (types 3 and 10; the extended one ends with
+    /// an xattr id).
+    fn parse_symlink(c: &mut Cursor<'_>, extended: bool) -> Result<InodeBody> {
+        let nlink = c.u32()?;
+        let len = c.u32()?;
+        if len as usize > crate::tree::MAX_SYMLINK_TARGET || len == 0 {
+            return Err(corrupt(c.here(), format!("symlink target length {len}")));
+        }
+        let target = c.bytes(len as usize)?.to_vec();
+        let xattr = if extended { c.u32()? } else { NONE };
+        Ok(InodeBody::Symlink {
+            nlink,
+            target,
+            xattr,
+        })
+    }
+}
+
+impl Inode {
+    /// Picks basic or extended type from the body (kernel-compatible rules) and
+    /// serializes. `header.inode_type` is set to the basic kind by the caller and
+    /// bumped to extended here when needed.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
+        let extended = self.body.needs_extended();
+        let mut header = self.header.clone();
+        if extended {
+            header.inode_type += kind::EXTENDED;
+        }
+        put(out, &header)?;
+        self.body.encode(extended, out);
+        Ok(())
+    }
+
     /// Parses the inode at `pos` of the uncompressed inode table `table`.
     pub fn parse(table: &[u8], pos: usize, block_size: u32) -> Result<Inode> {
-        let mut c = Cursor { data: table, pos };
-        let header = InodeHeader {
-            inode_type: c.u16()?,
-            mode: c.u16()?,
-            uid_idx: c.u16()?,
-            gid_idx: c.u16()?,
-            mtime: c.u32()?,
-            number: c.u32()?,
-        };
+        let mut c = Cursor::new(table, pos, Table::Inode);
+        let header: InodeHeader = c.fixed(InodeHeader::SIZE, "inode header")?;
         let t = header.inode_type;
+        let extended = t > kind::EXTENDED;
         let body = match t {
-            1 => {
-                let start_block = c.u32()?;
-                let nlink = c.u32()?;
-                let file_size = u32::from(c.u16()?);
-                let offset = c.u16()?;
-                let parent = c.u32()?;
-                InodeBody::Dir {
-                    start_block,
-                    nlink,
-                    file_size,
-                    offset,
-                    parent,
-                    xattr: NONE,
-                    index: Vec::new(),
-                }
-            }
-            8 => {
-                let nlink = c.u32()?;
-                let file_size = c.u32()?;
-                let start_block = c.u32()?;
-                let parent = c.u32()?;
-                let count = c.u16()?;
-                let offset = c.u16()?;
-                let xattr = c.u32()?;
-                let mut index = Vec::new();
-                for _ in 0..count {
-                    let i = c.u32()?;
-                    let sb = c.u32()?;
-                    let len = c.u32()?;
-                    if len >= 256 {
-                        return Err(corrupt(
-                            c.pos as u64,
-                            format!("directory index name length {}", u64::from(len) + 1),
-                        ));
-                    }
-                    let name = c.bytes(len as usize + 1)?.to_vec();
-                    index.push(DirIndex {
-                        index: i,
-                        start_block: sb,
-                        name,
-                    });
-                }
-                InodeBody::Dir {
-                    start_block,
-                    nlink,
-                    file_size,
-                    offset,
-                    parent,
-                    xattr,
-                    index,
-                }
-            }
-            2 | 9 => {
-                let (start, size, sparse, nlink, fragment, fragment_offset, xattr) = if t == 2 {
-                    let start = u64::from(c.u32()?);
-                    let fragment = c.u32()?;
-                    let fragment_offset = c.u32()?;
-                    let size = u64::from(c.u32()?);
-                    (start, size, 0, 1, fragment, fragment_offset, NONE)
-                } else {
-                    (
-                        c.u64()?,
-                        c.u64()?,
-                        c.u64()?,
-                        c.u32()?,
-                        c.u32()?,
-                        c.u32()?,
-                        c.u32()?,
-                    )
-                };
-                let bs = u64::from(block_size);
-                let n = if fragment != NONE {
-                    size / bs
-                } else {
-                    size.div_ceil(bs)
-                };
-                // Bound the count by the table before allocating.
-                let avail = (table.len().saturating_sub(c.pos) / 4) as u64;
-                if n > avail {
-                    return Err(corrupt(c.pos as u64, format!("file of {size} bytes needs {n} block words, table has room for {avail}")));
-                }
-                let mut blocks = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    blocks.push(c.u32()?);
-                }
-                InodeBody::File {
-                    start,
-                    size,
-                    sparse,
-                    nlink,
-                    fragment,
-                    fragment_offset,
-                    xattr,
-                    blocks,
-                }
-            }
-            3 | 10 => {
-                let nlink = c.u32()?;
-                let len = c.u32()?;
-                if len as usize > crate::tree::MAX_SYMLINK_TARGET || len == 0 {
-                    return Err(corrupt(
-                        c.pos as u64,
-                        format!("symlink target length {len}"),
-                    ));
-                }
-                let target = c.bytes(len as usize)?.to_vec();
-                let xattr = if t == 10 { c.u32()? } else { NONE };
-                InodeBody::Symlink {
-                    nlink,
-                    target,
-                    xattr,
-                }
-            }
+            1 => InodeBody::parse_dir(&mut c)?,
+            8 => InodeBody::parse_ldir(&mut c)?,
+            2 | 9 => InodeBody::parse_file(&mut c, extended, block_size)?,
+            3 | 10 => InodeBody::parse_symlink(&mut c, extended)?,
             4 | 5 | 11 | 12 => {
                 let nlink = c.u32()?;
                 let rdev = c.u32()?;
-                let xattr = if t > 7 { c.u32()? } else { NONE };
+                let xattr = if extended { c.u32()? } else { NONE };
                 InodeBody::Device { nlink, rdev, xattr }
             }
             6 | 7 | 13 | 14 => {
                 let nlink = c.u32()?;
-                let xattr = if t > 7 { c.u32()? } else { NONE };
+                let xattr = if extended { c.u32()? } else { NONE };
                 InodeBody::Ipc { nlink, xattr }
             }
-            other => return Err(corrupt(pos as u64, format!("inode type {other}"))),
+            other => return Err(corrupt(c.at(pos), format!("inode type {other}"))),
         };
         Ok(Inode { header, body })
     }
@@ -434,41 +475,5 @@ impl Inode {
         } else {
             self.header.inode_type
         }
-    }
-}
-
-/// Bounds-checked little-endian cursor.
-pub(crate) struct Cursor<'a> {
-    pub(crate) data: &'a [u8],
-    pub(crate) pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .ok_or_else(|| corrupt(self.pos as u64, "length overflow"))?;
-        let s = self.data.get(self.pos..end).ok_or_else(|| {
-            corrupt(
-                self.pos as u64,
-                format!("{n} bytes past the end of a {}-byte table", self.data.len()),
-            )
-        })?;
-        self.pos = end;
-        Ok(s)
-    }
-    pub(crate) fn u16(&mut self) -> Result<u16> {
-        let b = self.bytes(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-    pub(crate) fn u32(&mut self) -> Result<u32> {
-        let b = self.bytes(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    pub(crate) fn u64(&mut self) -> Result<u64> {
-        let lo = u64::from(self.u32()?);
-        let hi = u64::from(self.u32()?);
-        Ok(lo | (hi << 32))
     }
 }

@@ -2,18 +2,28 @@
 //!
 //! # Organization
 //!
-//! | module | structure |
+//! The public API: [`Tree`] (with [`Metadata`], [`FileData`]) and
+//! [`fs`] to describe what goes in, [`Options`] and [`Compression`],
+//! [`write_image`] / [`write_image_to_path`], the validating reader
+//! [`read::Image`], and one [`Error`] whose corrupt-image faults say where
+//! ([`Location`]). Each on-disk structure has one file, named after it
+//! (internal unless a reader of images needs its type):
+//!
+//! | file | structure |
 //! |---|---|
-//! | [`superblock`] | the 96-byte superblock and its flags |
-//! | [`compress`] | compressors and the compression options block |
-//! | [`metadata`] | metadata blocks (8 KiB units) and lookup tables (fragment, export, id, xattr id) |
-//! | [`inode`] | inodes of the inode table, basic and extended |
-//! | [`dir`] | directory listings (headers + entries) and the directory index |
-//! | [`xattr`] | xattr key/value table, xattr id table |
-//! | [`Tree`], [`Metadata`], [`FileData`] | the in-memory input tree |
-//! | [`write_image`], [`write_image_to_path`] | the writer: plan, parallel data pipeline, tables |
-//! | [`fs`] | building a [`Tree`] from a host path |
+//! | [`superblock`] | the 96-byte superblock and its flags (deku) |
+//! | `compress.rs` | compressors and the compression options block |
+//! | `table.rs` | metadata blocks (8 KiB units), runs of them, and lookup tables with their index |
+//! | [`inode`] | inodes of the inode table: header (deku), basic and extended bodies |
+//! | `dir.rs` | directory listings: header and entry (deku) + name; the directory index |
+//! | `fragment.rs` | fragment table entries (deku) |
+//! | `id.rs` | the id table (uids and gids) |
+//! | `export.rs` | the export table (inode references by number) |
+//! | `xattr.rs` | xattr key/value table, xattr id entries (deku) |
+//! | `cursor.rs` | the bounds-checked cursor every table parser reads with |
+//! | `write.rs` | the writer: plan, parallel data pipeline, inodes and directories, tables, superblock |
 //! | [`read`] | the validating reader ([`read::Image`]) |
+//! | [`fs`] | building a [`Tree`] from a host path |
 //!
 //! Layout, kernel rules and traps followed: superblock | compression options |
 //! data and fragment blocks | inode table | directory table | fragment table |
@@ -24,22 +34,27 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod compress;
-pub mod dir;
+mod compress;
+mod cursor;
+mod dir;
 mod error;
+mod export;
+mod fragment;
 pub mod fs;
+mod id;
 pub mod inode;
-pub mod metadata;
 mod options;
 pub mod read;
 mod source;
 pub mod superblock;
+mod table;
 mod tree;
 mod write;
-pub mod xattr;
+mod xattr;
 
 pub use compress::{xz_dict_ok as xz_dict_size_ok, zstd_frame_window, Compression};
-pub use error::{Error, Result};
+pub use error::{Error, Location, Result, Table};
+pub use id::MAX_IDS;
 pub use options::Options;
 pub use tree::{DeviceKind, FileData, Metadata, Tree, MAX_NAME_LEN, MAX_SYMLINK_TARGET};
 pub use write::{write_image, write_image_to_path, Summary, BLOCK_UNCOMPRESSED};

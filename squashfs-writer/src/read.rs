@@ -8,15 +8,16 @@
 //! [`Error::Limit`], never a panic.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 
 use crate::compress::Decompressor;
-use crate::dir::{parse_listing, DirEntry};
-use crate::error::{corrupt, Error, Result};
-use crate::inode::{decode_rdev, Cursor, Inode, InodeBody, NONE};
-use crate::metadata::{METADATA_SIZE, UNCOMPRESSED};
+use crate::dir::parse_listing;
+use crate::error::{corrupt, Error, Location, Result, Table};
+use crate::fragment::FragmentEntry;
+use crate::inode::{decode_rdev, Inode, InodeBody, NONE};
 use crate::superblock::{Superblock, NOT_PRESENT};
+use crate::table::{read_lookup, read_run, u64_at, MetaTable};
 use crate::write::BLOCK_UNCOMPRESSED;
 
 /// Deepest directory nesting the walk follows.
@@ -26,9 +27,8 @@ pub const MAX_PATH_BYTES: usize = 256 << 20;
 /// Total xattr name and value bytes the walk produces before giving up: every
 /// entry carries its own copy of its (possibly shared) set.
 pub const MAX_XATTR_BYTES: usize = 256 << 20;
-/// Largest decompressed metadata table accepted (real images stay far below;
-/// a hostile image could otherwise inflate ~400x its size).
-pub const MAX_TABLE_BYTES: usize = 512 << 20;
+pub use crate::dir::DirEntry;
+pub use crate::table::MAX_TABLE_BYTES;
 
 /// Kind of an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -97,32 +97,6 @@ pub struct Entry {
     pub extended: bool,
 }
 
-/// A decompressed metadata table with the map from block start to uncompressed offset.
-struct MetaTable {
-    bytes: Vec<u8>,
-    blocks: BTreeMap<u64, usize>,
-}
-
-impl MetaTable {
-    fn resolve(&self, r: u64, what: &str) -> Result<usize> {
-        let block = r >> 16;
-        let off = (r & 0xffff) as usize;
-        let start = self.blocks.get(&block).ok_or_else(|| {
-            corrupt(
-                block,
-                format!("{what} reference {r:#x}: no metadata block starts there"),
-            )
-        })?;
-        if off >= METADATA_SIZE || start + off > self.bytes.len() {
-            return Err(corrupt(
-                block,
-                format!("{what} reference {r:#x}: offset past the block"),
-            ));
-        }
-        Ok(start + off)
-    }
-}
-
 /// An image being read.
 pub struct Image<'a> {
     data: &'a [u8],
@@ -145,17 +119,6 @@ impl std::fmt::Debug for Image<'_> {
     }
 }
 
-fn u64_at(data: &[u8], pos: u64) -> Result<u64> {
-    let p = usize::try_from(pos).map_err(|_| corrupt(pos, "offset overflow"))?;
-    let b = p
-        .checked_add(8)
-        .and_then(|e| data.get(p..e))
-        .ok_or_else(|| corrupt(pos, "8-byte table pointer past the end of the image"))?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Ok(u64::from_le_bytes(a))
-}
-
 impl<'a> Image<'a> {
     /// Parses the superblock and loads the tables (inode, directory, id, fragment,
     /// xattr), validating their positions against the image.
@@ -163,43 +126,29 @@ impl<'a> Image<'a> {
         let sb = Superblock::parse(data)?;
         let dec = Decompressor::from_id(sb.compressor)?;
         let data = &data[..sb.bytes_used as usize];
-        let mut img = Image {
+        let ids = crate::id::parse(&read_lookup(
             data,
-            dec,
-            inodes: MetaTable {
-                bytes: Vec::new(),
-                blocks: BTreeMap::new(),
-            },
-            dirs: MetaTable {
-                bytes: Vec::new(),
-                blocks: BTreeMap::new(),
-            },
-            ids: Vec::new(),
-            fragments: Vec::new(),
-            xattr_ids: Vec::new(),
-            xattr_kv: None,
-            frag_cache: RefCell::new(None),
-            sb,
-        };
-        let sb = img.sb.clone();
-        // Id table.
-        let id_bytes = img.lookup_table(sb.id_table_start, u64::from(sb.id_count), 4, "id")?;
-        img.ids = id_bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+            &dec,
+            sb.id_table_start,
+            u64::from(sb.id_count),
+            crate::id::SIZE as u64,
+            Table::Id,
+        )?);
         // Where the directory table ends: the first block of whichever table follows.
         let mut ends = vec![
             sb.bytes_used,
             sb.id_table_start,
             u64_at(data, sb.id_table_start)?,
         ];
+        let mut fragments = Vec::new();
         if sb.fragment_count > 0 {
-            img.fragments = img.lookup_table(
+            fragments = read_lookup(
+                data,
+                &dec,
                 sb.fragment_table_start,
                 u64::from(sb.fragment_count),
-                16,
-                "fragment",
+                FragmentEntry::SIZE as u64,
+                Table::Fragment,
             )?;
             ends.push(sb.fragment_table_start);
             ends.push(u64_at(data, sb.fragment_table_start)?);
@@ -208,23 +157,31 @@ impl<'a> Image<'a> {
             ends.push(sb.export_table_start);
             ends.push(u64_at(data, sb.export_table_start)?);
         }
+        let (mut xattr_ids, mut xattr_kv) = (Vec::new(), None);
         if sb.xattr_id_table_start != NOT_PRESENT {
+            let at = Location::Superblock("xattr_id_table_start");
             let kv_start = u64_at(data, sb.xattr_id_table_start)?;
             let count_pos = sb
                 .xattr_id_table_start
                 .checked_add(8)
-                .ok_or_else(|| corrupt(56, "xattr table overflow"))?;
+                .ok_or_else(|| corrupt(at, "xattr table overflow"))?;
             let count = u64_at(data, count_pos)? & 0xffff_ffff;
             let index_pos = sb.xattr_id_table_start + 16;
-            img.xattr_ids = img.lookup_table(index_pos, count, 16, "xattr id")?;
+            xattr_ids = read_lookup(data, &dec, index_pos, count, 16, Table::XattrId)?;
             let first_id_block = u64_at(data, index_pos)?;
             if kv_start > first_id_block {
                 return Err(corrupt(
-                    sb.xattr_id_table_start,
+                    at,
                     "xattr kv table starts after the xattr id blocks",
                 ));
             }
-            img.xattr_kv = Some(img.read_metadata_run(kv_start, first_id_block, "xattr")?);
+            xattr_kv = Some(read_run(
+                data,
+                &dec,
+                kv_start,
+                first_id_block,
+                Table::Xattr,
+            )?);
             ends.push(kv_start);
         }
         let dir_end = ends
@@ -232,10 +189,32 @@ impl<'a> Image<'a> {
             .filter(|&e| e > sb.directory_table_start)
             .min()
             .unwrap_or(sb.bytes_used);
-        img.inodes =
-            img.read_metadata_run(sb.inode_table_start, sb.directory_table_start, "inode")?;
-        img.dirs = img.read_metadata_run(sb.directory_table_start, dir_end, "directory")?;
-        Ok(img)
+        let inodes = read_run(
+            data,
+            &dec,
+            sb.inode_table_start,
+            sb.directory_table_start,
+            Table::Inode,
+        )?;
+        let dirs = read_run(
+            data,
+            &dec,
+            sb.directory_table_start,
+            dir_end,
+            Table::Directory,
+        )?;
+        Ok(Image {
+            data,
+            sb,
+            dec,
+            inodes,
+            dirs,
+            ids,
+            fragments,
+            xattr_ids,
+            xattr_kv,
+            frag_cache: RefCell::new(None),
+        })
     }
 
     /// The superblock.
@@ -248,130 +227,24 @@ impl<'a> Image<'a> {
         &self.ids
     }
 
-    /// Reads one metadata block at `pos`: (uncompressed bytes, next position).
-    fn metadata_block(&self, pos: u64, what: &str) -> Result<(Vec<u8>, u64)> {
-        let p = usize::try_from(pos).map_err(|_| corrupt(pos, "offset overflow"))?;
-        let h = p
-            .checked_add(2)
-            .and_then(|e| self.data.get(p..e))
-            .ok_or_else(|| corrupt(pos, format!("{what} metadata block header past the end")))?;
-        let h = u16::from_le_bytes([h[0], h[1]]);
-        let len = usize::from(h & !UNCOMPRESSED);
-        if len == 0 || len > METADATA_SIZE {
-            return Err(corrupt(pos, format!("{what} metadata block length {len}")));
-        }
-        let payload = self.data.get(p + 2..p + 2 + len).ok_or_else(|| {
-            corrupt(
-                pos,
-                format!("{what} metadata block of {len} bytes past the end"),
-            )
-        })?;
-        let bytes = if h & UNCOMPRESSED != 0 {
-            payload.to_vec()
-        } else {
-            self.dec.decompress(payload, METADATA_SIZE, pos)?
-        };
-        if bytes.is_empty() {
-            return Err(corrupt(
-                pos,
-                format!("{what} metadata block decompresses to nothing"),
-            ));
-        }
-        Ok((bytes, pos + 2 + len as u64))
-    }
-
-    /// Decompresses the consecutive metadata blocks in `start..end`.
-    fn read_metadata_run(&self, start: u64, end: u64, what: &str) -> Result<MetaTable> {
-        let mut t = MetaTable {
-            bytes: Vec::new(),
-            blocks: BTreeMap::new(),
-        };
-        let mut pos = start;
-        while pos < end {
-            let (b, next) = self.metadata_block(pos, what)?;
-            if next > end {
-                return Err(corrupt(
-                    pos,
-                    format!("{what} metadata block runs into the next table"),
-                ));
-            }
-            if !t.bytes.is_empty() && !t.bytes.len().is_multiple_of(METADATA_SIZE) {
-                return Err(corrupt(
-                    pos,
-                    format!("{what} metadata block after a short block"),
-                ));
-            }
-            if t.bytes.len() + b.len() > MAX_TABLE_BYTES {
-                return Err(Error::Limit {
-                    what: format!("{what} table larger than {MAX_TABLE_BYTES} bytes"),
-                });
-            }
-            t.blocks.insert(pos - start, t.bytes.len());
-            t.bytes.extend_from_slice(&b);
-            pos = next;
-        }
-        Ok(t)
-    }
-
-    /// Reads a lookup table: `count` entries of `size` bytes via the index at `index_pos`.
-    fn lookup_table(&self, index_pos: u64, count: u64, size: u64, what: &str) -> Result<Vec<u8>> {
-        let total = count
-            .checked_mul(size)
-            .ok_or_else(|| corrupt(index_pos, "table size overflow"))?;
-        let nblocks = total.div_ceil(METADATA_SIZE as u64);
-        let index_end = nblocks
-            .checked_mul(8)
-            .and_then(|n| n.checked_add(index_pos))
-            .ok_or_else(|| corrupt(index_pos, "index overflow"))?;
-        if index_end > self.data.len() as u64 {
-            return Err(corrupt(
-                index_pos,
-                format!("{what} table index of {nblocks} blocks past the end"),
-            ));
-        }
-        let mut out = Vec::new();
-        for i in 0..nblocks {
-            let p = u64_at(self.data, index_pos + 8 * i)?;
-            if p >= index_pos {
-                return Err(corrupt(
-                    index_pos,
-                    format!("{what} table block {i} at {p:#x} is not before its index"),
-                ));
-            }
-            let (b, _) = self.metadata_block(p, what)?;
-            let want = (total - i * METADATA_SIZE as u64).min(METADATA_SIZE as u64) as usize;
-            if b.len() < want {
-                return Err(corrupt(
-                    p,
-                    format!(
-                        "{what} table block holds {} bytes, expected {want}",
-                        b.len()
-                    ),
-                ));
-            }
-            out.extend_from_slice(&b[..want]);
-        }
-        Ok(out)
-    }
-
     /// Parses the inode at a reference.
     pub fn inode(&self, inode_ref: u64) -> Result<Inode> {
-        let pos = self.inodes.resolve(inode_ref, "inode")?;
+        let pos = self.inodes.resolve(inode_ref)?;
         let inode = Inode::parse(&self.inodes.bytes, pos, self.sb.block_size)?;
         let n = inode.header.number;
         if n == 0 || n > self.sb.inode_count {
             return Err(corrupt(
-                pos as u64,
+                Location::Inode(inode_ref),
                 format!("inode number {n} outside 1..={}", self.sb.inode_count),
             ));
         }
         Ok(inode)
     }
 
-    fn id(&self, idx: u16, pos: u64) -> Result<u32> {
+    fn id(&self, idx: u16, inode_ref: u64) -> Result<u32> {
         self.ids.get(usize::from(idx)).copied().ok_or_else(|| {
             corrupt(
-                pos,
+                Location::Inode(inode_ref),
                 format!("id index {idx} >= id count {}", self.ids.len()),
             )
         })
@@ -381,30 +254,25 @@ impl<'a> Image<'a> {
         if id == NONE {
             return Ok(Vec::new());
         }
+        let at = Location::Superblock("xattr_id_table_start");
         let kv = self.xattr_kv.as_ref().ok_or_else(|| {
             corrupt(
-                56,
+                at,
                 format!("inode uses xattr id {id} but the image has no xattr table"),
             )
         })?;
-        let off = (id as usize)
-            .checked_mul(16)
-            .ok_or_else(|| corrupt(56, "xattr id overflow"))?;
-        let e = self
-            .xattr_ids
-            .get(off..off + 16)
-            .ok_or_else(|| corrupt(56, format!("xattr id {id} out of range")))?;
-        let mut c = Cursor { data: e, pos: 0 };
-        let r = c.u64()?;
-        let count = c.u32()?;
-        let pos = kv.resolve(r, "xattr")?;
-        if count as usize > kv.bytes.len() / 8 {
+        let e = crate::xattr::XattrId::parse(&self.xattr_ids, id)?;
+        let pos = kv.resolve(e.xattr_ref)?;
+        if e.count as usize > kv.bytes.len() / 8 {
             return Err(corrupt(
-                pos as u64,
-                format!("xattr count {count} larger than the table"),
+                Location::Table {
+                    table: Table::Xattr,
+                    offset: pos as u64,
+                },
+                format!("xattr count {} larger than the table", e.count),
             ));
         }
-        crate::xattr::parse_kv(&kv.bytes, pos, count, &|r| kv.resolve(r, "xattr value"))
+        crate::xattr::parse_kv(&kv.bytes, pos, e.count, &|r| kv.resolve(r))
     }
 
     /// Stat data of the inode at `inode_ref`, reported under `path`.
@@ -412,7 +280,7 @@ impl<'a> Image<'a> {
         let inode = self.inode(inode_ref)?;
         let h = &inode.header;
         let kind = EntryKind::from_basic(inode.basic_type())
-            .ok_or_else(|| corrupt(inode_ref, "inode type"))?;
+            .ok_or_else(|| corrupt(Location::Inode(inode_ref), "inode type"))?;
         let (size, nlink, target, rdev, xattr) = match &inode.body {
             InodeBody::Dir {
                 file_size,
@@ -461,7 +329,10 @@ impl<'a> Image<'a> {
     pub fn root(&self) -> Result<Entry> {
         let e = self.entry(Vec::new(), self.sb.root_inode)?;
         if e.kind != EntryKind::Dir {
-            return Err(corrupt(32, "root inode is not a directory"));
+            return Err(corrupt(
+                Location::Superblock("root_inode"),
+                "root inode is not a directory",
+            ));
         }
         Ok(e)
     }
@@ -476,11 +347,11 @@ impl<'a> Image<'a> {
             ..
         } = inode.body
         else {
-            return Err(corrupt(inode_ref, "not a directory"));
+            return Err(corrupt(Location::Inode(inode_ref), "not a directory"));
         };
         if file_size < 3 {
             return Err(corrupt(
-                inode_ref,
+                Location::Inode(inode_ref),
                 format!("directory file_size {file_size} < 3"),
             ));
         }
@@ -488,19 +359,22 @@ impl<'a> Image<'a> {
         if len == 0 {
             return Ok(Vec::new());
         }
-        let pos = self.dirs.resolve(
-            (u64::from(start_block) << 16) | u64::from(offset),
-            "directory",
-        )?;
+        let pos = self
+            .dirs
+            .resolve((u64::from(start_block) << 16) | u64::from(offset))?;
         let entries = parse_listing(&self.dirs.bytes, pos, len)?;
+        let at = Location::Table {
+            table: Table::Directory,
+            offset: pos as u64,
+        };
         for w in entries.windows(2) {
             if w[0].name >= w[1].name {
-                return Err(corrupt(pos as u64, "directory listing not sorted by name"));
+                return Err(corrupt(at, "directory listing not sorted by name"));
             }
         }
         for e in &entries {
             if e.name.contains(&b'/') || e.name.contains(&0) || e.name == b"." || e.name == b".." {
-                return Err(corrupt(pos as u64, "invalid name in directory listing"));
+                return Err(corrupt(at, "invalid name in directory listing"));
             }
         }
         Ok(entries)
@@ -532,7 +406,7 @@ impl<'a> Image<'a> {
             listing_bytes = listing_bytes.saturating_add(out[idx].size.saturating_sub(3));
             if listing_bytes > self.dirs.bytes.len() as u64 {
                 return Err(corrupt(
-                    dir_ref,
+                    Location::Inode(dir_ref),
                     format!(
                         "directory listings add up to {listing_bytes} bytes, more than the \
                          {}-byte directory table (listings overlap)",
@@ -566,7 +440,7 @@ impl<'a> Image<'a> {
                 if EntryKind::from_basic(d.basic_type) != Some(e.kind) || d.number != e.inode_number
                 {
                     return Err(corrupt(
-                        d.inode_ref,
+                        Location::Inode(d.inode_ref),
                         "directory entry type/number disagrees with its inode",
                     ));
                 }
@@ -625,22 +499,28 @@ impl<'a> Image<'a> {
     fn data_block(&self, pos: u64, word: u32, expected: usize) -> Result<Vec<u8>> {
         if word & !(BLOCK_UNCOMPRESSED | 0x00ff_ffff) != 0 {
             return Err(corrupt(
-                pos,
+                Location::Image(pos),
                 format!("block size word {word:#x} has reserved bits set"),
             ));
         }
         let len = (word & 0x00ff_ffff) as usize;
         if len > self.sb.block_size as usize {
             return Err(corrupt(
-                pos,
+                Location::Image(pos),
                 format!("block of {len} bytes larger than the block size"),
             ));
         }
-        let p = usize::try_from(pos).map_err(|_| corrupt(pos, "offset overflow"))?;
+        let p =
+            usize::try_from(pos).map_err(|_| corrupt(Location::Image(pos), "offset overflow"))?;
         let raw = p
             .checked_add(len)
             .and_then(|e| self.data.get(p..e))
-            .ok_or_else(|| corrupt(pos, format!("data block of {len} bytes past the end")))?;
+            .ok_or_else(|| {
+                corrupt(
+                    Location::Image(pos),
+                    format!("data block of {len} bytes past the end"),
+                )
+            })?;
         let out = if word & BLOCK_UNCOMPRESSED != 0 {
             raw.to_vec()
         } else {
@@ -648,7 +528,7 @@ impl<'a> Image<'a> {
         };
         if out.len() < expected {
             return Err(corrupt(
-                pos,
+                Location::Image(pos),
                 format!("block holds {} bytes, expected {expected}", out.len()),
             ));
         }
@@ -661,23 +541,14 @@ impl<'a> Image<'a> {
                 return Ok(b.clone());
             }
         }
-        let off = (index as usize)
-            .checked_mul(16)
-            .ok_or_else(|| corrupt(80, "fragment index overflow"))?;
-        let e = self.fragments.get(off..off + 16).ok_or_else(|| {
-            corrupt(
-                80,
-                format!(
-                    "fragment {index} >= fragment count {}",
-                    self.sb.fragment_count
-                ),
-            )
-        })?;
-        let mut c = Cursor { data: e, pos: 0 };
-        let start = c.u64()?;
-        let word = c.u32()?;
+        let FragmentEntry {
+            start, size: word, ..
+        } = FragmentEntry::parse(&self.fragments, index)?;
         if word & 0x00ff_ffff == 0 {
-            return Err(corrupt(start, "fragment block of length 0"));
+            return Err(corrupt(
+                Location::Image(start),
+                "fragment block of length 0",
+            ));
         }
         let b = self.data_block(start, word, 0)?;
         *self.frag_cache.borrow_mut() = Some((index, b.clone()));
@@ -696,7 +567,10 @@ impl<'a> Image<'a> {
             ..
         } = inode.body
         else {
-            return Err(corrupt(entry.inode_ref, "not a regular file"));
+            return Err(corrupt(
+                Location::Inode(entry.inode_ref),
+                "not a regular file",
+            ));
         };
         let bs = u64::from(self.sb.block_size);
         let mut pos = start;
@@ -706,21 +580,21 @@ impl<'a> Image<'a> {
             let expected = (size - i as u64 * bs).min(bs) as usize;
             if word & 0x00ff_ffff == 0 {
                 if word != 0 {
-                    return Err(corrupt(pos, "sparse block with flags"));
+                    return Err(corrupt(Location::Image(pos), "sparse block with flags"));
                 }
                 w.write_all(&zeros[..expected])?;
             } else {
                 let b = self.data_block(pos, word, expected)?;
                 if b.len() != expected {
                     return Err(corrupt(
-                        pos,
+                        Location::Image(pos),
                         format!("block inflates to {} bytes, expected {expected}", b.len()),
                     ));
                 }
                 w.write_all(&b)?;
                 pos = pos
                     .checked_add(u64::from(word & 0x00ff_ffff))
-                    .ok_or_else(|| corrupt(pos, "block position overflow"))?;
+                    .ok_or_else(|| corrupt(Location::Image(pos), "block position overflow"))?;
             }
             written += expected as u64;
         }
@@ -728,7 +602,7 @@ impl<'a> Image<'a> {
             let tail = size - written;
             if tail == 0 || tail >= bs {
                 return Err(corrupt(
-                    entry.inode_ref,
+                    Location::Inode(entry.inode_ref),
                     format!("fragment used for a tail of {tail} bytes"),
                 ));
             }
@@ -739,7 +613,7 @@ impl<'a> Image<'a> {
                 .and_then(|e| b.get(o..e))
                 .ok_or_else(|| {
                     corrupt(
-                        entry.inode_ref,
+                        Location::Inode(entry.inode_ref),
                         "file tail past the end of its fragment block",
                     )
                 })?;
@@ -748,7 +622,7 @@ impl<'a> Image<'a> {
         }
         if written != size {
             return Err(corrupt(
-                entry.inode_ref,
+                Location::Inode(entry.inode_ref),
                 format!("file data holds {written} bytes, size is {size}"),
             ));
         }
@@ -777,6 +651,7 @@ impl<'a> Image<'a> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::table::METADATA_SIZE;
     use crate::{write_image, Compression, FileData, Metadata, Options, Tree};
 
     /// An uncompressed image of `dirs` directories `d00..`, the first holding

@@ -109,9 +109,7 @@ impl<'a> Source<'a> {
     pub(crate) fn shared_file(&self) -> Result<Arc<File>> {
         match self {
             Source::File(f, _) => Ok(Arc::clone(f)),
-            Source::Bytes(_) => Err(Error::Unsupported {
-                what: "internal: positional reads of an in-memory source",
-            }),
+            Source::Bytes(_) => Err(Error::Internal("positional reads of an in-memory source")),
         }
     }
 

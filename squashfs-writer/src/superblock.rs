@@ -1,6 +1,12 @@
-//! The 96-byte superblock at offset 0 (SquashFS 4.0, all fields little-endian).
+//! The 96-byte superblock at offset 0 (SquashFS 4.0, all fields
+//! little-endian), declared once with deku: the layout below is both the
+//! parser and the encoder (the kernel's `squashfs_super_block` in
+//! `fs/squashfs/squashfs_fs.h`, in the same order). Errors name fields as
+//! [`Superblock`] does.
 
-use crate::error::{corrupt, Result};
+use deku::{DekuContainerRead, DekuContainerWrite, DekuRead, DekuWrite};
+
+use crate::error::{corrupt, Error, Location, Result};
 
 /// `hsqs`.
 pub const MAGIC: u32 = 0x7371_7368;
@@ -35,8 +41,9 @@ pub mod flags {
     pub const UNCOMPRESSED_IDS: u16 = 0x800;
 }
 
-/// The superblock fields.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// The superblock fields, after the magic `hsqs`.
+#[derive(Clone, Debug, PartialEq, Eq, Default, DekuRead, DekuWrite)]
+#[deku(endian = "little", magic = b"hsqs")]
 pub struct Superblock {
     /// Number of inodes (numbered 1..=inode_count).
     pub inode_count: u32,
@@ -78,68 +85,31 @@ pub struct Superblock {
 
 impl Superblock {
     /// Serializes the 96 bytes.
-    pub fn to_bytes(&self) -> [u8; SIZE] {
-        let mut b = [0u8; SIZE];
-        let mut put = |off: usize, v: &[u8]| b[off..off + v.len()].copy_from_slice(v);
-        put(0, &MAGIC.to_le_bytes());
-        put(4, &self.inode_count.to_le_bytes());
-        put(8, &self.mkfs_time.to_le_bytes());
-        put(12, &self.block_size.to_le_bytes());
-        put(16, &self.fragment_count.to_le_bytes());
-        put(20, &self.compressor.to_le_bytes());
-        put(22, &self.block_log.to_le_bytes());
-        put(24, &self.flags.to_le_bytes());
-        put(26, &self.id_count.to_le_bytes());
-        put(28, &self.version_major.to_le_bytes());
-        put(30, &self.version_minor.to_le_bytes());
-        put(32, &self.root_inode.to_le_bytes());
-        put(40, &self.bytes_used.to_le_bytes());
-        put(48, &self.id_table_start.to_le_bytes());
-        put(56, &self.xattr_id_table_start.to_le_bytes());
-        put(64, &self.inode_table_start.to_le_bytes());
-        put(72, &self.directory_table_start.to_le_bytes());
-        put(80, &self.fragment_table_start.to_le_bytes());
-        put(88, &self.export_table_start.to_le_bytes());
-        b
+    pub fn to_bytes(&self) -> Result<[u8; SIZE]> {
+        let v = DekuContainerWrite::to_bytes(self)
+            .map_err(|_| Error::Internal("encoding the superblock"))?;
+        <[u8; SIZE]>::try_from(v).map_err(|_| Error::Internal("superblock is not 96 bytes"))
     }
 
     /// Parses and sanity-checks the superblock (magic, version, block size/log).
     pub fn parse(data: &[u8]) -> Result<Superblock> {
         let b = data.get(..SIZE).ok_or_else(|| {
             corrupt(
-                0,
+                Location::Image(0),
                 format!("image of {} bytes is shorter than a superblock", data.len()),
             )
         })?;
-        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-        let u64_at = |o: usize| u64::from(u32_at(o)) | (u64::from(u32_at(o + 4)) << 32);
-        if u32_at(0) != MAGIC {
-            return Err(corrupt(0, "bad magic (expected hsqs)"));
+        if b[..4] != MAGIC.to_le_bytes() {
+            return Err(corrupt(
+                Location::Superblock("magic"),
+                "bad magic (expected hsqs)",
+            ));
         }
-        let sb = Superblock {
-            inode_count: u32_at(4),
-            mkfs_time: u32_at(8),
-            block_size: u32_at(12),
-            fragment_count: u32_at(16),
-            compressor: u16_at(20),
-            block_log: u16_at(22),
-            flags: u16_at(24),
-            id_count: u16_at(26),
-            version_major: u16_at(28),
-            version_minor: u16_at(30),
-            root_inode: u64_at(32),
-            bytes_used: u64_at(40),
-            id_table_start: u64_at(48),
-            xattr_id_table_start: u64_at(56),
-            inode_table_start: u64_at(64),
-            directory_table_start: u64_at(72),
-            fragment_table_start: u64_at(80),
-            export_table_start: u64_at(88),
-        };
+        let (_, sb) = Superblock::from_bytes((b, 0))
+            .map_err(|e| corrupt(Location::Image(0), format!("superblock: {e}")))?;
         if (sb.version_major, sb.version_minor) != (4, 0) {
             return Err(corrupt(
-                28,
+                Location::Superblock("version_major"),
                 format!(
                     "version {}.{} (expected 4.0)",
                     sb.version_major, sb.version_minor
@@ -152,13 +122,13 @@ impl Superblock {
             || u32::from(sb.block_log) != bs.trailing_zeros()
         {
             return Err(corrupt(
-                12,
+                Location::Superblock("block_size"),
                 format!("block size {bs} / block_log {}", sb.block_log),
             ));
         }
         if sb.bytes_used > data.len() as u64 {
             return Err(corrupt(
-                40,
+                Location::Superblock("bytes_used"),
                 format!(
                     "bytes_used {} past the end of the image ({} bytes)",
                     sb.bytes_used,
@@ -167,13 +137,16 @@ impl Superblock {
             ));
         }
         if sb.inode_count == 0 || sb.id_count == 0 {
-            return Err(corrupt(4, "zero inode or id count"));
+            return Err(corrupt(
+                Location::Superblock("inode_count"),
+                "zero inode or id count",
+            ));
         }
         if sb.inode_table_start >= sb.directory_table_start
             || sb.directory_table_start > sb.bytes_used
         {
             return Err(corrupt(
-                64,
+                Location::Superblock("inode_table_start"),
                 "inode table must precede the directory table inside bytes_used",
             ));
         }

@@ -19,11 +19,14 @@ use sha2::{Digest, Sha256};
 use crate::compress::{Compression, Encoder};
 use crate::dir::{write_listing, ListingEntry};
 use crate::error::{Error, Result};
+use crate::export::ExportTable;
+use crate::fragment::FragmentEntry;
+use crate::id::IdTable;
 use crate::inode::{encode_rdev, kind, Inode, InodeBody, InodeHeader, NONE};
-use crate::metadata::{lookup_table, MetadataWriter, UNCOMPRESSED};
 use crate::options::Options;
 use crate::source::{for_each_chunk, read_block, same_contents, size_of, Source};
 use crate::superblock::{flags, Superblock, NOT_PRESENT, SIZE as SB_SIZE};
+use crate::table::{lookup_table, MetadataWriter, UNCOMPRESSED};
 use crate::tree::{DeviceKind, FileData, NodeKind, Tree};
 use crate::xattr::XattrWriter;
 
@@ -234,11 +237,12 @@ impl<'t, W: Write> Pipeline<'t, W> {
         };
         self.next_seq += 1;
         self.in_flight += 1;
-        let tx = self.tx.as_ref().ok_or(Error::Unsupported {
-            what: "pipeline already closed",
-        })?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or(Error::Internal("pipeline already closed"))?;
         tx.send(job)
-            .map_err(|_| Error::Io(std::io::Error::other("compression worker stopped")))?;
+            .map_err(|_| Error::Internal("compression worker stopped"))?;
         Ok(())
     }
 
@@ -246,7 +250,7 @@ impl<'t, W: Write> Pipeline<'t, W> {
         let done = self
             .rx
             .recv()
-            .map_err(|_| Error::Io(std::io::Error::other("compression worker stopped")))?;
+            .map_err(|_| Error::Internal("compression worker stopped"))?;
         self.pending.insert(done.seq, done);
         while let Some(done) = self.pending.remove(&self.next_commit) {
             self.next_commit += 1;
@@ -313,10 +317,12 @@ impl<'t, W: Write> Pipeline<'t, W> {
                     }
                     Packed::Sparse(_) => 0,
                 };
-                self.fragment_entries
-                    .extend_from_slice(&start.to_le_bytes());
-                self.fragment_entries.extend_from_slice(&word.to_le_bytes());
-                self.fragment_entries.extend_from_slice(&0u32.to_le_bytes());
+                let entry = FragmentEntry {
+                    start,
+                    size: word,
+                    unused: 0,
+                };
+                entry.write_to(&mut self.fragment_entries)?;
                 self.summary.fragments += 1;
             }
         }
@@ -419,9 +425,7 @@ fn find_duplicates(
         })
         .collect();
     let data = |i: usize| -> Result<&FileData> {
-        datas[i].ok_or(Error::Unsupported {
-            what: "internal: file slot without file data",
-        })
+        datas[i].ok_or(Error::Internal("file slot without file data"))
     };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Result<[u8; 32]>)>> = Mutex::new(Vec::new());
@@ -470,23 +474,6 @@ fn find_duplicates(
     Ok(dup)
 }
 
-/// The most distinct uids/gids an image holds: the superblock's `id_count`
-/// is a u16 (an image with 65,536 ids would say 0, and no reader takes it).
-pub const MAX_IDS: usize = u16::MAX as usize;
-
-fn ids_index(ids: &mut Vec<u32>, map: &mut HashMap<u32, u16>, id: u32) -> Result<u16> {
-    if let Some(&i) = map.get(&id) {
-        return Ok(i);
-    }
-    let i = u16::try_from(ids.len())
-        .ok()
-        .filter(|_| ids.len() < MAX_IDS)
-        .ok_or(Error::IdTableFull { id, limit: MAX_IDS })?;
-    ids.push(id);
-    map.insert(id, i);
-    Ok(i)
-}
-
 fn basic_type(k: &NodeKind) -> u16 {
     match k {
         NodeKind::Dir(_) => kind::DIR,
@@ -502,31 +489,16 @@ fn basic_type(k: &NodeKind) -> u16 {
 /// Writes `tree` as a SquashFS image to `out`, starting at its current position.
 /// The superblock is written last (seeking back), so a failed write never leaves a
 /// valid-looking image.
+///
+/// The steps, in the format's order: plan (inode numbers, files, duplicates)
+/// → data and fragment blocks → inodes and directories → tables →
+/// superblock.
 pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> Result<Summary> {
     opts.validate()?;
     let comp = opts.compression.resolved(opts.block_size);
-    let bs = opts.block_size;
-    let bs_usize = bs as usize;
     let base = out.stream_position()?;
     let plan = plan(tree)?;
-
-    // Files in traversal order.
-    let files: Vec<usize> = plan
-        .post
-        .iter()
-        .copied()
-        .filter(|&n| matches!(tree.nodes[n].kind, NodeKind::File(_)))
-        .collect();
-    let mut file_slot = vec![usize::MAX; tree.nodes.len()];
-    let mut sizes = Vec::with_capacity(files.len());
-    for (i, &n) in files.iter().enumerate() {
-        file_slot[n] = i;
-        if let NodeKind::File(d) = &tree.nodes[n].kind {
-            sizes.push(size_of(d)?);
-        }
-    }
-    let jobs = opts.jobs.max(1);
-    let dup = find_duplicates(tree, &files, &sizes, jobs)?;
+    let files = plan_files(tree, &plan, opts.jobs.max(1))?;
 
     // Superblock placeholder (zeros: not valid until patched) + compression options.
     let mut o = Out { inner: out, pos: 0 };
@@ -536,7 +508,106 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
         o.put(&(p.len() as u16 | UNCOMPRESSED).to_le_bytes())?;
         o.put(p)?;
     }
+    let data = write_data(tree, opts, comp, &files, o)?;
+    let meta = write_inodes(tree, opts, comp, &plan, &files, &data.files)?;
+    let mut sb = Superblock {
+        inode_count: plan.post.len() as u32,
+        mkfs_time: opts.mkfs_time,
+        block_size: opts.block_size,
+        fragment_count: data.summary.fragments,
+        compressor: comp.id(),
+        block_log: opts.block_size.trailing_zeros() as u16,
+        flags: flags::DUPLICATES,
+        id_count: meta.ids.count(),
+        version_major: 4,
+        version_minor: 0,
+        root_inode: meta.root_ref,
+        ..Superblock::default()
+    };
+    if comp == Compression::None {
+        sb.flags |= flags::UNCOMPRESSED_INODES
+            | flags::UNCOMPRESSED_DATA
+            | flags::UNCOMPRESSED_FRAGMENTS
+            | flags::UNCOMPRESSED_XATTRS
+            | flags::UNCOMPRESSED_IDS;
+    }
+    if comp_opts.is_some() {
+        sb.flags |= flags::COMP_OPT;
+    }
+    if opts.tail_packing {
+        sb.flags |= flags::ALWAYS_FRAGMENTS;
+    }
+    let DataOut {
+        mut out,
+        fragments,
+        mut summary,
+        ..
+    } = data;
+    write_tables(&mut out, comp, opts, &mut sb, &fragments, meta)?;
+    summary.image_bytes = write_superblock(out, base, &sb)?;
+    summary.inodes = sb.inode_count;
+    summary.duplicate_files = files.dup.iter().filter(|d| d.is_some()).count() as u64;
+    summary.bytes_in = files.sizes.iter().sum();
+    Ok(summary)
+}
 
+/// The regular files of a plan, in traversal order, and which are
+/// duplicates of an earlier one.
+struct Files {
+    /// Node ids of the files, in post-order.
+    nodes: Vec<usize>,
+    /// The slot in `nodes` of each node id (`usize::MAX` for non-files).
+    slot: Vec<usize>,
+    /// Each file's size.
+    sizes: Vec<u64>,
+    /// The earlier identical file of each, if any.
+    dup: Vec<Option<usize>>,
+}
+
+/// Plan step for files: sizes and duplicates.
+fn plan_files(tree: &Tree, plan: &Plan, jobs: usize) -> Result<Files> {
+    let nodes: Vec<usize> = plan
+        .post
+        .iter()
+        .copied()
+        .filter(|&n| matches!(tree.nodes[n].kind, NodeKind::File(_)))
+        .collect();
+    let mut slot = vec![usize::MAX; tree.nodes.len()];
+    let mut sizes = Vec::with_capacity(nodes.len());
+    for (i, &n) in nodes.iter().enumerate() {
+        slot[n] = i;
+        if let NodeKind::File(d) = &tree.nodes[n].kind {
+            sizes.push(size_of(d)?);
+        }
+    }
+    let dup = find_duplicates(tree, &nodes, &sizes, jobs)?;
+    Ok(Files {
+        nodes,
+        slot,
+        sizes,
+        dup,
+    })
+}
+
+/// What the data step leaves: the stream after the data and fragment
+/// blocks, where each file went, the fragment table's entries.
+struct DataOut<W> {
+    out: Out<W>,
+    files: Vec<FileOut>,
+    fragments: Vec<u8>,
+    summary: Summary,
+}
+
+/// Data step: every unique file's blocks and the fragment blocks, through
+/// the parallel pipeline, written in a fixed order.
+fn write_data<W: Write>(
+    tree: &Tree,
+    opts: &Options,
+    comp: Compression,
+    files: &Files,
+    o: Out<W>,
+) -> Result<DataOut<W>> {
+    let jobs = opts.jobs.max(1);
     // Blocks in flight (submitted, not yet written): bounds memory to about
     // `limit` blocks while keeping every worker busy during reads.
     let limit = 4 * jobs + 4;
@@ -552,7 +623,8 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
         in_flight: 0,
         limit,
         out: o,
-        files: sizes
+        files: files
+            .sizes
             .iter()
             .map(|&size| FileOut {
                 size,
@@ -564,7 +636,6 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
         summary: Summary::default(),
         pool: Arc::new(BufferPool::default()),
     };
-
     let data_result: Result<()> = std::thread::scope(|s| {
         for _ in 0..jobs {
             let rx = Arc::clone(&job_rx);
@@ -591,38 +662,73 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
             });
         }
         drop(done_tx);
-        let r = stream_files(tree, opts, &files, &sizes, &dup, &mut pipe, bs_usize);
+        let r = stream_files(
+            tree,
+            opts,
+            &files.nodes,
+            &files.sizes,
+            &files.dup,
+            &mut pipe,
+            opts.block_size as usize,
+        );
         let r = r.and_then(|()| pipe.drain());
         pipe.tx = None; // workers exit
         r
     });
     data_result?;
-
     let Pipeline {
-        out: mut o,
+        out,
         files: mut fouts,
         fragment_entries,
-        mut summary,
+        summary,
         ..
     } = pipe;
-    for (i, d) in dup.iter().enumerate() {
+    // A duplicate points at its original's blocks.
+    for (i, d) in files.dup.iter().enumerate() {
         if let Some(orig) = d {
             let f = fouts[*orig].clone();
             fouts[i] = f;
-            summary.duplicate_files += 1;
         }
     }
-    summary.bytes_in = sizes.iter().sum();
+    Ok(DataOut {
+        out,
+        files: fouts,
+        fragments: fragment_entries,
+        summary,
+    })
+}
 
-    // Metadata: inodes in post-order (children first), listings as each dir is reached.
-    let inode_count = plan.post.len() as u32;
-    let mut inodes = MetadataWriter::new(comp);
-    let mut dirs = MetadataWriter::new(comp);
-    let mut xattrs = XattrWriter::new(comp);
-    let mut ids = Vec::new();
-    let mut id_map = HashMap::new();
+/// What the inode step leaves: the inode and directory tables, the xattrs,
+/// ids and export entries they use, and the root's reference.
+struct Meta {
+    inodes: MetadataWriter,
+    dirs: MetadataWriter,
+    xattrs: XattrWriter,
+    ids: IdTable,
+    export: ExportTable,
+    root_ref: u64,
+}
+
+/// Inode step: every inode in post-order (children before their
+/// directory, so a listing can name its children's references), each
+/// directory's listing written as its inode is reached.
+fn write_inodes(
+    tree: &Tree,
+    opts: &Options,
+    comp: Compression,
+    plan: &Plan,
+    files: &Files,
+    fouts: &[FileOut],
+) -> Result<Meta> {
+    let mut m = Meta {
+        inodes: MetadataWriter::new(comp),
+        dirs: MetadataWriter::new(comp),
+        xattrs: XattrWriter::new(comp),
+        ids: IdTable::default(),
+        export: ExportTable::with_capacity(plan.post.len()),
+        root_ref: 0,
+    };
     let mut refs = vec![0u64; tree.nodes.len()];
-    let mut export = Vec::with_capacity(plan.post.len() * 8);
     let mut buf = Vec::new();
     for &node in &plan.post {
         let n = &tree.nodes[node];
@@ -631,59 +737,13 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
         } else {
             (n.meta.uid, n.meta.gid)
         };
-        let uid_idx = ids_index(&mut ids, &mut id_map, uid)?;
-        let gid_idx = ids_index(&mut ids, &mut id_map, gid)?;
-        let xattr = xattrs.add(&n.meta.xattrs).unwrap_or(NONE);
+        let xattr = m.xattrs.add(&n.meta.xattrs)?.unwrap_or(NONE);
         let nlink = plan.links[node].max(1);
         let body = match &n.kind {
             NodeKind::Dir(children) => {
-                let entries: Vec<ListingEntry<'_>> = children
-                    .iter()
-                    .map(|(name, &c)| ListingEntry {
-                        name,
-                        inode_ref: refs[c],
-                        number: plan.number[c],
-                        basic_type: basic_type(&tree.nodes[c].kind),
-                    })
-                    .collect();
-                // At most the inode count, which is below u32::MAX.
-                let subdirs = children
-                    .values()
-                    .filter(|&&c| matches!(tree.nodes[c].kind, NodeKind::Dir(_)))
-                    .count() as u32;
-                let info = write_listing(&mut dirs, &entries)?;
-                InodeBody::Dir {
-                    start_block: info.start_block,
-                    nlink: subdirs.saturating_add(2),
-                    file_size: info.len + 3,
-                    offset: info.offset,
-                    parent: if node == 0 {
-                        inode_count + 1
-                    } else {
-                        plan.number[plan.parent[node]]
-                    },
-                    xattr,
-                    index: info.index,
-                }
+                dir_body(tree, plan, node, children, &refs, &mut m.dirs, xattr)?
             }
-            NodeKind::File(_) => {
-                let f = &fouts[file_slot[node]];
-                InodeBody::File {
-                    start: if f.blocks.is_empty() { 0 } else { f.start },
-                    size: f.size,
-                    // Accounting only; kept below the size as mksquashfs does.
-                    sparse: f.sparse.min(f.size.saturating_sub(1)),
-                    nlink,
-                    fragment: f.fragment,
-                    fragment_offset: if f.fragment == NONE {
-                        0
-                    } else {
-                        f.fragment_offset
-                    },
-                    xattr,
-                    blocks: f.blocks.clone(),
-                }
-            }
+            NodeKind::File(_) => file_body(&fouts[files.slot[node]], nlink, xattr),
             NodeKind::Symlink(t) => InodeBody::Symlink {
                 nlink,
                 target: t.clone(),
@@ -700,94 +760,140 @@ pub fn write_image<W: Write + Seek>(tree: &Tree, opts: &Options, mut out: W) -> 
             header: InodeHeader {
                 inode_type: basic_type(&n.kind),
                 mode: n.meta.mode & 0o7777,
-                uid_idx,
-                gid_idx,
+                uid_idx: m.ids.index(uid)?,
+                gid_idx: m.ids.index(gid)?,
                 mtime: opts.inode_mtime(n.meta.mtime),
                 number: plan.number[node],
             },
             body,
         };
         buf.clear();
-        inode.encode(&mut buf);
-        refs[node] = inodes.reference();
-        inodes.write(&buf);
-        export.extend_from_slice(&refs[node].to_le_bytes());
+        inode.encode(&mut buf)?;
+        refs[node] = m.inodes.reference();
+        m.inodes.write(&buf);
+        m.export.push(refs[node]);
     }
-    let root_ref = refs[0];
+    m.root_ref = refs[0];
+    Ok(m)
+}
 
-    let mut sb = Superblock {
-        inode_count,
-        mkfs_time: opts.mkfs_time,
-        block_size: bs,
-        fragment_count: summary.fragments,
-        compressor: comp.id(),
-        block_log: bs.trailing_zeros() as u16,
-        flags: flags::DUPLICATES,
-        // `ids_index` stopped at MAX_IDS (u16::MAX).
-        id_count: ids.len() as u16,
-        version_major: 4,
-        version_minor: 0,
-        root_inode: root_ref,
-        ..Superblock::default()
-    };
-    if comp == Compression::None {
-        sb.flags |= flags::UNCOMPRESSED_INODES
-            | flags::UNCOMPRESSED_DATA
-            | flags::UNCOMPRESSED_FRAGMENTS
-            | flags::UNCOMPRESSED_XATTRS
-            | flags::UNCOMPRESSED_IDS;
-    }
-    if comp_opts.is_some() {
-        sb.flags |= flags::COMP_OPT;
-    }
-    if opts.tail_packing {
-        sb.flags |= flags::ALWAYS_FRAGMENTS;
-    }
+/// A directory's inode body, after writing its listing.
+fn dir_body(
+    tree: &Tree,
+    plan: &Plan,
+    node: usize,
+    children: &BTreeMap<Vec<u8>, usize>,
+    refs: &[u64],
+    dirs: &mut MetadataWriter,
+    xattr: u32,
+) -> Result<InodeBody> {
+    let entries: Vec<ListingEntry<'_>> = children
+        .iter()
+        .map(|(name, &c)| ListingEntry {
+            name,
+            inode_ref: refs[c],
+            number: plan.number[c],
+            basic_type: basic_type(&tree.nodes[c].kind),
+        })
+        .collect();
+    // At most the inode count, which is below u32::MAX.
+    let subdirs = children
+        .values()
+        .filter(|&&c| matches!(tree.nodes[c].kind, NodeKind::Dir(_)))
+        .count() as u32;
+    let info = write_listing(dirs, &entries)?;
+    Ok(InodeBody::Dir {
+        start_block: info.start_block,
+        nlink: subdirs.saturating_add(2),
+        file_size: info.len + 3,
+        offset: info.offset,
+        parent: if node == 0 {
+            // The root's parent: inode_count + 1, as mksquashfs.
+            plan.post.len() as u32 + 1
+        } else {
+            plan.number[plan.parent[node]]
+        },
+        xattr,
+        index: info.index,
+    })
+}
 
+/// A regular file's inode body, from where its data went.
+fn file_body(f: &FileOut, nlink: u32, xattr: u32) -> InodeBody {
+    InodeBody::File {
+        start: if f.blocks.is_empty() { 0 } else { f.start },
+        size: f.size,
+        // Accounting only; kept below the size as mksquashfs does.
+        sparse: f.sparse.min(f.size.saturating_sub(1)),
+        nlink,
+        fragment: f.fragment,
+        fragment_offset: if f.fragment == NONE {
+            0
+        } else {
+            f.fragment_offset
+        },
+        xattr,
+        blocks: f.blocks.clone(),
+    }
+}
+
+/// Tables step, in the kernel's order: inode, directory, fragment, export,
+/// id, xattr; their positions go into `sb`.
+fn write_tables<W: Write>(
+    o: &mut Out<W>,
+    comp: Compression,
+    opts: &Options,
+    sb: &mut Superblock,
+    fragments: &[u8],
+    meta: Meta,
+) -> Result<()> {
     sb.inode_table_start = o.pos;
-    o.put(&inodes.finish())?;
+    o.put(&meta.inodes.finish())?;
     sb.directory_table_start = o.pos;
-    let dir_bytes = dirs.finish();
-    o.put(&dir_bytes)?;
-    if fragment_entries.is_empty() {
+    o.put(&meta.dirs.finish())?;
+    if fragments.is_empty() {
         sb.fragment_table_start = o.pos;
     } else {
-        let (bytes, index) = lookup_table(comp, &fragment_entries, o.pos);
+        let (bytes, index) = lookup_table(comp, fragments, o.pos);
         o.put(&bytes)?;
         sb.fragment_table_start = index;
     }
     if opts.exportable {
-        let (bytes, index) = lookup_table(comp, &export, o.pos);
+        let (bytes, index) = lookup_table(comp, meta.export.entries(), o.pos);
         o.put(&bytes)?;
         sb.export_table_start = index;
         sb.flags |= flags::EXPORTABLE;
     } else {
         sb.export_table_start = NOT_PRESENT;
     }
-    let id_bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
-    let (bytes, index) = lookup_table(comp, &id_bytes, o.pos);
+    let (bytes, index) = lookup_table(comp, &meta.ids.entries(), o.pos);
     o.put(&bytes)?;
     sb.id_table_start = index;
-    if xattrs.is_empty() {
+    if meta.xattrs.is_empty() {
         sb.xattr_id_table_start = NOT_PRESENT;
         sb.flags |= flags::NO_XATTRS;
     } else {
-        let (bytes, header) = xattrs.finish(comp, o.pos);
+        let (bytes, header) = meta.xattrs.finish(comp, o.pos);
         o.put(&bytes)?;
         sb.xattr_id_table_start = header;
     }
     sb.bytes_used = o.pos;
+    Ok(())
+}
+
+/// Superblock step: pads the image to [`PAD`], then writes the superblock
+/// at `base` (last, so a failed write leaves no valid-looking image);
+/// returns the padded size.
+fn write_superblock<W: Write + Seek>(mut o: Out<W>, base: u64, sb: &Superblock) -> Result<u64> {
     let padded = o.pos.div_ceil(PAD) * PAD;
     let zeros = vec![0u8; (padded - o.pos) as usize];
     o.put(&zeros)?;
     let mut out = o.inner;
     out.seek(SeekFrom::Start(base))?;
-    out.write_all(&sb.to_bytes())?;
+    out.write_all(&sb.to_bytes()?)?;
     out.seek(SeekFrom::Start(base + padded))?;
     out.flush()?;
-    summary.inodes = inode_count;
-    summary.image_bytes = padded;
-    Ok(summary)
+    Ok(padded)
 }
 
 /// Reads every unique, non-duplicate file in order and feeds the pipeline.

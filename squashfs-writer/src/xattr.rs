@@ -5,10 +5,12 @@
 
 use std::collections::HashMap;
 
+use deku::{DekuRead, DekuWrite};
+
 use crate::compress::Compression;
-use crate::error::{corrupt, Error, Result};
-use crate::inode::Cursor;
-use crate::metadata::MetadataWriter;
+use crate::cursor::{put, Cursor};
+use crate::error::{corrupt, Error, Location, Result, Table};
+use crate::table::MetadataWriter;
 
 /// Xattr name prefixes by type number.
 pub const PREFIXES: [&[u8]; 3] = [b"user.", b"trusted.", b"security."];
@@ -22,6 +24,38 @@ pub fn split_prefix(name: &[u8]) -> Option<(u16, &[u8])> {
             .filter(|s| !s.is_empty())
             .map(|s| (i as u16, s))
     })
+}
+
+/// One entry of the xattr id table: where an inode's set starts in the kv
+/// table, and how many pairs and bytes it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, DekuRead, DekuWrite)]
+#[deku(endian = "little")]
+pub(crate) struct XattrId {
+    /// Reference of the set's first pair in the kv table.
+    pub(crate) xattr_ref: u64,
+    /// Number of pairs.
+    pub(crate) count: u32,
+    /// Full names + NUL + values, as mksquashfs counts it.
+    pub(crate) size: u32,
+}
+
+impl XattrId {
+    /// Bytes per entry.
+    pub(crate) const SIZE: usize = 16;
+
+    /// Entry `id` of the decompressed xattr id table.
+    pub(crate) fn parse(table: &[u8], id: u32) -> Result<XattrId> {
+        let pos = (id as usize)
+            .checked_mul(Self::SIZE)
+            .filter(|p| p + Self::SIZE <= table.len())
+            .ok_or_else(|| {
+                corrupt(
+                    Location::Superblock("xattr_id_table_start"),
+                    format!("xattr id {id} out of range"),
+                )
+            })?;
+        Cursor::new(table, pos, Table::XattrId).fixed(Self::SIZE, "xattr id entry")
+    }
 }
 
 /// A sorted set of (full name, value) pairs.
@@ -46,15 +80,15 @@ impl XattrWriter {
     }
 
     /// Xattr id of this set (names validated by the tree); `None` for an empty set.
-    pub(crate) fn add(&mut self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Option<u32> {
+    pub(crate) fn add(&mut self, xattrs: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<u32>> {
         if xattrs.is_empty() {
-            return None;
+            return Ok(None);
         }
         let mut set = xattrs.to_vec();
         set.sort();
         set.dedup_by(|a, b| a.0 == b.0);
         if let Some(&id) = self.seen.get(&set) {
-            return Some(id);
+            return Ok(Some(id));
         }
         let kv_ref = self.kv.reference();
         let mut size: u32 = 0;
@@ -71,14 +105,16 @@ impl XattrWriter {
             // As mksquashfs: full name + NUL + value.
             size = size.saturating_add((name.len() + 1 + value.len()) as u32);
         }
-        self.ids.extend_from_slice(&kv_ref.to_le_bytes());
-        self.ids
-            .extend_from_slice(&(set.len() as u32).to_le_bytes());
-        self.ids.extend_from_slice(&size.to_le_bytes());
+        let entry = XattrId {
+            xattr_ref: kv_ref,
+            count: set.len() as u32,
+            size,
+        };
+        put(&mut self.ids, &entry)?;
         let id = self.count;
         self.count += 1;
         self.seen.insert(set, id);
-        Some(id)
+        Ok(Some(id))
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -89,9 +125,9 @@ impl XattrWriter {
     pub(crate) fn finish(self, comp: Compression, start: u64) -> (Vec<u8>, u64) {
         let mut out = self.kv.finish();
         let (ids, index_pos) =
-            crate::metadata::lookup_table(comp, &self.ids, start + out.len() as u64);
+            crate::table::lookup_table(comp, &self.ids, start + out.len() as u64);
         // The index (last 8*n bytes of `ids`) must follow the 16-byte header.
-        let n_blocks = self.ids.len().div_ceil(crate::metadata::METADATA_SIZE);
+        let n_blocks = self.ids.len().div_ceil(crate::table::METADATA_SIZE);
         let split = ids.len() - 8 * n_blocks;
         out.extend_from_slice(&ids[..split]);
         let header_pos = start + out.len() as u64;
@@ -121,7 +157,7 @@ pub(crate) fn parse_kv(
     count: u32,
     resolve: &dyn Fn(u64) -> Result<usize>,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut c = Cursor { data: table, pos };
+    let mut c = Cursor::new(table, pos, Table::Xattr);
     let mut out = Vec::new();
     let mut total = 0usize;
     for _ in 0..count {
@@ -130,23 +166,20 @@ pub(crate) fn parse_kv(
         let suffix = c.bytes(nlen)?;
         let prefix = PREFIXES
             .get(usize::from(t & 0xff))
-            .ok_or_else(|| corrupt(c.pos as u64, format!("xattr type {t:#x}")))?;
+            .ok_or_else(|| corrupt(c.here(), format!("xattr type {t:#x}")))?;
         let mut name = prefix.to_vec();
         name.extend_from_slice(suffix);
         let vlen = c.u32()? as usize;
         let value = if t & OOL != 0 {
             if vlen != 8 {
                 return Err(corrupt(
-                    c.pos as u64,
+                    c.here(),
                     "out-of-line xattr reference of wrong size",
                 ));
             }
             let r = c.u64()?;
             let p = resolve(r)?;
-            let mut vc = Cursor {
-                data: table,
-                pos: p,
-            };
+            let mut vc = Cursor::new(table, p, Table::Xattr);
             let len = vc.u32()? as usize;
             check_value_len(len, p)?;
             vc.bytes(len)?.to_vec()
@@ -168,7 +201,10 @@ pub(crate) fn parse_kv(
 fn check_value_len(len: usize, pos: usize) -> Result<()> {
     if len > MAX_VALUE_BYTES {
         return Err(corrupt(
-            pos as u64,
+            Location::Table {
+                table: Table::Xattr,
+                offset: pos as u64,
+            },
             format!("xattr value of {len} bytes (XATTR_SIZE_MAX is {MAX_VALUE_BYTES})"),
         ));
     }
