@@ -191,40 +191,8 @@ pub fn append_tree<W: Write>(
     root: &Path,
     opts: &TreeOptions,
 ) -> Result<TreeStats> {
-    let root_meta = fs::symlink_metadata(root).map_err(host_err(root))?;
-    if !root_meta.is_dir() {
-        return Err(Error::NotADirectory {
-            path: root.to_path_buf(),
-        });
-    }
-    let mut nodes = Vec::new();
-    if opts.include_root {
-        nodes.push(Node {
-            name: Vec::new(),
-            path: root.to_path_buf(),
-            meta: root_meta,
-        });
-    }
-    walk(root, &mut Vec::new(), &mut nodes)?;
-    // `find .` prints `./name`; sorting the names without the common `./`
-    // prefix gives the same order, with the root ("" -> ".") first.
-    nodes.sort_by(|a, b| a.name.cmp(&b.name));
-
-    let mut subdirs: HashMap<Vec<u8>, u32> = HashMap::new();
-    let mut links: HashMap<(u64, u64), u32> = HashMap::new();
-    for n in &nodes {
-        if n.meta.is_dir() && !n.name.is_empty() {
-            let parent = match n.name.iter().rposition(|&b| b == b'/') {
-                Some(i) => n.name[..i].to_vec(),
-                None => Vec::new(),
-            };
-            *subdirs.entry(parent).or_default() += 1;
-        }
-        if link_key(&n.meta).is_some() {
-            *links.entry((n.meta.dev(), n.meta.ino())).or_default() += 1;
-        }
-    }
-
+    let nodes = collect(root, opts)?;
+    let counts = LinkCounts::new(&nodes);
     let clamp = opts.mtime_clamp.or_else(|| {
         std::env::var("SOURCE_DATE_EPOCH")
             .ok()
@@ -254,76 +222,16 @@ pub fn append_tree<W: Write>(
             // newc has 32 bits; GNU cpio truncates the same way.
             meta.ino() as u32
         };
-        let name = if n.name.is_empty() {
-            b".".to_vec()
-        } else {
-            n.name.clone()
-        };
-        let kind = EntryKind::from_mode(meta.mode());
-        let mut entry = match kind {
-            Some(EntryKind::Symlink) => {
-                let target = fs::read_link(&n.path).map_err(host_err(&n.path))?;
-                Entry::symlink(name, target.as_os_str().as_bytes())
-            }
-            Some(EntryKind::File) => Entry::file(name, meta.len()),
-            _ => Entry::file(name, 0),
-        };
-        let nlink = if meta.is_dir() {
-            2 + subdirs.get(&n.name).copied().unwrap_or(0)
-        } else if link_key(meta).is_some() {
-            links.get(&key).copied().unwrap_or(1)
-        } else {
-            1
-        };
-        let (dev_major, dev_minor) = if opts.reproducible {
-            (0, 0)
-        } else {
-            split_dev(meta.dev())
-        };
-        let (rdev_major, rdev_minor) = match kind {
-            Some(EntryKind::CharDevice | EntryKind::BlockDevice) => split_dev(meta.rdev()),
-            _ => (0, 0),
-        };
-        let mtime = match opts.mtime {
-            Some(m) => m,
-            None => {
-                let m = meta.mtime();
-                let m = u32::try_from(m).map_err(|_| Error::MtimeOutOfRange {
-                    path: n.path.clone(),
-                    mtime: m,
-                })?;
-                clamp.map_or(m, |c| m.min(c))
-            }
-        };
-        entry = entry
-            .with_raw_mode(meta.mode())
-            .with_ino(ino)
-            .with_nlink(nlink)
-            .with_uid(opts.uid.unwrap_or(meta.uid()))
-            .with_gid(opts.gid.unwrap_or(meta.gid()))
-            .with_mtime(mtime)
-            .with_dev(dev_major, dev_minor)
-            .with_rdev(rdev_major, rdev_minor);
-
+        let nlink = counts.nlink(&n);
+        let entry = node_entry(&n, ino, nlink, opts, clamp)?;
         if nlink > 1 && link_key(meta).is_some() {
             let group = pending.entry(key).or_default();
             group.push((entry, n.path));
             if group.len() < nlink as usize {
                 continue;
             }
-            let mut group = pending.remove(&key).unwrap_or_default();
-            let Some((last, last_path)) = group.pop() else {
-                continue;
-            };
-            // GNU's deferment list is LIFO: earlier links come out reversed.
-            for (e, _) in group.into_iter().rev() {
-                let is_file = e.kind() == EntryKind::File;
-                w.append(&e.with_size(0), io::empty())?;
-                stats.entries += 1;
-                stats.hard_links += 1;
-                stats.files += u64::from(is_file);
-            }
-            append_one(w, &last, &last_path, &mut stats)?;
+            let group = pending.remove(&key).unwrap_or_default();
+            append_link_group(w, group, &mut stats)?;
         } else {
             append_one(w, &entry, &n.path, &mut stats)?;
         }
@@ -332,6 +240,146 @@ pub fn append_tree<W: Write>(
         w.bump_ino(next_ino);
     }
     Ok(stats)
+}
+
+/// The nodes under `root` (and `root` itself if asked), sorted by name.
+fn collect(root: &Path, opts: &TreeOptions) -> Result<Vec<Node>> {
+    let root_meta = fs::symlink_metadata(root).map_err(host_err(root))?;
+    if !root_meta.is_dir() {
+        return Err(Error::NotADirectory {
+            path: root.to_path_buf(),
+        });
+    }
+    let mut nodes = Vec::new();
+    if opts.include_root {
+        nodes.push(Node {
+            name: Vec::new(),
+            path: root.to_path_buf(),
+            meta: root_meta,
+        });
+    }
+    walk(root, &mut Vec::new(), &mut nodes)?;
+    // `find .` prints `./name`; sorting the names without the common `./`
+    // prefix gives the same order, with the root ("" -> ".") first.
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(nodes)
+}
+
+/// Link counts inside the tree: subdirectories per directory name, and
+/// names per hard-linked inode.
+struct LinkCounts {
+    subdirs: HashMap<Vec<u8>, u32>,
+    links: HashMap<(u64, u64), u32>,
+}
+
+impl LinkCounts {
+    fn new(nodes: &[Node]) -> LinkCounts {
+        let mut subdirs: HashMap<Vec<u8>, u32> = HashMap::new();
+        let mut links: HashMap<(u64, u64), u32> = HashMap::new();
+        for n in nodes {
+            if n.meta.is_dir() && !n.name.is_empty() {
+                let parent = match n.name.iter().rposition(|&b| b == b'/') {
+                    Some(i) => n.name[..i].to_vec(),
+                    None => Vec::new(),
+                };
+                *subdirs.entry(parent).or_default() += 1;
+            }
+            if link_key(&n.meta).is_some() {
+                *links.entry((n.meta.dev(), n.meta.ino())).or_default() += 1;
+            }
+        }
+        LinkCounts { subdirs, links }
+    }
+
+    /// `c_nlink` for `n`.
+    fn nlink(&self, n: &Node) -> u32 {
+        let meta = &n.meta;
+        if meta.is_dir() {
+            2 + self.subdirs.get(&n.name).copied().unwrap_or(0)
+        } else if link_key(meta).is_some() {
+            self.links
+                .get(&(meta.dev(), meta.ino()))
+                .copied()
+                .unwrap_or(1)
+        } else {
+            1
+        }
+    }
+}
+
+/// The entry for node `n`: its name (`.` for the root), host metadata as
+/// `opts` maps it, and the symlink target read from the host.
+fn node_entry(
+    n: &Node,
+    ino: u32,
+    nlink: u32,
+    opts: &TreeOptions,
+    clamp: Option<u32>,
+) -> Result<Entry> {
+    let meta = &n.meta;
+    let name = if n.name.is_empty() {
+        b".".to_vec()
+    } else {
+        n.name.clone()
+    };
+    let kind = EntryKind::from_mode(meta.mode());
+    let entry = match kind {
+        Some(EntryKind::Symlink) => {
+            let target = fs::read_link(&n.path).map_err(host_err(&n.path))?;
+            Entry::symlink(name, target.as_os_str().as_bytes())
+        }
+        Some(EntryKind::File) => Entry::file(name, meta.len()),
+        _ => Entry::file(name, 0),
+    };
+    let (dev_major, dev_minor) = if opts.reproducible {
+        (0, 0)
+    } else {
+        split_dev(meta.dev())
+    };
+    let (rdev_major, rdev_minor) = match kind {
+        Some(EntryKind::CharDevice | EntryKind::BlockDevice) => split_dev(meta.rdev()),
+        _ => (0, 0),
+    };
+    let mtime = match opts.mtime {
+        Some(m) => m,
+        None => {
+            let m = meta.mtime();
+            let m = u32::try_from(m).map_err(|_| Error::MtimeOutOfRange {
+                path: n.path.clone(),
+                mtime: m,
+            })?;
+            clamp.map_or(m, |c| m.min(c))
+        }
+    };
+    Ok(entry
+        .with_raw_mode(meta.mode())
+        .with_ino(ino)
+        .with_nlink(nlink)
+        .with_uid(opts.uid.unwrap_or(meta.uid()))
+        .with_gid(opts.gid.unwrap_or(meta.gid()))
+        .with_mtime(mtime)
+        .with_dev(dev_major, dev_minor)
+        .with_rdev(rdev_major, rdev_minor))
+}
+
+/// Writes the names of one hard-linked inode once the last has been seen.
+fn append_link_group<W: Write>(
+    w: &mut Writer<W>,
+    mut group: Vec<(Entry, PathBuf)>,
+    stats: &mut TreeStats,
+) -> Result<()> {
+    let Some((last, last_path)) = group.pop() else {
+        return Ok(());
+    };
+    // GNU's deferment list is LIFO: earlier links come out reversed.
+    for (e, _) in group.into_iter().rev() {
+        let is_file = e.kind() == EntryKind::File;
+        w.append(&e.with_size(0), io::empty())?;
+        stats.entries += 1;
+        stats.hard_links += 1;
+        stats.files += u64::from(is_file);
+    }
+    append_one(w, &last, &last_path, stats)
 }
 
 /// Whether an inode may be a hard link the archive should share: any
