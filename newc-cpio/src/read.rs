@@ -140,16 +140,47 @@ impl<R: Read> Reader<R> {
         DataReader { reader: self }
     }
 
+    /// Reads the next member up to its data: header, name, then the trailer
+    /// check, and a symlink's target or the data bookkeeping.
     pub(crate) fn next_event(&mut self) -> Result<Event> {
         if self.trailer_seen {
             return Ok(Event::Trailer);
         }
         self.skip_data()?;
         let header_offset = self.pos;
+        let Some(h) = self.read_header(header_offset)? else {
+            return Ok(Event::Eof);
+        };
+        let name = self.read_name(&h)?;
+        if name == TRAILER_NAME {
+            // Trailer data (never seen in practice) is skipped as padding.
+            self.skip_bytes(
+                u64::from(h.filesize) + pad4(u64::from(h.filesize)) as u64,
+                "trailer data",
+            )?;
+            self.trailer_seen = true;
+            return Ok(Event::Trailer);
+        }
+        let kind = EntryKind::from_mode(h.mode);
+        let target = if kind == Some(EntryKind::Symlink) {
+            self.read_symlink_target(&h, header_offset)?
+        } else {
+            self.start_data(&h, header_offset, &name, kind);
+            Vec::new()
+        };
+        Ok(Event::Entry(
+            Entry::from_header(&h, name, target),
+            header_offset,
+        ))
+    }
+
+    /// The 110-byte header at `header_offset` with a bounded `c_namesize`,
+    /// or `None` if the input ends exactly there.
+    fn read_header(&mut self, header_offset: u64) -> Result<Option<NewcHeader>> {
         let mut hb = [0u8; NewcHeader::SIZE];
         let got = self.read_up_to(&mut hb)?;
         if got == 0 {
-            return Ok(Event::Eof);
+            return Ok(None);
         }
         if got < hb.len() {
             return Err(Error::Truncated {
@@ -164,64 +195,67 @@ impl<R: Read> Reader<R> {
                 namesize: h.namesize,
             });
         }
+        Ok(Some(h))
+    }
+
+    /// The NUL-terminated name after header `h`, and its padding to 4.
+    fn read_name(&mut self, h: &NewcHeader) -> Result<Vec<u8>> {
         let name_offset = self.pos;
-        // Bounded: namesize <= 4096 was checked above.
+        // Bounded: read_header checked namesize <= 4096.
         let mut raw = vec![0u8; h.namesize as usize];
         self.read_exact_at(&mut raw, name_offset, "name")?;
         let name = terminated(&raw).ok_or(Error::NameNotTerminated {
             offset: name_offset,
         })?;
+        let name = name.to_vec();
         let name_pad = pad4(NewcHeader::SIZE as u64 + u64::from(h.namesize));
         self.skip_bytes(name_pad as u64, "name padding")?;
-        if name == TRAILER_NAME {
-            // Trailer data (never seen in practice) is skipped as padding.
-            self.skip_bytes(
-                u64::from(h.filesize) + pad4(u64::from(h.filesize)) as u64,
-                "trailer data",
-            )?;
-            self.trailer_seen = true;
-            return Ok(Event::Trailer);
-        }
+        Ok(name)
+    }
+
+    /// A symlink's target (its data) and the padding after it.
+    fn read_symlink_target(&mut self, h: &NewcHeader, header_offset: u64) -> Result<Vec<u8>> {
         let size = u64::from(h.filesize);
-        let mut target = Vec::new();
-        let kind = EntryKind::from_mode(h.mode);
-        if kind == Some(EntryKind::Symlink) {
-            let bad = Error::BadSymlinkTarget {
-                offset: header_offset,
-                len: size,
-                max: MAX_SYMLINK_TARGET,
-            };
-            // A trailing NUL (gen_init_cpio writes one) is allowed.
-            if size == 0 || size > MAX_SYMLINK_TARGET as u64 + 1 {
-                return Err(bad);
-            }
-            let mut raw = vec![0u8; size as usize];
-            let at = self.pos;
-            self.read_exact_at(&mut raw, at, "symlink target")?;
-            let t = terminated_opt(&raw).ok_or(bad)?;
-            if t.is_empty() || t.len() > MAX_SYMLINK_TARGET {
-                return Err(Error::BadSymlinkTarget {
-                    offset: header_offset,
-                    len: size,
-                    max: MAX_SYMLINK_TARGET,
-                });
-            }
-            target = t.to_vec();
-            self.skip_bytes(pad4(size) as u64, "data padding")?;
-        } else {
-            self.remaining = size;
-            self.data_pad = pad4(size);
-            // Every 070702 file is checked, empty ones too (their sum is 0).
-            self.verify =
-                (h.format == Format::Crc && kind == Some(EntryKind::File)).then_some(Verify {
-                    header_offset,
-                    name: name.to_vec(),
-                    expected: h.check,
-                    sum: 0,
-                });
+        let bad = || Error::BadSymlinkTarget {
+            offset: header_offset,
+            len: size,
+            max: MAX_SYMLINK_TARGET,
+        };
+        // A trailing NUL (gen_init_cpio writes one) is allowed.
+        if size == 0 || size > MAX_SYMLINK_TARGET as u64 + 1 {
+            return Err(bad());
         }
-        let entry = Entry::from_header(&h, name.to_vec(), target);
-        Ok(Event::Entry(entry, header_offset))
+        let mut raw = vec![0u8; size as usize];
+        let at = self.pos;
+        self.read_exact_at(&mut raw, at, "symlink target")?;
+        let t = terminated_opt(&raw).ok_or_else(bad)?;
+        if t.is_empty() || t.len() > MAX_SYMLINK_TARGET {
+            return Err(bad());
+        }
+        let target = t.to_vec();
+        self.skip_bytes(pad4(size) as u64, "data padding")?;
+        Ok(target)
+    }
+
+    /// Sets up reading the data of any entry but a symlink, with the
+    /// 070702 check of regular files.
+    fn start_data(
+        &mut self,
+        h: &NewcHeader,
+        header_offset: u64,
+        name: &[u8],
+        kind: Option<EntryKind>,
+    ) {
+        let size = u64::from(h.filesize);
+        self.remaining = size;
+        self.data_pad = pad4(size);
+        // Every 070702 file is checked, empty ones too (their sum is 0).
+        self.verify = (h.format == Format::Crc && kind == Some(EntryKind::File)).then(|| Verify {
+            header_offset,
+            name: name.to_vec(),
+            expected: h.check,
+            sum: 0,
+        });
     }
 
     /// After a trailer: skips zero padding; returns `true` if another
