@@ -642,7 +642,11 @@ impl BuildArgs {
         Ok(plan)
     }
 
-    /// Validates everything but `--out`: what the media are made of.
+    /// Validates everything but `--out`: what the media are made of. The
+    /// steps, in the order their errors are reported: image options and
+    /// store directory, kernel parameters, the system, kernel/initrd/init,
+    /// the closure's sources, `--segment`s, the closure itself, the boot
+    /// files on disk, the registration, the script.
     pub fn plan_media(self) -> Result<BuildPlan> {
         let image = self.image.plan()?;
         let store_dir = check_store_dir(&self.store_dir)?;
@@ -659,79 +663,9 @@ impl BuildArgs {
             .as_deref()
             .map(|t| crate::system::read(t, self.closure_root.as_deref(), &store_dir))
             .transpose()?;
-        // Each of --kernel, --initrd, --init overrides the system's.
-        let missing = |flag: &str| Error::new(flag, "required (or --system TOPLEVEL)");
-        let kernel = match (self.kernel, &system) {
-            (Some(k), _) => k,
-            (None, Some(s)) => s.kernel.clone(),
-            (None, None) => return Err(missing("--kernel")),
-        };
-        let initrd = match (self.initrd, &system) {
-            (Some(i), _) => i,
-            (None, Some(s)) => s.initrd.clone(),
-            (None, None) => return Err(missing("--initrd")),
-        };
-        let init = match (self.init, &system) {
-            (Some(i), _) => i,
-            (None, Some(s)) => s.init.clone(),
-            (None, None) => return Err(missing("--init")),
-        };
-        let init_ok =
-            init.starts_with('/') && !init.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !init_ok {
-            return Err(Error::new(
-                "--init",
-                format!("{init:?} must be an absolute path without whitespace"),
-            ));
-        }
-        let cmdline = match &system {
-            Some(s) if !s.kernel_params.is_empty() => {
-                format!("{} {}", s.kernel_params, self.cmdline)
-                    .trim_end()
-                    .to_owned()
-            }
-            _ => self.cmdline.clone(),
-        };
-        let mut sources = self.paths.clone();
-        if let (Some(s), true) = (&system, self.closure.is_empty()) {
-            let jobs = image.jobs;
-            for base in crate::closure::compute(&s.root, std::slice::from_ref(&s.base), jobs)? {
-                sources.push(s.root.join(base));
-            }
-        }
-        for f in &self.closure {
-            std::fs::metadata(f).map_err(|e| Error::new(flag_file("--closure", f), e))?;
-            let listed =
-                store_path::parse_closure_file(f, &store_dir, self.closure_root.as_deref())?;
-            if listed.is_empty() {
-                return Err(Error::at(f, "--closure file lists no store paths"));
-            }
-            sources.extend(listed);
-        }
-        let mut segments = std::collections::BTreeMap::new();
-        let mut segment_added = false;
-        for s in &self.segments {
-            let (path, file) = s
-                .split_once('=')
-                .ok_or_else(|| Error::new("--segment", format!("{s:?} is not STORE_PATH=FILE")))?;
-            let (path, file) = (PathBuf::from(path), PathBuf::from(file));
-            std::fs::metadata(&file).map_err(|e| Error::new(flag_file("--segment", &file), e))?;
-            let base = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| Error::new("--segment", format!("{s:?}: no store path name")))?
-                .to_owned();
-            if !sources.iter().any(|p| p.file_name() == path.file_name()) {
-                sources.push(path);
-                segment_added = true;
-            }
-            if segments.insert(base, file).is_some() {
-                return Err(Error::new(
-                    "--segment",
-                    format!("{s:?}: a second segment for this path"),
-                ));
-            }
-        }
+        let boot = self.boot(system.as_ref())?;
+        let mut sources = self.sources(system.as_ref(), &store_dir, image.jobs)?;
+        let (segments, segment_added) = self.segments(&mut sources)?;
         if sources.is_empty() {
             return Err(Error::new(
                 "STORE_PATH",
@@ -739,36 +673,25 @@ impl BuildArgs {
             ));
         }
         let paths = store_path::validate_closure(&sources, &store_dir)?;
-        for (flag, f) in [("--kernel", &kernel), ("--initrd", &initrd)] {
+        for (flag, f) in [("--kernel", &boot.kernel), ("--initrd", &boot.initrd)] {
             let m = std::fs::metadata(f).map_err(|e| Error::new(flag_file(flag, f), e))?;
             if !m.is_file() {
                 return Err(Error::new(flag_file(flag, f), "not a regular file"));
             }
         }
-        let registration = match &self.registration {
-            Some(f) => {
-                let subject = flag_file("--registration", f);
-                let text = std::fs::read(f).map_err(|e| Error::new(&subject, e))?;
-                let utf8 = std::str::from_utf8(&text)
-                    .map_err(|_| Error::new(&subject, "registration is not UTF-8"))?;
-                crate::registration::check(utf8, &store_dir, &paths)
-                    .map_err(|m| Error::new(&subject, m))?;
-                Some(text)
-            }
-            None => None,
-        };
-        let script =
-            crate::media::script_text(&init, &cmdline).map_err(|e| Error::new("--cmdline", e))?;
+        let registration = self.registration_text(&store_dir, &paths)?;
+        let script = crate::media::script_text(&boot.init, &boot.cmdline)
+            .map_err(|e| Error::new("--cmdline", e))?;
         let closed = self.paths.is_empty()
             && !segment_added
             && (system.is_some() || !self.closure.is_empty());
         Ok(BuildPlan {
             closed,
-            kernel,
-            initrd,
+            kernel: boot.kernel,
+            initrd: boot.initrd,
             system: system.map(|s| s.base),
-            init: init.clone(),
-            cmdline,
+            init: boot.init,
+            cmdline: boot.cmdline,
             out: self.out,
             store_dir,
             paths,
@@ -793,6 +716,130 @@ impl BuildArgs {
             mkfs_time: source_date_epoch(1)?,
         })
     }
+
+    /// Kernel, initrd, init and kernel parameters: each of --kernel,
+    /// --initrd, --init overrides the system's; --cmdline follows its
+    /// kernel-params.
+    fn boot(&self, system: Option<&crate::system::System>) -> Result<Boot> {
+        let missing = |flag: &str| Error::new(flag, "required (or --system TOPLEVEL)");
+        let pick =
+            |given: &Option<PathBuf>, of: fn(&crate::system::System) -> &PathBuf, flag| match (
+                given, system,
+            ) {
+                (Some(p), _) => Ok(p.clone()),
+                (None, Some(s)) => Ok(of(s).clone()),
+                (None, None) => Err(missing(flag)),
+            };
+        let kernel = pick(&self.kernel, |s| &s.kernel, "--kernel")?;
+        let initrd = pick(&self.initrd, |s| &s.initrd, "--initrd")?;
+        let init = match (&self.init, system) {
+            (Some(i), _) => i.clone(),
+            (None, Some(s)) => s.init.clone(),
+            (None, None) => return Err(missing("--init")),
+        };
+        let init_ok =
+            init.starts_with('/') && !init.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !init_ok {
+            return Err(Error::new(
+                "--init",
+                format!("{init:?} must be an absolute path without whitespace"),
+            ));
+        }
+        let cmdline = match system {
+            Some(s) if !s.kernel_params.is_empty() => {
+                format!("{} {}", s.kernel_params, self.cmdline)
+                    .trim_end()
+                    .to_owned()
+            }
+            _ => self.cmdline.clone(),
+        };
+        Ok(Boot {
+            kernel,
+            initrd,
+            init,
+            cmdline,
+        })
+    }
+
+    /// The closure's store paths on disk: positional ones, the system's
+    /// computed closure (unless --closure is given), --closure files.
+    fn sources(
+        &self,
+        system: Option<&crate::system::System>,
+        store_dir: &str,
+        jobs: usize,
+    ) -> Result<Vec<PathBuf>> {
+        let mut sources = self.paths.clone();
+        if let (Some(s), true) = (system, self.closure.is_empty()) {
+            for base in crate::closure::compute(&s.root, std::slice::from_ref(&s.base), jobs)? {
+                sources.push(s.root.join(base));
+            }
+        }
+        for f in &self.closure {
+            std::fs::metadata(f).map_err(|e| Error::new(flag_file("--closure", f), e))?;
+            let listed =
+                store_path::parse_closure_file(f, store_dir, self.closure_root.as_deref())?;
+            if listed.is_empty() {
+                return Err(Error::at(f, "--closure file lists no store paths"));
+            }
+            sources.extend(listed);
+        }
+        Ok(sources)
+    }
+
+    /// `--segment STORE_PATH=FILE`s by base name; their paths join
+    /// `sources` (the bool: whether any path was new).
+    fn segments(
+        &self,
+        sources: &mut Vec<PathBuf>,
+    ) -> Result<(std::collections::BTreeMap<String, PathBuf>, bool)> {
+        let mut segments = std::collections::BTreeMap::new();
+        let mut added = false;
+        for s in &self.segments {
+            let (path, file) = s
+                .split_once('=')
+                .ok_or_else(|| Error::new("--segment", format!("{s:?} is not STORE_PATH=FILE")))?;
+            let (path, file) = (PathBuf::from(path), PathBuf::from(file));
+            std::fs::metadata(&file).map_err(|e| Error::new(flag_file("--segment", &file), e))?;
+            let base = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::new("--segment", format!("{s:?}: no store path name")))?
+                .to_owned();
+            if !sources.iter().any(|p| p.file_name() == path.file_name()) {
+                sources.push(path);
+                added = true;
+            }
+            if segments.insert(base, file).is_some() {
+                return Err(Error::new(
+                    "--segment",
+                    format!("{s:?}: a second segment for this path"),
+                ));
+            }
+        }
+        Ok((segments, added))
+    }
+
+    /// `--registration`'s text, checked against the closure.
+    fn registration_text(&self, store_dir: &str, paths: &[StorePath]) -> Result<Option<Vec<u8>>> {
+        let Some(f) = &self.registration else {
+            return Ok(None);
+        };
+        let subject = flag_file("--registration", f);
+        let text = std::fs::read(f).map_err(|e| Error::new(&subject, e))?;
+        let utf8 = std::str::from_utf8(&text)
+            .map_err(|_| Error::new(&subject, "registration is not UTF-8"))?;
+        crate::registration::check(utf8, store_dir, paths).map_err(|m| Error::new(&subject, m))?;
+        Ok(Some(text))
+    }
+}
+
+/// What boots: kernel, initrd, init and kernel parameters.
+struct Boot {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    init: String,
+    cmdline: String,
 }
 
 #[cfg(test)]

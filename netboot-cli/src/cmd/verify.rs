@@ -534,23 +534,7 @@ pub fn run(a: VerifyArgs, v: Verbosity) -> Result<()> {
 
 fn check_all(a: &VerifyArgs, report: &mut Report, v: Verbosity) -> Result<()> {
     let dir = a.dir.as_path();
-    let mut loaded = 0;
-    for f in FILES {
-        let p = dir.join(f);
-        let m = std::fs::metadata(&p).at(&p)?;
-        if f != "netboot.ipxe" && f != "bzImage" && m.len() % 4 != 0 {
-            return Err(Error::at(
-                &p,
-                format!(
-                    "size {} is not a multiple of 4 (EFI concatenates initrds unpadded)",
-                    m.len()
-                ),
-            ));
-        }
-        if f != "netboot.ipxe" {
-            loaded += m.len();
-        }
-    }
+    let loaded = check_files(dir)?;
     report.passed("files", "the five files; initrds 4-byte aligned");
     check_kernel_and_initrd(dir)?;
     report.passed(
@@ -569,83 +553,18 @@ fn check_all(a: &VerifyArgs, report: &mut Report, v: Verbosity) -> Result<()> {
 
     let manifest = manifest_text(dir)?;
     let mpath = dir.join("manifest");
-    // Stage 1: `for f in $(cat /nix-store-isos | sed 's/ //')`.
-    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    let mut dests = BTreeSet::new();
-    for (i, line) in manifest.lines().enumerate() {
-        let f = line.replacen(' ', "", 1);
-        let at = format!("{}:/nix-store-isos:{}", mpath.display(), i + 1);
-        if f.is_empty() || f.split_whitespace().count() != 1 || f.contains(['*', '[']) {
-            return Err(Error::new(
-                at,
-                format!("{f:?} is not one path without whitespace or globs"),
-            ));
-        }
-        let path = Path::new(&f);
-        let (Some(dirname), Some(base)) =
-            (path.parent().and_then(|d| d.file_name()), path.file_name())
-        else {
-            return Err(Error::new(at, format!("{f:?} has no parent directory")));
-        };
-        let dest = format!("{}{}", dirname.to_string_lossy(), base.to_string_lossy());
-        if !dests.insert(dest.clone()) {
-            return Err(Error::new(
-                at,
-                format!("destination {dest} repeats (stage 1's mkdir fails)"),
-            ));
-        }
-        let key = f.trim_start_matches('/').to_owned();
-        order.push(key.clone());
-        wanted.insert(key, dest);
-    }
-    report.passed("manifest", format!("{} images listed", wanted.len()));
+    let listed = check_manifest(&mpath, &manifest)?;
+    report.passed("manifest", format!("{} images listed", listed.wanted.len()));
     // `init=<store>/<path>/<rest>`: the store path must be an image's.
     let init_in = init.as_deref().and_then(|i| {
         let mut parts = i.split('/');
         parts
-            .find(|c| dests.contains(*c))
+            .find(|c| listed.dests.contains(*c))
             .map(|d| (d.to_owned(), parts.collect::<Vec<_>>().join("/")))
     });
-
     let npath = dir.join("nix-store");
-    let mut r = open_initramfs(dir, "nix-store")?;
-    let mut found: BTreeMap<String, ImageFacts> = BTreeMap::new();
-    while let Some(mut e) = r.next_entry().map_err(|e| Error::at(&npath, e))? {
-        let name = String::from_utf8_lossy(e.entry().name()).into_owned();
-        let name = name
-            .trim_start_matches("./")
-            .trim_start_matches('/')
-            .to_owned();
-        let dest = match wanted.get(&name) {
-            Some(dest) if e.entry().kind() == newc_cpio::EntryKind::File => dest,
-            // Decoded (and checked) all the same, but not kept.
-            _ => {
-                std::io::copy(&mut e, &mut std::io::sink()).at(&npath)?;
-                continue;
-            }
-        };
-        // Images are < 4 GiB (newc's file size field).
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).at(&npath)?;
-        let init_rel = match &init_in {
-            Some((d, rel)) if d == dest => Some(rel.as_str()),
-            _ => None,
-        };
-        let facts = check_image(&name, &data, dest, init_rel).map_err(|m| Error::at(&npath, m))?;
-        if v == Verbosity::Verbose {
-            eprintln!(
-                "netboot: image {dest}: {} entries, {}",
-                facts.entries,
-                human(facts.file_bytes)
-            );
-        }
-        report.images += 1;
-        report.entries += facts.entries;
-        report.file_bytes += facts.file_bytes;
-        found.insert(name, facts);
-    }
-    if let Some(missing) = wanted.keys().find(|k| !found.contains_key(*k)) {
+    let found = read_images(dir, &listed.wanted, init_in.as_ref(), report, v)?;
+    if let Some(missing) = listed.wanted.keys().find(|k| !found.contains_key(*k)) {
         return Err(Error::at(
             &mpath,
             format!("names /{missing}, which nix-store does not contain"),
@@ -676,12 +595,150 @@ fn check_all(a: &VerifyArgs, report: &mut Report, v: Verbosity) -> Result<()> {
                 "no image provides nix-path-registration (nix-store --load-db would fail after boot)",
             )
         })?;
-    check_registration(&npath, &registration, &wanted, &found)?;
+    check_registration(&npath, &registration, &listed.wanted, &found)?;
     report.passed(
         "registration",
         "every image's NAR hash and size as registered",
     );
+    check_memory(a, report, loaded, &manifest, &listed.order, &found)?;
+    report.passed(
+        "memory",
+        format!("needs {} of RAM", human(report.memory.total)),
+    );
+    Ok(())
+}
 
+/// The five files are there, initrds 4-aligned; returns the bytes iPXE
+/// loads (all but the script).
+fn check_files(dir: &Path) -> Result<u64> {
+    let mut loaded = 0;
+    for f in FILES {
+        let p = dir.join(f);
+        let m = std::fs::metadata(&p).at(&p)?;
+        if f != "netboot.ipxe" && f != "bzImage" && m.len() % 4 != 0 {
+            return Err(Error::at(
+                &p,
+                format!(
+                    "size {} is not a multiple of 4 (EFI concatenates initrds unpadded)",
+                    m.len()
+                ),
+            ));
+        }
+        if f != "netboot.ipxe" {
+            loaded += m.len();
+        }
+    }
+    Ok(loaded)
+}
+
+/// The manifest's images: file name (without the leading `/`) → stage
+/// 1's destination, in manifest order, and the destinations.
+struct Listed {
+    wanted: BTreeMap<String, String>,
+    order: Vec<String>,
+    dests: BTreeSet<String>,
+}
+
+/// Each manifest line is one path stage 1 can copy to a destination of
+/// its own.
+fn check_manifest(mpath: &Path, manifest: &str) -> Result<Listed> {
+    // Stage 1: `for f in $(cat /nix-store-isos | sed 's/ //')`.
+    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut dests = BTreeSet::new();
+    for (i, line) in manifest.lines().enumerate() {
+        let f = line.replacen(' ', "", 1);
+        let at = format!("{}:/nix-store-isos:{}", mpath.display(), i + 1);
+        if f.is_empty() || f.split_whitespace().count() != 1 || f.contains(['*', '[']) {
+            return Err(Error::new(
+                at,
+                format!("{f:?} is not one path without whitespace or globs"),
+            ));
+        }
+        let path = Path::new(&f);
+        let (Some(dirname), Some(base)) =
+            (path.parent().and_then(|d| d.file_name()), path.file_name())
+        else {
+            return Err(Error::new(at, format!("{f:?} has no parent directory")));
+        };
+        let dest = format!("{}{}", dirname.to_string_lossy(), base.to_string_lossy());
+        if !dests.insert(dest.clone()) {
+            return Err(Error::new(
+                at,
+                format!("destination {dest} repeats (stage 1's mkdir fails)"),
+            ));
+        }
+        let key = f.trim_start_matches('/').to_owned();
+        order.push(key.clone());
+        wanted.insert(key, dest);
+    }
+    Ok(Listed {
+        wanted,
+        order,
+        dests,
+    })
+}
+
+/// Every image of `nix-store` the manifest names, read back and checked
+/// (the one holding init= also for that file); other members are decoded
+/// and checked all the same.
+fn read_images(
+    dir: &Path,
+    wanted: &BTreeMap<String, String>,
+    init_in: Option<&(String, String)>,
+    report: &mut Report,
+    v: Verbosity,
+) -> Result<BTreeMap<String, ImageFacts>> {
+    let npath = dir.join("nix-store");
+    let mut r = open_initramfs(dir, "nix-store")?;
+    let mut found: BTreeMap<String, ImageFacts> = BTreeMap::new();
+    while let Some(mut e) = r.next_entry().map_err(|e| Error::at(&npath, e))? {
+        let name = String::from_utf8_lossy(e.entry().name()).into_owned();
+        let name = name
+            .trim_start_matches("./")
+            .trim_start_matches('/')
+            .to_owned();
+        let dest = match wanted.get(&name) {
+            Some(dest) if e.entry().kind() == newc_cpio::EntryKind::File => dest,
+            // Decoded (and checked) all the same, but not kept.
+            _ => {
+                std::io::copy(&mut e, &mut std::io::sink()).at(&npath)?;
+                continue;
+            }
+        };
+        // Images are < 4 GiB (newc's file size field).
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).at(&npath)?;
+        let init_rel = match init_in {
+            Some((d, rel)) if d == dest => Some(rel.as_str()),
+            _ => None,
+        };
+        let facts = check_image(&name, &data, dest, init_rel).map_err(|m| Error::at(&npath, m))?;
+        if v == Verbosity::Verbose {
+            eprintln!(
+                "netboot: image {dest}: {} entries, {}",
+                facts.entries,
+                human(facts.file_bytes)
+            );
+        }
+        report.images += 1;
+        report.entries += facts.entries;
+        report.file_bytes += facts.file_bytes;
+        found.insert(name, facts);
+    }
+    Ok(found)
+}
+
+/// The RAM estimate, and `--memory` checked against it.
+fn check_memory(
+    a: &VerifyArgs,
+    report: &mut Report,
+    loaded: u64,
+    manifest: &str,
+    order: &[String],
+    found: &BTreeMap<String, ImageFacts>,
+) -> Result<()> {
+    let dir = a.dir.as_path();
     let mut base = memory::file_cost(manifest.len() as u64);
     base += unpacked_cost(&dir.join("initrd"))?.unwrap_or_else(|| {
         // A compressor we cannot read (xz, bzip2...): assume 3x.
@@ -721,9 +778,5 @@ fn check_all(a: &VerifyArgs, report: &mut Report, v: Verbosity) -> Result<()> {
             ));
         }
     }
-    report.passed(
-        "memory",
-        format!("needs {} of RAM", human(report.memory.total)),
-    );
     Ok(())
 }
