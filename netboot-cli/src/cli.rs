@@ -77,8 +77,8 @@ pub struct ServeArgs {
     /// demand and served under /NAME/.
     #[arg(long, value_name = "NAME=TOPLEVEL")]
     pub system: Vec<String>,
-    /// Serve /store/<toplevel base name>/... for any NixOS system in the
-    /// store (as nix-netboot-serve's /boot/<hash>/).
+    /// Serve `/store/<toplevel base name>/...` for any NixOS system in the
+    /// store (as nix-netboot-serve's `/boot/<hash>/`).
     #[arg(long)]
     pub serve_store: bool,
     /// The store directory systems were built for.
