@@ -174,14 +174,21 @@ impl PathScan {
         };
         let n = u32::from_le_bytes(<[u8; 4]>::try_from(take(4)?).ok()?) as usize;
         let mut references = BTreeSet::new();
-        let refs_hold = closed || &scanned_against == closure;
+        let same_closure = &scanned_against == closure;
+        let refs_hold = closed || same_closure;
         if !refs_hold && need_refs {
             return None;
         }
         for _ in 0..n {
             let h = <[u8; HASH_LEN]>::try_from(take(HASH_LEN)?).ok()?;
-            if let (true, Some(&i)) = (refs_hold, hashes.get(&h)) {
-                references.insert(i);
+            match (refs_hold, hashes.get(&h)) {
+                (true, Some(&i)) => {
+                    references.insert(i);
+                }
+                // Scanned against this very closure, every reference is in
+                // it: a missing one means the record is not what it says.
+                (true, None) if same_closure => return None,
+                _ => {}
             }
         }
         if !r.is_empty() {
