@@ -431,16 +431,7 @@ impl Parts {
             match p {
                 Part::File {
                     path, offset, len, ..
-                } => {
-                    let mut f = File::open(path).at(path)?;
-                    f.seek(SeekFrom::Start(*offset)).at(path)?;
-                    let n = std::io::copy(&mut f.take(*len), w).map_err(|e| {
-                        Error::at(path, format!("copying to {}: {e}", dest.display()))
-                    })?;
-                    if n != *len {
-                        return Err(Error::at(path, "file shrank while the media were built"));
-                    }
-                }
+                } => copy_range(path, *offset, *len, w, dest)?,
                 Part::Bytes(b) => w.write_all(b).at(dest)?,
                 Part::Zeros(n) => {
                     std::io::copy(&mut std::io::repeat(0).take(*n), w).at(dest)?;
@@ -450,8 +441,42 @@ impl Parts {
         Ok(())
     }
 
+    /// Gives every file part without an id the sha256 of its bytes, read
+    /// once per file version: `known` remembers digests across calls, so
+    /// a kernel or initrd shared by many generations is hashed once.
+    pub fn identify(&mut self, known: &KnownDigests) -> Result<()> {
+        for p in &mut self.parts {
+            let Part::File {
+                path,
+                offset,
+                len,
+                id: id @ None,
+            } = p
+            else {
+                continue;
+            };
+            let version = file_version(&std::fs::metadata(&*path).at(&*path)?);
+            let key = (version, *offset, *len);
+            let memo = known.lock().ok().and_then(|m| m.get(&key).copied());
+            let digest = match memo {
+                Some(d) => d,
+                None => {
+                    let mut h = Sha256::new();
+                    copy_range(path, *offset, *len, &mut h, Path::new("sha256"))?;
+                    let d: [u8; 32] = h.finalize().into();
+                    if let Ok(mut m) = known.lock() {
+                        m.insert(key, d);
+                    }
+                    d
+                }
+            };
+            *id = Some(digest);
+        }
+        Ok(())
+    }
+
     /// A strong validator for the bytes: sha256 over each part's id, or its
-    /// bytes when it has none (kernel and initrd are read once per version).
+    /// bytes when it has none ([`Parts::identify`] gives file parts ids).
     pub fn digest(&self) -> Result<[u8; 32]> {
         let mut h = Sha256::new();
         for p in &self.parts {
@@ -467,12 +492,7 @@ impl Parts {
                     path, offset, len, ..
                 } => {
                     h.update(b"F");
-                    let mut f = File::open(path).at(path)?;
-                    f.seek(SeekFrom::Start(*offset)).at(path)?;
-                    let n = std::io::copy(&mut f.take(*len), &mut h).at(path)?;
-                    if n != *len {
-                        return Err(Error::at(path, "file shrank while the media were built"));
-                    }
+                    copy_range(path, *offset, *len, &mut h, Path::new("sha256"))?;
                 }
                 Part::Bytes(b) => {
                     h.update(b"B");
@@ -486,6 +506,34 @@ impl Parts {
         }
         Ok(h.finalize().into())
     }
+}
+
+/// A file's version: device, inode, size, mtime (s, ns). Files are replaced,
+/// not rewritten in place, so a new version means new bytes.
+pub type FileVersion = (u64, u64, u64, i64, i64);
+
+/// The version of the file `m` describes.
+pub fn file_version(m: &std::fs::Metadata) -> FileVersion {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())
+}
+
+/// Digests of file ranges (version, offset, length) read so far.
+pub type KnownDigests =
+    std::sync::Mutex<std::collections::HashMap<(FileVersion, u64, u64), [u8; 32]>>;
+
+/// Copies `len` bytes of `path` from `offset` to `w` (named `dest` in
+/// errors); an error if the file holds fewer bytes than it was measured
+/// with.
+fn copy_range(path: &Path, offset: u64, len: u64, w: &mut impl Write, dest: &Path) -> Result<()> {
+    let mut f = File::open(path).at(path)?;
+    f.seek(SeekFrom::Start(offset)).at(path)?;
+    let n = std::io::copy(&mut f.take(len), w)
+        .map_err(|e| Error::at(path, format!("copying to {}: {e}", dest.display())))?;
+    if n != len {
+        return Err(Error::at(path, "file shrank while the media were built"));
+    }
+    Ok(())
 }
 
 /// The zero bytes `newc_cpio::initramfs::Writer` puts before a segment (or

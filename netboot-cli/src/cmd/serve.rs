@@ -34,7 +34,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,14 +45,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::cache::{hex, Cache};
 use crate::cli::ServeArgs;
 use crate::cmd::build;
 use crate::error::{Error, IoContext, Result};
-use crate::media::{Part, Parts, FILES};
+use crate::media::{KnownDigests, Part, Parts, FILES};
 use crate::progress::{Progress, Verbosity};
 
 /// Connections served at once; more wait to be accepted.
@@ -80,9 +78,6 @@ const MAX_STORE_SYSTEMS: usize = 16;
 
 type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-/// A file version: device, inode, size, mtime (s, ns).
-type Version = (u64, u64, u64, i64, i64);
-
 /// `--serve-store`'s systems by base name, with their last request.
 type StoreSlots = HashMap<String, (Arc<Slot>, Instant)>;
 
@@ -93,8 +88,9 @@ struct State {
     /// `--serve-store`: systems by base name, with their last use.
     store: Option<Mutex<StoreSlots>>,
     builder: Option<Arc<Builder>>,
-    /// ETags of media files, by version.
-    etags: Mutex<HashMap<Version, String>>,
+    /// Digests of the files served, by version (media files, and the
+    /// kernels and initrds of systems), shared with the builder.
+    digests: Arc<KnownDigests>,
     log: bool,
 }
 
@@ -106,6 +102,7 @@ struct Builder {
     root: PathBuf,
     next: AtomicU64,
     one_at_a_time: Mutex<()>,
+    digests: Arc<KnownDigests>,
     log: bool,
 }
 
@@ -123,8 +120,8 @@ struct SlotState {
     current: Option<Arc<Generation>>,
     /// The base name being built.
     building: Option<String>,
-    /// The last failed build: base name, message, when.
-    failed: Option<(String, String, Instant)>,
+    /// The last failed build: base name, when.
+    failed: Option<(String, Instant)>,
 }
 
 /// A built system: its five files as parts, with their ETags. Its segment
@@ -172,10 +169,11 @@ pub fn run(a: ServeArgs, v: Verbosity) -> Result<()> {
             "nothing to serve (give --media NAME=DIR, --system NAME=TOPLEVEL or --serve-store)",
         ));
     }
+    let digests = Arc::new(KnownDigests::default());
     let builder = if systems.is_empty() && !a.serve_store {
         None
     } else {
-        Some(Arc::new(Builder::new(a.clone(), log)?))
+        Some(Arc::new(Builder::new(a.clone(), digests.clone(), log)?))
     };
     let addr: SocketAddr = a
         .listen
@@ -186,7 +184,7 @@ pub fn run(a: ServeArgs, v: Verbosity) -> Result<()> {
         systems,
         store: a.serve_store.then(|| Mutex::new(HashMap::new())),
         builder: builder.clone(),
-        etags: Mutex::new(HashMap::new()),
+        digests,
         log,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -252,7 +250,7 @@ fn default_cache() -> Result<PathBuf> {
 }
 
 impl Builder {
-    fn new(args: ServeArgs, log: bool) -> Result<Builder> {
+    fn new(args: ServeArgs, digests: Arc<KnownDigests>, log: bool) -> Result<Builder> {
         let cache = match &args.cache {
             Some(c) => c.clone(),
             None => default_cache()?,
@@ -267,6 +265,7 @@ impl Builder {
             root,
             next: AtomicU64::new(0),
             one_at_a_time: Mutex::new(()),
+            digests,
             log,
         })
     }
@@ -289,8 +288,10 @@ impl Builder {
         let progress = Progress::new(plan.paths.len() as u64, Verbosity::Quiet);
         let media = build::assemble(&plan, Some(&cache), &generation.dir, &progress)?;
         for (file, parts) in &media.files {
-            let etag = format!("\"sha256-{}\"", hex(&parts.digest()?[..16]));
-            generation.files.push((file, Arc::new(parts.clone()), etag));
+            let mut parts = parts.clone();
+            parts.identify(&self.digests)?;
+            let etag = etag(&parts.digest()?);
+            generation.files.push((file, Arc::new(parts), etag));
         }
         if self.log {
             let hits = progress.cache_hits.load(Ordering::Relaxed);
@@ -364,14 +365,14 @@ async fn generation(
         if let Some(g) = st.current.clone().filter(|g| g.base == base) {
             return Ok(g);
         }
-        if let Some((b, _, when)) = &st.failed {
+        if let Some((b, when)) = &st.failed {
             if *b == base && when.elapsed() < RETRY_FAILED {
                 return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]));
             }
         }
         if st.building.as_deref() != Some(base.as_str()) {
             st.building = Some(base.clone());
-            let (slot, builder) = (slot.clone(), builder.clone());
+            let (slot, builder, built) = (slot.clone(), builder.clone(), base.clone());
             let top = sys.root.join(&base);
             std::thread::spawn(move || {
                 let r = builder.build(&slot.name, &top);
@@ -386,8 +387,7 @@ async fn generation(
                         if builder.log {
                             eprintln!("netboot serve: {}: build failed: {e}", slot.name);
                         }
-                        let b = top.file_name().map(|n| n.to_string_lossy().into_owned());
-                        st.failed = Some((b.unwrap_or_default(), e.to_string(), Instant::now()));
+                        st.failed = Some((built, Instant::now()));
                     }
                 }
                 drop(st);
@@ -663,14 +663,7 @@ async fn content(
     let Ok(meta) = f.metadata() else {
         return Err(not_found());
     };
-    let key = (
-        meta.dev(),
-        meta.ino(),
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-    );
-    let etag = etag_of(state, key, &p)
+    let etag = etag_of(state, &p, meta.len())
         .await
         .map_err(|_| status(StatusCode::INTERNAL_SERVER_ERROR, &[]))?;
     let c = Content {
@@ -865,26 +858,29 @@ impl Body for ChannelBody {
     }
 }
 
-/// The ETag of one file version, hashing it the first time it is asked for.
-async fn etag_of(state: &State, key: Version, p: &std::path::Path) -> Result<String> {
-    if let Some(e) = state.etags.lock().ok().and_then(|m| m.get(&key).cloned()) {
-        return Ok(e);
-    }
-    let path = p.to_path_buf();
-    let digest = tokio::task::spawn_blocking(move || -> Result<String> {
-        let mut h = Sha256::new();
-        let mut f = std::fs::File::open(&path).at(&path)?;
-        std::io::copy(&mut f, &mut h).at(&path)?;
-        let d = h.finalize();
-        Ok(hex(&d[..16]))
+/// The ETag of a media file: its digest, read the first time its version
+/// is asked for.
+async fn etag_of(state: &State, p: &Path, len: u64) -> Result<String> {
+    let mut parts = Parts::default();
+    parts.push(Part::File {
+        path: p.to_path_buf(),
+        offset: 0,
+        len,
+        id: None,
+    });
+    let digests = state.digests.clone();
+    let d = tokio::task::spawn_blocking(move || -> Result<[u8; 32]> {
+        parts.identify(&digests)?;
+        parts.digest()
     })
     .await
     .map_err(|e| Error::new("serve", e))??;
-    let etag = format!("\"sha256-{digest}\"");
-    if let Ok(mut m) = state.etags.lock() {
-        m.insert(key, etag.clone());
-    }
-    Ok(etag)
+    Ok(etag(&d))
+}
+
+/// A strong ETag from a digest.
+fn etag(digest: &[u8; 32]) -> String {
+    format!("\"sha256-{}\"", hex(&digest[..16]))
 }
 
 #[cfg(test)]
