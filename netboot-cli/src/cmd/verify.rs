@@ -34,7 +34,7 @@ use crate::media;
 use crate::memory;
 use crate::progress::{human, Verbosity};
 
-const FILES: [&str; 5] = ["bzImage", "initrd", "manifest", "nix-store", "netboot.ipxe"];
+use crate::media::FILES;
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
     let p = dir.join(name);
