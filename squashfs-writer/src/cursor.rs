@@ -81,6 +81,34 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Entry `index` of a decompressed lookup table (`bytes`) of `size`-byte
+/// deku entries. An index past the table is reported at the superblock
+/// field that counts the entries.
+pub(crate) fn lookup_entry<T>(
+    bytes: &[u8],
+    index: u32,
+    size: usize,
+    table: Table,
+    count_field: &'static str,
+) -> Result<T>
+where
+    T: for<'b> DekuContainerRead<'b>,
+{
+    let pos = (index as usize)
+        .checked_mul(size)
+        .filter(|p| p + size <= bytes.len())
+        .ok_or_else(|| {
+            corrupt(
+                Location::Superblock(count_field),
+                format!(
+                    "{table} entry {index} past the {} entries of the table",
+                    bytes.len() / size
+                ),
+            )
+        })?;
+    Cursor::new(bytes, pos, table).fixed(size, &format!("{table} entry"))
+}
+
 /// Appends the encoding of a deku structure to `out`.
 pub(crate) fn put<T: DekuContainerWrite>(out: &mut Vec<u8>, v: &T) -> Result<()> {
     let b = v

@@ -4,8 +4,8 @@
 
 use deku::{DekuRead, DekuWrite};
 
-use crate::cursor::{put, Cursor};
-use crate::error::{corrupt, Location, Result, Table};
+use crate::cursor::{lookup_entry, put};
+use crate::error::{Result, Table};
 
 /// One fragment block's entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, DekuRead, DekuWrite)]
@@ -25,19 +25,7 @@ impl FragmentEntry {
 
     /// Entry `index` of the decompressed fragment table `table`.
     pub(crate) fn parse(table: &[u8], index: u32) -> Result<FragmentEntry> {
-        let pos = (index as usize)
-            .checked_mul(Self::SIZE)
-            .filter(|p| p + Self::SIZE <= table.len())
-            .ok_or_else(|| {
-                corrupt(
-                    Location::Superblock("fragment_count"),
-                    format!(
-                        "fragment {index} >= fragment count {}",
-                        table.len() / Self::SIZE
-                    ),
-                )
-            })?;
-        Cursor::new(table, pos, Table::Fragment).fixed(Self::SIZE, "fragment entry")
+        lookup_entry(table, index, Self::SIZE, Table::Fragment, "fragment_count")
     }
 
     /// Appends the entry's 16 bytes.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use deku::{DekuRead, DekuWrite};
 
 use crate::compress::Compression;
-use crate::cursor::{put, Cursor};
+use crate::cursor::{lookup_entry, put, Cursor};
 use crate::error::{corrupt, Error, Location, Result, Table};
 use crate::table::MetadataWriter;
 
@@ -45,16 +45,13 @@ impl XattrId {
 
     /// Entry `id` of the decompressed xattr id table.
     pub(crate) fn parse(table: &[u8], id: u32) -> Result<XattrId> {
-        let pos = (id as usize)
-            .checked_mul(Self::SIZE)
-            .filter(|p| p + Self::SIZE <= table.len())
-            .ok_or_else(|| {
-                corrupt(
-                    Location::Superblock("xattr_id_table_start"),
-                    format!("xattr id {id} out of range"),
-                )
-            })?;
-        Cursor::new(table, pos, Table::XattrId).fixed(Self::SIZE, "xattr id entry")
+        lookup_entry(
+            table,
+            id,
+            Self::SIZE,
+            Table::XattrId,
+            "xattr_id_table_start",
+        )
     }
 }
 
