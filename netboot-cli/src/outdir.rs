@@ -315,14 +315,23 @@ pub fn write_file<T>(
 ) -> Result<T> {
     clean_stale(dest);
     replace_file(dest, true, |f| {
-        let clone = f.try_clone().at(dest)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, SyncAhead::new(clone));
-        let v = fill(&mut w)?;
-        w.into_inner()
-            .map_err(|e| Error::io(dest, e.into_error()))?
-            .finish();
-        Ok(v)
+        write_synced(f.try_clone().at(dest)?, dest, fill)
     })
+}
+
+/// Writes `file` (named `dest` in errors) through `fill`, buffered by 1 MiB
+/// over a [`SyncAhead`], and waits for its write-back.
+pub fn write_synced<T>(
+    file: File,
+    dest: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<SyncAhead>) -> Result<T>,
+) -> Result<T> {
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, SyncAhead::new(file));
+    let v = fill(&mut w)?;
+    w.into_inner()
+        .map_err(|e| Error::io(dest, e.into_error()))?
+        .finish();
+    Ok(v)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! serves equals what `build` writes.
 
 use std::fs::File;
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -32,12 +32,11 @@ use crate::cli::{BuildPlan, SegmentCompression};
 use crate::error::{Error, IoContext, Result};
 use crate::media::{self, Part, Parts, SegmentPlan, MAX_INITRDS};
 use crate::memory;
-use crate::outdir::Staging;
+use crate::outdir::{self, Staging};
 use crate::progress::{Progress, Verbosity};
 use crate::registration;
 use crate::scan::{self, PathScan};
 use crate::store_path::StorePath;
-use crate::sync_ahead::SyncAhead;
 
 /// The media of one build, described but not written.
 #[derive(Debug)]
@@ -164,11 +163,7 @@ fn commit(media: &Media, staging: Staging, work_dir: &Path) -> Result<()> {
         let dest = staging.path().join(name);
         let f = File::create(&dest).at(&dest)?;
         // nix-store is large: written back as it goes, not all at the fsync.
-        let mut w = BufWriter::with_capacity(1 << 20, SyncAhead::new(f));
-        parts.write_to(&mut w, &dest)?;
-        w.into_inner()
-            .map_err(|e| Error::io(&dest, e.into_error()))?
-            .finish();
+        outdir::write_synced(f, &dest, |w| parts.write_to(w, &dest))?;
     }
     std::fs::remove_dir_all(work_dir).at(work_dir)?;
     staging.commit()
