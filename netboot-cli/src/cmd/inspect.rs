@@ -2,15 +2,18 @@
 //!
 //! Detection by magic: `hsqs` = squashfs image; `#!ipxe`/`#!gpxe` = iPXE
 //! script; `070701`/`070702`, gzip (`1f 8b`) or LZ4 legacy (`02 21 4c 18`)
-//! = cpio archive / initramfs (one or more segments).
+//! = cpio archive / initramfs (one or more segments); the x86 boot
+//! protocol header (`HdrS` at 0x202) = a Linux kernel (`bzImage`).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write as _};
 
 use serde_json::{json, Value};
 
+use netboot_engine::verify::boot::is_bzimage;
+use netboot_engine::{Error, IoContext, Result};
+
 use crate::cli::InspectArgs;
-use crate::error::{Error, IoContext, Result};
 
 /// What a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,8 @@ pub enum Kind {
     Initramfs,
     /// iPXE script.
     Ipxe,
+    /// A Linux kernel with the x86 boot protocol header (`bzImage`).
+    Kernel,
 }
 
 /// Detects the kind from the first bytes.
@@ -35,6 +40,8 @@ pub fn detect(bytes: &[u8]) -> Option<Kind> {
         || bytes.starts_with(&[0x02, 0x21, 0x4c, 0x18])
     {
         Some(Kind::Initramfs)
+    } else if is_bzimage(bytes) {
+        Some(Kind::Kernel)
     } else {
         None
     }
@@ -370,6 +377,38 @@ pub fn ipxe_listing(
     ))
 }
 
+/// Bytes read to detect the kind: a bzImage's boot header ends at 0x268.
+const KERNEL_HEAD: usize = 0x300;
+
+/// A kernel's boot protocol header (Documentation/arch/x86/boot.rst):
+/// the protocol `version` (u16 at 0x206) and `kernel_version` (u16 at
+/// 0x20E: the version string's offset minus 0x200), as `file` prints them.
+fn kernel_listing(b: &[u8]) -> (String, Value) {
+    let u16_at = |o: usize| b.get(o..o + 2).map(|v| u16::from_le_bytes([v[0], v[1]]));
+    let protocol = u16_at(0x206).map(|p| format!("{}.{:02}", p >> 8, p & 0xff));
+    let version = u16_at(0x20e)
+        .filter(|&o| o != 0)
+        .and_then(|o| b.get(usize::from(o) + 0x200..))
+        .map(|s| {
+            let end = s.iter().take(256).position(|&c| c == 0).unwrap_or(0);
+            lossy(&s[..end])
+        })
+        .filter(|s| !s.is_empty());
+    let text = format!(
+        "Linux kernel (x86 boot protocol {}), version {}, {} bytes\n",
+        protocol.as_deref().unwrap_or("?"),
+        version.as_deref().unwrap_or("unknown"),
+        b.len()
+    );
+    let value = json!({
+        "kind": "kernel",
+        "boot_protocol": protocol,
+        "version": version,
+        "size": b.len(),
+    });
+    (text, value)
+}
+
 /// Runs the command. The listing goes to a locked, buffered stdout; a
 /// reader that closes it early (`| head`) ends the command quietly.
 pub fn run(a: InspectArgs) -> Result<()> {
@@ -383,10 +422,11 @@ pub fn run(a: InspectArgs) -> Result<()> {
             .at(&a.file)?;
         Ok::<_, Error>(bytes)
     };
-    // The longest magic `detect` looks at is 6 bytes.
-    let mut head = Vec::with_capacity(8);
+    // The boot protocol header ends before 0x300 (its version string may
+    // lie further in, and is read from the whole file).
+    let mut head = Vec::with_capacity(KERNEL_HEAD);
     open()
-        .and_then(|f| f.take(8).read_to_end(&mut head))
+        .and_then(|f| f.take(KERNEL_HEAD as u64).read_to_end(&mut head))
         .at(&a.file)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -405,10 +445,11 @@ pub fn run(a: InspectArgs) -> Result<()> {
                 .map_err(|e| Error::at(&a.file, format!("iPXE script is not UTF-8: {e}")))?;
             ipxe_listing(s).map_err(|e| Error::at(&a.file, e))?
         }
+        Some(Kind::Kernel) => kernel_listing(&read_all()?),
         None => {
             return Err(Error::at(
                 &a.file,
-                "unknown format: not a squashfs image, cpio archive, initramfs or iPXE script",
+                "unknown format: not a squashfs image, cpio archive, initramfs, iPXE script or Linux kernel",
             ))
         }
     };
@@ -434,5 +475,9 @@ mod tests {
         assert_eq!(detect(b"#!ipxe\n"), Some(Kind::Ipxe));
         assert_eq!(detect(b"070701"), Some(Kind::Initramfs));
         assert_eq!(detect(b"ELF"), None);
+        let mut k = vec![0u8; 0x300];
+        k[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        assert_eq!(detect(&k), Some(Kind::Kernel));
     }
 }
