@@ -74,7 +74,44 @@ impl ImageArgs {
                     "--block-size",
                     format!("{:?} is not a power of two from 4K to 1M", self.block_size),
                 )
-            })?;
+            })? as u32;
+        let level = self.level()?;
+        let jobs = match self.jobs {
+            Some(0) => return Err(Error::new("--jobs", "must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        let xz_only = |flag: &str| Error::new(flag, "applies to --compression xz only");
+        if self.xz_bcj_x86 && self.compression != ImageCompression::Xz {
+            return Err(xz_only("--xz-bcj-x86"));
+        }
+        if self.xz_dict_size.is_some() && self.compression != ImageCompression::Xz {
+            return Err(xz_only("--xz-dict-size"));
+        }
+        let compression = match self.compression {
+            ImageCompression::Gzip => ImgComp::Gzip { level },
+            // `--level` is refused by `level`: there is no LZ4 HC encoder.
+            ImageCompression::Lz4 => ImgComp::Lz4 {
+                high_compression: false,
+            },
+            ImageCompression::Zstd => ImgComp::Zstd { level },
+            ImageCompression::Xz => ImgComp::Xz {
+                preset: level,
+                dict_size: self.xz_dict_size(block_size)?,
+                bcj_x86: self.xz_bcj_x86,
+            },
+            ImageCompression::None => ImgComp::None,
+        };
+        Ok(ImagePlan {
+            compression,
+            block_size,
+            jobs,
+        })
+    }
+
+    /// `--level` checked against the compressor's range, or its default
+    /// (0 where no level applies).
+    fn level(&self) -> Result<u32> {
         // (default, accepted range, what the range is) per compressor.
         let ranged = |default: u32, ok: std::ops::RangeInclusive<u32>, what: &str| match self.level
         {
@@ -82,75 +119,37 @@ impl ImageArgs {
             Some(l) if ok.contains(&l) => Ok(l),
             Some(l) => Err(Error::new("--level", format!("{l}: {what}"))),
         };
-        let level = match (self.compression, self.level) {
-            (ImageCompression::Gzip, _) => ranged(9, 1..=9, "gzip levels are 1 to 9")?,
-            (ImageCompression::Zstd, _) => ranged(19, 1..=22, "zstd levels are 1 to 22")?,
-            (ImageCompression::Xz, _) => ranged(6, 0..=9, "xz presets are 0 to 9")?,
-            (ImageCompression::Lz4 | ImageCompression::None, None) => 0,
-            (ImageCompression::Lz4, Some(_)) => {
-                return Err(Error::new(
-                    "--level",
-                    "lz4 has no levels here (LZ4 high compression, -Xhc, is not implemented)",
-                ))
-            }
-            (ImageCompression::None, Some(_)) => {
-                return Err(Error::new(
-                    "--level",
-                    "no level applies to --compression none",
-                ))
-            }
-        };
-        let jobs = match self.jobs {
-            Some(0) => return Err(Error::new("--jobs", "must be at least 1")),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        let xz_dict_size = match (&self.xz_dict_size, self.compression) {
-            (None, _) => None,
-            (Some(s), ImageCompression::Xz) => {
-                let d = parse_size(s)
-                    .and_then(|d| u32::try_from(d).ok())
-                    .filter(|&d| squashfs_writer::xz_dict_size_ok(d, block_size as u32))
-                    .ok_or_else(|| {
-                        Error::new(
-                            "--xz-dict-size",
-                            format!("{s:?}: 2^n or 2^n+2^(n-1) bytes, from 8K to the block size"),
-                        )
-                    })?;
-                Some(d)
-            }
-            (Some(_), _) => {
-                return Err(Error::new(
-                    "--xz-dict-size",
-                    "applies to --compression xz only",
-                ))
-            }
-        };
-        if self.xz_bcj_x86 && self.compression != ImageCompression::Xz {
-            return Err(Error::new(
-                "--xz-bcj-x86",
-                "applies to --compression xz only",
-            ));
+        match (self.compression, self.level) {
+            (ImageCompression::Gzip, _) => ranged(9, 1..=9, "gzip levels are 1 to 9"),
+            (ImageCompression::Zstd, _) => ranged(19, 1..=22, "zstd levels are 1 to 22"),
+            (ImageCompression::Xz, _) => ranged(6, 0..=9, "xz presets are 0 to 9"),
+            (ImageCompression::Lz4 | ImageCompression::None, None) => Ok(0),
+            (ImageCompression::Lz4, Some(_)) => Err(Error::new(
+                "--level",
+                "lz4 has no levels here (LZ4 high compression, -Xhc, is not implemented)",
+            )),
+            (ImageCompression::None, Some(_)) => Err(Error::new(
+                "--level",
+                "no level applies to --compression none",
+            )),
         }
-        let compression = match self.compression {
-            ImageCompression::Gzip => ImgComp::Gzip { level },
-            // `--level` is refused above: there is no LZ4 HC encoder.
-            ImageCompression::Lz4 => ImgComp::Lz4 {
-                high_compression: false,
-            },
-            ImageCompression::Zstd => ImgComp::Zstd { level },
-            ImageCompression::Xz => ImgComp::Xz {
-                preset: level,
-                dict_size: xz_dict_size,
-                bcj_x86: self.xz_bcj_x86,
-            },
-            ImageCompression::None => ImgComp::None,
+    }
+
+    /// `--xz-dict-size`, as the kernel's xz decoder accepts it.
+    fn xz_dict_size(&self, block_size: u32) -> Result<Option<u32>> {
+        let Some(s) = &self.xz_dict_size else {
+            return Ok(None);
         };
-        Ok(ImagePlan {
-            compression,
-            block_size: block_size as u32,
-            jobs,
-        })
+        parse_size(s)
+            .and_then(|d| u32::try_from(d).ok())
+            .filter(|&d| squashfs_writer::xz_dict_size_ok(d, block_size))
+            .map(Some)
+            .ok_or_else(|| {
+                Error::new(
+                    "--xz-dict-size",
+                    format!("{s:?}: 2^n or 2^n+2^(n-1) bytes, from 8K to the block size"),
+                )
+            })
     }
 }
 

@@ -196,29 +196,15 @@ pub fn initramfs_listing<R: std::io::BufRead>(
     out: &mut impl std::io::Write,
 ) -> std::result::Result<(), ListingError> {
     let input = |e: &dyn std::fmt::Display| ListingError::Input(e.to_string());
-    let mut nsegs = 0usize;
-    let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| input(&e))?);
-    let mut cur = None;
-    while let Some(mut e) = r.next_entry().map_err(|e| input(&e))? {
-        if cur != Some(e.segment().index) {
-            cur = Some(e.segment().index);
-            nsegs += 1;
-        }
-        let name = lossy(e.entry().name());
-        if let Some(image) = drain(&mut e, deep)? {
-            nested_listing(&image, &name)?;
-        }
-    }
-    let w = |out: &mut dyn std::io::Write, s: &str| out.write_all(s.as_bytes());
+    // A first pass reads everything (nested images too), so a fault is
+    // reported before any line is printed.
+    let nsegs = count_segments(open().map_err(|e| input(&e))?, deep)?;
     if json_out {
-        w(
-            out,
-            &format!(r#"{{"type":"initramfs","size":{size},"segments":["#),
-        )?;
+        write!(out, r#"{{"type":"initramfs","size":{size},"segments":["#)?;
     } else if nsegs == 1 {
-        w(out, "cpio archive (newc), 1 segment\n")?;
+        writeln!(out, "cpio archive (newc), 1 segment")?;
     } else {
-        w(out, &format!("initramfs, {nsegs} segments\n"))?;
+        writeln!(out, "initramfs, {nsegs} segments")?;
     }
     let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| input(&e))?);
     let mut cur: Option<usize> = None;
@@ -229,67 +215,107 @@ pub fn initramfs_listing<R: std::io::BufRead>(
             let kind = format!("{:?}", seg.kind).to_lowercase();
             if json_out {
                 let sep = if cur.is_some() { "]}," } else { "" };
-                w(
+                write!(
                     out,
-                    &format!(
-                        r#"{sep}{{"index":{},"offset":{},"compression":"{kind}","entries":["#,
-                        seg.index, seg.offset
-                    ),
+                    r#"{sep}{{"index":{},"offset":{},"compression":"{kind}","entries":["#,
+                    seg.index, seg.offset
                 )?;
             } else {
-                w(
+                writeln!(
                     out,
-                    &format!("segment {} at offset {} ({kind})\n", seg.index, seg.offset),
+                    "segment {} at offset {} ({kind})",
+                    seg.index, seg.offset
                 )?;
             }
             cur = Some(seg.index);
         }
         let ent = e.entry().clone();
         let off = e.header_offset();
-        let tc = cpio_type_char(ent.kind());
-        let name = lossy(ent.name());
         let nested = match drain(&mut e, deep)? {
-            Some(image) => Some(nested_listing(&image, &name)?),
+            Some(image) => Some(nested_listing(&image, &lossy(ent.name()))?),
             None => None,
         };
-        let target = lossy(ent.symlink_target());
         if json_out {
-            let mut v = json!({
-                "header_offset": off, "name": name, "type": tc.to_string(), "mode": ent.perm(),
-                "uid": ent.uid(), "gid": ent.gid(), "nlink": ent.nlink(), "size": ent.file_size(),
-                "mtime": ent.mtime(), "ino": ent.ino(), "target": if tc == 'l' { Value::String(target) } else { Value::Null },
-            });
-            if let (Some((_, image)), Some(map)) = (nested, v.as_object_mut()) {
-                map.insert("image".to_owned(), image);
-            }
             let sep = if first_in_segment { "" } else { "," };
-            w(out, &format!("{sep}{v}"))?;
+            write!(out, "{sep}{}", entry_json(&ent, off, nested.map(|n| n.1)))?;
         } else {
-            let mut line = format!(
-                "  {:>10} {} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
-                off,
-                mode_string(tc, ent.perm()),
-                ent.nlink(),
-                ent.uid(),
-                ent.gid(),
-                ent.file_size(),
-                ent.mtime(),
-                name
-            );
-            if tc == 'l' {
-                let _ = write!(line, " -> {target}");
-            }
-            line.push('\n');
-            w(out, &line)?;
-            if let Some((text, _)) = nested {
-                for l in text.lines() {
-                    w(out, &format!("      | {l}\n"))?;
-                }
-            }
+            entry_text(out, &ent, off, nested.map(|n| n.0))?;
         }
     }
     if json_out {
-        w(out, if cur.is_some() { "]}]}\n" } else { "]}\n" })?;
+        writeln!(out, "{}", if cur.is_some() { "]}]}" } else { "]}" })?;
+    }
+    Ok(())
+}
+
+/// The segments of an initramfs, every entry (and with `deep`, every
+/// nested image) read and checked on the way.
+fn count_segments(
+    input: impl std::io::BufRead,
+    deep: bool,
+) -> std::result::Result<usize, ListingError> {
+    let bad = |e: &dyn std::fmt::Display| ListingError::Input(e.to_string());
+    let mut nsegs = 0usize;
+    let mut r = newc_cpio::initramfs::StreamReader::new(input);
+    let mut cur = None;
+    while let Some(mut e) = r.next_entry().map_err(|e| bad(&e))? {
+        if cur != Some(e.segment().index) {
+            cur = Some(e.segment().index);
+            nsegs += 1;
+        }
+        let name = lossy(e.entry().name());
+        if let Some(image) = drain(&mut e, deep)? {
+            nested_listing(&image, &name)?;
+        }
+    }
+    Ok(nsegs)
+}
+
+/// One cpio entry as JSON, with its nested image's listing.
+fn entry_json(ent: &newc_cpio::Entry, off: u64, image: Option<Value>) -> Value {
+    let tc = cpio_type_char(ent.kind());
+    let target = if tc == 'l' {
+        Value::String(lossy(ent.symlink_target()))
+    } else {
+        Value::Null
+    };
+    let mut v = json!({
+        "header_offset": off, "name": lossy(ent.name()), "type": tc.to_string(),
+        "mode": ent.perm(), "uid": ent.uid(), "gid": ent.gid(), "nlink": ent.nlink(),
+        "size": ent.file_size(), "mtime": ent.mtime(), "ino": ent.ino(), "target": target,
+    });
+    if let (Some(image), Some(map)) = (image, v.as_object_mut()) {
+        map.insert("image".to_owned(), image);
+    }
+    v
+}
+
+/// One cpio entry as an `ls -l`-like line, with its nested image's
+/// listing indented below it.
+fn entry_text(
+    out: &mut impl std::io::Write,
+    ent: &newc_cpio::Entry,
+    off: u64,
+    nested: Option<String>,
+) -> std::io::Result<()> {
+    let tc = cpio_type_char(ent.kind());
+    let mut line = format!(
+        "  {:>10} {} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
+        off,
+        mode_string(tc, ent.perm()),
+        ent.nlink(),
+        ent.uid(),
+        ent.gid(),
+        ent.file_size(),
+        ent.mtime(),
+        lossy(ent.name())
+    );
+    if tc == 'l' {
+        let _ = write!(line, " -> {}", lossy(ent.symlink_target()));
+    }
+    writeln!(out, "{line}")?;
+    for l in nested.iter().flat_map(|t| t.lines()) {
+        writeln!(out, "      | {l}")?;
     }
     Ok(())
 }

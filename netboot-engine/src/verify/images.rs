@@ -7,11 +7,10 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use crate::error::{Error, IoContext, Result};
 use crate::media::recipe::REGISTRATION_NAME;
 use crate::memory;
+use crate::store::nar;
 
 /// A streaming initramfs reader over `dir/name`: memory does not grow with
 /// the file (`nix-store` can be gigabytes).
@@ -141,8 +140,56 @@ fn check_image(
     dest: &str,
     init_rel: Option<&str>,
 ) -> std::result::Result<ImageFacts, String> {
+    use squashfs_writer::read::EntryKind;
     let img = squashfs_writer::read::Image::new(image).map_err(|e| format!("{what}: {e}"))?;
     let entries = img.entries().map_err(|e| format!("{what}: {e}"))?;
+    check_root(what, &entries, dest)?;
+    let (mut file_bytes, mut store_bytes) = (0, 0);
+    for e in entries.iter().filter(|e| !e.path.is_empty()) {
+        store_bytes += match e.kind {
+            EntryKind::File => memory::file_cost(e.size),
+            _ => memory::INODE_COST,
+        };
+        if e.kind == EntryKind::File {
+            file_bytes += e.size;
+        }
+    }
+    // Every file's data, decompressed and serialised as NAR (which reads
+    // every file): its hash is what the registration promises.
+    let root = img
+        .lookup(dest.as_bytes())
+        .map_err(|e| format!("{what}: {e}"))?;
+    let nar = nar::hash_image(&img, &root).map_err(|e| format!("{what}: {e}"))?;
+    let registration = if dest == REGISTRATION_NAME {
+        let data = img.read_file(&root).map_err(|e| format!("{what}: {e}"))?;
+        Some(String::from_utf8(data).map_err(|_| format!("{what}: registration is not UTF-8"))?)
+    } else {
+        None
+    };
+    if let Some(rel) = init_rel {
+        let path = format!("{dest}/{rel}");
+        match img.lookup(path.as_bytes()) {
+            Ok(e) if e.kind == EntryKind::File => {}
+            Ok(e) => return Err(format!("init={path} is a {:?}, not a file", e.kind)),
+            Err(_) => return Err(format!("init={path} does not exist in the image of {dest}")),
+        }
+    }
+    Ok(ImageFacts {
+        image_bytes: image.len() as u64,
+        entries: entries.len(),
+        file_bytes,
+        store_bytes,
+        nar,
+        registration,
+    })
+}
+
+/// The image root holds exactly `dest` (stage 1 copies that one entry).
+fn check_root(
+    what: &str,
+    entries: &[squashfs_writer::read::Entry],
+    dest: &str,
+) -> std::result::Result<(), String> {
     let top: Vec<&[u8]> = entries
         .iter()
         .filter(|e| !e.path.is_empty() && !e.path.contains(&b'/'))
@@ -157,66 +204,7 @@ fn check_image(
                 .collect::<Vec<_>>()
         ));
     }
-    let mut file_bytes = 0;
-    let mut store_bytes = 0;
-    for e in entries.iter().filter(|e| !e.path.is_empty()) {
-        store_bytes += match e.kind {
-            squashfs_writer::read::EntryKind::File => memory::file_cost(e.size),
-            _ => memory::INODE_COST,
-        };
-    }
-    // Every file's data, decompressed and serialised as NAR (which reads
-    // every file): its hash is what the registration promises.
-    let root = img
-        .lookup(dest.as_bytes())
-        .map_err(|e| format!("{what}: {e}"))?;
-    let mut sink = NarSink::default();
-    crate::store::nar::dump_image(&img, &root, &mut sink).map_err(|e| format!("{what}: {e}"))?;
-    for e in &entries {
-        if e.kind == squashfs_writer::read::EntryKind::File {
-            file_bytes += e.size;
-        }
-    }
-    let registration = if dest == REGISTRATION_NAME {
-        let data = img.read_file(&root).map_err(|e| format!("{what}: {e}"))?;
-        Some(String::from_utf8(data).map_err(|_| format!("{what}: registration is not UTF-8"))?)
-    } else {
-        None
-    };
-    if let Some(rel) = init_rel {
-        let path = format!("{dest}/{rel}");
-        match img.lookup(path.as_bytes()) {
-            Ok(e) if e.kind == squashfs_writer::read::EntryKind::File => {}
-            Ok(e) => return Err(format!("init={path} is a {:?}, not a file", e.kind)),
-            Err(_) => return Err(format!("init={path} does not exist in the image of {dest}")),
-        }
-    }
-    Ok(ImageFacts {
-        image_bytes: image.len() as u64,
-        entries: entries.len(),
-        file_bytes,
-        store_bytes,
-        nar: (sink.sha.finalize().into(), sink.size),
-        registration,
-    })
-}
-
-/// Hashes and counts a NAR stream.
-#[derive(Default)]
-struct NarSink {
-    sha: Sha256,
-    size: u64,
-}
-
-impl std::io::Write for NarSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.sha.update(buf);
-        self.size += buf.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    Ok(())
 }
 
 /// Every image of `nix-store` the manifest names, read back and checked

@@ -83,6 +83,18 @@ pub fn check(
         "kernel",
         "bzImage has the x86 boot header; initrd is an initramfs",
     );
+    let init = check_script_file(dir, report)?;
+    let store = check_store(dir, init.as_deref(), report, on_image)?;
+    check_memory(dir, ram, report, loaded, &store)?;
+    report.passed(
+        "memory",
+        format!("needs {} of RAM", human(report.memory.total)),
+    );
+    Ok(())
+}
+
+/// The script check; returns the kernel line's `init=`.
+fn check_script_file(dir: &Path, report: &mut Report) -> Result<Option<String>> {
     let script = read(dir, "netboot.ipxe")?;
     let script =
         String::from_utf8(script).map_err(|_| Error::at(&dir.join("netboot.ipxe"), "not UTF-8"))?;
@@ -92,19 +104,35 @@ pub fn check(
         "script",
         "fetches bzImage, initrd, manifest, nix-store; initrd= names match",
     );
+    Ok(init)
+}
 
+/// The store as the media carry it: the manifest, and what each image
+/// listed in it holds.
+struct Store {
+    manifest: String,
+    listed: images::Listed,
+    found: BTreeMap<String, ImageFacts>,
+}
+
+/// The manifest, images, init and registration checks.
+fn check_store(
+    dir: &Path,
+    init: Option<&str>,
+    report: &mut Report,
+    on_image: &mut dyn FnMut(&str, &ImageFacts),
+) -> Result<Store> {
     let manifest = images::manifest_text(dir)?;
     let mpath = dir.join("manifest");
     let listed = images::check_manifest(&mpath, &manifest)?;
     report.passed("manifest", format!("{} images listed", listed.wanted.len()));
     // `init=<store>/<path>/<rest>`: the store path must be an image's.
-    let init_in = init.as_deref().and_then(|i| {
+    let init_in = init.and_then(|i| {
         let mut parts = i.split('/');
         parts
             .find(|c| listed.dests.contains(*c))
             .map(|d| (d.to_owned(), parts.collect::<Vec<_>>().join("/")))
     });
-    let npath = dir.join("nix-store");
     let found = {
         let mut seen = |dest: &str, facts: &ImageFacts| {
             report.images += 1;
@@ -121,16 +149,12 @@ pub fn check(
         ));
     }
     report.passed("images", format!("{} images read back", found.len()));
-    match (&init, &init_in) {
-        (None, _) => {
-            return Err(Error::at(
-                &dir.join("netboot.ipxe"),
-                "the kernel line has no init=",
-            ))
-        }
+    let script = dir.join("netboot.ipxe");
+    match (init, &init_in) {
+        (None, _) => return Err(Error::at(&script, "the kernel line has no init=")),
         (Some(i), None) => {
             return Err(Error::at(
-                &dir.join("netboot.ipxe"),
+                &script,
                 format!("init={i} is not inside any store path of the closure"),
             ))
         }
@@ -145,17 +169,21 @@ pub fn check(
                 "no image provides nix-path-registration (nix-store --load-db would fail after boot)",
             )
         })?;
-    images::check_registration(&npath, &registration, &listed.wanted, &found)?;
+    images::check_registration(
+        &dir.join("nix-store"),
+        &registration,
+        &listed.wanted,
+        &found,
+    )?;
     report.passed(
         "registration",
         "every image's NAR hash and size as registered",
     );
-    check_memory(dir, ram, report, loaded, &manifest, &listed.order, &found)?;
-    report.passed(
-        "memory",
-        format!("needs {} of RAM", human(report.memory.total)),
-    );
-    Ok(())
+    Ok(Store {
+        manifest,
+        listed,
+        found,
+    })
 }
 
 /// The RAM estimate, and the target's RAM checked against it.
@@ -164,18 +192,18 @@ fn check_memory(
     ram: Option<u64>,
     report: &mut Report,
     loaded: u64,
-    manifest: &str,
-    order: &[String],
-    found: &BTreeMap<String, ImageFacts>,
+    store: &Store,
 ) -> Result<()> {
-    let mut base = memory::file_cost(manifest.len() as u64);
+    let mut base = memory::file_cost(store.manifest.len() as u64);
     base += memory::unpacked_cost(&dir.join("initrd"))?.unwrap_or_else(|| {
         // A compressor we cannot read (xz, bzip2...): assume 3x.
         3 * std::fs::metadata(dir.join("initrd")).map_or(0, |m| m.len())
     });
-    let images = order
+    let images = store
+        .listed
+        .order
         .iter()
-        .filter_map(|k| found.get(k))
+        .filter_map(|k| store.found.get(k))
         .map(|f| memory::Image {
             image_bytes: f.image_bytes,
             store_bytes: f.store_bytes,

@@ -60,48 +60,63 @@ pub fn check_script(dir: &Path, text: &str) -> Result<usize> {
     cmdline_len.ok_or_else(|| Error::at(&p, "no `kernel` line"))
 }
 
+/// What a script loads: the kernel (file fetched, arguments) and each
+/// initrd (file fetched, image name), as ipxe-script parses them.
+#[derive(Default)]
+struct Loads {
+    kernel: Option<(String, String)>,
+    initrds: Vec<(String, String)>,
+}
+
+/// The last path segment of a literal URI: the file a script fetches.
+fn file_of(v: &ipxe_script::Value) -> Option<String> {
+    v.as_text()
+        .map(|t| t.rsplit('/').next().unwrap_or(t).to_owned())
+}
+
+impl Loads {
+    fn of(script: &ipxe_script::Script) -> Loads {
+        use ipxe_script::Command;
+        let mut loads = Loads::default();
+        for line in script.lines() {
+            let cmds = line
+                .first
+                .iter()
+                .chain(line.rest.iter().filter_map(|(_, c)| c.as_ref()));
+            for cmd in cmds {
+                match cmd {
+                    Command::Kernel(img) => {
+                        let file = img.uri.as_ref().and_then(file_of).unwrap_or_default();
+                        let args = img.args.as_text().unwrap_or_default().to_owned();
+                        loads.kernel = Some((file, args));
+                    }
+                    Command::Initrd(img) => {
+                        let Some(file) = img.uri.as_ref().and_then(file_of) else {
+                            continue;
+                        };
+                        let name = img
+                            .name
+                            .as_ref()
+                            .and_then(|n| n.as_text().map(str::to_owned))
+                            .unwrap_or_else(|| file.clone());
+                        loads.initrds.push((file, name));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        loads
+    }
+}
+
 /// The script's structure, parsed with ipxe-script: it fetches the kernel
 /// and the three initrds, and names each fetched initrd with `initrd=` on
 /// the kernel line. Returns the kernel line's `init=`.
 pub fn check_script_structure(dir: &Path, text: &str) -> Result<Option<String>> {
-    use ipxe_script::Command;
     let p = dir.join("netboot.ipxe");
     let script = ipxe_script::parse(text).map_err(|e| Error::at(&p, e))?;
-    let base = |v: &ipxe_script::Value| {
-        v.as_text()
-            .map(|t| t.rsplit('/').next().unwrap_or(t).to_owned())
-    };
-    let mut kernel: Option<(String, String)> = None;
-    // (file fetched, image name)
-    let mut initrds: Vec<(String, String)> = Vec::new();
-    for line in script.lines() {
-        let cmds = line
-            .first
-            .iter()
-            .chain(line.rest.iter().filter_map(|(_, c)| c.as_ref()));
-        for cmd in cmds {
-            match cmd {
-                Command::Kernel(img) => {
-                    let file = img.uri.as_ref().and_then(base).unwrap_or_default();
-                    let args = img.args.as_text().unwrap_or_default().to_owned();
-                    kernel = Some((file, args));
-                }
-                Command::Initrd(img) => {
-                    let Some(file) = img.uri.as_ref().and_then(base) else {
-                        continue;
-                    };
-                    let name = img
-                        .name
-                        .as_ref()
-                        .and_then(|n| n.as_text().map(str::to_owned))
-                        .unwrap_or_else(|| file.clone());
-                    initrds.push((file, name));
-                }
-                _ => {}
-            }
-        }
-    }
-    let Some((kfile, args)) = kernel else {
+    let loads = Loads::of(&script);
+    let Some((kfile, args)) = &loads.kernel else {
         return Err(Error::at(&p, "no `kernel` command"));
     };
     if kfile != "bzImage" {
@@ -111,21 +126,31 @@ pub fn check_script_structure(dir: &Path, text: &str) -> Result<Option<String>> 
         ));
     }
     for want in ["initrd", "manifest", "nix-store"] {
-        if !initrds.iter().any(|(f, _)| f == want) {
+        if !loads.initrds.iter().any(|(f, _)| f == want) {
             return Err(Error::at(
                 &p,
                 format!("fetches no `initrd {want}`: the kernel would boot without it"),
             ));
         }
     }
+    check_initrd_names(&p, args, &loads.initrds)?;
+    Ok(args
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("init="))
+        .map(str::to_owned))
+}
+
+/// Each fetched initrd is named by an `initrd=` of the kernel line, and
+/// each `initrd=` names a fetched one (UEFI hands the kernel only those).
+fn check_initrd_names(p: &Path, args: &str, initrds: &[(String, String)]) -> Result<()> {
     let named: BTreeSet<&str> = args
         .split_whitespace()
         .filter_map(|a| a.strip_prefix("initrd="))
         .collect();
-    for (file, name) in &initrds {
+    for (file, name) in initrds {
         if !named.contains(name.as_str()) {
             return Err(Error::at(
-                &p,
+                p,
                 format!("the kernel line has no initrd={name} for the fetched initrd {file} (UEFI would not hand it to the kernel)"),
             ));
         }
@@ -134,10 +159,7 @@ pub fn check_script_structure(dir: &Path, text: &str) -> Result<Option<String>> 
         .iter()
         .find(|n| !initrds.iter().any(|(_, name)| name == *n))
     {
-        return Err(Error::at(&p, format!("initrd={n} names no fetched initrd")));
+        return Err(Error::at(p, format!("initrd={n} names no fetched initrd")));
     }
-    Ok(args
-        .split_whitespace()
-        .find_map(|a| a.strip_prefix("init="))
-        .map(str::to_owned))
+    Ok(())
 }
