@@ -10,10 +10,12 @@ mod error;
 pub mod netboot;
 mod parse;
 mod script;
+mod setting;
 mod value;
 
 pub use command::{Command, Image, TYPED_COMMANDS};
-pub use error::{Arg, Error, ParseError, ParseErrorKind};
+pub use error::{Arg, Error, KernelParamProblem, ParseError, ParseErrorKind};
 pub use parse::parse;
 pub use script::{Joiner, Line, Script};
+pub use setting::{SettingName, SETTING_TYPES};
 pub use value::{is_ipxe_space, is_valid_setting_name, Part, Value, ESCAPE_PREFIX};
