@@ -30,7 +30,7 @@ use crate::error::Result;
 
 pub use read::{
     segments, InitramfsEntry, Reader, SegmentInfo, SegmentKind, SegmentListing, StreamEntry,
-    StreamReader, MAX_LISTED_ENTRIES,
+    StreamReader, MAX_LISTED_BYTES, MAX_LISTED_ENTRIES,
 };
 
 /// How one segment is encoded.
@@ -301,7 +301,11 @@ mod tests {
     /// compressions and segment lengths mod 4.
     #[test]
     fn segment_padding_is_what_the_writer_writes() {
-        let all = [Compression::None, Compression::Gzip { level: 1 }, Compression::Lz4];
+        let all = [
+            Compression::None,
+            Compression::Gzip { level: 1 },
+            Compression::Lz4,
+        ];
         for a in all {
             for b in all {
                 for c in all {

@@ -59,8 +59,10 @@ struct Current<R: BufRead> {
 /// Reads every entry of every segment of an initramfs from any
 /// [`BufRead`] (a `BufReader<File>`, a slice), in one pass. Memory is
 /// bounded whatever the input: one header, a 32 KiB inflate window or one
-/// 8 MiB LZ4 block (plus its compressed form when the reader's buffer is
-/// smaller), a zstd window, and fixed buffers. Each compressed member is
+/// LZ4 block (at most 8 MiB, and at most 255 times its compressed length,
+/// plus that compressed form when the reader's buffer is smaller), a zstd
+/// window (at most 128 MiB, the kernel's limit, and no more than the member
+/// decodes to) plus one 128 KiB block, and fixed buffers. Each compressed member is
 /// consumed exactly, so the next segment starts right after it.
 ///
 /// Entries, offsets, data and errors are the same as [`Reader`]'s for the
@@ -229,7 +231,7 @@ impl<R: BufRead> StreamReader<R> {
             SegmentKind::Uncompressed => Member::Raw(src),
             SegmentKind::Gzip => Member::Gzip(gzip::GzipDecoder::new(src, offset)),
             SegmentKind::Lz4Legacy => Member::Lz4(lz4::Lz4Decoder::new(src, offset)),
-            SegmentKind::Zstd => Member::Zstd(Box::new(zstd::ZstdDecoder::new(src, offset)?)),
+            SegmentKind::Zstd => Member::Zstd(Box::new(zstd::ZstdDecoder::new(src, offset))),
         };
         let info = SegmentInfo {
             index: self.next_index,
@@ -328,19 +330,34 @@ pub struct SegmentListing {
 /// to millions of headers, and the listing keeps them all.
 pub const MAX_LISTED_ENTRIES: usize = 1 << 20;
 
+/// Most bytes of names and symlink targets [`segments`] keeps: without it
+/// [`MAX_LISTED_ENTRIES`] entries of 4 KiB names and 4 KiB targets would
+/// hold 8 GiB, decoded from a few MiB of gzip (or far less zstd).
+pub const MAX_LISTED_BYTES: usize = 256 << 20;
+
 /// Lists every segment of an image and its entries (data is decoded and
 /// checked, then dropped). Segments holding only a trailer are omitted.
-/// More than [`MAX_LISTED_ENTRIES`] entries is [`Error::TooManyEntries`];
-/// [`Reader`] streams any number.
+/// More than [`MAX_LISTED_ENTRIES`] entries is [`Error::TooManyEntries`],
+/// more than [`MAX_LISTED_BYTES`] of names and symlink targets
+/// [`Error::ListingTooLarge`]; [`Reader`] streams any number.
 pub fn segments(bytes: &[u8]) -> Result<Vec<SegmentListing>> {
     let mut r = Reader::new(bytes);
     let mut out: Vec<SegmentListing> = Vec::new();
     let mut listed = 0usize;
+    let mut kept = 0usize;
     while let Some(mut e) = r.next_entry()? {
         listed += 1;
+        kept = kept
+            .saturating_add(e.entry().name().len())
+            .saturating_add(e.entry().symlink_target().len());
         if listed > MAX_LISTED_ENTRIES {
             return Err(Error::TooManyEntries {
                 limit: MAX_LISTED_ENTRIES,
+            });
+        }
+        if kept > MAX_LISTED_BYTES {
+            return Err(Error::ListingTooLarge {
+                limit: MAX_LISTED_BYTES,
             });
         }
         io::copy(&mut e, &mut io::sink()).map_err(from_io)?;
