@@ -184,9 +184,9 @@ impl<R: BufRead> StreamReader<R> {
         let got = src.peek(head.len()).map_err(from_io)?;
         let head = &mut head[..got.len()];
         head.copy_from_slice(got);
-        let Some(&first) = head.first() else {
+        if head.is_empty() {
             return Ok(false);
-        };
+        }
         if self.after_uncompressed && offset % 4 != 0 {
             // Kernel `do_reset`: "broken padding".
             return Err(Error::BadPadding {
@@ -194,36 +194,7 @@ impl<R: BufRead> StreamReader<R> {
                 what: "segment after an uncompressed archive is not 4-aligned",
             });
         }
-        let kind = if first == b'0' {
-            if offset % 4 != 0 {
-                return Err(Error::BadPadding {
-                    offset,
-                    what: "uncompressed archive not 4-aligned (kernel: invalid magic at start of compressed archive)",
-                });
-            }
-            SegmentKind::Uncompressed
-        } else if head.starts_with(&gzip::MAGIC) {
-            gzip::read_header(src, offset)?;
-            SegmentKind::Gzip
-        } else if head.starts_with(&lz4::MAGIC) {
-            SegmentKind::Lz4Legacy
-        } else if head.starts_with(&zstd::MAGIC) {
-            SegmentKind::Zstd
-        } else {
-            const OTHERS: [(&[u8], &str); 4] = [
-                (&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz"),
-                (b"BZh", "bzip2"),
-                (&[0x5d, 0x00, 0x00], "lzma"),
-                (&[0x89, 0x4c, 0x5a, 0x4f], "lzo"),
-            ];
-            if let Some((_, format)) = OTHERS.iter().find(|(m, _)| head.starts_with(m)) {
-                return Err(Error::UnsupportedCompression { offset, format });
-            }
-            return Err(Error::UnknownMagic {
-                offset,
-                magic: head[..head.len().min(4)].to_vec(),
-            });
-        };
+        let kind = segment_kind(src, head, offset)?;
         let Some(src) = self.src.take() else {
             return Ok(false);
         };
@@ -244,6 +215,43 @@ impl<R: BufRead> StreamReader<R> {
             cpio: CpioReader::new(member),
         });
         Ok(true)
+    }
+}
+
+/// What the segment at `offset` is, from its first bytes `head` (a gzip
+/// header is read and checked here), as `unpack_to_rootfs` decides it:
+/// `0` is an uncompressed archive (4-aligned), anything else a compressed
+/// member selected by magic.
+fn segment_kind<R: BufRead>(src: &mut Source<R>, head: &[u8], offset: u64) -> Result<SegmentKind> {
+    if head.first() == Some(&b'0') {
+        if !offset.is_multiple_of(4) {
+            return Err(Error::BadPadding {
+                offset,
+                what: "uncompressed archive not 4-aligned (kernel: invalid magic at start of compressed archive)",
+            });
+        }
+        Ok(SegmentKind::Uncompressed)
+    } else if head.starts_with(&gzip::MAGIC) {
+        gzip::read_header(src, offset)?;
+        Ok(SegmentKind::Gzip)
+    } else if head.starts_with(&lz4::MAGIC) {
+        Ok(SegmentKind::Lz4Legacy)
+    } else if head.starts_with(&zstd::MAGIC) {
+        Ok(SegmentKind::Zstd)
+    } else {
+        const OTHERS: [(&[u8], &str); 4] = [
+            (&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz"),
+            (b"BZh", "bzip2"),
+            (&[0x5d, 0x00, 0x00], "lzma"),
+            (&[0x89, 0x4c, 0x5a, 0x4f], "lzo"),
+        ];
+        if let Some((_, format)) = OTHERS.iter().find(|(m, _)| head.starts_with(m)) {
+            return Err(Error::UnsupportedCompression { offset, format });
+        }
+        Err(Error::UnknownMagic {
+            offset,
+            magic: head[..head.len().min(4)].to_vec(),
+        })
     }
 }
 
