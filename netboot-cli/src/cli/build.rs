@@ -14,7 +14,7 @@ use netboot_engine::{Error, Result};
 
 use super::{
     check_store_dir, flag_file, output_flags, size_flag, source_date_epoch, ImageArgs,
-    SegmentCompression,
+    SegmentCompression, SettingsArgs,
 };
 
 output_flags!(
@@ -84,6 +84,9 @@ pub struct BuildArgs {
         allow_hyphen_values = true
     )]
     pub cmdline: String,
+    /// iPXE settings --cmdline may expand per machine.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// File listing the closure, one absolute store path per line.
     #[arg(long, value_name = "FILE")]
     pub closure: Vec<PathBuf>,
@@ -171,6 +174,7 @@ impl BuildArgs {
             store_dir: check_store_dir(&self.store_dir)?,
             segment_compression: self.initrd_compression.into(),
             mkfs_time: source_date_epoch(1)?,
+            ipxe_settings: self.settings.allowed(),
         };
         let system = self
             .system

@@ -97,6 +97,32 @@ macro_rules! output_flags {
 }
 pub(crate) use output_flags;
 
+/// Per-machine kernel parameters: iPXE settings the script may expand.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SettingsArgs {
+    /// Let --cmdline carry ${SETTING} expansions of iPXE's common settings
+    /// (mac, ip, hostname, uuid, serial, memsize, ... but no credentials),
+    /// which iPXE fills in per machine at boot: BOOTIF=${mac}.
+    #[arg(long)]
+    pub allow_ipxe_settings: bool,
+    /// Let --cmdline carry ${NAME} (or ${BLOCK/NAME}) expansions of this
+    /// iPXE setting; repeat for more.
+    #[arg(long, value_name = "NAME")]
+    pub allow_ipxe_setting: Vec<String>,
+}
+
+impl SettingsArgs {
+    /// The settings allowed, as the script builder takes them.
+    pub fn allowed(&self) -> Vec<String> {
+        let common = ipxe_script::netboot::DEFAULT_ALLOWED_SETTINGS.iter();
+        let common = common.filter(|_| self.allow_ipxe_settings);
+        common
+            .map(|s| (*s).to_owned())
+            .chain(self.allow_ipxe_setting.iter().cloned())
+            .collect()
+    }
+}
+
 /// `--store-dir`, without trailing `/`: stage 1 expands image paths under it
 /// unquoted, so no whitespace or glob characters.
 pub fn check_store_dir(dir: &str) -> Result<String> {

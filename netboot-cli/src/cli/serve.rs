@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use netboot_engine::media::MediaOptions;
 use netboot_engine::{Error, Result};
 
-use super::{check_store_dir, output_flags, source_date_epoch, ImageArgs, SegmentCompression};
+use super::{
+    check_store_dir, output_flags, source_date_epoch, ImageArgs, SegmentCompression, SettingsArgs,
+};
 
 output_flags!(
     /// `serve`'s output flags.
@@ -69,6 +71,9 @@ pub struct ServeArgs {
         allow_hyphen_values = true
     )]
     pub cmdline: String,
+    /// iPXE settings --cmdline may expand per machine.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// Compression of the nix-store cpio segments.
     #[arg(long, value_enum, default_value = "none")]
     pub initrd_compression: SegmentCompression,
@@ -89,6 +94,7 @@ impl ServeArgs {
             store_dir: check_store_dir(&self.store_dir)?,
             segment_compression: self.initrd_compression.into(),
             mkfs_time: source_date_epoch(1)?,
+            ipxe_settings: self.settings.allowed(),
         })
     }
 

@@ -217,22 +217,14 @@ fn copy_range(path: &Path, offset: u64, len: u64, w: &mut impl Write, dest: &Pat
     Ok(())
 }
 
-/// The zero bytes `newc_cpio::initramfs::Writer` puts before a segment (or
-/// at the end) at offset `pos`: four after an LZ4 member (the kernel's
-/// unpacker reads a zero word as the member's end), then up to a multiple
-/// of 4 (the unpacker skips only 4-aligned "padding").
-pub fn segment_padding(pos: u64, after_lz4: bool) -> u64 {
-    let zeros = if after_lz4 { 4 } else { 0 };
-    zeros + (pad4(pos + zeros) - (pos + zeros))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use newc_cpio::initramfs::{self, Compression as SegComp};
+    use newc_cpio::initramfs::{self, segment_padding, Compression as SegComp};
 
-    /// [`segment_padding`] puts the zeros `initramfs::Writer` puts, for
+    /// Parts with newc-cpio's [`segment_padding`] give the bytes
+    /// `initramfs::Writer` writes, for
     /// every segment length and compression mix.
     #[test]
     fn segment_padding_matches_the_initramfs_writer() {

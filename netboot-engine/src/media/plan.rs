@@ -140,6 +140,8 @@ pub struct MediaPlan {
     pub segment_compression: SegComp,
     /// squashfs mkfs_time (SOURCE_DATE_EPOCH, else 1 as the fixed mtimes).
     pub mkfs_time: u32,
+    /// iPXE settings the kernel parameters may expand ([`MediaOptions`]).
+    pub ipxe_settings: Vec<String>,
 }
 
 /// What boots: kernel, initrd, init and kernel parameters.
@@ -187,6 +189,10 @@ pub struct MediaOptions {
     pub segment_compression: SegComp,
     /// squashfs mkfs_time.
     pub mkfs_time: u32,
+    /// iPXE settings the kernel parameters may expand per machine
+    /// (`BOOTIF=${mac}`): names as `ipxe_script`'s
+    /// `NetbootScript::allow_settings` takes them; empty refuses every `${`.
+    pub ipxe_settings: Vec<String>,
 }
 
 impl MediaPlan {
@@ -214,7 +220,16 @@ impl MediaPlan {
                 format!("{init:?} must be an absolute path without whitespace"),
             ));
         }
-        let script = script_text(init, &boot.cmdline).map_err(|e| Error::new("--cmdline", e))?;
+        let script = script_text(init, &boot.cmdline, &opts.ipxe_settings).map_err(|e| {
+            let hint = match &e {
+                ipxe_script::Error::KernelParam {
+                    problem: ipxe_script::KernelParamProblem::SettingNotAllowed { .. },
+                    ..
+                } => " (to let iPXE fill it in per machine: --allow-ipxe-setting NAME, or --allow-ipxe-settings for iPXE's common ones)",
+                _ => "",
+            };
+            Error::new("--cmdline", format!("{e}{hint}"))
+        })?;
         Ok(MediaPlan {
             kernel: boot.kernel,
             initrd: boot.initrd,
@@ -229,6 +244,7 @@ impl MediaPlan {
             image: opts.image,
             segment_compression: opts.segment_compression,
             mkfs_time: opts.mkfs_time,
+            ipxe_settings: opts.ipxe_settings.clone(),
         })
     }
 

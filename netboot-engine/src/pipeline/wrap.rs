@@ -4,13 +4,12 @@
 
 use std::path::Path;
 
-use newc_cpio::initramfs::Compression as SegComp;
+use newc_cpio::initramfs::{segment_padding, Compression as SegComp};
 use squashfs_writer::{FileData, Metadata, Tree};
 
 use super::pack::Built;
 use super::Closure;
 use crate::error::{Error, Result};
-use crate::media::parts::segment_padding;
 use crate::media::recipe;
 use crate::media::{MediaPlan, Part, Parts};
 use crate::memory;

@@ -74,6 +74,18 @@ fn file_of(v: &ipxe_script::Value) -> Option<String> {
         .map(|t| t.rsplit('/').next().unwrap_or(t).to_owned())
 }
 
+/// A value as the script writes it: text, and `${name}` for each setting
+/// iPXE expands per machine (`BOOTIF=${mac}`).
+fn written(v: &ipxe_script::Value) -> String {
+    v.parts()
+        .iter()
+        .map(|p| match p {
+            ipxe_script::Part::Text(t) => t.clone(),
+            ipxe_script::Part::Setting(s) => format!("${{{s}}}"),
+        })
+        .collect()
+}
+
 impl Loads {
     fn of(script: &ipxe_script::Script) -> Loads {
         use ipxe_script::Command;
@@ -87,7 +99,7 @@ impl Loads {
                 match cmd {
                     Command::Kernel(img) => {
                         let file = img.uri.as_ref().and_then(file_of).unwrap_or_default();
-                        let args = img.args.as_text().unwrap_or_default().to_owned();
+                        let args = written(&img.args);
                         loads.kernel = Some((file, args));
                     }
                     Command::Initrd(img) => {
