@@ -48,7 +48,10 @@ pub enum Error {
         what: String,
     },
     /// The store tmpfs cannot hold what is left to unpack.
-    #[error("{}the store needs {need_mib} MiB, the tmpfs has {have_mib} MiB", at_image(image))]
+    #[error(
+        "{}the store needs {need_mib} MiB, the tmpfs has {have_mib} MiB",
+        at_image(image)
+    )]
     StoreSpace {
         /// The image about to be unpacked (None: the check before any).
         image: Option<PathBuf>,
@@ -58,7 +61,10 @@ pub enum Error {
         have_mib: u64,
     },
     /// The store tmpfs has too few inodes left.
-    #[error("{}the store needs {need} inodes, the tmpfs has {have} free", at_image(image))]
+    #[error(
+        "{}the store needs {need} inodes, the tmpfs has {have} free",
+        at_image(image)
+    )]
     StoreInodes {
         /// The image about to be unpacked (None: the check before any).
         image: Option<PathBuf>,

@@ -14,7 +14,9 @@ fn main() -> ExitCode {
     let cfg = match cmd {
         Command::Unpack(c) => c,
         Command::Help => return print(config::HELP),
-        Command::Version => return print(&format!("netboot-unpack {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Version => {
+            return print(&format!("netboot-unpack {}\n", env!("CARGO_PKG_VERSION")))
+        }
     };
     // One line at a time to the console; a closed stdout is not a fault.
     let say = |line: &str| {

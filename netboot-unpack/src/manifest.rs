@@ -104,7 +104,10 @@ pub fn image_dest(f: &[u8]) -> Result<Vec<u8>, &'static str> {
         return Err("not absolute");
     };
     let parts: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == b"." || *p == b"..") {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == b"." || *p == b"..")
+    {
         return Err("empty, `.` or `..` component");
     }
     let [.., dir, file] = parts[..] else {
@@ -193,7 +196,10 @@ mod tests {
             Path::new("/nix/store/aaaaaaaaaaaaaaaa-hello-squash/01234567/89abcdef-hello")
         );
         assert_eq!(l[0].dest, b"0123456789abcdef-hello");
-        assert_eq!((l[1].line, &l[1].dest[..]), (2, &b"nix-path-registration"[..]));
+        assert_eq!(
+            (l[1].line, &l[1].dest[..]),
+            (2, &b"nix-path-registration"[..])
+        );
         // No space at all is fine too (sed leaves the line alone).
         assert_eq!(parse(b"/a/b\n").unwrap()[0].dest, b"ab");
         assert!(parse(b"").unwrap().is_empty());

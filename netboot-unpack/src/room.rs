@@ -166,7 +166,11 @@ pub fn plan_memory(images: &[(Footprint, u64)], jobs: usize) -> u64 {
         .fold(0u64, u64::saturating_add);
     let mut lens: Vec<u64> = images.iter().map(|(_, len)| *len).collect();
     lens.sort_unstable_by(|a, b| b.cmp(a));
-    net.saturating_add(lens.iter().take(jobs).fold(0u64, |a, &b| a.saturating_add(b)))
+    net.saturating_add(
+        lens.iter()
+            .take(jobs)
+            .fold(0u64, |a, &b| a.saturating_add(b)),
+    )
 }
 
 #[cfg(test)]
@@ -180,9 +184,12 @@ mod tests {
         let mut t = Tree::new();
         let m = Metadata::new(0o444);
         t.add_dir(b"p", m.clone()).unwrap();
-        t.add_file(b"p/empty", m.clone(), FileData::bytes(vec![])).unwrap();
-        t.add_file(b"p/one", m.clone(), FileData::bytes(vec![1])).unwrap();
-        t.add_file(b"p/page", m.clone(), FileData::bytes(vec![1; 4097])).unwrap();
+        t.add_file(b"p/empty", m.clone(), FileData::bytes(vec![]))
+            .unwrap();
+        t.add_file(b"p/one", m.clone(), FileData::bytes(vec![1]))
+            .unwrap();
+        t.add_file(b"p/page", m.clone(), FileData::bytes(vec![1; 4097]))
+            .unwrap();
         t.add_symlink(b"p/short", m.clone(), &[b'x'; 127]).unwrap();
         t.add_symlink(b"p/long", m.clone(), &[b'x'; 128]).unwrap();
         t.add_hard_link(b"p/again", b"p/page").unwrap();
@@ -209,7 +216,10 @@ mod tests {
             mem_available: Some(1 << 40),
         };
         let e = check(&room, need, 0, None).unwrap_err();
-        assert_eq!(e.to_string(), "the store needs 301 MiB, the tmpfs has 200 MiB");
+        assert_eq!(
+            e.to_string(),
+            "the store needs 301 MiB, the tmpfs has 200 MiB"
+        );
         let e = check(&room, need, 0, Some(Path::new("/nix/store/x/y"))).unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -222,7 +232,11 @@ mod tests {
         };
         assert!(matches!(
             check(&unlimited, need, 0, None),
-            Err(Error::StoreInodes { need: 10, have: 5, .. })
+            Err(Error::StoreInodes {
+                need: 10,
+                have: 5,
+                ..
+            })
         ));
         let low = Room {
             free_bytes: None,
@@ -232,7 +246,11 @@ mod tests {
         assert!(check(&low, need, MIB, None).is_ok());
         assert!(matches!(
             check(&low, need, MIB + 1, None),
-            Err(Error::Memory { need_mib: 2, have_mib: 1, .. })
+            Err(Error::Memory {
+                need_mib: 2,
+                have_mib: 1,
+                ..
+            })
         ));
     }
 

@@ -83,7 +83,7 @@ pub fn run(cfg: &Config, say: &(dyn Fn(&str) + Sync)) -> Result<Summary> {
     let now = room::measure(&store).map_err(|e| io(&store, e))?;
     room::check(&now, total, memory, None)?;
     say(&format!(
-        "netboot-unpack: {} store paths, {} MiB of images, {} MiB unpacked, {} jobs",
+        "netboot-unpack: {} store paths, {} MiB of images, {} MiB on the store tmpfs, {} jobs",
         planned.len(),
         mib(images.iter().map(|i| i.1).sum()),
         mib(total.bytes),
@@ -175,9 +175,9 @@ fn root_entry(image: &Image<'_>, l: &Listed) -> Result<Entry> {
     let root = image.root().map_err(img)?;
     let list = image.read_dir(root.inode_ref).map_err(img)?;
     match &list[..] {
-        [only] if only.name == l.dest => image
-            .entry(only.name.clone(), only.inode_ref)
-            .map_err(img),
+        [only] if only.name == l.dest => {
+            image.entry(only.name.clone(), only.inode_ref).map_err(img)
+        }
         _ => Err(Error::Layout {
             image: l.path.clone(),
             what: format!(
@@ -227,7 +227,10 @@ fn unpack_all(
     let bytes = AtomicUsize::new(0);
     workers(cfg.jobs, claim, |p| {
         let written = unpack_one(store, p)?;
-        bytes.fetch_add(usize::try_from(written).unwrap_or(usize::MAX), Ordering::Relaxed);
+        bytes.fetch_add(
+            usize::try_from(written).unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
         let k = finished.fetch_add(1, Ordering::Relaxed) + 1;
         say(&format!(
             "netboot-unpack: {k}/{n} {}",
