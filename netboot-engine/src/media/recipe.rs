@@ -16,20 +16,20 @@
 //! `[` and whitespace cannot occur in store names.
 
 use std::fs::File;
-use std::io::{BufWriter, Cursor, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufWriter, Cursor, Read, Write};
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use newc_cpio::initramfs::{self, Compression as SegComp};
 use newc_cpio::Entry;
 use sha2::{Digest, Sha256};
-use squashfs_writer::{Compression as ImgComp, Metadata, Options, Tree};
+use squashfs_writer::{Metadata, Options, Tree};
 
-use crate::cli::{BuildPlan, ImageCompression, ImagePlan, SegmentCompression};
 use crate::error::{Error, IoContext, Result};
-use crate::nixbase32;
-use crate::store_path::StorePath;
+use crate::media::SegmentPlan;
+use crate::store::nixbase32;
+use crate::store::path::StorePath;
 
 /// The file carrying the Nix database dump, copied to `/nix/store` by stage 1.
 pub const REGISTRATION_NAME: &str = "nix-path-registration";
@@ -134,38 +134,6 @@ pub const MAX_IMAGE: u64 = (1 << 32) - 1;
 /// to build media that would only boot on some firmware.
 pub const MAX_INITRDS: u64 = 1 << 31;
 
-/// The squashfs options for an image plan.
-pub fn squashfs_options(image: &ImagePlan, mkfs_time: u32, jobs: usize) -> Options {
-    let comp = match image.compression {
-        ImageCompression::Gzip => ImgComp::Gzip { level: image.level },
-        // `ImageArgs::plan` refuses --level with lz4 (no HC encoder).
-        ImageCompression::Lz4 => ImgComp::Lz4 {
-            high_compression: false,
-        },
-        ImageCompression::Zstd => ImgComp::Zstd { level: image.level },
-        ImageCompression::Xz => ImgComp::Xz {
-            preset: image.level,
-            dict_size: image.xz_dict_size,
-            bcj_x86: image.xz_bcj_x86,
-        },
-        ImageCompression::None => ImgComp::None,
-    };
-    Options::new()
-        .compression(comp)
-        .block_size(image.block_size)
-        .jobs(jobs)
-        .mkfs_time(mkfs_time)
-}
-
-/// The cpio segment compression.
-pub fn segment_compression(c: SegmentCompression) -> SegComp {
-    match c {
-        SegmentCompression::None => SegComp::None,
-        SegmentCompression::Gzip => SegComp::Gzip { level: 9 },
-        SegmentCompression::Lz4 => SegComp::Lz4,
-    }
-}
-
 /// Refuses images a newc member cannot carry.
 pub fn check_image_size(len: u64, what: &Path) -> Result<()> {
     if len > MAX_IMAGE {
@@ -233,31 +201,6 @@ fn append_image<W: Write>(
     w.append(&e, image)
 }
 
-/// What shapes a store path's `nix-store` segment, besides the path itself.
-#[derive(Debug, Clone)]
-pub struct SegmentPlan {
-    /// Image options.
-    pub image: ImagePlan,
-    /// squashfs mkfs_time.
-    pub mkfs_time: u32,
-    /// The store directory the image is placed in.
-    pub store_dir: String,
-    /// The segment's compression.
-    pub compression: SegmentCompression,
-}
-
-impl BuildPlan {
-    /// The options of every segment of this build.
-    pub fn segment_plan(&self) -> SegmentPlan {
-        SegmentPlan {
-            image: self.image.clone(),
-            mkfs_time: self.mkfs_time,
-            store_dir: self.store_dir.clone(),
-            compression: self.segment_compression,
-        }
-    }
-}
-
 /// Writes the image of `sp` to `img` (a temporary file), then its segment
 /// to `work`; returns the bytes the squashfs writer read. Files, not memory:
 /// a store path may be gigabytes. `progress` grows by the path's file bytes
@@ -280,7 +223,9 @@ pub fn build_segment(
     // Every image compresses on `jobs` threads, although `jobs` paths are
     // built at once: when only the largest path is left, it still uses
     // every core (output is the same for any count).
-    let mut opts = squashfs_options(&plan.image, plan.mkfs_time, plan.image.jobs)
+    let mut opts = plan
+        .image
+        .options(plan.mkfs_time, plan.image.jobs)
         .all_root(true)
         .fixed_mtime(Some(MTIME));
     if let Some(p) = progress {
@@ -295,9 +240,8 @@ pub fn build_segment(
     let len = std::fs::metadata(img).at(img)?.len();
     check_image_size(len, &sp.source)?;
     let at = image_path(&plan.store_dir, sp);
-    let comp = segment_compression(plan.compression);
     let out = BufWriter::new(File::create(work).at(work)?);
-    let enc = initramfs::Encoder::new(comp, out).map_err(|e| Error::at(work, e))?;
+    let enc = initramfs::Encoder::new(plan.compression, out).map_err(|e| Error::at(work, e))?;
     let mut w = newc_cpio::Writer::new(enc);
     let data = File::open(img).at(img)?;
     append_image(&mut w, &at, len, std::io::BufReader::new(data))
@@ -338,245 +282,10 @@ pub fn script_text(init: &str, cmdline: &str) -> std::result::Result<String, ipx
     script.render()
 }
 
-/// The media files, in the order `netboot.ipxe` loads them (script last).
-pub const FILES: [&str; 5] = ["bzImage", "initrd", "manifest", "nix-store", "netboot.ipxe"];
-
-/// One piece of a media file.
-#[derive(Debug, Clone)]
-pub enum Part {
-    /// `len` bytes of the file at `path`, from `offset`. `id`, when known,
-    /// names these bytes (a cache key: a digest of everything they are made
-    /// from), so an ETag need not read them.
-    File {
-        /// Where the bytes are.
-        path: PathBuf,
-        /// Where they start in it.
-        offset: u64,
-        /// How many.
-        len: u64,
-        /// A digest that determines the bytes.
-        id: Option<[u8; 32]>,
-    },
-    /// Bytes held in memory (manifest, script, registration segment).
-    Bytes(bytes::Bytes),
-    /// Zero padding.
-    Zeros(u64),
-}
-
-impl Part {
-    /// The part's length in bytes.
-    pub fn len(&self) -> u64 {
-        match self {
-            Part::File { len, .. } => *len,
-            Part::Bytes(b) => b.len() as u64,
-            Part::Zeros(n) => *n,
-        }
-    }
-}
-
-/// A media file as a list of parts: `build` writes them out in order and
-/// `serve --system` streams them, so both produce the same bytes by
-/// construction (and a `nix-store` need not exist as one file to be served).
-#[derive(Debug, Clone, Default)]
-pub struct Parts {
-    parts: Vec<Part>,
-    len: u64,
-}
-
-impl Parts {
-    /// Appends a part (empty parts are dropped).
-    pub fn push(&mut self, p: Part) {
-        if p.len() > 0 {
-            self.len += p.len();
-            self.parts.push(p);
-        }
-    }
-
-    /// The file's length.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// The parts, in order.
-    pub fn parts(&self) -> &[Part] {
-        &self.parts
-    }
-
-    /// A whole file, zero-padded to a multiple of 4 (initrds are
-    /// concatenated unpadded by the EFI stub, so every file is 4-aligned).
-    pub fn padded_file(path: &Path) -> Result<Parts> {
-        let len = std::fs::metadata(path).at(path)?.len();
-        let mut p = Parts::default();
-        p.push(Part::File {
-            path: path.to_owned(),
-            offset: 0,
-            len,
-            id: None,
-        });
-        p.push(Part::Zeros(pad4(len) - len));
-        Ok(p)
-    }
-
-    /// Bytes held in memory, as one part.
-    pub fn bytes(b: impl Into<bytes::Bytes>) -> Parts {
-        let mut p = Parts::default();
-        p.push(Part::Bytes(b.into()));
-        p
-    }
-
-    /// Writes every part to `w`, checking that each file still holds the
-    /// bytes it was measured with.
-    pub fn write_to(&self, w: &mut impl Write, dest: &Path) -> Result<()> {
-        for p in &self.parts {
-            match p {
-                Part::File {
-                    path, offset, len, ..
-                } => copy_range(path, *offset, *len, w, dest)?,
-                Part::Bytes(b) => w.write_all(b).at(dest)?,
-                Part::Zeros(n) => {
-                    std::io::copy(&mut std::io::repeat(0).take(*n), w).at(dest)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Gives every file part without an id the sha256 of its bytes, read
-    /// once per file version: `known` remembers digests across calls, so
-    /// a kernel or initrd shared by many generations is hashed once.
-    pub fn identify(&mut self, known: &KnownDigests) -> Result<()> {
-        for p in &mut self.parts {
-            let Part::File {
-                path,
-                offset,
-                len,
-                id: id @ None,
-            } = p
-            else {
-                continue;
-            };
-            let version = file_version(&std::fs::metadata(&*path).at(&*path)?);
-            let key = (version, *offset, *len);
-            let memo = known.lock().ok().and_then(|m| m.get(&key).copied());
-            let digest = match memo {
-                Some(d) => d,
-                None => {
-                    let mut h = Sha256::new();
-                    copy_range(path, *offset, *len, &mut h, Path::new("sha256"))?;
-                    let d: [u8; 32] = h.finalize().into();
-                    if let Ok(mut m) = known.lock() {
-                        m.insert(key, d);
-                    }
-                    d
-                }
-            };
-            *id = Some(digest);
-        }
-        Ok(())
-    }
-
-    /// A strong validator for the bytes: sha256 over each part's id, or its
-    /// bytes when it has none ([`Parts::identify`] gives file parts ids).
-    pub fn digest(&self) -> Result<[u8; 32]> {
-        let mut h = Sha256::new();
-        for p in &self.parts {
-            match p {
-                Part::File {
-                    id: Some(id), len, ..
-                } => {
-                    h.update(b"I");
-                    h.update(len.to_le_bytes());
-                    h.update(id);
-                }
-                Part::File {
-                    path, offset, len, ..
-                } => {
-                    h.update(b"F");
-                    copy_range(path, *offset, *len, &mut h, Path::new("sha256"))?;
-                }
-                Part::Bytes(b) => {
-                    h.update(b"B");
-                    h.update(b);
-                }
-                Part::Zeros(n) => {
-                    h.update(b"Z");
-                    h.update(n.to_le_bytes());
-                }
-            }
-        }
-        Ok(h.finalize().into())
-    }
-}
-
-/// A file's version: device, inode, size, mtime (s, ns). Files are replaced,
-/// not rewritten in place, so a new version means new bytes.
-pub type FileVersion = (u64, u64, u64, i64, i64);
-
-/// The version of the file `m` describes.
-pub fn file_version(m: &std::fs::Metadata) -> FileVersion {
-    use std::os::unix::fs::MetadataExt;
-    (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec())
-}
-
-/// Digests of file ranges (version, offset, length) read so far.
-pub type KnownDigests =
-    std::sync::Mutex<std::collections::HashMap<(FileVersion, u64, u64), [u8; 32]>>;
-
-/// Copies `len` bytes of `path` from `offset` to `w` (named `dest` in
-/// errors); an error if the file holds fewer bytes than it was measured
-/// with.
-fn copy_range(path: &Path, offset: u64, len: u64, w: &mut impl Write, dest: &Path) -> Result<()> {
-    let mut f = File::open(path).at(path)?;
-    f.seek(SeekFrom::Start(offset)).at(path)?;
-    let n = std::io::copy(&mut f.take(len), w)
-        .map_err(|e| Error::at(path, format!("copying to {}: {e}", dest.display())))?;
-    if n != len {
-        return Err(Error::at(path, "file shrank while the media were built"));
-    }
-    Ok(())
-}
-
-/// The zero bytes `newc_cpio::initramfs::Writer` puts before a segment (or
-/// at the end) at offset `pos`: four after an LZ4 member (the kernel's
-/// unpacker reads a zero word as the member's end), then up to a multiple
-/// of 4 (the unpacker skips only 4-aligned "padding").
-pub fn segment_padding(pos: u64, after_lz4: bool) -> u64 {
-    let zeros = if after_lz4 { 4 } else { 0 };
-    zeros + (pad4(pos + zeros) - (pos + zeros))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    /// [`segment_padding`] puts the zeros `initramfs::Writer` puts, for
-    /// every segment length and compression mix.
-    #[test]
-    fn segment_padding_matches_the_initramfs_writer() {
-        for comps in [
-            [SegComp::None, SegComp::None, SegComp::None],
-            [SegComp::Lz4, SegComp::Lz4, SegComp::Lz4],
-            [SegComp::Gzip { level: 1 }, SegComp::Lz4, SegComp::None],
-        ] {
-            for lens in [[1usize, 2, 3], [4, 5, 6], [7, 8, 9], [0, 3, 1]] {
-                let mut w = initramfs::Writer::new(Vec::new());
-                let mut parts = Parts::default();
-                let mut after_lz4 = false;
-                for (c, n) in comps.iter().zip(lens) {
-                    let seg = vec![0xAAu8; n];
-                    w.append_encoded(*c, &seg[..]).unwrap();
-                    parts.push(Part::Zeros(segment_padding(parts.len(), after_lz4)));
-                    parts.push(Part::Bytes(seg.into()));
-                    after_lz4 = *c == SegComp::Lz4;
-                }
-                parts.push(Part::Zeros(segment_padding(parts.len(), after_lz4)));
-                let mut ours = Vec::new();
-                parts.write_to(&mut ours, Path::new("x")).unwrap();
-                assert_eq!(ours, w.finish().unwrap(), "{comps:?} {lens:?}");
-            }
-        }
-    }
 
     #[test]
     fn image_path_contract() {
