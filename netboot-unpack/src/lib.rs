@@ -30,6 +30,11 @@
 //!   memory (`MemAvailable`, counting the images freed), see [`room`];
 //!   stops with `the store needs X MiB, the tmpfs has Y MiB` before writing
 //!   anything; checks again before each path;
+//! - with `--check-nar`, reads `nix-path-registration` (the registration
+//!   image) first and checks each store path, right after it lands and
+//!   before the next one starts, against its `narHash` and `narSize`: the
+//!   NAR is serialised from the unpacked tree itself, so what is checked is
+//!   what stage 2 will run;
 //! - prints one line per store path on stdout (nothing with `--quiet`);
 //! - on any fault prints one line `netboot-unpack: <image>: <fault>` on
 //!   stderr and exits 1 (2: usage), never a panic and never a partial store
@@ -41,6 +46,7 @@
 //! |---|---|
 //! | [`config`] | the command line |
 //! | [`manifest`] | the manifest format and paths inside the initramfs |
+//! | `nar.rs` | `--check-nar`: each path's NAR hash and size against `nix-path-registration` (netboot-engine's NAR and registration code) |
 //! | [`room`] | what the store takes on a tmpfs, and what is left |
 //! | [`unpack`] | survey, checks, parallel extraction |
 //! | [`error`] | the one error type, one line each |
@@ -50,6 +56,7 @@
 pub mod config;
 pub mod error;
 pub mod manifest;
+mod nar;
 pub mod room;
 pub mod unpack;
 

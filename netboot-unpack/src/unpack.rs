@@ -22,6 +22,7 @@ use squashfs_writer::superblock::Superblock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Listed};
+use crate::nar;
 use crate::room::{self, Footprint};
 
 /// What a run did.
@@ -41,10 +42,10 @@ pub struct Summary {
 
 /// An image that passed the survey.
 #[derive(Debug)]
-struct Planned {
-    listed: Listed,
+pub(crate) struct Planned {
+    pub(crate) listed: Listed,
     /// Where the image is on this host.
-    host: PathBuf,
+    pub(crate) host: PathBuf,
     /// Its length.
     len: u64,
     /// What its store path takes on the tmpfs.
@@ -60,9 +61,6 @@ pub fn run(cfg: &Config, say: &(dyn Fn(&str) + Sync)) -> Result<Summary> {
             say(line)
         }
     };
-    if cfg.check_nar {
-        return Err(Error::Usage("--check-nar is not in this build yet".into()));
-    }
     let listed = read_manifest(cfg)?;
     let store = cfg.root.join("nix/store");
     std::fs::create_dir_all(&store).map_err(|e| io(&store, e))?;
@@ -89,9 +87,13 @@ pub fn run(cfg: &Config, say: &(dyn Fn(&str) + Sync)) -> Result<Summary> {
         mib(total.bytes),
         cfg.jobs
     ));
+    let registered = match cfg.check_nar {
+        true => Some(nar::Registered::from_images(&planned)?),
+        false => None,
+    };
     // Largest first: the long ones start early and the small ones fill in.
     planned.sort_by(|a, b| b.len.cmp(&a.len).then(a.listed.line.cmp(&b.listed.line)));
-    let file_bytes = unpack_all(cfg, &store, &planned, total, &say)?;
+    let file_bytes = unpack_all(cfg, &store, &planned, total, registered.as_ref(), &say)?;
     let summary = Summary {
         paths: planned.len(),
         image_bytes: images.iter().map(|i| i.1).sum(),
@@ -167,7 +169,7 @@ fn survey(cfg: &Config, l: &Listed, page: u64) -> Result<Planned> {
 
 /// The image root's only entry, which must be named after the store path
 /// (mksquashfs `-keep-as-directory`; the seed copies `$dest/$dest`).
-fn root_entry(image: &Image<'_>, l: &Listed) -> Result<Entry> {
+pub(crate) fn root_entry(image: &Image<'_>, l: &Listed) -> Result<Entry> {
     let img = |source| Error::Image {
         image: l.path.clone(),
         source,
@@ -201,6 +203,7 @@ fn unpack_all(
     store: &Path,
     planned: &[Planned],
     total: Footprint,
+    registered: Option<&nar::Registered>,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<u64> {
     let queue = Mutex::new(Queue {
@@ -226,7 +229,7 @@ fn unpack_all(
     };
     let bytes = AtomicUsize::new(0);
     workers(cfg.jobs, claim, |p| {
-        let written = unpack_one(store, p)?;
+        let written = unpack_one(store, p, registered)?;
         bytes.fetch_add(
             usize::try_from(written).unwrap_or(usize::MAX),
             Ordering::Relaxed,
@@ -241,8 +244,9 @@ fn unpack_all(
     Ok(bytes.into_inner() as u64)
 }
 
-/// Reads one image into memory, deletes it, extracts its root entry.
-fn unpack_one(store: &Path, p: &Planned) -> Result<u64> {
+/// Reads one image into memory, deletes it, extracts its root entry and,
+/// with `registered`, checks what landed against its NAR hash and size.
+fn unpack_one(store: &Path, p: &Planned, registered: Option<&nar::Registered>) -> Result<u64> {
     let at = |e| io(&p.listed.path, e);
     let img = |source| Error::Image {
         image: p.listed.path.clone(),
@@ -257,6 +261,9 @@ fn unpack_one(store: &Path, p: &Planned) -> Result<u64> {
     let entry = root_entry(&image, &p.listed)?;
     let dest = store.join(std::ffi::OsStr::from_bytes(&p.listed.dest));
     let done = extract(&image, &entry, &dest, &extract_options()).map_err(img)?;
+    if let Some(r) = registered {
+        r.check(&p.listed, &dest)?;
+    }
     Ok(done.file_bytes)
 }
 

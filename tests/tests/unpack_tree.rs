@@ -83,6 +83,14 @@ fn hostile() -> &'static Built {
     B.get_or_init(|| build_media(false))
 }
 
+/// As [`hostile`] without what a NAR cannot hold (the fifo), and with the
+/// registration `netboot build` computes (real NAR hashes), for
+/// `--check-nar`.
+fn nar_only() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| build_media(true))
+}
+
 fn build_media(nar_only: bool) -> Built {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
@@ -414,9 +422,13 @@ struct Case {
 
 impl Case {
     fn new() -> Case {
+        Case::of(hostile())
+    }
+
+    fn of(b: &Built) -> Case {
         let tmp = tempfile::tempdir().unwrap();
         let init = tmp.path().join("initramfs");
-        initramfs(&hostile().media, &init);
+        initramfs(&b.media, &init);
         let images = listed(&init);
         let root = tmp.path().join("root");
         std::fs::create_dir(&root).unwrap();
@@ -617,4 +629,88 @@ fn unpack_usage_and_help() {
         one_fault(&out),
         "netboot-unpack: /nix-store-isos: No such file or directory (os error 2)"
     );
+}
+
+#[test]
+fn unpack_check_nar_passes_on_true_media() {
+    let b = nar_only();
+    let c = Case::of(b);
+    let out = unpack(&c.root, &c.init, &["--check-nar"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cmp = Compare {
+        owners: fixture::is_root(),
+        root_meta: false,
+        hard_links: false,
+        ..Compare::default()
+    };
+    fixture::assert_same(
+        "netboot-unpack --check-nar vs the source closure",
+        &fixture::describe(&b.store),
+        &without(
+            fixture::describe(&c.root.join("nix/store")),
+            b"nix-path-registration",
+        ),
+        &cmp,
+    );
+}
+
+#[test]
+fn unpack_check_nar_catches_what_the_reader_cannot() {
+    // The 4 MiB blob is random, so its blocks are stored raw: a flipped byte
+    // in one is no decompression error, only a different file.
+    let c = Case::of(nar_only());
+    let f = c.image("blob-4MiB");
+    c.flip(&f, 4096 + 1000);
+    let quiet = unpack(&c.root, &c.init, &["--quiet"]);
+    assert!(quiet.status.success() && quiet.stdout.is_empty() && quiet.stderr.is_empty());
+
+    let c = Case::of(nar_only());
+    c.flip(&f, 4096 + 1000);
+    let line = one_fault(&unpack(&c.root, &c.init, &["--check-nar", "--jobs", "1"]));
+    let dest = c.root.join("nix/store").join(dest_of(&f));
+    assert!(
+        line.starts_with(&format!("netboot-unpack: {f}: NAR hash sha256:")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "of {} differs from nix-path-registration's sha256:",
+            dest.display()
+        )),
+        "{line}"
+    );
+    eprintln!("{line}");
+
+    // Placeholder hashes (closureInfo-style registration of the hostile
+    // media) never match.
+    let c = Case::new();
+    let line = one_fault(&unpack(&c.root, &c.init, &["--check-nar"]));
+    assert!(
+        line.contains("differs from nix-path-registration's sha256:000"),
+        "{line}"
+    );
+}
+
+#[test]
+fn unpack_check_nar_needs_the_registration_image() {
+    let c = Case::of(nar_only());
+    let m = c.init.join("nix-store-isos");
+    let text: String = std::fs::read_to_string(&m)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.ends_with("/-registration"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::remove_file(&m).unwrap();
+    std::fs::write(&m, text).unwrap();
+    let line = one_fault(&unpack(&c.root, &c.init, &["--check-nar"]));
+    assert_eq!(
+        line,
+        "netboot-unpack: --check-nar: the manifest lists no nix-path-registration image"
+    );
+    assert!(c.store_is_empty());
 }
