@@ -336,3 +336,31 @@ fn workers<I>(
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_keeps_order_and_stops_at_the_first_error() {
+        let items: Vec<u32> = (0..100).collect();
+        for jobs in [1, 2, 7] {
+            let out = parallel(jobs, &items, |&i| Ok(i * 2)).unwrap();
+            assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+            let started = AtomicUsize::new(0);
+            let err = parallel(jobs, &items, |&i| {
+                started.fetch_add(1, Ordering::Relaxed);
+                match i {
+                    3 => Err(Error::Usage("three".into())),
+                    _ => Ok(i),
+                }
+            })
+            .unwrap_err();
+            assert_eq!(err.to_string(), "three (see --help)");
+            // Workers stop claiming once one failed.
+            assert!(started.into_inner() < 3 + 2 * jobs, "{jobs}");
+        }
+        assert!(parallel(4, &[] as &[u32], |&i| Ok(i)).unwrap().is_empty());
+    }
+}
