@@ -226,6 +226,28 @@ mod tests {
         assert!(parse(&long).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_parse_or_fail_on_a_line(text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            if let Err((line, _)) = parse(&text) {
+                proptest::prop_assert!(line >= 1 && line <= text.split(|&b| b == b'\n').count());
+            }
+        }
+
+        #[test]
+        fn netboot_lines_give_their_path_back(
+            dir in "[0-9a-z]{32}-[a-z]{1,12}-squash",
+            base in "[0-9a-z]{32}-[a-zA-Z0-9+._?=-]{1,40}",
+        ) {
+            // media.rs: f[..20] + " " + f[20..]
+            let f = format!("/nix/store/{dir}/{}/{}", &base[..8], &base[8..]);
+            let line = format!("{} {}\n", &f[..20], &f[20..]);
+            let l = parse(line.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(&l[0].path, Path::new(&f));
+            proptest::prop_assert_eq!(&l[0].dest, base.as_bytes());
+        }
+    }
+
     #[test]
     fn symlinks_resolve_inside_the_root() {
         let d = tempfile::tempdir().unwrap();
