@@ -414,7 +414,7 @@ fn unpack_gives_the_seeds_tree() {
 
 /// A fresh initramfs copy of the hostile media and a root for its store.
 struct Case {
-    tmp: tempfile::TempDir,
+    _tmp: tempfile::TempDir,
     init: PathBuf,
     root: PathBuf,
     images: Vec<String>,
@@ -433,7 +433,7 @@ impl Case {
         let root = tmp.path().join("root");
         std::fs::create_dir(&root).unwrap();
         Case {
-            tmp,
+            _tmp: tmp,
             init,
             root,
             images,
@@ -597,7 +597,6 @@ fn unpack_store_tmpfs_too_small() {
     assert!((5..64).contains(&need), "{line}");
     assert!(c.store_is_empty() && c.all_images_present(), "{line}");
     eprintln!("{line}");
-    drop(c.tmp);
 }
 
 #[test]
