@@ -25,6 +25,7 @@ use crate::media::plan::segment_key_name;
 use crate::media::SegmentPlan;
 use crate::store::path::StorePath;
 use crate::store::scan::{Fingerprint, PathScan};
+use crate::units::hex;
 
 const MAGIC: &[u8; 8] = b"NBSEG002";
 const RECORD_MAGIC: &[u8; 8] = b"NBREC002";
@@ -363,11 +364,6 @@ fn copy_checked(
 fn verify(f: &mut impl Read) -> bool {
     read_header(f)
         .is_some_and(|(sum, len)| copy_checked(f, &mut std::io::sink(), sum, len).unwrap_or(false))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Sizes as people write them (`--memory 1G`, `--block-size 128K`) and as
-//! summaries print them.
+//! summaries print them, and digests as hex.
 
 /// Parses a size in bytes: `131072`, `128K`, `1M`, `20G`, `1T`, also with
 /// `iB` or `B` after the unit (`1536MiB`); units are powers of 1024.
@@ -33,6 +33,11 @@ pub fn human(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod parts;
 pub mod plan;
 pub mod recipe;
+pub mod script;
 
 pub use parts::{KnownDigests, Part, Parts};
 pub use plan::{

@@ -11,7 +11,7 @@ use newc_cpio::initramfs::Compression as SegComp;
 use squashfs_writer::{Compression as ImgComp, Options};
 
 use crate::error::{Error, Result};
-use crate::media::recipe::script_text;
+use crate::media::script::script_text;
 use crate::store::system::System;
 
 /// How store paths become squashfs images.

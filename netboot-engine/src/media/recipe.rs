@@ -270,18 +270,6 @@ pub fn manifest_bytes(lines: &str) -> std::result::Result<Vec<u8>, newc_cpio::Er
     out.finish()
 }
 
-/// The rendered `netboot.ipxe`.
-pub fn script_text(init: &str, cmdline: &str) -> std::result::Result<String, ipxe_script::Error> {
-    let script = ipxe_script::netboot::NetbootScript::new("bzImage")
-        .init(init)
-        .initrd("initrd")
-        .initrd("manifest")
-        .initrd("nix-store")
-        .kernel_params(cmdline)
-        .build()?;
-    script.render()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -61,7 +61,7 @@ pub fn check(
 
 /// Whether `written` (a registration's `narHash`) is the sha256 `hash`.
 pub fn same_hash(written: &str, hash: &[u8; 32]) -> bool {
-    let hex = crate::cache::hex(hash);
+    let hex = crate::units::hex(hash);
     written == format!("sha256:{}", crate::store::nixbase32::encode(hash))
         || written.eq_ignore_ascii_case(&hex)
         || written

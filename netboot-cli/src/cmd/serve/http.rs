@@ -9,8 +9,8 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use netboot_engine::cache::hex;
 use netboot_engine::media::{Part, Parts, FILES};
+use netboot_engine::units::hex;
 use netboot_engine::{Error, Result};
 
 use super::body::{pump, ChannelBody, Source};
