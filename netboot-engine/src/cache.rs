@@ -93,9 +93,11 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Opens (creating) the cache directory.
+    /// Opens (creating) the cache directory, and removes the temporary
+    /// files of builds that were killed while writing an entry.
     pub fn open(dir: &Path) -> Result<Cache> {
         std::fs::create_dir_all(dir).at(dir)?;
+        crate::fsutil::clean_stale_in(dir);
         Ok(Cache {
             dir: dir.to_owned(),
         })
