@@ -19,8 +19,9 @@
 //! checked again just before the swap, so no foreign file is ever lost.
 //!
 //! One build at a time writes `DIR`: it holds an advisory lock on
-//! `.<DIR>.netboot-lock` beside it ([`lock`]; the file stays, empty but
-//! for the holder's pid), so a second build fails at once in one line.
+//! `.<DIR>.netboot-lock` beside it ([`lock`]; the file holds the holder's
+//! pid and is removed when the build ends), so a second build fails at
+//! once in one line.
 //!
 //! SIGINT and SIGTERM ([`remove_temporaries_on_signals`]) remove the
 //! temporaries (staging directory, half-written files) before the process
@@ -154,17 +155,27 @@ pub fn absolute(out: &Path, store_dir: &str) -> Result<PathBuf> {
     Ok(resolved)
 }
 
-/// Held by the build writing `dest` ([`lock`]).
+/// Held by the build writing `dest` ([`lock`]); the lock file is removed
+/// when it is dropped.
 #[derive(Debug)]
 pub struct OutLock {
+    path: PathBuf,
     _file: File,
+    _registered: Temporary,
+}
+
+impl Drop for OutLock {
+    fn drop(&mut self) {
+        // Removed while still locked: a build that opened this file meanwhile
+        // sees, once it holds the lock, that the name is gone, and retries.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Takes the lock of `dest` (`.<name>.netboot-lock` beside it, an advisory
 /// `flock` released when the process ends, however it ends), or fails at
 /// once, in one line, naming the build that holds it.
 pub fn lock(dest: &Path) -> Result<OutLock> {
-    use std::io::{Read, Seek, Write};
     let name = dest
         .file_name()
         .ok_or_else(|| Error::at(dest, "output directory has no final component"))?;
@@ -175,37 +186,59 @@ pub fn lock(dest: &Path) -> Result<OutLock> {
     if !parent_dir(dest).is_dir() {
         return Err(Error::at(dest, "parent directory does not exist"));
     }
-    let mut f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&p)
-        .at(&p)?;
-    match f.try_lock() {
-        Ok(()) => {
+    // A holder removes the file as it finishes: a lock taken on a file
+    // that is no longer at `p` locks nothing, so take it again.
+    for _ in 0..10 {
+        let open = |p: &Path| {
+            File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)
+                .at(p)
+        };
+        let f = open(&p)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(locked(dest, f)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&p, e)),
+        }
+        use std::os::unix::fs::MetadataExt;
+        let held = f.metadata().at(&p)?;
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino()))
+        {
             // The holder's pid, for the message of a build that must wait.
-            let pid = std::process::id().to_string();
+            // Registered once held: an interrupt removes our lock file only.
+            let (registered, ()) = Temporary::create(p.clone(), |_| Ok(()))?;
+            use std::io::Write;
             f.set_len(0)
-                .and_then(|()| f.rewind())
-                .and_then(|()| f.write_all(pid.as_bytes()))
+                .and_then(|()| (&f).write_all(std::process::id().to_string().as_bytes()))
                 .at(&p)?;
-            Ok(OutLock { _file: f })
+            return Ok(OutLock {
+                path: p,
+                _file: f,
+                _registered: registered,
+            });
         }
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut pid = String::new();
-            let _ = f.read_to_string(&mut pid);
-            let who = match pid.trim() {
-                "" => "another netboot build".to_owned(),
-                p => format!("another netboot build (pid {p})"),
-            };
-            Err(Error::at(
-                dest,
-                format!("{who} is writing this directory; try again when it is done"),
-            ))
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&p, e)),
     }
+    Err(Error::at(dest, "could not take the lock of this directory"))
+}
+
+/// The error of a build that finds `dest` locked by another (`f`: the lock
+/// file, holding the other build's pid).
+fn locked(dest: &Path, mut f: File) -> Error {
+    use std::io::Read;
+    let mut pid = String::new();
+    let _ = f.read_to_string(&mut pid);
+    let who = match pid.trim() {
+        "" => "another netboot build".to_owned(),
+        p => format!("another netboot build (pid {p})"),
+    };
+    Error::at(
+        dest,
+        format!("{who} is writing this directory; try again when it is done"),
+    )
 }
 
 /// Test hook: with `NETBOOT_TEST_HOLD_AT=<point>` in the environment, the
