@@ -72,7 +72,7 @@ fn initrd_warning(p: &Path) -> Result<Option<Error>> {
             Err(newc_cpio::Error::UnsupportedCompression { format, .. }) => {
                 return Ok(Some(Error::at(
                     p,
-                    format!("a {format} initramfs: netboot cannot look inside it to check that it unpacks"),
+                    format!("an initramfs compressed with {format}: netboot cannot look inside it to check that it unpacks"),
                 )))
             }
             Err(e) => return Ok(Some(Error::at(p, format!("does not unpack: {e}")))),
@@ -97,12 +97,20 @@ fn init_file(plan: &MediaPlan, closure: &Closure) -> Result<PathBuf> {
         ))
     })?;
     let mut p = sp.source.clone();
-    for c in rest.split('/') {
+    for c in rest.split('/').filter(|_| !rest.is_empty()) {
         if c.is_empty() || c == "." || c == ".." {
             return Err(bad("not a plain path (no `.`, `..` or `//`)".into()));
         }
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => p.push(c),
+            Ok(m) if m.file_type().is_symlink() => {
+                let t = std::fs::read_link(&p).at(&p)?;
+                return Err(bad(format!(
+                    "{} is a symlink to {}: init= must name the file, not a path through a link",
+                    p.display(),
+                    t.display()
+                )));
+            }
             Ok(_) => return Err(bad(format!("{} is not a directory", p.display()))),
             Err(e) => return Err(bad(format!("{}: {e}", p.display()))),
         }
