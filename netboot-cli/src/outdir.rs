@@ -206,7 +206,8 @@ pub fn lock(dest: &Path) -> Result<OutLock> {
         }
         use std::os::unix::fs::MetadataExt;
         let held = f.metadata().at(&p)?;
-        if std::fs::symlink_metadata(&p).is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino()))
+        if std::fs::symlink_metadata(&p)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino()))
         {
             // The holder's pid, for the message of a build that must wait.
             // Registered once held: an interrupt removes our lock file only.

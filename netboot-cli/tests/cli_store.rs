@@ -47,7 +47,10 @@ fn evil_systems(store: &Path, top: &Path, secret: &Path, outside: &Path) -> Vec<
         ("kernel", up.clone()),
         ("kernel", format!("/nix/store/../../../../..{s}")),
         ("initrd", "/etc/hostname".into()),
-        ("initrd", "../../../../../../../../../../../etc/hostname".into()),
+        (
+            "initrd",
+            "../../../../../../../../../../../etc/hostname".into(),
+        ),
         ("kernel-params", s.clone()),
         ("init", "/etc/hostname".into()),
     ];
@@ -199,10 +202,7 @@ impl Drop for Server {
 }
 
 /// `netboot serve --serve-store` over `store`.
-fn serve_store(
-    store: &Path,
-    cache: &Path,
-) -> (Server, std::sync::Arc<std::sync::Mutex<String>>) {
+fn serve_store(store: &Path, cache: &Path) -> (Server, std::sync::Arc<std::sync::Mutex<String>>) {
     let bin = Path::new(env!("CARGO_BIN_EXE_netboot"));
     let args: Vec<std::ffi::OsString> = vec![
         "--serve-store".into(),
@@ -220,7 +220,11 @@ fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut all = Vec::new();
     s.read_to_end(&mut all).unwrap();
     let head_end = all
@@ -247,9 +251,8 @@ fn serve_never_sends_a_byte_from_outside_the_store() {
     let shadow = std::fs::read("/etc/shadow").unwrap_or_default();
     let (srv, log) = serve_store(&store, &d.path().join("cache"));
     let leaked = |body: &[u8]| {
-        let has = |needle: &[u8]| {
-            needle.len() >= 4 && body.windows(needle.len()).any(|w| w == needle)
-        };
+        let has =
+            |needle: &[u8]| needle.len() >= 4 && body.windows(needle.len()).any(|w| w == needle);
         has(MARKER) || has(hostname.trim_ascii()) || has(shadow.trim_ascii())
     };
     for e in &evil {

@@ -82,7 +82,10 @@ fn init_must_be_a_file_in_the_closure() {
     let script = std::fs::read_to_string(good.join("netboot.ipxe")).unwrap();
     let with_init = |name: &str, init: &str| {
         let out = d.path().join(name);
-        run(std::process::Command::new("cp").arg("-a").arg(&good).arg(&out));
+        run(std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&good)
+            .arg(&out));
         let edited = script.replace(&format!("init={INIT} "), &format!("init={init} "));
         assert_ne!(edited, script);
         std::fs::write(out.join("netboot.ipxe"), edited).unwrap();
