@@ -444,6 +444,38 @@ mod tests {
     }
 
     #[test]
+    fn an_old_directory_is_put_back_when_its_output_is_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out");
+        // A build (pid 0: never alive) killed between its two renames.
+        let old = d.path().join(".out.netboot-old-0");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join("bzImage"), b"k").unwrap();
+        clean_stale(&dest);
+        assert_eq!(std::fs::read(dest.join("bzImage")).unwrap(), b"k");
+        // With the output there, an old directory is only a leftover.
+        std::fs::create_dir(&old).unwrap();
+        clean_stale(&dest);
+        assert!(!old.exists() && dest.exists());
+    }
+
+    #[test]
+    fn stale_temporaries_in_a_directory_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let mine = format!(".b.seg.netboot-tmp-{}-1", std::process::id());
+        for n in [".a.seg.netboot-tmp-0-3", &mine, "c.seg", ".x.netboot-tmp-0"] {
+            std::fs::write(d.path().join(n), b"x").unwrap();
+        }
+        clean_stale_in(d.path());
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [mine, "c.seg".to_owned()]);
+    }
+
+    #[test]
     fn stale_leftovers_of_dead_processes_are_removed() {
         let d = tempfile::tempdir().unwrap();
         let dest = d.path().join("out");
