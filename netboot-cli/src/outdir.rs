@@ -109,50 +109,48 @@ pub fn check_replaceable(dest: &Path) -> Result<()> {
 /// `--out` as the build uses it: absolute (so `--out .` names the current
 /// directory by its name), and a symlink followed to the directory it
 /// names (a link to a media directory). A link to anything else is
-/// refused, saying what it points to; so is a directory in the Nix store
-/// (`store_dir`, or `/nix/store`), such as a `nix-build -o` result: Nix
-/// owns it and it is read-only.
+/// refused, saying what it points to; so is a link into the Nix store
+/// (`store_dir`, or `/nix/store`), such as a `nix-build -o` result: that
+/// store path is Nix's, and replacing it would corrupt the store. (A
+/// directory in the store named directly is a Nix builder's `$out`.)
 pub fn absolute(out: &Path, store_dir: &str) -> Result<PathBuf> {
     let abs = std::path::absolute(out).at(out)?;
-    let resolved = match std::fs::symlink_metadata(&abs) {
-        Ok(m) if m.file_type().is_symlink() => {
-            let target = std::fs::read_link(&abs).at(&abs)?;
-            let to = |what: &str| {
-                Error::at(out, format!("is a symlink to {}, {what}", target.display()))
-            };
-            match std::fs::canonicalize(&abs) {
-                Ok(t) if t.is_dir() => t,
-                Ok(t) => {
-                    let kind = std::fs::metadata(&t).map(|m| m.file_type());
-                    return Err(to(match kind {
-                        Ok(k) if k.is_file() => "a regular file, not a directory",
-                        _ => "which is not a directory",
-                    }));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(to("which does not exist (create the directory first)"))
-                }
-                Err(e) => return Err(to(&format!("which cannot be followed: {e}"))),
-            }
-        }
+    match std::fs::symlink_metadata(&abs) {
+        Ok(m) if m.file_type().is_symlink() => follow(out, &abs, store_dir),
         // `a/..` and `.` have no name of their own: use the directory's.
         _ if abs.file_name().is_none() || out.ends_with("..") || out.ends_with(".") => {
-            std::fs::canonicalize(&abs).at(out)?
+            std::fs::canonicalize(&abs).at(out)
         }
-        _ => abs,
+        _ => Ok(abs),
+    }
+}
+
+/// The directory a symlinked `--out` (`out`, absolute `abs`) names.
+fn follow(out: &Path, abs: &Path, store_dir: &str) -> Result<PathBuf> {
+    let target = std::fs::read_link(abs).at(abs)?;
+    let to = |what: &str| Error::at(out, format!("is a symlink to {}, {what}", target.display()));
+    let t = match std::fs::canonicalize(abs) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(to("which does not exist (create the directory first)"))
+        }
+        Err(e) => return Err(to(&format!("which cannot be followed: {e}"))),
     };
+    if !t.is_dir() {
+        return Err(to(if t.is_file() {
+            "a regular file, not a directory"
+        } else {
+            "which is not a directory"
+        }));
+    }
     for store in [store_dir.trim_end_matches('/'), "/nix/store"] {
-        if !store.is_empty() && resolved.starts_with(store) {
-            return Err(Error::at(
-                out,
-                format!(
-                    "{} is in the Nix store {store} (a nix-build result?): Nix owns it and it is read-only; choose another --out",
-                    resolved.display()
-                ),
-            ));
+        if !store.is_empty() && t.starts_with(store) {
+            return Err(to(&format!(
+                "in the Nix store {store} (a nix-build result?): Nix owns it; choose another --out"
+            )));
         }
     }
-    Ok(resolved)
+    Ok(t)
 }
 
 /// Held by the build writing `dest` ([`lock`]); the lock file is removed

@@ -722,7 +722,11 @@ fn a_symlinked_out_is_followed_to_a_directory() {
         .arg(&store),
     );
     assert!(
-        e.contains("is in the Nix store") && e.contains("choose another --out"),
+        e.contains(&format!(
+            "result: is a symlink to {}, in the Nix store {}",
+            in_store.display(),
+            store.display()
+        )) && e.contains("choose another --out"),
         "{e}"
     );
     assert_eq!(listing(&in_store), Vec::<String>::new());

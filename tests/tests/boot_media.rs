@@ -156,12 +156,7 @@ fn toplevel_name() -> String {
 /// itself; netboot reads nothing outside the store, so they cannot live
 /// elsewhere), `kernel-params`, and a file naming every path of `names`
 /// (its references). Returns its base name.
-fn make_toplevel(
-    store: &Path,
-    names: &[Vec<u8>],
-    system: &str,
-    vmlinuz: &Path,
-) -> String {
+fn make_toplevel(store: &Path, names: &[Vec<u8>], system: &str, vmlinuz: &Path) -> String {
     use std::os::unix::fs::symlink;
     let base = toplevel_name();
     let top = store.join(&base);
