@@ -12,9 +12,9 @@
 use std::sync::atomic::AtomicBool;
 
 use netboot_engine::cache::Cache;
-use netboot_engine::pipeline::{self, check, Run, Stats};
+use netboot_engine::pipeline::{self, check, Closure, Run, Stats};
 use netboot_engine::units::human;
-use netboot_engine::{IoContext, Result};
+use netboot_engine::{Error, IoContext, Result};
 
 use crate::cli::{BuildPlan, Verbosity};
 use crate::outdir::Staging;
@@ -23,22 +23,7 @@ use crate::progress::Progress;
 /// Runs the build: check, assemble, write, check again, commit.
 pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let started = std::time::SystemTime::now();
-    // Step 1 and the boot checks before anything is created: a bad
-    // closure, registration, kernel, initrd or init fails with no cache
-    // and no staging directory made.
-    let closure = pipeline::closure(&plan.media)?;
-    check::boot(&plan.media, &closure)?;
-    for w in check::warnings(&plan.media, &closure)? {
-        if !plan.force {
-            return Err(netboot_engine::Error::new(
-                w.subject,
-                format!("{} (--force builds it anyway)", w.problem),
-            ));
-        }
-        if verbosity != Verbosity::Quiet {
-            eprintln!("netboot: warning: {w} (building anyway: --force)");
-        }
-    }
+    let closure = preflight(&plan, verbosity)?;
     crate::outdir::remove_temporaries_on_signals();
     let _lock = crate::outdir::lock(&plan.out)?;
     let staging = Staging::new(&plan.out)?;
@@ -82,4 +67,24 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
         progress.pruned(&p);
     }
     Ok(())
+}
+
+/// Step 1 and the checks, before anything is created: a bad closure,
+/// registration, kernel, initrd or init fails with no lock file, cache or
+/// staging directory made; so does a warning without `--force`.
+fn preflight(plan: &BuildPlan, verbosity: Verbosity) -> Result<Closure> {
+    let closure = pipeline::closure(&plan.media)?;
+    check::boot(&plan.media, &closure)?;
+    for w in check::warnings(&plan.media, &closure)? {
+        if !plan.force {
+            return Err(Error::new(
+                w.subject,
+                format!("{} (--force builds it anyway)", w.problem),
+            ));
+        }
+        if verbosity != Verbosity::Quiet {
+            eprintln!("netboot: warning: {w} (building anyway: --force)");
+        }
+    }
+    Ok(closure)
 }
