@@ -248,14 +248,18 @@ def main():
         w.mkdir(parents=True)
         rows = []
         if name == "3x" and not args.full3:
-            kernel = w / "bzImage"
-            kernel.write_bytes(b"\0" * 4096)
-            initrd = w / "initrd"
-            initrd.write_bytes(b"\0" * 4096)
-            init = f"/nix/store/{paths[0].name}/init"
-            rows.append(measure("netboot build (cold)", [netboot, "build", "--quiet", "--out", str(w / "out-cold"),
-                                "--kernel", str(kernel), "--initrd", str(initrd), "--init", init,
-                                *map(str, paths)], [w / "out-cold"], env))
+            # build refuses what verify would reject: a real kernel header,
+            # an initramfs, and init= a regular file of the closure (--force:
+            # it need not be executable here).
+            kernel = ROOT / "examples/closure/bzImage"
+            initrd = ROOT / "examples/closure/initrd"
+            init_file = paths[0] if paths[0].is_file() else next(
+                Path(r) / f for r, _, fs in sorted(os.walk(paths[0])) for f in sorted(fs)
+                if (Path(r) / f).is_file() and not (Path(r) / f).is_symlink())
+            init = f"/nix/store/{init_file.relative_to(paths[0].parent)}"
+            rows.append(measure("netboot build (cold)", [netboot, "build", "--quiet", "--force", "--out",
+                                str(w / "out-cold"), "--kernel", str(kernel), "--initrd", str(initrd),
+                                "--init", init, *map(str, paths)], [w / "out-cold"], env))
             sections.append((name, len(paths), in_bytes, biggest.name, du(biggest), rows, None, None,
                              load_before, load()))
             continue

@@ -46,8 +46,14 @@ def toplevel(store: Path, name: str, paths) -> Path:
         shutil.rmtree(top)
     top.mkdir()
     (top / "init").write_text("#!/bin/sh\n")
-    os.symlink(ROOT / "examples/closure/bzImage", top / "kernel")
-    os.symlink(ROOT / "examples/closure/initrd", top / "initrd")
+    (top / "init").chmod(0o555)
+    # Kernel and initrd: files in the store directory that are not store
+    # paths (netboot reads nothing outside the store; not store paths, so
+    # they join no closure).
+    for f in ("bzImage", "initrd"):
+        shutil.copy(ROOT / "examples/closure" / f, store / f"netboot-bench-{f}")
+    os.symlink("../netboot-bench-bzImage", top / "kernel")
+    os.symlink("../netboot-bench-initrd", top / "initrd")
     (top / "references").write_text("".join(f"/nix/store/{p.name}\n" for p in paths))
     return top
 

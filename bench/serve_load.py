@@ -136,13 +136,19 @@ def main():
         with open(p / "noise", "wb") as f:
             f.write(rnd.randbytes((a.mib << 20) // 8))
         paths.append(p)
-    # The toplevel: init, kernel and initrd (outside the store), and a file
+    # The toplevel: init, kernel and initrd, and a file
     # naming every path (its references).
     top = store / "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-nixos-system-load"
     top.mkdir()
     (top / "init").write_text("#!/bin/sh\n")
-    os.symlink(ROOT / "examples/closure/bzImage", top / "kernel")
-    os.symlink(ROOT / "examples/closure/initrd", top / "initrd")
+    (top / "init").chmod(0o555)
+    # Kernel and initrd: files in the store directory that are not store
+    # paths (netboot reads nothing outside the store; not store paths, so
+    # they join no closure).
+    for f in ("bzImage", "initrd"):
+        shutil.copy(ROOT / "examples/closure" / f, store / f"netboot-bench-{f}")
+    os.symlink("../netboot-bench-bzImage", top / "kernel")
+    os.symlink("../netboot-bench-initrd", top / "initrd")
     (top / "references").write_text("".join(f"/nix/store/{p.name}\n" for p in paths))
     media = work / "media"
     sh([netboot, "build", "-q", "--system", top, "--compression", "none", "--out", media])

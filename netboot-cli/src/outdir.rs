@@ -1,27 +1,40 @@
 //! The atomic output directory.
 //!
 //! The build writes into `.<DIR>.netboot-tmp-<pid>` beside `DIR` (same file
-//! system, so renames are atomic), fsyncs every file, then renames the old
-//! `DIR` to `.<DIR>.netboot-old-<pid>`, the new one to `DIR`, and removes
-//! the old one. A failed build drops its [`Staging`] guard, which removes
-//! the temporary directory; `DIR` is never touched before the final rename.
+//! system, so renames are atomic), fsyncs every file, then exchanges it
+//! with `DIR` in one `renameat2(RENAME_EXCHANGE)` and removes the old
+//! media (now at the temporary name). There is no moment without a whole
+//! `DIR`: a build killed at any point leaves the previous media or the new
+//! ones. Where the file system cannot exchange, the old `DIR` is renamed to
+//! `.<DIR>.netboot-old-<pid>` first; a build killed between the two renames
+//! leaves that as the only copy, and the next run renames it back
+//! ([`clean_stale`]). A failed build drops its [`Staging`] guard, which
+//! removes the temporary directory; `DIR` is never touched before the swap.
 //!
 //! `DIR` is replaced only when it is missing, empty, or holds nothing but
 //! media this tool wrote: the files named in its [`MARK`] file (written
 //! last into every media directory), or, for media built before the mark
 //! existed, nothing but the five media file names. Anything else (a TFTP
 //! root with `pxelinux.cfg/`, say) is refused before any work starts, and
-//! checked again just before the rename, so no foreign file is ever lost.
+//! checked again just before the swap, so no foreign file is ever lost.
 //!
-//! NB: without `unsafe` (and without a signal crate) we cannot run code on
-//! SIGINT/SIGTERM. A killed build therefore leaves its temporary directory,
-//! but `DIR` itself is intact, and the next build beside `DIR` removes
+//! One build at a time writes `DIR`: it holds an advisory lock on
+//! `.<DIR>.netboot-lock` beside it ([`lock`]; the file holds the holder's
+//! pid and is removed when the build ends), so a second build fails at
+//! once in one line.
+//!
+//! SIGINT and SIGTERM ([`remove_temporaries_on_signals`]) remove the
+//! temporaries (staging directory, half-written files) before the process
+//! ends. A killed build (SIGKILL) leaves its temporary directory, but `DIR`
+//! itself is whole, and the next command writing beside `DIR` removes
 //! leftovers whose process (the `<pid>` in the name) no longer exists.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use netboot_engine::fsutil::{clean_stale, parent_dir, sibling, sync_parent, OLD_TAG, TMP_TAG};
+use netboot_engine::fsutil::{
+    clean_stale, commit_section, parent_dir, sibling, sync_parent, Temporary, OLD_TAG, TMP_TAG,
+};
 use netboot_engine::{Error, IoContext, Result};
 
 /// The mark of a media directory: a file listing, one name a line after
@@ -38,6 +51,7 @@ pub struct Staging {
     dest: PathBuf,
     tmp: PathBuf,
     committed: bool,
+    _registered: Temporary,
 }
 
 /// The names a media directory's [`MARK`] lists (`None` without a mark).
@@ -94,34 +108,175 @@ pub fn check_replaceable(dest: &Path) -> Result<()> {
 
 /// `--out` as the build uses it: absolute (so `--out .` names the current
 /// directory by its name), and a symlink followed to the directory it
-/// names (a `nix-build -o` result, or a link to a media directory). A link
-/// to anything else is refused, saying what it points to.
-pub fn absolute(out: &Path) -> Result<PathBuf> {
+/// names (a link to a media directory). A link to anything else is
+/// refused, saying what it points to; so is a link into the Nix store
+/// (`store_dir`, or `/nix/store`), such as a `nix-build -o` result: that
+/// store path is Nix's, and replacing it would corrupt the store. (A
+/// directory in the store named directly is a Nix builder's `$out`.)
+pub fn absolute(out: &Path, store_dir: &str) -> Result<PathBuf> {
     let abs = std::path::absolute(out).at(out)?;
     match std::fs::symlink_metadata(&abs) {
-        Ok(m) if m.file_type().is_symlink() => {
-            let target = std::fs::read_link(&abs).at(&abs)?;
-            match std::fs::canonicalize(&abs) {
-                Ok(t) if t.is_dir() => Ok(t),
-                Ok(_) => Err(Error::at(
-                    out,
-                    format!(
-                        "is a symlink to {}, which is not a directory",
-                        target.display()
-                    ),
-                )),
-                Err(e) => Err(Error::at(
-                    out,
-                    format!("is a symlink to {}: {e}", target.display()),
-                )),
-            }
-        }
+        Ok(m) if m.file_type().is_symlink() => follow(out, &abs, store_dir),
         // `a/..` and `.` have no name of their own: use the directory's.
         _ if abs.file_name().is_none() || out.ends_with("..") || out.ends_with(".") => {
             std::fs::canonicalize(&abs).at(out)
         }
         _ => Ok(abs),
     }
+}
+
+/// The directory a symlinked `--out` (`out`, absolute `abs`) names.
+fn follow(out: &Path, abs: &Path, store_dir: &str) -> Result<PathBuf> {
+    let target = std::fs::read_link(abs).at(abs)?;
+    let to = |what: &str| Error::at(out, format!("is a symlink to {}, {what}", target.display()));
+    let t = match std::fs::canonicalize(abs) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(to("which does not exist (create the directory first)"))
+        }
+        Err(e) => return Err(to(&format!("which cannot be followed: {e}"))),
+    };
+    if !t.is_dir() {
+        return Err(to(if t.is_file() {
+            "a regular file, not a directory"
+        } else {
+            "which is not a directory"
+        }));
+    }
+    for store in [store_dir.trim_end_matches('/'), "/nix/store"] {
+        if !store.is_empty() && t.starts_with(store) {
+            return Err(to(&format!(
+                "in the Nix store {store} (a nix-build result?): Nix owns it; choose another --out"
+            )));
+        }
+    }
+    Ok(t)
+}
+
+/// Held by the build writing `dest` ([`lock`]); the lock file is removed
+/// when it is dropped.
+#[derive(Debug)]
+pub struct OutLock {
+    path: PathBuf,
+    _file: File,
+    _registered: Temporary,
+}
+
+impl Drop for OutLock {
+    fn drop(&mut self) {
+        // Removed while still locked: a build that opened this file meanwhile
+        // sees, once it holds the lock, that the name is gone, and retries.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Takes the lock of `dest` (`.<name>.netboot-lock` beside it, an advisory
+/// `flock` released when the process ends, however it ends), or fails at
+/// once, in one line, naming the build that holds it.
+pub fn lock(dest: &Path) -> Result<OutLock> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| Error::at(dest, "output directory has no final component"))?;
+    let mut n = std::ffi::OsString::from(".");
+    n.push(name);
+    n.push(".netboot-lock");
+    let p = dest.with_file_name(n);
+    if !parent_dir(dest).is_dir() {
+        return Err(Error::at(dest, "parent directory does not exist"));
+    }
+    // A holder removes the file as it finishes: a lock taken on a file
+    // that is no longer at `p` locks nothing, so take it again.
+    for _ in 0..10 {
+        let open = |p: &Path| {
+            File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)
+                .at(p)
+        };
+        let f = open(&p)?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(locked(dest, f)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&p, e)),
+        }
+        use std::os::unix::fs::MetadataExt;
+        let held = f.metadata().at(&p)?;
+        if std::fs::symlink_metadata(&p)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino()))
+        {
+            // The holder's pid, for the message of a build that must wait.
+            // Registered once held: an interrupt removes our lock file only.
+            let (registered, ()) = Temporary::create(p.clone(), |_| Ok(()))?;
+            use std::io::Write;
+            f.set_len(0)
+                .and_then(|()| (&f).write_all(std::process::id().to_string().as_bytes()))
+                .at(&p)?;
+            return Ok(OutLock {
+                path: p,
+                _file: f,
+                _registered: registered,
+            });
+        }
+    }
+    Err(Error::at(dest, "could not take the lock of this directory"))
+}
+
+/// The error of a build that finds `dest` locked by another (`f`: the lock
+/// file, holding the other build's pid).
+fn locked(dest: &Path, mut f: File) -> Error {
+    use std::io::Read;
+    let mut pid = String::new();
+    let _ = f.read_to_string(&mut pid);
+    let who = match pid.trim() {
+        "" => "another netboot build".to_owned(),
+        p => format!("another netboot build (pid {p})"),
+    };
+    Error::at(
+        dest,
+        format!("{who} is writing this directory; try again when it is done"),
+    )
+}
+
+/// Test hook: with `NETBOOT_TEST_HOLD_AT=<point>` in the environment, the
+/// build stops at `point` (`staged`: every file written, before the swap;
+/// `swapped`: the new media in place, the old not yet removed), says so on
+/// stderr, and waits to be killed. The fault tests use it to kill a build
+/// at an exact moment.
+fn hold(point: &str) {
+    if std::env::var("NETBOOT_TEST_HOLD_AT").is_ok_and(|v| v == point) {
+        eprintln!("netboot: holding at {point} (NETBOOT_TEST_HOLD_AT)");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+/// Removes the process's temporaries ([`netboot_engine::fsutil::interrupt`]:
+/// the staging directory, half-written files and cache entries) when
+/// SIGINT or SIGTERM arrives, then ends the process by that signal, as the
+/// default action would have. Commands that write files call it first.
+///
+/// NB: a watcher thread (signal-hook's iterator), not a handler: the
+/// cleanup runs as ordinary code, and only after a swap in progress
+/// finished ([`netboot_engine::fsutil::commit_section`]).
+pub fn remove_temporaries_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let (_held, removed) = netboot_engine::fsutil::interrupt();
+            let name = if sig == SIGINT { "SIGINT" } else { "SIGTERM" };
+            eprintln!("netboot: error: interrupted by {name}; {removed} temporaries removed");
+            let _ = signal_hook::low_level::emulate_default_handler(sig);
+            // Not reached: the default action ends the process.
+            std::process::exit(128 + sig);
+        }
+    });
 }
 
 /// Refuses an output that cannot be replaced: a non-directory, or a
@@ -151,11 +306,12 @@ impl Staging {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).at(&tmp)?;
         }
-        std::fs::create_dir(&tmp).at(&tmp)?;
+        let (registered, ()) = Temporary::create(tmp.clone(), |t| std::fs::create_dir(t).at(t))?;
         Ok(Staging {
             dest: dest.to_owned(),
             tmp,
             committed: false,
+            _registered: registered,
         })
     }
 
@@ -191,28 +347,48 @@ impl Staging {
         File::open(&self.tmp)
             .and_then(|f| f.sync_all())
             .at(&self.tmp)?;
-        let old = sibling(&self.dest, OLD_TAG, std::process::id())?;
-        let had_old = match std::fs::symlink_metadata(&self.dest) {
-            Ok(m) if m.is_dir() => {
-                std::fs::rename(&self.dest, &old).at(&self.dest)?;
-                true
-            }
-            Ok(_) => return Err(Error::at(&self.dest, "exists and is not a directory")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(&self.dest, e)),
-        };
-        if let Err(e) = std::fs::rename(&self.tmp, &self.dest) {
-            if had_old {
-                let _ = std::fs::rename(&old, &self.dest);
-            }
-            return Err(Error::io(&self.dest, e));
-        }
-        self.committed = true;
+        hold("staged");
+        let old = commit_section(|| self.swap())?;
         sync_parent(&self.dest);
-        if had_old {
+        hold("swapped");
+        if let Some(old) = old {
             std::fs::remove_dir_all(&old).at(&old)?;
         }
         Ok(())
+    }
+
+    /// Puts the staged directory in place of `dest`; returns where the old
+    /// `dest` went, if there was one.
+    fn swap(&mut self) -> Result<Option<PathBuf>> {
+        match std::fs::symlink_metadata(&self.dest) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(Error::at(&self.dest, "exists and is not a directory")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::rename(&self.tmp, &self.dest).at(&self.dest)?;
+                self.committed = true;
+                return Ok(None);
+            }
+            Err(e) => return Err(Error::io(&self.dest, e)),
+        }
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, &self.tmp, CWD, &self.dest, RenameFlags::EXCHANGE) {
+            Ok(()) => {
+                // The old media are now where the staged ones were.
+                self.committed = true;
+                return Ok(Some(self.tmp.clone()));
+            }
+            // The file system cannot exchange: two renames.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {}
+            Err(e) => return Err(Error::io(&self.dest, e.into())),
+        }
+        let old = sibling(&self.dest, OLD_TAG, std::process::id())?;
+        std::fs::rename(&self.dest, &old).at(&self.dest)?;
+        if let Err(e) = std::fs::rename(&self.tmp, &self.dest) {
+            let _ = std::fs::rename(&old, &self.dest);
+            return Err(Error::io(&self.dest, e));
+        }
+        self.committed = true;
+        Ok(Some(old))
     }
 }
 

@@ -14,6 +14,16 @@
 //! against damage, not against someone who may write to the cache (they
 //! could write a matching digest of any kind): CRC-32 runs at memory speed
 //! where sha256 was a third of a warm rebuild.
+//!
+//! Every use of a segment entry goes through [`Cache::link_into`] (or
+//! [`Cache::get_into`]), which checks it: `build`'s pack step and each of
+//! `serve`'s generations (whose segments are such links). From then on the
+//! link holds the checked bytes: entries are only ever replaced by rename,
+//! never written in place, so a rebuilt entry is a new file and the link
+//! keeps the old one. (Bytes changed in place by something else after the
+//! check would be served until the next generation links the entry again.)
+//! A killed build's temporary entries (`.<key>.seg.netboot-tmp-<pid>-<n>`)
+//! are never read, and are removed when the cache is next opened.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -94,9 +104,11 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Opens (creating) the cache directory.
+    /// Opens (creating) the cache directory, and removes the temporary
+    /// files of builds that were killed while writing an entry.
     pub fn open(dir: &Path) -> Result<Cache> {
         std::fs::create_dir_all(dir).at(dir)?;
+        crate::fsutil::clean_stale_in(dir);
         Ok(Cache {
             dir: dir.to_owned(),
         })

@@ -4,9 +4,13 @@
 //! share.
 //!
 //! Temporary names are `.<name>.netboot-tmp-<pid>[-<n>]` beside the file
-//! they become (same file system, so the final rename is atomic). A killed
-//! run leaves its temporary behind; [`clean_stale`] (run by every writer
-//! before it starts) removes those whose process no longer exists.
+//! they become (same file system, so the final rename is atomic). Every
+//! temporary is registered while it exists, so a front end that catches
+//! SIGINT/SIGTERM can remove them all ([`interrupt`]) before it exits. A
+//! killed run (SIGKILL, a crash) leaves its temporary behind;
+//! [`clean_stale`] (run by every writer before it starts) and
+//! [`clean_stale_in`] (the cache, when opened) remove those whose process
+//! no longer exists.
 
 use std::fs::File;
 use std::io::Write;
@@ -43,7 +47,37 @@ pub fn sync_parent(p: &Path) {
     let _ = File::open(parent_dir(p)).and_then(|f| f.sync_all());
 }
 
-/// Removes temporary/old directories (or files) left by dead builds of `dest`.
+/// The pid of a leftover named `.<name>` ‖ `rest`, with `rest` =
+/// [`TMP_TAG`] or [`OLD_TAG`] ‖ `<pid>` (directories) or `<pid>-<n>`
+/// (files of [`replace_file`]); `true` when it is an old directory.
+fn leftover_pid(rest: &str) -> Option<(u32, bool)> {
+    let (pid, old) = match rest.strip_prefix(TMP_TAG) {
+        Some(p) => (p, false),
+        None => (rest.strip_prefix(OLD_TAG)?, true),
+    };
+    let pid = pid.split_once('-').map_or(pid, |(pid, _)| pid);
+    Some((pid.parse().ok()?, old))
+}
+
+/// Whether a leftover of process `pid` is stale: not ours, and its
+/// process no longer exists.
+fn is_dead(pid: u32) -> bool {
+    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes a leftover directory or file (best effort).
+fn remove_any(p: &Path, is_dir: bool) {
+    let _ = if is_dir {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    };
+}
+
+/// Removes temporary/old directories (or files) left by dead builds of
+/// `dest`. An old directory whose build died between its two renames
+/// (where the file system cannot exchange them atomically) is the only
+/// copy of the previous `dest`: it is renamed back when `dest` is missing.
 pub fn clean_stale(dest: &Path) {
     let Some(name) = dest.file_name() else {
         return;
@@ -61,24 +95,134 @@ pub fn clean_stale(dest: &Path) {
         else {
             continue;
         };
-        let pid = rest
-            .strip_prefix(TMP_TAG)
-            .or_else(|| rest.strip_prefix(OLD_TAG));
-        // `<pid>` (directories) or `<pid>-<n>` (files of replace_file).
-        let pid = pid.map(|p| p.split_once('-').map_or(p, |(pid, _)| pid));
-        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
-                    _ => {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
+        let Some((pid, old)) = leftover_pid(rest) else {
+            continue;
+        };
+        if !is_dead(pid) {
+            continue;
+        }
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if old && is_dir && std::fs::symlink_metadata(dest).is_err() {
+            let _ = std::fs::rename(e.path(), dest);
+            continue;
+        }
+        remove_any(&e.path(), is_dir);
+    }
+}
+
+/// Removes every temporary file or directory in `dir` left by a dead
+/// process (`.<name>.netboot-tmp-<pid>[-<n>]`, whatever `<name>`): what a
+/// killed build leaves in the cache, where entries are many and a sweep per
+/// entry would be quadratic.
+pub fn clean_stale_in(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let f = e.file_name();
+        let f = f.to_string_lossy();
+        let Some(at) = f.find(TMP_TAG).filter(|_| f.starts_with('.')) else {
+            continue;
+        };
+        if let Some((pid, false)) = leftover_pid(&f[at..]) {
+            if is_dead(pid) {
+                remove_any(&e.path(), e.file_type().is_ok_and(|t| t.is_dir()));
             }
         }
     }
+}
+
+/// Temporaries that exist now (registered before they are created and
+/// until they are gone), for [`interrupt`].
+static TEMPORARIES: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+/// Held while an output is being swapped into place ([`commit_section`]),
+/// so an interrupt waits for the swap instead of cutting it in half.
+static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn temporaries() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    // Poisoned only by a panic while pushing or removing a path: the list
+    // is still whole.
+    TEMPORARIES.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A registered temporary (file or directory): [`interrupt`] removes it
+/// while the guard lives; dropping the guard only unregisters it.
+#[derive(Debug)]
+pub struct Temporary {
+    path: PathBuf,
+}
+
+impl Temporary {
+    /// Registers `path` and runs `create` (which makes it) under the
+    /// registry's lock: an interrupt either sees it registered or stops
+    /// it from being made, never misses it.
+    pub fn create<T>(
+        path: PathBuf,
+        create: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<(Temporary, T)> {
+        let mut t = temporaries();
+        let v = create(&path)?;
+        t.push(path.clone());
+        Ok((Temporary { path }, v))
+    }
+
+    /// The temporary's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        let mut t = temporaries();
+        if let Some(i) = t.iter().rposition(|p| *p == self.path) {
+            t.swap_remove(i);
+        }
+    }
+}
+
+/// Runs `f` (an output's final renames) so that an [`interrupt`] waits for
+/// it to finish.
+pub fn commit_section<T>(f: impl FnOnce() -> T) -> T {
+    let _held = COMMIT.lock().unwrap_or_else(|p| p.into_inner());
+    f()
+}
+
+/// What [`interrupt`] holds: no temporary can be made and no output
+/// swapped while it lives (the process is about to end).
+pub struct Interrupted {
+    _commit: std::sync::MutexGuard<'static, ()>,
+    _temporaries: std::sync::MutexGuard<'static, Vec<PathBuf>>,
+}
+
+/// For a front end that caught SIGINT or SIGTERM and is about to end the
+/// process: waits for an output swap in progress, then removes every
+/// registered temporary and keeps new ones from being made (hold the
+/// returned guard until exit). Returns how many it removed.
+pub fn interrupt() -> (Interrupted, usize) {
+    let commit = COMMIT.lock().unwrap_or_else(|p| p.into_inner());
+    let temps = temporaries();
+    let mut removed = 0;
+    for p in temps.iter() {
+        // Workers may still be adding files to a directory being removed:
+        // try again until it is gone.
+        for _ in 0..20 {
+            let r = match std::fs::symlink_metadata(p) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+                Ok(_) => std::fs::remove_file(p),
+                Err(_) => break,
+            };
+            if r.is_ok() {
+                removed += 1;
+                break;
+            }
+        }
+    }
+    let held = Interrupted {
+        _commit: commit,
+        _temporaries: temps,
+    };
+    (held, removed)
 }
 
 /// Runs `f` with a fresh scratch directory `.<name>.netboot-tmp-<pid>`
@@ -86,22 +230,31 @@ pub fn clean_stale(dest: &Path) {
 /// `dest`), and removes the directory afterwards, whatever `f` returned; a
 /// killed run's leftover is removed by the next.
 pub fn with_scratch_dir<T>(dest: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    let dir = scratch_dir(dest)?;
-    let res = f(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch(dest)?;
+    let res = f(dir.path());
+    let _ = std::fs::remove_dir_all(dir.path());
     res
 }
 
 /// Creates the empty scratch directory `.<name>.netboot-tmp-<pid>` beside
 /// `dest` (after removing leftovers of dead runs); the caller removes it.
+/// It stays registered for [`interrupt`] for the life of the process.
 pub fn scratch_dir(dest: &Path) -> Result<PathBuf> {
+    let t = scratch(dest)?;
+    let p = t.path().to_owned();
+    std::mem::forget(t);
+    Ok(p)
+}
+
+/// [`scratch_dir`] as a registered [`Temporary`].
+pub fn scratch(dest: &Path) -> Result<Temporary> {
     clean_stale(dest);
     let dir = sibling(dest, TMP_TAG, std::process::id())?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).at(&dir)?;
     }
-    std::fs::create_dir(&dir).at(&dir)?;
-    Ok(dir)
+    let (t, ()) = Temporary::create(dir, |d| std::fs::create_dir(d).at(d))?;
+    Ok(t)
 }
 
 static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -121,8 +274,8 @@ pub fn replace_file<T>(
     let mut name = tmp.file_name().unwrap_or_default().to_owned();
     name.push(format!("-{n}"));
     let tmp = tmp.with_file_name(name);
+    let (registered, mut f) = Temporary::create(tmp.clone(), |t| File::create(t).at(t))?;
     let res = (|| -> Result<T> {
-        let mut f = File::create(&tmp).at(&tmp)?;
         let v = fill(&mut f)?;
         if sync {
             f.sync_all().at(&tmp)?;
@@ -133,6 +286,7 @@ pub fn replace_file<T>(
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    drop(registered);
     let v = res?;
     if sync {
         sync_parent(dest);
@@ -287,6 +441,38 @@ mod tests {
         let got = std::fs::read(&dest).unwrap();
         assert_eq!((got.len(), &got[..3]), (n, &b"HD\x01"[..]));
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_old_directory_is_put_back_when_its_output_is_missing() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out");
+        // A build (pid 0: never alive) killed between its two renames.
+        let old = d.path().join(".out.netboot-old-0");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join("bzImage"), b"k").unwrap();
+        clean_stale(&dest);
+        assert_eq!(std::fs::read(dest.join("bzImage")).unwrap(), b"k");
+        // With the output there, an old directory is only a leftover.
+        std::fs::create_dir(&old).unwrap();
+        clean_stale(&dest);
+        assert!(!old.exists() && dest.exists());
+    }
+
+    #[test]
+    fn stale_temporaries_in_a_directory_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let mine = format!(".b.seg.netboot-tmp-{}-1", std::process::id());
+        for n in [".a.seg.netboot-tmp-0-3", &mine, "c.seg", ".x.netboot-tmp-0"] {
+            std::fs::write(d.path().join(n), b"x").unwrap();
+        }
+        clean_stale_in(d.path());
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [mine, "c.seg".to_owned()]);
     }
 
     #[test]

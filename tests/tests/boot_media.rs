@@ -139,31 +139,35 @@ fn closure(store: &Path, nar_only: bool) -> (Vec<Vec<u8>>, String, Vec<u8>) {
     (names, c.system, reg.into_bytes())
 }
 
+/// The toplevel's kernel and initrd: files in the store directory, not
+/// store paths.
+const KERNEL_IN_STORE: &str = "netboot-test-kernel";
+const INITRD_IN_STORE: &str = "netboot-test-initrd";
+
 /// The toplevel's base name.
 fn toplevel_name() -> String {
     format!("{}-nixos-system-boot", fixture::fake_hash("boot-toplevel"))
 }
 
-/// A NixOS toplevel in `store` as top-level.nix lays it out: `init` (the
-/// closure's system's), `kernel` and `initrd` (links to files outside the
-/// store, so they join no closure: the stage 1 embeds the closure's
-/// listing, which would otherwise have to contain itself), `kernel-params`,
-/// and a file naming every path of `names` (its references). Returns its
-/// base name.
-fn make_toplevel(
-    store: &Path,
-    names: &[Vec<u8>],
-    system: &str,
-    vmlinuz: &Path,
-    dir: &Path,
-) -> String {
+/// A NixOS toplevel in `store` as top-level.nix lays it out: `init` (a
+/// copy of the closure's system's), `kernel` and `initrd` (links to files in the store
+/// directory that are not store paths, so they join no closure: the stage 1
+/// embeds the closure's listing, which would otherwise have to contain
+/// itself; netboot reads nothing outside the store, so they cannot live
+/// elsewhere), `kernel-params`, and a file naming every path of `names`
+/// (its references). Returns its base name.
+fn make_toplevel(store: &Path, names: &[Vec<u8>], system: &str, vmlinuz: &Path) -> String {
     use std::os::unix::fs::symlink;
     let base = toplevel_name();
     let top = store.join(&base);
     std::fs::create_dir(&top).unwrap();
-    symlink(format!("/nix/store/{system}/init"), top.join("init")).unwrap();
-    symlink(vmlinuz, top.join("kernel")).unwrap();
-    symlink(dir.join("stage1-initrd"), top.join("initrd")).unwrap();
+    // A regular file, as in a real toplevel (`verify`, and so `build` and
+    // `serve`, want init= to name one).
+    std::fs::copy(store.join(system).join("init"), top.join("init")).unwrap();
+    std::fs::copy(vmlinuz, store.join(KERNEL_IN_STORE)).unwrap();
+    symlink(format!("../{KERNEL_IN_STORE}"), top.join("kernel")).unwrap();
+    // Written with the stage 1 (`setup`).
+    symlink(format!("../{INITRD_IN_STORE}"), top.join("initrd")).unwrap();
     std::fs::write(top.join("kernel-params"), "console=ttyS0 panic=-1\n").unwrap();
     let refs: String = names
         .iter()
@@ -213,7 +217,7 @@ fn setup() -> Option<&'static Setup> {
                 std::fs::create_dir_all(&store).unwrap();
                 let (mut names, system, reg) = closure(&store, nar_only);
                 if toplevel {
-                    let top = make_toplevel(&store, &names, &system, &k.vmlinuz, &dir);
+                    let top = make_toplevel(&store, &names, &system, &k.vmlinuz);
                     names.push(top.into_bytes());
                     names.sort();
                 }
@@ -232,6 +236,9 @@ fn setup() -> Option<&'static Setup> {
                 s.expected_paths = Some(paths.clone());
                 let stage1 = dir.join("stage1-initrd");
                 s.write_to_path(&stage1).unwrap();
+                if toplevel {
+                    std::fs::copy(&stage1, store.join(INITRD_IN_STORE)).unwrap();
+                }
                 Variant {
                     store,
                     closure_file,

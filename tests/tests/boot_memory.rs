@@ -20,6 +20,11 @@ fn materialize(store: &Path) -> Vec<Vec<u8>> {
     let small = "22222222222222222222222222222222-small";
     std::fs::create_dir_all(store.join(system)).unwrap();
     std::fs::write(store.join(system).join("init"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        store.join(system).join("init"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o555),
+    )
+    .unwrap();
     std::fs::create_dir_all(store.join(blob)).unwrap();
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let noise: Vec<u8> = (0..48 << 20)

@@ -142,9 +142,12 @@ fn setup(dir: &Path, boot: Option<(&Path, &Path)>) -> Vec<String> {
             std::fs::copy(kernel, dir.join("kernel")).unwrap();
             std::fs::copy(initrd, dir.join("initrd")).unwrap();
         }
+        // Stand-ins with a kernel's boot header and an initramfs's magic
+        // (build and serve refuse anything else).
         None => {
-            std::fs::write(dir.join("kernel"), b"not really a kernel").unwrap();
-            std::fs::write(dir.join("initrd"), b"not really an initrd").unwrap();
+            let example = netboot_tests::tools::workspace_root().join("examples/closure");
+            std::fs::copy(example.join("bzImage"), dir.join("kernel")).unwrap();
+            std::fs::copy(example.join("initrd"), dir.join("initrd")).unwrap();
         }
     }
     let pkg = netboot_package(dir);

@@ -50,7 +50,9 @@ at boot. The manifest is always gzip (it is tiny).
 
 Limits are errors, not warnings: an image of 4 GiB or more (newc cpio sizes are 32-bit), and initrd + manifest + nix-store of 2 GiB or more (BIOS iPXE places initrds below 2 GiB; media that boot only on some firmware are refused).
 
-DIR is replaced atomically: the build writes .DIR.netboot-tmp-<pid> beside it and renames it into place; a failed build removes it, and a killed build's leftovers are removed by the next build. DIR is replaced only when it is missing, empty, or holds nothing but netboot media: the build lists what it wrote in DIR/.netboot-media, and refuses (before any work, exit 1) a DIR holding anything else, such as a TFTP root with other files.
+DIR is replaced atomically: the build writes .DIR.netboot-tmp-<pid> beside it and swaps it into place (DIR is never missing, even for a moment); a failed build removes it, and a killed build's leftovers are removed by the next build. DIR is replaced only when it is missing, empty, or holds nothing but netboot media: the build lists what it wrote in DIR/.netboot-media, and refuses (before any work, exit 1) a DIR holding anything else, such as a TFTP root with other files. One build at a time writes DIR (a lock on .DIR.netboot-lock beside it); SIGINT and SIGTERM remove the temporary directory before the build ends. A symlink DIR is followed to the directory it names; a symlink into the Nix store (a nix-build -o result) is refused.
+
+Before anything is written, build refuses (exit 1, one line) what `netboot verify` would reject: a kernel without the x86 boot header, an initrd that is not an initramfs (or is the kernel), an init= that is not a regular file inside a store path of the closure. It also refuses, unless --force, what verify accepts but would most likely not boot (warnings): an initrd compressed with xz, bzip2, lzma or lzo (netboot cannot look inside to check it unpacks), an initrd that does not unpack (damaged or truncated), and an init= without execute permission. With --force each warning is printed and the build goes on. The media are checked again once written, before they replace DIR.
 
 Store paths are given as positional arguments (directories, files or symlinks named \
 <32-char nix-base32 hash>-<name>, anywhere on disk) and/or with --closure FILE (one absolute \
@@ -119,6 +121,11 @@ pub struct BuildArgs {
     /// closure). Nix builds use this (nix/lib.nix).
     #[arg(long = "segment", value_name = "STORE_PATH=FILE")]
     pub segments: Vec<String>,
+    /// Build although a check found something only suspicious (the
+    /// warnings listed in --help); what `netboot verify` would reject is
+    /// refused anyway.
+    #[arg(long)]
+    pub force: bool,
     /// Image options.
     #[command(flatten)]
     pub image: ImageArgs,
@@ -141,12 +148,14 @@ pub struct BuildPlan {
     pub cache: Option<PathBuf>,
     /// Cache size bound in bytes (`--cache-max`).
     pub cache_max: Option<u64>,
+    /// Build despite warnings (`--force`).
+    pub force: bool,
 }
 
 impl BuildArgs {
     /// Validates `build`'s flags and the output directory.
     pub fn plan(self) -> Result<BuildPlan> {
-        let out = crate::outdir::absolute(&self.out)?;
+        let out = crate::outdir::absolute(&self.out, &self.store_dir)?;
         // Refused now, not after packing: an output that cannot be replaced.
         crate::outdir::check_out(&out)?;
         let cache_max = self
@@ -155,11 +164,13 @@ impl BuildArgs {
             .map(|m| size_flag("--cache-max", m))
             .transpose()?;
         let cache = self.cache.clone();
+        let force = self.force;
         Ok(BuildPlan {
             media: self.plan_media()?,
             out,
             cache,
             cache_max,
+            force,
         })
     }
 

@@ -1,25 +1,31 @@
 //! `netboot build`: the engine's pipeline
 //! ([`netboot_engine::pipeline::assemble`]) into a staging directory beside
-//! `--out`, renamed into place when every file is written and synced
-//! ([`crate::outdir::Staging`]); then the summary and the cache's size bound.
+//! `--out`, renamed into place when every file is written, checked and
+//! synced ([`crate::outdir::Staging`]); then the summary and the cache's
+//! size bound.
+//!
+//! Everything that can be known before packing is checked before anything
+//! is created (no lock file, staging directory or cache entry): the
+//! closure, what boots ([`netboot_engine::pipeline::check`]) and, unless
+//! `--force`, the warnings.
 
 use std::sync::atomic::AtomicBool;
 
 use netboot_engine::cache::Cache;
-use netboot_engine::pipeline::{self, Run, Stats};
+use netboot_engine::pipeline::{self, check, Closure, Run, Stats};
 use netboot_engine::units::human;
-use netboot_engine::{IoContext, Result};
+use netboot_engine::{Error, IoContext, Result};
 
 use crate::cli::{BuildPlan, Verbosity};
 use crate::outdir::Staging;
 use crate::progress::Progress;
 
-/// Runs the build: assemble, then commit.
+/// Runs the build: check, assemble, write, check again, commit.
 pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let started = std::time::SystemTime::now();
-    // Step 1 before anything is created: a bad closure or registration
-    // fails with no cache and no staging directory made.
-    let closure = pipeline::closure(&plan.media)?;
+    let closure = preflight(&plan, verbosity)?;
+    crate::outdir::remove_temporaries_on_signals();
+    let _lock = crate::outdir::lock(&plan.out)?;
     let staging = Staging::new(&plan.out)?;
     let work_dir = staging.path().join(".work");
     std::fs::create_dir(&work_dir).at(&work_dir)?;
@@ -40,6 +46,8 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     })?;
     media.write_into(staging.path())?;
     std::fs::remove_dir_all(&work_dir).at(&work_dir)?;
+    // What `verify` checks without decompressing, on the files as written.
+    check::media(staging.path())?;
     staging.commit()?;
     let what = match &plan.media.system {
         Some(base) => format!("system {base}"),
@@ -59,4 +67,24 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
         progress.pruned(&p);
     }
     Ok(())
+}
+
+/// Step 1 and the checks, before anything is created: a bad closure,
+/// registration, kernel, initrd or init fails with no lock file, cache or
+/// staging directory made; so does a warning without `--force`.
+fn preflight(plan: &BuildPlan, verbosity: Verbosity) -> Result<Closure> {
+    let closure = pipeline::closure(&plan.media)?;
+    check::boot(&plan.media, &closure)?;
+    for w in check::warnings(&plan.media, &closure)? {
+        if !plan.force {
+            return Err(Error::new(
+                w.subject,
+                format!("{} (--force builds it anyway)", w.problem),
+            ));
+        }
+        if verbosity != Verbosity::Quiet {
+            eprintln!("netboot: warning: {w} (building anyway: --force)");
+        }
+    }
+    Ok(closure)
 }

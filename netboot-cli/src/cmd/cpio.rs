@@ -15,6 +15,9 @@ use crate::cli::{CpioArgs, Verbosity};
 /// Runs the command. The archive is written beside OUT and renamed into place.
 pub fn run(a: CpioArgs) -> Result<()> {
     let v = a.output.verbosity();
+    // SIGINT/SIGTERM remove the half-written output (stale ones of killed
+    // runs are removed before writing).
+    crate::outdir::remove_temporaries_on_signals();
     // Named once: the walker's own errors name the file inside SRC.
     std::fs::symlink_metadata(&a.src).at(&a.src)?;
     let opts = if a.reproducible {

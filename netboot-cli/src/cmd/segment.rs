@@ -15,6 +15,9 @@ use crate::cli::{check_store_dir, source_date_epoch, SegmentArgs, Verbosity};
 /// Runs the command.
 pub fn run(a: SegmentArgs) -> Result<()> {
     let v = a.output.verbosity();
+    // SIGINT/SIGTERM remove the half-written output (stale ones of killed
+    // runs are removed before writing).
+    crate::outdir::remove_temporaries_on_signals();
     let start = std::time::Instant::now();
     let store_dir = check_store_dir(&a.store_dir)?;
     let paths = validate_closure(std::slice::from_ref(&a.store_path), &store_dir)?;

@@ -10,6 +10,9 @@ use crate::cli::{source_date_epoch, SquashfsArgs, Verbosity};
 /// Runs the command.
 pub fn run(a: SquashfsArgs) -> Result<()> {
     let v = a.output.verbosity();
+    // SIGINT/SIGTERM remove the half-written output (stale ones of killed
+    // runs are removed before writing).
+    crate::outdir::remove_temporaries_on_signals();
     let plan = a.image_opts.plan()?;
     let start = std::time::Instant::now();
     // Named once: the walker's own errors name the file inside SRC.

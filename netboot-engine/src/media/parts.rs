@@ -203,14 +203,24 @@ pub fn file_version(m: &std::fs::Metadata) -> FileVersion {
 pub type KnownDigests =
     std::sync::Mutex<std::collections::HashMap<(FileVersion, u64, u64), [u8; 32]>>;
 
-/// Copies `len` bytes of `path` from `offset` to `w` (named `dest` in
-/// errors); an error if the file holds fewer bytes than it was measured
-/// with.
+/// Copies `len` bytes of `path` from `offset` to `w`; an error if the file
+/// holds fewer bytes than it was measured with. A failed read names `path`,
+/// a failed write (a full disk) the output `dest`.
 fn copy_range(path: &Path, offset: u64, len: u64, w: &mut impl Write, dest: &Path) -> Result<()> {
+    /// A reader that remembers whether it failed.
+    struct Reads<R>(R, bool);
+    impl<R: Read> Read for Reads<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf).inspect_err(|_| self.1 = true)
+        }
+    }
     let mut f = File::open(path).at(path)?;
     f.seek(SeekFrom::Start(offset)).at(path)?;
-    let n = std::io::copy(&mut f.take(len), w)
-        .map_err(|e| Error::at(path, format!("copying to {}: {e}", dest.display())))?;
+    let mut r = Reads(f.take(len), false);
+    let n = std::io::copy(&mut r, w).map_err(|e| match r.1 {
+        true => Error::at(path, format!("reading for {}: {e}", dest.display())),
+        false => Error::io(dest, e),
+    })?;
     if n != len {
         return Err(Error::at(path, "file shrank while the media were built"));
     }

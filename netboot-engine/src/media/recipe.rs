@@ -233,8 +233,12 @@ pub fn build_segment(
     }
     let f = File::create(img).at(img)?;
     let mut bw = BufWriter::new(f);
-    let summary = squashfs_writer::write_image(&tree, &opts, &mut bw)
-        .map_err(|e| Error::at(&sp.source, e))?;
+    // A failed write (a full disk) names the file being written; anything
+    // else is about the store path read.
+    let summary = squashfs_writer::write_image(&tree, &opts, &mut bw).map_err(|e| match e {
+        squashfs_writer::Error::Io(e) => Error::io(img, e),
+        e => Error::at(&sp.source, e),
+    })?;
     bw.flush().at(img)?;
     drop(bw);
     let len = std::fs::metadata(img).at(img)?.len();
@@ -244,8 +248,10 @@ pub fn build_segment(
     let enc = initramfs::Encoder::new(plan.compression, out).map_err(|e| Error::at(work, e))?;
     let mut w = newc_cpio::Writer::new(enc);
     let data = File::open(img).at(img)?;
-    append_image(&mut w, &at, len, std::io::BufReader::new(data))
-        .map_err(|e| Error::at(&sp.source, e))?;
+    append_image(&mut w, &at, len, std::io::BufReader::new(data)).map_err(|e| match e {
+        newc_cpio::Error::Io(e) => Error::io(work, e),
+        e => Error::at(&sp.source, e),
+    })?;
     let enc = w.finish().map_err(|e| Error::at(work, e))?;
     let mut out = enc.finish().map_err(|e| Error::at(work, e))?;
     out.flush().at(work)?;

@@ -22,6 +22,7 @@
 //! it: `netboot serve` streams the same parts, so what it serves equals
 //! what `build` writes.
 
+pub mod check;
 mod closure;
 mod pack;
 mod wrap;
@@ -129,6 +130,7 @@ pub struct Run<'a> {
 /// Steps 2–6: the media of `plan` and its `closure` (step 1, [`closure`])
 /// as parts.
 pub fn assemble(plan: &MediaPlan, closure: Closure, run: Run<'_>) -> Result<Media> {
+    check::boot(plan, &closure)?;
     run.observer.closure(closure.paths.len());
     let fps = pack::collect(&closure);
     let built = pack::pack(&pack::Shared::new(plan, &closure, run), &fps)?;

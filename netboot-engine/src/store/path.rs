@@ -153,10 +153,21 @@ pub fn parse_closure_file(
             ));
         }
         check_base_name(base).map_err(|p| Error::new(&where_, p))?;
-        out.push(match root {
+        let p = match root {
             Some(r) => r.join(base),
             None => PathBuf::from(line),
-        });
+        };
+        if let Err(e) = std::fs::symlink_metadata(&p) {
+            let hint = match root {
+                Some(r) => format!(" (read under --closure-root {})", r.display()),
+                None => {
+                    " (to read the store paths from a copy of the store, give --closure-root DIR)"
+                        .into()
+                }
+            };
+            return Err(Error::new(where_, format!("{}: {e}{hint}", p.display())));
+        }
+        out.push(p);
     }
     Ok(out)
 }
@@ -220,8 +231,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("closure");
         std::fs::write(&f, format!("/nix/store/{H}-x\n\n")).unwrap();
-        let v = parse_closure_file(&f, "/nix/store", Some(Path::new("/r"))).unwrap();
-        assert_eq!(v, vec![PathBuf::from(format!("/r/{H}-x"))]);
+        std::fs::write(d.path().join(format!("{H}-x")), b"x").unwrap();
+        let v = parse_closure_file(&f, "/nix/store", Some(d.path())).unwrap();
+        assert_eq!(v, vec![d.path().join(format!("{H}-x"))]);
+        // A missing path says where it was looked for.
+        let e = parse_closure_file(&f, "/nix/store", Some(Path::new("/r"))).unwrap_err();
+        assert!(e.problem.contains("read under --closure-root /r"), "{e}");
+        let e = parse_closure_file(&f, "/nix/store/", None).unwrap_err();
+        assert!(e.problem.contains("give --closure-root DIR"), "{e}");
         std::fs::write(&f, "/usr/bin\n").unwrap();
         let e = parse_closure_file(&f, "/nix/store", None).unwrap_err();
         assert!(e.subject.ends_with("closure:1"), "{e}");

@@ -44,8 +44,14 @@ pub fn initramfs_magic(b: &[u8]) -> Option<&'static str> {
 
 /// `bzImage` is a kernel and `initrd` an initramfs (not swapped).
 pub fn check_kernel_and_initrd(dir: &Path) -> Result<()> {
-    let kp = dir.join("bzImage");
-    let k = head(&kp, 0x210)?;
+    check_kernel(&dir.join("bzImage"))?;
+    check_initrd(&dir.join("initrd")).map(|_| ())
+}
+
+/// The file at `p` is a Linux kernel: it has the x86 boot protocol header
+/// ([`is_bzimage`]). `build`, `serve` and `verify` share this check.
+pub fn check_kernel(p: &Path) -> Result<()> {
+    let k = head(p, 0x210)?;
     if !is_bzimage(&k) {
         let hint = if initramfs_magic(&k).is_some() {
             " (it is an initramfs: kernel and initrd swapped?)"
@@ -53,25 +59,30 @@ pub fn check_kernel_and_initrd(dir: &Path) -> Result<()> {
             ""
         };
         return Err(Error::at(
-            &kp,
+            p,
             format!("not a Linux kernel: no x86 boot protocol header (\"HdrS\" at 0x202){hint}"),
         ));
     }
-    let ip = dir.join("initrd");
-    let i = head(&ip, 0x210)?;
+    Ok(())
+}
+
+/// The file at `p` is an initramfs: it starts with a magic the kernel's
+/// unpacker knows ([`initramfs_magic`]) and is not a kernel. Returns the
+/// magic's name (`cpio`, `gzip`, ...).
+pub fn check_initrd(p: &Path) -> Result<&'static str> {
+    let i = head(p, 0x210)?;
     if is_bzimage(&i) {
         return Err(Error::at(
-            &ip,
+            p,
             "is a Linux kernel, not an initramfs (kernel and initrd swapped?)",
         ));
     }
-    if initramfs_magic(&i).is_none() {
-        return Err(Error::at(
-            &ip,
+    initramfs_magic(&i).ok_or_else(|| {
+        Error::at(
+            p,
             "not an initramfs: no cpio, gzip, zstd, xz, lz4, bzip2, lzma or lzo magic",
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 /// The five files are there, initrds 4-aligned; returns the bytes iPXE
