@@ -512,7 +512,15 @@ impl ImageArgs {
             (Some(s), ImageCompression::Xz) => {
                 let d = parse_size(s)
                     .and_then(|d| u32::try_from(d).ok())
-                    .filter(|&d| squashfs_writer::xz_dict_size_ok(d, block_size as u32))
+                    .filter(|&d| {
+                        let xz = squashfs_writer::Compression::Xz {
+                            preset: 6,
+                            dict_size: Some(d),
+                            bcj_x86: false,
+                        };
+                        let opts = squashfs_writer::Options::new().block_size(block_size as u32);
+                        opts.compression(xz).validate().is_ok()
+                    })
                     .ok_or_else(|| {
                         Error::new(
                             "--xz-dict-size",

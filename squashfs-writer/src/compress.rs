@@ -65,29 +65,38 @@ const GZIP_WINDOW: u16 = 15;
 const GZIP_STRATEGY_DEFAULT: u16 = 0;
 
 impl Compression {
+    /// Checks the level (each compressor's own range) and the xz dictionary.
     pub(crate) fn validate(self, block_size: u32) -> Result<()> {
-        match self {
-            Compression::Zstd { level } if !(1..=22).contains(&level) => {
-                Err(Error::InvalidCompressionLevel { level })
-            }
-            Compression::Xz { preset, .. } if preset > 9 => {
-                Err(Error::InvalidCompressionLevel { level: preset })
-            }
-            Compression::Xz {
-                dict_size: Some(d), ..
-            } if !xz_dict_ok(d, block_size) => Err(Error::Unsupported {
-                what:
-                    "xz dictionary size: must be 2^n or 2^n + 2^(n-1), from 8 KiB to the block size",
+        let range = |compressor, level, min, max| match (min..=max).contains(&level) {
+            true => Ok(()),
+            false => Err(Error::InvalidCompressionLevel {
+                compressor,
+                level,
+                min,
+                max,
             }),
-            Compression::Gzip { level } if !(1..=9).contains(&level) => {
-                Err(Error::InvalidCompressionLevel { level })
+        };
+        match self {
+            Compression::Gzip { level } => range("gzip", level, 1, 9),
+            Compression::Zstd { level } => range("zstd", level, 1, 22),
+            Compression::Xz {
+                preset, dict_size, ..
+            } => {
+                range("xz", preset, 0, 9)?;
+                match dict_size {
+                    Some(d) if !xz_dict_ok(d, block_size) => Err(Error::InvalidXzDictSize {
+                        dict_size: d,
+                        block_size,
+                    }),
+                    _ => Ok(()),
+                }
             }
             Compression::Lz4 {
                 high_compression: true,
             } => Err(Error::Unsupported {
                 what: "lz4 high compression (no pure-Rust LZ4 HC encoder available)",
             }),
-            _ => Ok(()),
+            Compression::Lz4 { .. } | Compression::None => Ok(()),
         }
     }
 
@@ -284,7 +293,7 @@ fn keep_if_smaller(c: Vec<u8>, input: usize, out: &mut Vec<u8>) -> bool {
 
 /// The dictionary sizes the kernel's squashfs xz support accepts
 /// (fs/squashfs/xz_wrapper.c): 2^n or 2^n + 2^(n-1), 8 KiB ..= block size.
-pub fn xz_dict_ok(d: u32, block_size: u32) -> bool {
+pub(crate) fn xz_dict_ok(d: u32, block_size: u32) -> bool {
     let n = d.trailing_zeros();
     let shape = d.is_power_of_two() || (d >> n) == 3;
     shape && (8192..=block_size).contains(&d)
@@ -302,7 +311,7 @@ pub(crate) enum Decompressor {
 /// The window a zstd frame declares (RFC 8878 3.1.1.1): its content size
 /// when Single_Segment_Flag is set, else from the Window_Descriptor.
 /// `None` when `frame` does not start with a frame header.
-pub fn zstd_frame_window(frame: &[u8]) -> Option<u64> {
+pub(crate) fn zstd_frame_window(frame: &[u8]) -> Option<u64> {
     if frame.get(..4)? != [0x28, 0xb5, 0x2f, 0xfd] {
         return None;
     }
@@ -428,4 +437,83 @@ fn read_limited(r: impl std::io::Read, limit: usize) -> std::io::Result<Option<V
 /// A decoder's message, cut short (they may quote input).
 fn short(s: &str) -> String {
     s.chars().take(120).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{write_image, FileData, Metadata, Options, Tree};
+
+    /// Every zstd frame of an image (data and metadata blocks) declares a
+    /// window no larger than the kernel's workspace:
+    /// fs/squashfs/zstd_wrapper.c sizes it max(block size, 8 KiB).
+    #[test]
+    fn zstd_frames_fit_the_kernel_window() {
+        let mut t = Tree::new();
+        for i in 0..300u32 {
+            let data: Vec<u8> = (0..(i * 97 % 20000)).map(|j| (j ^ i) as u8).collect();
+            let name = format!(
+                "dir{}/entry-{i:05}-{}",
+                i % 3,
+                "x".repeat((i % 50) as usize)
+            );
+            t.add_file(name.as_bytes(), Metadata::new(0o644), FileData::bytes(data))
+                .unwrap();
+        }
+        for level in [3, 19] {
+            for bs in [4096u32, 1 << 20] {
+                let opts = Options::new()
+                    .compression(Compression::Zstd { level })
+                    .block_size(bs)
+                    .jobs(1);
+                let mut out = std::io::Cursor::new(Vec::new());
+                write_image(&t, &opts, &mut out).unwrap();
+                let img = out.into_inner();
+                let max = u64::from(bs.max(8192));
+                let mut frames = 0;
+                for i in 0..img.len() {
+                    let at = &img[i..];
+                    if at.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                        let w = zstd_frame_window(at).unwrap();
+                        assert!(w <= max, "frame at {i} declares window {w} > {max}");
+                        frames += 1;
+                    }
+                }
+                assert!(frames > 3, "level {level}, {bs}: {frames} frames");
+            }
+        }
+    }
+
+    #[test]
+    fn levels_name_their_compressor_range() {
+        let e = Compression::Zstd { level: 23 }.validate(4096).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "compression level 23 out of range (zstd: 1..=22)"
+        );
+        let xz = |preset, dict_size| Compression::Xz {
+            preset,
+            dict_size,
+            bcj_x86: false,
+        };
+        let e = xz(10, None).validate(4096).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "compression level 10 out of range (xz: 0..=9)"
+        );
+        let e = Compression::Gzip { level: 0 }.validate(4096).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "compression level 0 out of range (gzip: 1..=9)"
+        );
+        assert!(xz(0, Some(3 << 12)).validate(1 << 14).is_ok());
+        for (d, bs) in [(3 << 13, 1 << 14), (4096, 4096), (10_000, 1 << 20)] {
+            let e = xz(6, Some(d)).validate(bs).unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidXzDictSize { dict_size, block_size } if (dict_size, block_size) == (d, bs)),
+                "{e}"
+            );
+        }
+    }
 }

@@ -31,7 +31,7 @@ use crate::tree::{DeviceKind, FileData, NodeKind, Tree};
 use crate::xattr::XattrWriter;
 
 /// Bit 24 of a data block / fragment size word: stored uncompressed.
-pub const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
+pub(crate) const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
 /// Images are padded to a multiple of this (loop devices need 1 KiB multiples).
 pub const PAD: u64 = 4096;
 
