@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub const MIN_MEMORY_BOUND: u64 = 64 << 20;
 /// Bytes of memory the reader may use per byte of image beyond
 /// [`MIN_MEMORY_BOUND`].
-pub const MEMORY_PER_INPUT_BYTE: u64 = 64;
+pub const MEMORY_PER_INPUT_BYTE: u64 = 128;
 
 /// Held back from the bound for allocations that are not charged: the
 /// largest are an xz dictionary (4 MiB, the decoder's memory limit) and a
@@ -91,9 +91,9 @@ mod tests {
     #[test]
     fn bound_and_charges() {
         assert_eq!(memory_bound(0), MIN_MEMORY_BOUND);
-        assert_eq!(memory_bound(1 << 20), MIN_MEMORY_BOUND);
-        assert_eq!(memory_bound(100 << 20), 6400 << 20);
-        let mut c = Charge::new(1 << 20, 1 << 20);
+        assert_eq!(memory_bound(512 << 10), MIN_MEMORY_BOUND);
+        assert_eq!(memory_bound(100 << 20), 12800 << 20);
+        let mut c = Charge::new(512 << 10, 1 << 20);
         assert_eq!(c.left(), (64 << 20) - RESERVE - (1 << 20));
         c.add("x", c.left()).unwrap();
         let e = c.add("entries", 1).unwrap_err();

@@ -180,7 +180,7 @@ pub enum Error {
         max: u64,
     },
     /// Reading would take more memory than the reader allows for an image of
-    /// this size (`read::memory_bound`): max(64 MiB, 64 bytes per image
+    /// this size (`read::memory_bound`): max(64 MiB, 128 bytes per image
     /// byte), less a reserve for decompression.
     #[error("reading {what} needs more than {bound} bytes of memory, the bound for a {image_bytes}-byte image")]
     MemoryBound {

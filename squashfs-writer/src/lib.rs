@@ -23,6 +23,7 @@
 //! | `cursor.rs` | the bounds-checked cursor every table parser reads with |
 //! | `write.rs` | the writer: plan, parallel data pipeline, inodes and directories, tables, superblock |
 //! | [`read`] | the validating reader ([`read::Image`]) |
+//! | `budget.rs` | the reader's memory bound ([`read::memory_bound`]) and what is charged against it |
 //! | [`fs`] | building a [`Tree`] from a host path |
 //!
 //! Layout, kernel rules and traps followed: superblock | compression options |

@@ -888,6 +888,7 @@ impl WalkState<'_> {
         inode_ref: u64,
         inode: &Inode,
     ) -> Result<Listing<'i>> {
+        let listing = image.dir_listing(inode_ref, inode)?;
         if let InodeBody::Dir { file_size, .. } = inode.body {
             let len = u64::from(file_size.saturating_sub(3));
             self.listing_bytes = self.listing_bytes.saturating_add(len);
@@ -903,7 +904,7 @@ impl WalkState<'_> {
                 ));
             }
         }
-        image.dir_listing(inode_ref, inode)
+        Ok(listing)
     }
 }
 

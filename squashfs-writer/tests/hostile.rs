@@ -169,3 +169,348 @@ fn crafted_fragment_count_is_refused_within_the_bound() {
     assert!(result.contains("CountTooLarge"), "{result}");
     assert!(peak < bound, "peak RSS {peak} over the bound {bound}");
 }
+
+/// Where the inode at `r` starts in an uncompressed image whose inode
+/// table fits one metadata block.
+fn inode_pos(img: &[u8], r: u64) -> usize {
+    let sb = Superblock::parse(img).unwrap();
+    assert_eq!(r >> 16, 0, "inode table of one block");
+    (sb.inode_table_start + 2 + (r & 0xffff)) as usize
+}
+
+fn patch32(img: &mut [u8], at: usize, v: u32) {
+    img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn count_error(r: squashfs_writer::Result<impl std::fmt::Debug>) -> (Location, &'static str, u64) {
+    match r {
+        Err(Error::CountTooLarge {
+            at, what, count, ..
+        }) => (at, what, count),
+        other => panic!("expected CountTooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn inode_count_beyond_the_inode_table() {
+    let mut img = plain_image(&small_tree());
+    let mut sb = Superblock::parse(&img).unwrap();
+    sb.inode_count = u32::MAX;
+    put_sb(&mut img, &sb);
+    let (at, what, count) = count_error(Image::new(&img));
+    assert_eq!(
+        (at, what, count),
+        (
+            Location::Superblock("inode_count"),
+            "inodes",
+            u64::from(u32::MAX)
+        )
+    );
+}
+
+#[test]
+fn id_count_whose_index_passes_the_end() {
+    // No xattrs: the id index is the image's last table.
+    let mut t = Tree::new();
+    t.add_file(
+        b"a",
+        Metadata::new(0o644).with_owner(1, 2),
+        FileData::bytes(b"x".to_vec()),
+    )
+    .unwrap();
+    let mut img = plain_image(&t);
+    let mut sb = Superblock::parse(&img).unwrap();
+    assert_eq!(sb.id_count, 3, "root's 0, 1 and 2");
+    sb.id_count = u16::MAX;
+    put_sb(&mut img, &sb);
+    match Image::new(&img) {
+        Err(Error::CountTooLarge {
+            at: Location::Superblock("id_count"),
+            count: 65535,
+            max: 2048,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn directory_size_beyond_the_directory_table() {
+    let mut img = plain_image(&small_tree());
+    let r = Image::new(&img).unwrap().lookup(b"d").unwrap().inode_ref;
+    let p = inode_pos(&img, r);
+    assert_eq!(img[p], 1, "basic directory inode");
+    // file_size (u16 at 24): listing bytes + 3.
+    img[p + 24..p + 26].copy_from_slice(&u16::MAX.to_le_bytes());
+    let image = Image::new(&img).unwrap();
+    let want = ("directory listing bytes", u64::from(u16::MAX) - 3);
+    let (_, what, count) = count_error(image.read_dir(r));
+    assert_eq!((what, count), want);
+    let (_, what, count) = count_error(image.entries());
+    assert_eq!((what, count), want);
+    let (_, what, count) = count_error(image.lookup(b"d/a"));
+    assert_eq!((what, count), want);
+}
+
+#[test]
+fn file_size_beyond_its_block_list() {
+    let mut img = plain_image(&small_tree());
+    let r = Image::new(&img).unwrap().lookup(b"d/b").unwrap().inode_ref;
+    let p = inode_pos(&img, r);
+    assert_eq!(img[p], 9, "extended file inode (it has an xattr)");
+    // file_size (u64 at 24 of an extended file inode).
+    img[p + 24..p + 32].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let image = Image::new(&img).unwrap();
+    let (_, what, count) = count_error(image.entries());
+    assert_eq!((what, count), ("block words of a file", 1 << 28));
+}
+
+#[test]
+fn directory_index_count_beyond_the_inode_table() {
+    let mut t = small_tree();
+    t.add_dir(
+        b"x",
+        Metadata::new(0o755).with_xattr("user.d", b"1".to_vec()),
+    )
+    .unwrap();
+    let mut img = plain_image(&t);
+    let r = Image::new(&img).unwrap().lookup(b"x").unwrap().inode_ref;
+    let p = inode_pos(&img, r);
+    assert_eq!(img[p], 8, "extended directory inode");
+    // index_count (u16 at 32).
+    img[p + 32..p + 34].copy_from_slice(&u16::MAX.to_le_bytes());
+    let image = Image::new(&img).unwrap();
+    let (_, what, count) = count_error(image.entries());
+    assert_eq!((what, count), ("directory index entries", 65535));
+}
+
+#[test]
+fn xattr_counts_beyond_the_xattr_tables() {
+    let good = plain_image(&small_tree());
+    let sb = Superblock::parse(&good).unwrap();
+    let header = sb.xattr_id_table_start;
+    // The header's id count (u32 at 8): more xattr ids than inodes.
+    let mut img = good.clone();
+    patch32(&mut img, header as usize + 8, u32::MAX);
+    let (at, what, count) = count_error(Image::new(&img));
+    assert_eq!(
+        (at, what, count),
+        (
+            Location::Image(header + 8),
+            "xattr ids",
+            u64::from(u32::MAX)
+        )
+    );
+    // The one xattr id entry's pair count (u32 at 8 of the entry, in the
+    // uncompressed block the index names).
+    let mut img = good;
+    let block = u64_at(&img, header + 16) as usize;
+    patch32(&mut img, block + 2 + 8, 0x7fff_ffff);
+    let image = Image::new(&img).unwrap();
+    let (_, what, count) = count_error(image.entries());
+    assert_eq!((what, count), ("xattr pairs of a set", 0x7fff_ffff));
+    let (_, what, _) = count_error(image.lookup(b"d/b"));
+    assert_eq!(what, "xattr pairs of a set");
+}
+
+/// A gzip image whose inode table is `blocks` metadata blocks of 8 KiB of
+/// zeros, ~20 bytes each: 400 times its size once decompressed.
+fn inflating_inode_table(blocks: usize) -> Vec<u8> {
+    let opts = Options::new().block_size(4096).jobs(1).exportable(false);
+    let mut out = Cursor::new(Vec::new());
+    write_image(&small_tree(), &opts, &mut out).unwrap();
+    let mut img = out.into_inner();
+    let mut sb = Superblock::parse(&img).unwrap();
+    let dirs = img[sb.directory_table_start as usize..sb.fragment_table_start as usize].to_vec();
+    img.truncate(sb.bytes_used as usize);
+    let zeros = miniz_oxide::deflate::compress_to_vec_zlib(&[0; 8192], 10);
+    sb.inode_table_start = img.len() as u64;
+    for _ in 0..blocks {
+        img.extend_from_slice(&(zeros.len() as u16).to_le_bytes());
+        img.extend_from_slice(&zeros);
+    }
+    sb.directory_table_start = img.len() as u64;
+    img.extend_from_slice(&dirs);
+    sb.bytes_used = img.len() as u64;
+    put_sb(&mut img, &sb);
+    img
+}
+
+#[test]
+fn tables_over_the_bound_are_refused_before_they_are_decompressed() {
+    // 8192 blocks: 64 MiB of inode table from ~270 KiB of image.
+    let img = inflating_inode_table(8192);
+    if std::env::var_os(CHILD).is_some() {
+        return child_report(&img);
+    }
+    assert!(img.len() < 300 << 10, "{}", img.len());
+    match Image::new(&img) {
+        Err(Error::MemoryBound {
+            what: "the inode table",
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    let (result, peak) = in_child("tables_over_the_bound_are_refused_before_they_are_decompressed");
+    assert!(result.contains("MemoryBound"), "{result}");
+    assert!(peak < 32 << 20, "peak RSS {peak}");
+    // Fewer blocks fit the bound, and are read (then found not to be inodes).
+    let img = inflating_inode_table(512);
+    assert!(matches!(
+        Image::new(&img),
+        Err(Error::Corrupt { .. }) | Ok(_)
+    ));
+}
+
+/// xorshift64*: a fixed sequence of patches, the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A value for a count, length or position field that was `old`: the
+/// extremes, nearby values, powers of two, or anything.
+fn hostile_value(rng: &mut Rng, old: u64, bits: u32) -> u64 {
+    let mask = if bits == 64 {
+        u64::MAX
+    } else {
+        (1 << bits) - 1
+    };
+    let v = match rng.below(8) {
+        0 => 0,
+        1 => mask,
+        2 => old.wrapping_add(1 + rng.next() % 16),
+        3 => old.wrapping_sub(1 + rng.next() % 16),
+        4 => old << (1 + rng.below(16)),
+        5 => 1 << rng.below(bits as usize),
+        6 => old ^ (1 << rng.below(bits as usize)),
+        _ => rng.next(),
+    };
+    v & mask
+}
+
+/// The (offset, width in bits) of every superblock field after the magic.
+const SUPERBLOCK_FIELDS: [(usize, u32); 17] = [
+    (4, 32),
+    (8, 32),
+    (12, 32),
+    (16, 32),
+    (20, 16),
+    (22, 16),
+    (24, 16),
+    (26, 16),
+    (28, 16),
+    (30, 16),
+    (32, 64),
+    (40, 64),
+    (48, 64),
+    (56, 64),
+    (64, 64),
+    (72, 64),
+    (80, 64),
+];
+
+/// Patches one field: a superblock field, or a u16/u32/u64 anywhere in the
+/// tables after the data (counts, sizes, references, index entries).
+fn patch_field(rng: &mut Rng, img: &mut [u8], tables_from: usize) {
+    let (at, bits) = if rng.below(3) == 0 {
+        SUPERBLOCK_FIELDS[rng.below(SUPERBLOCK_FIELDS.len())]
+    } else {
+        let bits = [16, 32, 64][rng.below(3)];
+        let at = tables_from + rng.below(img.len() - tables_from - 8);
+        (at, bits)
+    };
+    let n = bits as usize / 8;
+    let mut b = [0u8; 8];
+    b[..n].copy_from_slice(&img[at..at + n]);
+    let v = hostile_value(rng, u64::from_le_bytes(b), bits);
+    img[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
+}
+
+/// Every reader path on one image: open, walk, read every file, look each
+/// path up, list each directory, parse each inode.
+fn every_reader_path(img: &[u8]) {
+    let Ok(image) = Image::new(img) else { return };
+    let Ok(entries) = image.entries() else {
+        let _ = image.root().and_then(|r| image.read_dir(r.inode_ref));
+        return;
+    };
+    for e in &entries {
+        let _ = image.inode(e.inode_ref);
+        match e.kind {
+            EntryKind::File => drop(image.read_file_to(e, &mut std::io::sink())),
+            EntryKind::Dir => drop(image.read_dir(e.inode_ref)),
+            _ => {}
+        }
+        let _ = image.lookup(&e.path);
+    }
+}
+
+#[test]
+fn random_field_patches_never_panic_and_stay_bounded() {
+    let mut tree = small_tree();
+    for i in 0..40u32 {
+        let data: Vec<u8> = (0..i * 700).map(|j| (j % 13) as u8).collect();
+        let path = format!("many/f{i:02}");
+        tree.add_file(path.as_bytes(), Metadata::new(0o644), FileData::bytes(data))
+            .unwrap();
+    }
+    tree.add_dir(
+        b"x",
+        Metadata::new(0o755).with_xattr("user.d", b"1".to_vec()),
+    )
+    .unwrap();
+    let compressions = [
+        Compression::None,
+        Compression::Gzip { level: 9 },
+        Compression::Lz4 {
+            high_compression: false,
+        },
+        Compression::Zstd { level: 3 },
+        Compression::Xz {
+            preset: 1,
+            dict_size: None,
+            bcj_x86: false,
+        },
+    ];
+    let child = std::env::var_os(CHILD).is_some();
+    let mut largest = 0;
+    for (k, comp) in compressions.into_iter().enumerate() {
+        let opts = Options::new().compression(comp).block_size(4096).jobs(1);
+        let mut out = Cursor::new(Vec::new());
+        write_image(&tree, &opts, &mut out).unwrap();
+        let good = out.into_inner();
+        largest = largest.max(good.len());
+        let sb = Superblock::parse(&good).unwrap();
+        let tables_from = sb.inode_table_start as usize;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ k as u64);
+        for _ in 0..if child { 1500 } else { 150 } {
+            let mut img = good.clone();
+            for _ in 0..1 + rng.below(3) {
+                patch_field(&mut rng, &mut img, tables_from);
+            }
+            every_reader_path(&img);
+        }
+    }
+    if child {
+        println!("result: ok");
+        println!("vmhwm: {}", vmhwm_kib());
+        return;
+    }
+    // Again in a child, more patches, with its peak RSS measured: every
+    // image here is far below 1 MiB, so the bound is the 64 MiB floor.
+    let (_, peak) = in_child("random_field_patches_never_panic_and_stay_bounded");
+    let bound = memory_bound(largest);
+    println!("random patches: peak RSS {peak} bytes (bound {bound})");
+    assert!(peak < bound, "peak RSS {peak} over the bound {bound}");
+}
