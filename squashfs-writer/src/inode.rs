@@ -503,8 +503,9 @@ pub(crate) struct Parsed<'t> {
     pub(crate) inode: Inode,
     /// A file's block size words, 4 bytes each.
     pub(crate) blocks: &'t [u8],
-    /// A directory's index entries as stored.
+    /// A directory's index entries as stored, and how many.
     index: &'t [u8],
+    index_count: u16,
 }
 
 impl<'t> Parsed<'t> {
@@ -513,11 +514,13 @@ impl<'t> Parsed<'t> {
         let mut c = Cursor::new(table, pos, Table::Inode);
         let header: InodeHeader = c.fixed(InodeHeader::SIZE, "inode header")?;
         let (mut blocks, mut index): (&[u8], &[u8]) = (&[], &[]);
+        let mut index_count = 0;
         let body = match header.inode_type {
             1 => c.fixed::<DirBody>(DIR_BODY, "directory inode")?.body(),
             8 => {
                 let b: LdirBody = c.fixed(LDIR_BODY, "extended directory inode")?;
                 index = dir_index(&mut c, b.index_count)?;
+                index_count = b.index_count;
                 b.body()
             }
             t @ (2 | 9) => {
@@ -558,6 +561,7 @@ impl<'t> Parsed<'t> {
             inode,
             blocks,
             index,
+            index_count,
         })
     }
 
@@ -580,6 +584,8 @@ impl<'t> Parsed<'t> {
         match &mut inode.body {
             InodeBody::File { blocks, .. } => *blocks = words,
             InodeBody::Dir { index, .. } => {
+                // Checked by `dir_index`: the table holds them all.
+                index.reserve_exact(usize::from(self.index_count));
                 let mut c = Cursor::new(self.index, 0, Table::Inode);
                 while c.pos < self.index.len() {
                     let h: DirIndexHead = c.fixed(DIR_INDEX_HEAD, "directory index")?;

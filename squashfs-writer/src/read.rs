@@ -38,9 +38,10 @@ pub const MAX_XATTR_BYTES: usize = 256 << 20;
 /// The smallest inode (a basic FIFO or socket: header + nlink), which
 /// bounds how many inodes an inode table can hold.
 const MIN_INODE_SIZE: u64 = 20;
-/// Bytes a directory costs the walk's cycle check (a `HashSet<u64>` slot
-/// with hashbrown's spare room).
-const VISITED_COST: u64 = 32;
+/// Bytes a directory costs the walk's cycle check: a `HashSet<u64>` slot
+/// and control byte, times hashbrown's spare room (up to 2.3x) and the old
+/// table while it grows.
+const VISITED_COST: u64 = 48;
 
 /// Kind of an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -914,7 +914,7 @@ fn write_superblock<W: Write + Seek>(mut o: Out<W>, base: u64, sb: &Superblock) 
 fn file_layout(size: u64, bs: u64, tail_packing: bool) -> (u64, bool) {
     if size < bs {
         (0, true)
-    } else if size % bs == 0 {
+    } else if size.is_multiple_of(bs) {
         (size / bs, false) // never a fragment for a block multiple
     } else if tail_packing {
         (size / bs, true)
