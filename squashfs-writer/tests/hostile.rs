@@ -514,3 +514,45 @@ fn random_field_patches_never_panic_and_stay_bounded() {
     println!("random patches: peak RSS {peak} bytes (bound {bound})");
     assert!(peak < bound, "peak RSS {peak} over the bound {bound}");
 }
+
+/// 20,000 names for one symlink with a 4095-byte target: ~300 KiB of
+/// image whose walk returns 80 MiB of targets.
+fn many_names_for_one_symlink() -> Vec<u8> {
+    let mut t = Tree::new();
+    t.add_symlink(b"s", Metadata::new(0o777), &[b'x'; 4095])
+        .unwrap();
+    for i in 0..20_000u32 {
+        let name = format!("d{}/l{i:05}", i % 8);
+        t.add_hard_link(name.as_bytes(), b"s").unwrap();
+    }
+    let opts = Options::new().block_size(4096).jobs(1);
+    let mut out = Cursor::new(Vec::new());
+    write_image(&t, &opts, &mut out).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn walk_over_the_bound_is_refused_within_it() {
+    let img = many_names_for_one_symlink();
+    if std::env::var_os(CHILD).is_some() {
+        return child_report(&img);
+    }
+    let n = img.len();
+    assert!(n < 512 << 10, "{n}");
+    let image = Image::new(&img).unwrap();
+    match image.entries() {
+        Err(Error::MemoryBound {
+            what: "directory entries",
+            ..
+        }) => {}
+        other => panic!("{:?}", other.map(|e| e.len())),
+    }
+    // One name is fine.
+    assert_eq!(image.lookup(b"d3/l00003").unwrap().size, 4095);
+    // The walk went up to its share of the bound before it stopped.
+    let (result, peak) = in_child("walk_over_the_bound_is_refused_within_it");
+    let bound = memory_bound(n);
+    println!("many names for one symlink: {n} bytes, peak RSS {peak} (bound {bound})");
+    assert!(result.contains("MemoryBound"), "{result}");
+    assert!(peak < bound, "peak RSS {peak} over the bound {bound}");
+}
