@@ -311,7 +311,7 @@ impl Lookup {
                 at: self.count_at,
                 what: self.what,
                 count: self.count,
-                max: room * per_block,
+                max: room.saturating_mul(per_block),
             });
         }
         Ok(nblocks)
