@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Cursor, Read};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arbitrary::{Arbitrary, Unstructured};
 
@@ -232,6 +233,89 @@ pub fn squashfs_read(data: &[u8]) {
     }
     for e in entries.iter().take(64) {
         let _ = image.lookup(&e.path);
+    }
+}
+
+/// Live and peak heap bytes of the process, fed by the counting global
+/// allocator of the `squashfs_alloc` target (fuzz_targets/squashfs_alloc.rs).
+/// Nothing feeds it in the stable replay (tests/tests/fuzz_replay.rs): there
+/// the peak stays 0, the checks pass trivially, and the reader paths still
+/// run on every saved input.
+pub struct AllocMeter {
+    live: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// The one meter (a global allocator is global).
+pub static ALLOC: AllocMeter = AllocMeter {
+    live: AtomicUsize::new(0),
+    peak: AtomicUsize::new(0),
+};
+
+// The stable replay includes this file as a private module and has no
+// allocator to call these: unused there.
+#[allow(dead_code)]
+impl AllocMeter {
+    /// `n` bytes allocated.
+    pub fn alloc(&self, n: usize) {
+        let live = self.live.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak.fetch_max(live, Ordering::Relaxed);
+    }
+
+    /// `n` bytes freed.
+    pub fn dealloc(&self, n: usize) {
+        self.live.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Starts a measurement: the bytes live now, from which the peak counts.
+    fn start(&self) -> usize {
+        let live = self.live.load(Ordering::Relaxed);
+        self.peak.store(live, Ordering::Relaxed);
+        live
+    }
+
+    /// The most bytes live above `base` since [`AllocMeter::start`].
+    fn above(&self, base: usize) -> u64 {
+        self.peak.load(Ordering::Relaxed).saturating_sub(base) as u64
+    }
+}
+
+/// Arbitrary bytes through every squashfs reader path, with the heap
+/// measured against the reader's memory bound (`read::memory_bound`,
+/// max(64 MiB, 128 bytes per input byte)): `Image::new`, `entries` and
+/// reading every file (to a capped sink, so no file data is kept) together
+/// stay under it; then each `inode`, `read_dir` and `lookup` call on its
+/// own does (beside the list `entries` returned, which is still held).
+pub fn squashfs_alloc(data: &[u8]) {
+    use squashfs_writer::read::{memory_bound, EntryKind, Image};
+    let bound = memory_bound(data.len());
+    let check = |base: usize, what: &str| {
+        let peak = ALLOC.above(base);
+        assert!(
+            peak <= bound,
+            "{what}: {peak} bytes allocated at the peak, bound {bound} for a {}-byte input",
+            data.len()
+        );
+    };
+    let base = ALLOC.start();
+    let Ok(image) = Image::new(data) else {
+        return check(base, "Image::new");
+    };
+    let Ok(entries) = image.entries() else {
+        return check(base, "Image::new + entries");
+    };
+    for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
+        let _ = image.read_file_to(e, &mut Capped(64 << 20));
+    }
+    check(base, "Image::new + entries + read_file_to");
+    for e in entries.iter().take(64) {
+        let base = ALLOC.start();
+        let _ = image.inode(e.inode_ref);
+        if e.kind == EntryKind::Dir {
+            let _ = image.read_dir(e.inode_ref);
+        }
+        let _ = image.lookup(&e.path);
+        check(base, "inode + read_dir + lookup");
     }
 }
 

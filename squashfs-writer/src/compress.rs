@@ -65,29 +65,38 @@ const GZIP_WINDOW: u16 = 15;
 const GZIP_STRATEGY_DEFAULT: u16 = 0;
 
 impl Compression {
+    /// Checks the level (each compressor's own range) and the xz dictionary.
     pub(crate) fn validate(self, block_size: u32) -> Result<()> {
-        match self {
-            Compression::Zstd { level } if !(1..=22).contains(&level) => {
-                Err(Error::InvalidCompressionLevel { level })
-            }
-            Compression::Xz { preset, .. } if preset > 9 => {
-                Err(Error::InvalidCompressionLevel { level: preset })
-            }
-            Compression::Xz {
-                dict_size: Some(d), ..
-            } if !xz_dict_ok(d, block_size) => Err(Error::Unsupported {
-                what:
-                    "xz dictionary size: must be 2^n or 2^n + 2^(n-1), from 8 KiB to the block size",
+        let range = |compressor, level, min, max| match (min..=max).contains(&level) {
+            true => Ok(()),
+            false => Err(Error::InvalidCompressionLevel {
+                compressor,
+                level,
+                min,
+                max,
             }),
-            Compression::Gzip { level } if !(1..=9).contains(&level) => {
-                Err(Error::InvalidCompressionLevel { level })
+        };
+        match self {
+            Compression::Gzip { level } => range("gzip", level, 1, 9),
+            Compression::Zstd { level } => range("zstd", level, 1, 22),
+            Compression::Xz {
+                preset, dict_size, ..
+            } => {
+                range("xz", preset, 0, 9)?;
+                match dict_size {
+                    Some(d) if !xz_dict_ok(d, block_size) => Err(Error::InvalidXzDictSize {
+                        dict_size: d,
+                        block_size,
+                    }),
+                    _ => Ok(()),
+                }
             }
             Compression::Lz4 {
                 high_compression: true,
             } => Err(Error::Unsupported {
                 what: "lz4 high compression (no pure-Rust LZ4 HC encoder available)",
             }),
-            _ => Ok(()),
+            Compression::Lz4 { .. } | Compression::None => Ok(()),
         }
     }
 
@@ -193,38 +202,7 @@ impl Encoder {
     /// buffer per block is wasted work.
     pub(crate) fn compress_into(&mut self, data: &[u8], out: &mut Vec<u8>) -> bool {
         match self.comp {
-            Compression::Gzip { level } => {
-                let d = self.deflate.get_or_insert_with(|| {
-                    // zlib header and adler32 trailer (window 15), default strategy.
-                    flate2::Compress::new(flate2::Compression::new(level.clamp(1, 9)), true)
-                });
-                d.reset();
-                // Only a result shorter than the input is kept, so the
-                // output never needs more room than the input's length.
-                out.resize(data.len(), 0);
-                loop {
-                    let (in_pos, out_pos) = (d.total_in() as usize, d.total_out() as usize);
-                    let (Some(input), Some(output)) = (data.get(in_pos..), out.get_mut(out_pos..))
-                    else {
-                        return false;
-                    };
-                    let status = d.compress(input, output, flate2::FlushCompress::Finish);
-                    let (n_in, n_out) = (
-                        d.total_in() as usize - in_pos,
-                        d.total_out() as usize - out_pos,
-                    );
-                    match status {
-                        Ok(flate2::Status::StreamEnd) => {
-                            let n = d.total_out() as usize;
-                            out.truncate(n);
-                            return n < data.len();
-                        }
-                        // Output full (not smaller) or no progress: store raw.
-                        Ok(_) if out_pos + n_out < out.len() && (n_in > 0 || n_out > 0) => {}
-                        _ => return false,
-                    }
-                }
-            }
+            Compression::Gzip { level } => self.deflate_into(level, data, out),
             Compression::Lz4 { .. } => {
                 out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
                 match lz4_flex::block::compress_into(data, out) {
@@ -250,26 +228,68 @@ impl Encoder {
                 preset,
                 dict_size,
                 bcj_x86,
-            } => {
-                use std::io::Write;
-                let mut opts = lzma_rust2::XzOptions::with_preset(preset);
-                opts.set_check_sum_type(lzma_rust2::CheckType::Crc32);
-                opts.lzma_options.dict_size = dict_size.unwrap_or(8192).max(8192);
-                if bcj_x86 {
-                    opts.prepend_pre_filter(lzma_rust2::FilterType::BcjX86, 0);
-                }
-                let mut buf = Vec::with_capacity(data.len());
-                let ok = lzma_rust2::XzWriter::new(&mut buf, opts)
-                    .and_then(|mut w| {
-                        w.write_all(data)?;
-                        w.finish().map(|_| ())
-                    })
-                    .is_ok();
-                ok && keep_if_smaller(buf, data.len(), out)
-            }
+            } => xz_into(preset, dict_size, bcj_x86, data, out),
             Compression::None => false,
         }
     }
+
+    /// gzip: one zlib stream, with the deflate state kept between blocks.
+    fn deflate_into(&mut self, level: u32, data: &[u8], out: &mut Vec<u8>) -> bool {
+        let d = self.deflate.get_or_insert_with(|| {
+            // zlib header and adler32 trailer (window 15), default strategy.
+            flate2::Compress::new(flate2::Compression::new(level.clamp(1, 9)), true)
+        });
+        d.reset();
+        // Only a result shorter than the input is kept, so the
+        // output never needs more room than the input's length.
+        out.resize(data.len(), 0);
+        loop {
+            let (in_pos, out_pos) = (d.total_in() as usize, d.total_out() as usize);
+            let (Some(input), Some(output)) = (data.get(in_pos..), out.get_mut(out_pos..)) else {
+                return false;
+            };
+            let status = d.compress(input, output, flate2::FlushCompress::Finish);
+            let (n_in, n_out) = (
+                d.total_in() as usize - in_pos,
+                d.total_out() as usize - out_pos,
+            );
+            match status {
+                Ok(flate2::Status::StreamEnd) => {
+                    let n = d.total_out() as usize;
+                    out.truncate(n);
+                    return n < data.len();
+                }
+                // Output full (not smaller) or no progress: store raw.
+                Ok(_) if out_pos + n_out < out.len() && (n_in > 0 || n_out > 0) => {}
+                _ => return false,
+            }
+        }
+    }
+}
+
+/// xz: one stream per block, CRC32 check, optionally the x86 BCJ filter.
+fn xz_into(
+    preset: u32,
+    dict_size: Option<u32>,
+    bcj_x86: bool,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
+    use std::io::Write;
+    let mut opts = lzma_rust2::XzOptions::with_preset(preset);
+    opts.set_check_sum_type(lzma_rust2::CheckType::Crc32);
+    opts.lzma_options.dict_size = dict_size.unwrap_or(8192).max(8192);
+    if bcj_x86 {
+        opts.prepend_pre_filter(lzma_rust2::FilterType::BcjX86, 0);
+    }
+    let mut buf = Vec::with_capacity(data.len());
+    let ok = lzma_rust2::XzWriter::new(&mut buf, opts)
+        .and_then(|mut w| {
+            w.write_all(data)?;
+            w.finish().map(|_| ())
+        })
+        .is_ok();
+    ok && keep_if_smaller(buf, data.len(), out)
 }
 
 /// Moves `c` into `out` when it is smaller than the input.
@@ -284,7 +304,7 @@ fn keep_if_smaller(c: Vec<u8>, input: usize, out: &mut Vec<u8>) -> bool {
 
 /// The dictionary sizes the kernel's squashfs xz support accepts
 /// (fs/squashfs/xz_wrapper.c): 2^n or 2^n + 2^(n-1), 8 KiB ..= block size.
-pub fn xz_dict_ok(d: u32, block_size: u32) -> bool {
+pub(crate) fn xz_dict_ok(d: u32, block_size: u32) -> bool {
     let n = d.trailing_zeros();
     let shape = d.is_power_of_two() || (d >> n) == 3;
     shape && (8192..=block_size).contains(&d)
@@ -302,7 +322,7 @@ pub(crate) enum Decompressor {
 /// The window a zstd frame declares (RFC 8878 3.1.1.1): its content size
 /// when Single_Segment_Flag is set, else from the Window_Descriptor.
 /// `None` when `frame` does not start with a frame header.
-pub fn zstd_frame_window(frame: &[u8]) -> Option<u64> {
+pub(crate) fn zstd_frame_window(frame: &[u8]) -> Option<u64> {
     if frame.get(..4)? != [0x28, 0xb5, 0x2f, 0xfd] {
         return None;
     }
@@ -345,76 +365,74 @@ impl Decompressor {
         }
     }
 
-    /// Decompresses at most `limit` bytes; more output is an error, never a big allocation.
+    /// Decompresses at most `limit` bytes; more output is an error, never a
+    /// big allocation: each decoder is bounded by `limit` before it
+    /// allocates for its output.
     pub(crate) fn decompress(self, data: &[u8], limit: usize, offset: u64) -> Result<Vec<u8>> {
+        let bad = |what: &str, why: String| {
+            corrupt(
+                Location::Image(offset),
+                format!("{what} block of {} bytes: {why}", data.len()),
+            )
+        };
         match self {
-            Decompressor::Zlib => {
-                // The error's Debug form carries the partial output (up to a
-                // whole block): name the status only.
-                miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, limit).map_err(|e| {
-                    let why = match e.status {
-                        miniz_oxide::inflate::TINFLStatus::Adler32Mismatch => {
-                            "checksum (Adler-32) mismatch".to_owned()
-                        }
-                        miniz_oxide::inflate::TINFLStatus::HasMoreOutput => {
-                            format!("decompresses to more than {limit} bytes")
-                        }
-                        miniz_oxide::inflate::TINFLStatus::FailedCannotMakeProgress => {
-                            "truncated compressed data".to_owned()
-                        }
-                        other => format!("corrupt compressed data ({other:?})"),
-                    };
-                    corrupt(
-                        Location::Image(offset),
-                        format!("zlib block of {} bytes: {why}", data.len()),
-                    )
-                })
-            }
+            Decompressor::Zlib => inflate_zlib(data, limit).map_err(|why| bad("zlib", why)),
             Decompressor::Lz4 => {
+                // Decodes into exactly `limit` bytes, never more.
                 let mut out = vec![0u8; limit];
                 let n = lz4_flex::block::decompress_into(data, &mut out)
                     .map_err(|e| corrupt(Location::Image(offset), format!("lz4: {e}")))?;
                 out.truncate(n);
                 Ok(out)
             }
-            Decompressor::Zstd => {
-                let bad = |why: String| {
-                    corrupt(
-                        Location::Image(offset),
-                        format!("zstd block of {} bytes: {why}", data.len()),
-                    )
-                };
-                // The kernel sizes its zstd workspace from the block size,
-                // and so do we: a frame asking for more is refused before
-                // the decoder allocates anything for it.
-                match zstd_frame_window(data) {
-                    Some(w) if w <= limit as u64 => {}
-                    Some(w) => return Err(bad(format!("frame window {w} exceeds {limit}"))),
-                    None => return Err(bad("no zstd frame header".into())),
-                }
-                let mut src = data;
-                let dec = structured_zstd::decoding::StreamingDecoder::new(&mut src);
-                read_limited(dec, limit)
-                    .map_err(|e| bad(short(&e.to_string())))?
-                    .ok_or_else(|| bad(format!("decompresses to more than {limit} bytes")))
-            }
-            Decompressor::Xz => {
-                let bad = |why: String| {
-                    corrupt(
-                        Location::Image(offset),
-                        format!("xz block of {} bytes: {why}", data.len()),
-                    )
-                };
-                // Memory bounded: a squashfs dictionary is at most a block
-                // (1 MiB); metadata blocks use the same stream settings.
-                let mem_kb = 4096;
-                let dec = lzma_rust2::XzReader::new_mem_limit(data, false, mem_kb);
-                read_limited(dec, limit)
-                    .map_err(|e| bad(short(&e.to_string())))?
-                    .ok_or_else(|| bad(format!("decompresses to more than {limit} bytes")))
-            }
+            Decompressor::Zstd => unzstd(data, limit).map_err(|why| bad("zstd", why)),
+            Decompressor::Xz => unxz(data, limit).map_err(|why| bad("xz", why)),
         }
     }
+}
+
+/// A zlib stream (gzip images), inflated to at most `limit` bytes: the
+/// output grows to `limit` and no further.
+fn inflate_zlib(data: &[u8], limit: usize) -> std::result::Result<Vec<u8>, String> {
+    // The error's Debug form carries the partial output (up to a whole
+    // block): name the status only.
+    miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, limit).map_err(|e| {
+        use miniz_oxide::inflate::TINFLStatus as S;
+        match e.status {
+            S::Adler32Mismatch => "checksum (Adler-32) mismatch".to_owned(),
+            S::HasMoreOutput => format!("decompresses to more than {limit} bytes"),
+            S::FailedCannotMakeProgress => "truncated compressed data".to_owned(),
+            other => format!("corrupt compressed data ({other:?})"),
+        }
+    })
+}
+
+/// One zstd frame, decoded to at most `limit` bytes. The kernel sizes its
+/// zstd workspace from the block size, and so do we: a frame asking for a
+/// larger window is refused before the decoder allocates anything for it.
+fn unzstd(data: &[u8], limit: usize) -> std::result::Result<Vec<u8>, String> {
+    match zstd_frame_window(data) {
+        Some(w) if w <= limit as u64 => {}
+        Some(w) => return Err(format!("frame window {w} exceeds {limit}")),
+        None => return Err("no zstd frame header".into()),
+    }
+    let mut src = data;
+    let dec = structured_zstd::decoding::StreamingDecoder::new(&mut src);
+    read_limited(dec, limit)
+        .map_err(|e| short(&e.to_string()))?
+        .ok_or_else(|| format!("decompresses to more than {limit} bytes"))
+}
+
+/// One xz stream, decoded to at most `limit` bytes. Memory bounded: a
+/// squashfs dictionary is at most a block (1 MiB); metadata blocks use the
+/// same stream settings. A stream declaring more is refused before its
+/// dictionary is allocated.
+fn unxz(data: &[u8], limit: usize) -> std::result::Result<Vec<u8>, String> {
+    let mem_kb = 4096;
+    let dec = lzma_rust2::XzReader::new_mem_limit(data, false, mem_kb);
+    read_limited(dec, limit)
+        .map_err(|e| short(&e.to_string()))?
+        .ok_or_else(|| format!("decompresses to more than {limit} bytes"))
 }
 
 /// Reads `r` to its end, or `None` when it holds more than `limit` bytes.
@@ -428,4 +446,83 @@ fn read_limited(r: impl std::io::Read, limit: usize) -> std::io::Result<Option<V
 /// A decoder's message, cut short (they may quote input).
 fn short(s: &str) -> String {
     s.chars().take(120).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{write_image, FileData, Metadata, Options, Tree};
+
+    /// Every zstd frame of an image (data and metadata blocks) declares a
+    /// window no larger than the kernel's workspace:
+    /// fs/squashfs/zstd_wrapper.c sizes it max(block size, 8 KiB).
+    #[test]
+    fn zstd_frames_fit_the_kernel_window() {
+        let mut t = Tree::new();
+        for i in 0..300u32 {
+            let data: Vec<u8> = (0..(i * 97 % 20000)).map(|j| (j ^ i) as u8).collect();
+            let name = format!(
+                "dir{}/entry-{i:05}-{}",
+                i % 3,
+                "x".repeat((i % 50) as usize)
+            );
+            t.add_file(name.as_bytes(), Metadata::new(0o644), FileData::bytes(data))
+                .unwrap();
+        }
+        for level in [3, 19] {
+            for bs in [4096u32, 1 << 20] {
+                let opts = Options::new()
+                    .compression(Compression::Zstd { level })
+                    .block_size(bs)
+                    .jobs(1);
+                let mut out = std::io::Cursor::new(Vec::new());
+                write_image(&t, &opts, &mut out).unwrap();
+                let img = out.into_inner();
+                let max = u64::from(bs.max(8192));
+                let mut frames = 0;
+                for i in 0..img.len() {
+                    let at = &img[i..];
+                    if at.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                        let w = zstd_frame_window(at).unwrap();
+                        assert!(w <= max, "frame at {i} declares window {w} > {max}");
+                        frames += 1;
+                    }
+                }
+                assert!(frames > 3, "level {level}, {bs}: {frames} frames");
+            }
+        }
+    }
+
+    #[test]
+    fn levels_name_their_compressor_range() {
+        let e = Compression::Zstd { level: 23 }.validate(4096).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "compression level 23 out of range (zstd: 1..=22)"
+        );
+        let xz = |preset, dict_size| Compression::Xz {
+            preset,
+            dict_size,
+            bcj_x86: false,
+        };
+        let e = xz(10, None).validate(4096).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "compression level 10 out of range (xz: 0..=9)"
+        );
+        let e = Compression::Gzip { level: 0 }.validate(4096).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "compression level 0 out of range (gzip: 1..=9)"
+        );
+        assert!(xz(0, Some(3 << 12)).validate(1 << 14).is_ok());
+        for (d, bs) in [(3 << 13, 1 << 14), (4096, 4096), (10_000, 1 << 20)] {
+            let e = xz(6, Some(d)).validate(bs).unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidXzDictSize { dict_size, block_size } if (dict_size, block_size) == (d, bs)),
+                "{e}"
+            );
+        }
+    }
 }

@@ -179,54 +179,134 @@ pub struct DirEntry {
     pub basic_type: u16,
 }
 
-/// Parses `len` listing bytes at `pos` of the uncompressed directory table.
-pub(crate) fn parse_listing(table: &[u8], pos: usize, len: usize) -> Result<Vec<DirEntry>> {
-    let end = pos
-        .checked_add(len)
-        .filter(|&e| e <= table.len())
-        .ok_or_else(|| {
-            corrupt(
-                Location::Table {
-                    table: Table::Directory,
-                    offset: pos as u64,
-                },
-                format!("directory listing of {len} bytes past the end of the directory table"),
-            )
-        })?;
-    let mut c = Cursor::new(&table[..end], pos, Table::Directory);
-    let mut out = Vec::new();
-    while c.pos < end {
-        let h: DirHeader = c.fixed(DirHeader::SIZE, "directory header")?;
+impl DirEntry {
+    /// Bytes one entry of a returned listing holds in memory.
+    pub(crate) fn held(name_len: usize) -> u64 {
+        (std::mem::size_of::<DirEntry>() + name_len) as u64
+    }
+}
+
+/// One entry of a listing as it is walked, its name still in the table.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawEntry<'t> {
+    pub(crate) name: &'t [u8],
+    pub(crate) inode_ref: u64,
+    pub(crate) number: u32,
+    pub(crate) basic_type: u16,
+}
+
+impl RawEntry<'_> {
+    pub(crate) fn to_owned(self) -> DirEntry {
+        DirEntry {
+            name: self.name.to_vec(),
+            inode_ref: self.inode_ref,
+            number: self.number,
+            basic_type: self.basic_type,
+        }
+    }
+}
+
+/// The entries of one listing, read in place and checked as they come:
+/// header counts, name lengths, entry types, names valid (no `/`, NUL,
+/// `.` or `..`) and strictly ascending (the kernel's lookup depends on
+/// it). Nothing is allocated per entry; after an error, it ends.
+pub(crate) struct Listing<'t> {
+    c: Cursor<'t>,
+    end: usize,
+    /// The listing's start, where ordering and name faults are reported.
+    at: Location,
+    /// The current header and how many of its entries are left.
+    run: Option<(DirHeader, u64)>,
+    last: Option<&'t [u8]>,
+    done: bool,
+}
+
+/// The `len`-byte listing at `pos` of the uncompressed directory table.
+pub(crate) fn listing(table: &[u8], pos: usize, len: usize) -> Result<Listing<'_>> {
+    let at = Location::Table {
+        table: Table::Directory,
+        offset: pos as u64,
+    };
+    let room = table.len().saturating_sub(pos);
+    if len > room {
+        return Err(Error::CountTooLarge {
+            at,
+            what: "directory listing bytes",
+            count: len as u64,
+            max: room as u64,
+        });
+    }
+    Ok(Listing {
+        c: Cursor::new(&table[..pos + len], pos, Table::Directory),
+        end: pos + len,
+        at,
+        run: None,
+        last: None,
+        done: false,
+    })
+}
+
+impl<'t> Listing<'t> {
+    /// The next header, when the current run is used up.
+    fn header(&mut self) -> Result<(DirHeader, u64)> {
+        let h: DirHeader = self.c.fixed(DirHeader::SIZE, "directory header")?;
         let count = u64::from(h.count) + 1;
         if count > MAX_ENTRIES_PER_HEADER as u64 {
             return Err(corrupt(
-                c.here(),
+                self.c.here(),
                 format!("directory header with {count} entries"),
             ));
         }
-        for _ in 0..count {
-            let e: DirEntryHead = c.fixed(DirEntryHead::SIZE, "directory entry")?;
-            let t = e.inode_type;
-            let nlen = usize::from(e.name_size) + 1;
-            if nlen > crate::tree::MAX_NAME_LEN {
-                return Err(corrupt(c.here(), format!("name of {nlen} bytes")));
-            }
-            let name = c.bytes(nlen)?.to_vec();
-            if !(1..=7).contains(&t) {
-                return Err(corrupt(c.here(), format!("directory entry type {t}")));
-            }
-            let number = i64::from(h.inode_number) + i64::from(e.inode_delta);
-            let number = u32::try_from(number)
-                .map_err(|_| corrupt(c.here(), "inode number out of range"))?;
-            out.push(DirEntry {
-                name,
-                inode_ref: (u64::from(h.start) << 16) | u64::from(e.offset),
-                number,
-                basic_type: t,
-            });
-        }
+        Ok((h, count))
     }
-    Ok(out)
+
+    fn entry(&mut self) -> Result<RawEntry<'t>> {
+        let (h, left) = match self.run {
+            Some((h, left)) if left > 0 => (h, left),
+            _ => self.header()?,
+        };
+        self.run = Some((h, left - 1));
+        let e: DirEntryHead = self.c.fixed(DirEntryHead::SIZE, "directory entry")?;
+        let t = e.inode_type;
+        let nlen = usize::from(e.name_size) + 1;
+        if nlen > crate::tree::MAX_NAME_LEN {
+            return Err(corrupt(self.c.here(), format!("name of {nlen} bytes")));
+        }
+        let name = self.c.bytes(nlen)?;
+        if !(1..=7).contains(&t) {
+            return Err(corrupt(self.c.here(), format!("directory entry type {t}")));
+        }
+        let number = i64::from(h.inode_number) + i64::from(e.inode_delta);
+        let number = u32::try_from(number)
+            .map_err(|_| corrupt(self.c.here(), "inode number out of range"))?;
+        if self.last.is_some_and(|last| last >= name) {
+            return Err(corrupt(self.at, "directory listing not sorted by name"));
+        }
+        if name.contains(&b'/') || name.contains(&0) || name == b"." || name == b".." {
+            return Err(corrupt(self.at, "invalid name in directory listing"));
+        }
+        self.last = Some(name);
+        Ok(RawEntry {
+            name,
+            inode_ref: (u64::from(h.start) << 16) | u64::from(e.offset),
+            number,
+            basic_type: t,
+        })
+    }
+}
+
+impl<'t> Iterator for Listing<'t> {
+    type Item = Result<RawEntry<'t>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let more = self.run.is_some_and(|(_, left)| left > 0) || self.c.pos < self.end;
+        if self.done || !more {
+            return None;
+        }
+        let e = self.entry();
+        self.done = e.is_err();
+        Some(e)
+    }
 }
 
 #[cfg(test)]

@@ -28,11 +28,28 @@ pub enum Error {
         /// The requested block size.
         block_size: u32,
     },
-    /// A compression level outside the compressor's range.
-    #[error("compression level {level} out of range (gzip: 1..=9)")]
+    /// A compression level outside the range of the compressor at hand.
+    #[error("compression level {level} out of range ({compressor}: {min}..={max})")]
     InvalidCompressionLevel {
+        /// The compressor (`gzip`, `zstd`, `xz`).
+        compressor: &'static str,
         /// The requested level.
         level: u32,
+        /// The compressor's lowest level.
+        min: u32,
+        /// The compressor's highest level.
+        max: u32,
+    },
+    /// An xz dictionary size the kernel refuses (fs/squashfs/xz_wrapper.c):
+    /// not 2^n or 2^n + 2^(n-1), or outside 8 KiB..=block size.
+    #[error(
+        "xz dictionary size {dict_size}: must be 2^n or 2^n + 2^(n-1), from 8192 to the block size {block_size}"
+    )]
+    InvalidXzDictSize {
+        /// The requested dictionary size.
+        dict_size: u32,
+        /// The image's block size.
+        block_size: u32,
     },
     /// A feature this crate does not implement.
     #[error("unsupported: {what}")]
@@ -144,6 +161,36 @@ pub enum Error {
         /// Which limit.
         what: String,
     },
+    /// A count or length read from the image that the rest of the image
+    /// cannot back (more fragments than the data area could hold, more
+    /// inodes than the inode table holds at the smallest inode size, a table
+    /// index past the end of the image, ...). Refused before anything is
+    /// allocated for it.
+    #[error(
+        "corrupt image at {at}: {what} {count} is more than the image can hold (at most {max})"
+    )]
+    CountTooLarge {
+        /// Where the count was read.
+        at: Location,
+        /// What is counted.
+        what: &'static str,
+        /// The count read.
+        count: u64,
+        /// The most the image could back.
+        max: u64,
+    },
+    /// Reading would take more memory than the reader allows for an image of
+    /// this size (`read::memory_bound`): max(64 MiB, 128 bytes per image
+    /// byte), less a reserve for decompression.
+    #[error("reading {what} needs more than {bound} bytes of memory, the bound for a {image_bytes}-byte image")]
+    MemoryBound {
+        /// What was being read.
+        what: &'static str,
+        /// The bytes available to it.
+        bound: u64,
+        /// The image's size.
+        image_bytes: u64,
+    },
 }
 
 /// Shorthand result type.
@@ -167,6 +214,21 @@ pub enum Table {
     Xattr,
     /// The xattr id table.
     XattrId,
+}
+
+impl Table {
+    /// The table as the object of "reading ...", for memory errors.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Table::Inode => "the inode table",
+            Table::Directory => "the directory table",
+            Table::Fragment => "the fragment table",
+            Table::Export => "the export table",
+            Table::Id => "the id table",
+            Table::Xattr => "the xattr table",
+            Table::XattrId => "the xattr id table",
+        }
+    }
 }
 
 impl std::fmt::Display for Table {

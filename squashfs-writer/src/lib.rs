@@ -14,7 +14,7 @@
 //! | [`superblock`] | the 96-byte superblock and its flags (deku) |
 //! | `compress.rs` | compressors and the compression options block |
 //! | `table.rs` | metadata blocks (8 KiB units), runs of them, and lookup tables with their index |
-//! | [`inode`] | inodes of the inode table: header (deku), basic and extended bodies |
+//! | `inode.rs` | inodes of the inode table: header and each basic and extended body (deku) |
 //! | `dir.rs` | directory listings: header and entry (deku) + name; the directory index |
 //! | `fragment.rs` | fragment table entries (deku) |
 //! | `id.rs` | the id table (uids and gids) |
@@ -23,6 +23,7 @@
 //! | `cursor.rs` | the bounds-checked cursor every table parser reads with |
 //! | `write.rs` | the writer: plan, parallel data pipeline, inodes and directories, tables, superblock |
 //! | [`read`] | the validating reader ([`read::Image`]) |
+//! | `budget.rs` | the reader's memory bound ([`read::memory_bound`]) and what is charged against it |
 //! | [`fs`] | building a [`Tree`] from a host path |
 //! | [`extract`] | extracting an image (or one entry) into a host directory, as a mount + `cp -a` |
 //!
@@ -35,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod budget;
 mod compress;
 mod cursor;
 mod dir;
@@ -44,7 +46,7 @@ pub mod extract;
 mod fragment;
 pub mod fs;
 mod id;
-pub mod inode;
+mod inode;
 mod options;
 pub mod read;
 mod source;
@@ -54,9 +56,9 @@ mod tree;
 mod write;
 mod xattr;
 
-pub use compress::{xz_dict_ok as xz_dict_size_ok, zstd_frame_window, Compression};
+pub use compress::Compression;
 pub use error::{Error, Location, Result, Table};
 pub use id::MAX_IDS;
 pub use options::Options;
 pub use tree::{DeviceKind, FileData, Metadata, Tree, MAX_NAME_LEN, MAX_SYMLINK_TARGET};
-pub use write::{write_image, write_image_to_path, Summary, BLOCK_UNCOMPRESSED};
+pub use write::{write_image, write_image_to_path, Summary};

@@ -4,21 +4,29 @@
 //! Every offset, length, count and index from the image is checked against the
 //! image (or the decompressed table) before use; decompression is bounded by the
 //! block size (data) or 8192 bytes (metadata); directory cycles, depth and total
-//! path bytes are bounded. Hostile bytes give [`Error::Corrupt`] or
-//! [`Error::Limit`], never a panic.
+//! path bytes are bounded. Hostile bytes give [`Error::Corrupt`],
+//! [`Error::CountTooLarge`], [`Error::Limit`] or [`Error::MemoryBound`], never
+//! a panic, and memory stays within [`memory_bound`] of the image's size
+//! (beyond the file data a caller reads into its own buffers).
 
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::io::Write;
 
+use crate::budget::Charge;
 use crate::compress::Decompressor;
-use crate::dir::parse_listing;
+use crate::dir::{listing, Listing, RawEntry};
 use crate::error::{corrupt, Error, Location, Result, Table};
 use crate::fragment::FragmentEntry;
-use crate::inode::{decode_rdev, Inode, InodeBody, NONE};
-use crate::superblock::{Superblock, NOT_PRESENT};
-use crate::table::{read_lookup, read_run, u64_at, MetaTable};
+use crate::inode::{decode_rdev, kind, Parsed};
+use crate::superblock::{Superblock, NOT_PRESENT, SIZE as SUPERBLOCK_SIZE};
+use crate::table::{read_lookup, read_run, u64_at, Lookup, MetaTable};
 use crate::write::BLOCK_UNCOMPRESSED;
+
+pub use crate::budget::{memory_bound, MEMORY_PER_INPUT_BYTE, MIN_MEMORY_BOUND};
+pub use crate::dir::DirEntry;
+pub use crate::inode::{DirIndex, Inode, InodeBody, InodeHeader, NONE};
+pub use crate::table::MAX_TABLE_BYTES;
 
 /// Deepest directory nesting the walk follows.
 pub const MAX_DEPTH: usize = 1024;
@@ -27,8 +35,13 @@ pub const MAX_PATH_BYTES: usize = 256 << 20;
 /// Total xattr name and value bytes the walk produces before giving up: every
 /// entry carries its own copy of its (possibly shared) set.
 pub const MAX_XATTR_BYTES: usize = 256 << 20;
-pub use crate::dir::DirEntry;
-pub use crate::table::MAX_TABLE_BYTES;
+/// The smallest inode (a basic FIFO or socket: header + nlink), which
+/// bounds how many inodes an inode table can hold.
+const MIN_INODE_SIZE: u64 = 20;
+/// Bytes a directory costs the walk's cycle check: a `HashSet<u64>` slot
+/// and control byte, times hashbrown's spare room (up to 2.3x) and the old
+/// table while it grows.
+const VISITED_COST: u64 = 48;
 
 /// Kind of an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,6 +113,10 @@ pub struct Entry {
 /// An image being read.
 pub struct Image<'a> {
     data: &'a [u8],
+    /// The caller's input length: N of the memory bound.
+    input_len: usize,
+    /// Bytes the tables below hold, charged when the image was opened.
+    held: u64,
     sb: Superblock,
     dec: Decompressor,
     inodes: MetaTable,
@@ -119,100 +136,197 @@ impl std::fmt::Debug for Image<'_> {
     }
 }
 
-impl<'a> Image<'a> {
-    /// Parses the superblock and loads the tables (inode, directory, id, fragment,
-    /// xattr), validating their positions against the image.
-    pub fn new(data: &'a [u8]) -> Result<Image<'a>> {
-        let sb = Superblock::parse(data)?;
-        let dec = Decompressor::from_id(sb.compressor)?;
-        let data = &data[..sb.bytes_used as usize];
-        let ids = crate::id::parse(&read_lookup(
-            data,
-            &dec,
-            sb.id_table_start,
-            u64::from(sb.id_count),
-            crate::id::SIZE as u64,
-            Table::Id,
-        )?);
-        // Where the directory table ends: the first block of whichever table follows.
-        let mut ends = vec![
-            sb.bytes_used,
-            sb.id_table_start,
-            u64_at(data, sb.id_table_start)?,
-        ];
+/// The tables an image holds in memory, read in [`Image::new`]'s order.
+struct Tables {
+    ids: Vec<u32>,
+    inodes: MetaTable,
+    dirs: MetaTable,
+    fragments: Vec<u8>,
+    xattr_ids: Vec<u8>,
+    xattr_kv: Option<MetaTable>,
+}
+
+/// Refuses a fragment count the image cannot back before anything is read:
+/// every fragment block is a data block of at least one byte between the
+/// superblock and the inode table, and holds the tail of at least one file.
+fn check_fragment_count(sb: &Superblock) -> Result<()> {
+    let data_area = sb.inode_table_start.saturating_sub(SUPERBLOCK_SIZE as u64);
+    let max = data_area.min(u64::from(sb.inode_count));
+    if u64::from(sb.fragment_count) > max {
+        return Err(Error::CountTooLarge {
+            at: Location::Superblock("fragment_count"),
+            what: "fragment blocks",
+            count: u64::from(sb.fragment_count),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an inode count the inode table cannot hold at the smallest
+/// inode size.
+fn check_inode_count(sb: &Superblock, inodes: &MetaTable) -> Result<()> {
+    let max = inodes.bytes.len() as u64 / MIN_INODE_SIZE;
+    if u64::from(sb.inode_count) > max {
+        return Err(Error::CountTooLarge {
+            at: Location::Superblock("inode_count"),
+            what: "inodes",
+            count: u64::from(sb.inode_count),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Where the directory table ends: the first block of whichever table
+/// follows it.
+fn directory_end(data: &[u8], sb: &Superblock) -> Result<u64> {
+    let mut ends = vec![
+        sb.bytes_used,
+        sb.id_table_start,
+        u64_at(data, sb.id_table_start)?,
+    ];
+    if sb.fragment_count > 0 {
+        ends.push(sb.fragment_table_start);
+        ends.push(u64_at(data, sb.fragment_table_start)?);
+    }
+    if sb.export_table_start != NOT_PRESENT {
+        ends.push(sb.export_table_start);
+        ends.push(u64_at(data, sb.export_table_start)?);
+    }
+    if sb.xattr_id_table_start != NOT_PRESENT {
+        // The xattr kv table's start, the first field of the xattr header.
+        ends.push(u64_at(data, sb.xattr_id_table_start)?);
+    }
+    Ok(ends
+        .into_iter()
+        .filter(|&e| e > sb.directory_table_start)
+        .min()
+        .unwrap_or(sb.bytes_used))
+}
+
+impl Tables {
+    /// Reads every table the reader keeps, each charged before it is
+    /// decompressed, and each count checked against what backs it.
+    fn read(
+        data: &[u8],
+        dec: &Decompressor,
+        sb: &Superblock,
+        charge: &mut Charge,
+    ) -> Result<Tables> {
+        check_fragment_count(sb)?;
+        let id_table = Lookup {
+            table: Table::Id,
+            index_pos: sb.id_table_start,
+            count: u64::from(sb.id_count),
+            entry_size: crate::id::SIZE as u64,
+            count_at: Location::Superblock("id_count"),
+            what: "ids",
+        };
+        let ids = crate::id::parse(&read_lookup(data, dec, &id_table, charge)?);
+        let dir_end = directory_end(data, sb)?;
+        let inode_run = (sb.inode_table_start, sb.directory_table_start);
+        let inodes = read_run(data, dec, inode_run, Table::Inode, charge)?;
+        check_inode_count(sb, &inodes)?;
+        let dir_run = (sb.directory_table_start, dir_end);
+        let dirs = read_run(data, dec, dir_run, Table::Directory, charge)?;
         let mut fragments = Vec::new();
         if sb.fragment_count > 0 {
-            fragments = read_lookup(
-                data,
-                &dec,
-                sb.fragment_table_start,
-                u64::from(sb.fragment_count),
-                FragmentEntry::SIZE as u64,
-                Table::Fragment,
-            )?;
-            ends.push(sb.fragment_table_start);
-            ends.push(u64_at(data, sb.fragment_table_start)?);
+            let fragment_table = Lookup {
+                table: Table::Fragment,
+                index_pos: sb.fragment_table_start,
+                count: u64::from(sb.fragment_count),
+                entry_size: FragmentEntry::SIZE as u64,
+                count_at: Location::Superblock("fragment_count"),
+                what: "fragment blocks",
+            };
+            fragments = read_lookup(data, dec, &fragment_table, charge)?;
         }
-        if sb.export_table_start != NOT_PRESENT {
-            ends.push(sb.export_table_start);
-            ends.push(u64_at(data, sb.export_table_start)?);
-        }
-        let (mut xattr_ids, mut xattr_kv) = (Vec::new(), None);
-        if sb.xattr_id_table_start != NOT_PRESENT {
-            let at = Location::Superblock("xattr_id_table_start");
-            let kv_start = u64_at(data, sb.xattr_id_table_start)?;
-            let count_pos = sb
-                .xattr_id_table_start
-                .checked_add(8)
-                .ok_or_else(|| corrupt(at, "xattr table overflow"))?;
-            let count = u64_at(data, count_pos)? & 0xffff_ffff;
-            let index_pos = sb.xattr_id_table_start + 16;
-            xattr_ids = read_lookup(data, &dec, index_pos, count, 16, Table::XattrId)?;
-            let first_id_block = u64_at(data, index_pos)?;
-            if kv_start > first_id_block {
-                return Err(corrupt(
-                    at,
-                    "xattr kv table starts after the xattr id blocks",
-                ));
-            }
-            xattr_kv = Some(read_run(
-                data,
-                &dec,
-                kv_start,
-                first_id_block,
-                Table::Xattr,
-            )?);
-            ends.push(kv_start);
-        }
-        let dir_end = ends
-            .into_iter()
-            .filter(|&e| e > sb.directory_table_start)
-            .min()
-            .unwrap_or(sb.bytes_used);
-        let inodes = read_run(
-            data,
-            &dec,
-            sb.inode_table_start,
-            sb.directory_table_start,
-            Table::Inode,
-        )?;
-        let dirs = read_run(
-            data,
-            &dec,
-            sb.directory_table_start,
-            dir_end,
-            Table::Directory,
-        )?;
-        Ok(Image {
-            data,
-            sb,
-            dec,
+        let (xattr_ids, xattr_kv) = read_xattr_tables(data, dec, sb, charge)?;
+        Ok(Tables {
+            ids,
             inodes,
             dirs,
-            ids,
             fragments,
             xattr_ids,
             xattr_kv,
+        })
+    }
+}
+
+/// The xattr id table and the kv table (none when the image has no
+/// xattrs). Each id names a set some inode uses: no more ids than inodes.
+fn read_xattr_tables(
+    data: &[u8],
+    dec: &Decompressor,
+    sb: &Superblock,
+    charge: &mut Charge,
+) -> Result<(Vec<u8>, Option<MetaTable>)> {
+    if sb.xattr_id_table_start == NOT_PRESENT {
+        return Ok((Vec::new(), None));
+    }
+    let at = Location::Superblock("xattr_id_table_start");
+    let kv_start = u64_at(data, sb.xattr_id_table_start)?;
+    let (count_pos, index_pos) = sb
+        .xattr_id_table_start
+        .checked_add(8)
+        .zip(sb.xattr_id_table_start.checked_add(16))
+        .ok_or_else(|| corrupt(at, "xattr table overflow"))?;
+    let count = u64_at(data, count_pos)? & 0xffff_ffff;
+    let count_at = Location::Image(count_pos);
+    if count > u64::from(sb.inode_count) {
+        return Err(Error::CountTooLarge {
+            at: count_at,
+            what: "xattr ids",
+            count,
+            max: u64::from(sb.inode_count),
+        });
+    }
+    let xattr_id_table = Lookup {
+        table: Table::XattrId,
+        index_pos,
+        count,
+        entry_size: crate::xattr::XattrId::SIZE as u64,
+        count_at,
+        what: "xattr ids",
+    };
+    let xattr_ids = read_lookup(data, dec, &xattr_id_table, charge)?;
+    let first_id_block = u64_at(data, index_pos)?;
+    if kv_start > first_id_block {
+        return Err(corrupt(
+            at,
+            "xattr kv table starts after the xattr id blocks",
+        ));
+    }
+    let kv_run = (kv_start, first_id_block);
+    let kv = read_run(data, dec, kv_run, Table::Xattr, charge)?;
+    Ok((xattr_ids, Some(kv)))
+}
+
+impl<'a> Image<'a> {
+    /// Parses the superblock and loads the tables (inode, directory, id, fragment,
+    /// xattr), validating their positions and counts against the image, and
+    /// their decompressed size against [`memory_bound`].
+    pub fn new(data: &'a [u8]) -> Result<Image<'a>> {
+        let sb = Superblock::parse(data)?;
+        let dec = Decompressor::from_id(sb.compressor)?;
+        let input_len = data.len();
+        // bytes_used <= data.len(), checked by Superblock::parse.
+        let data = &data[..sb.bytes_used as usize];
+        let mut charge = Charge::new(input_len, 0);
+        let t = Tables::read(data, &dec, &sb, &mut charge)?;
+        Ok(Image {
+            data,
+            input_len,
+            held: charge.used(),
+            sb,
+            dec,
+            inodes: t.inodes,
+            dirs: t.dirs,
+            ids: t.ids,
+            fragments: t.fragments,
+            xattr_ids: t.xattr_ids,
+            xattr_kv: t.xattr_kv,
             frag_cache: RefCell::new(None),
         })
     }
@@ -227,18 +341,33 @@ impl<'a> Image<'a> {
         &self.ids
     }
 
-    /// Parses the inode at a reference.
-    pub fn inode(&self, inode_ref: u64) -> Result<Inode> {
+    /// What one call may allocate beside the tables held.
+    fn charge(&self) -> Charge {
+        Charge::new(self.input_len, self.held)
+    }
+
+    /// The inode at a reference, its block list and index left in the table.
+    fn parsed(&self, inode_ref: u64) -> Result<Parsed<'_>> {
         let pos = self.inodes.resolve(inode_ref)?;
-        let inode = Inode::parse(&self.inodes.bytes, pos, self.sb.block_size)?;
-        let n = inode.header.number;
+        let p = Parsed::parse(&self.inodes.bytes, pos, self.sb.block_size)?;
+        let n = p.inode.header.number;
         if n == 0 || n > self.sb.inode_count {
             return Err(corrupt(
                 Location::Inode(inode_ref),
                 format!("inode number {n} outside 1..={}", self.sb.inode_count),
             ));
         }
-        Ok(inode)
+        Ok(p)
+    }
+
+    /// Parses the inode at a reference, with its block list and directory
+    /// index.
+    pub fn inode(&self, inode_ref: u64) -> Result<Inode> {
+        let p = self.parsed(inode_ref)?;
+        // A DirIndex (32 bytes + name) per index entry of 13 bytes or more.
+        let lists = p.blocks.len() as u64 + 4 * p.index_len() as u64;
+        self.charge().add("an inode", lists)?;
+        p.into_inode()
     }
 
     fn id(&self, idx: u16, inode_ref: u64) -> Result<u32> {
@@ -250,7 +379,8 @@ impl<'a> Image<'a> {
         })
     }
 
-    fn xattrs(&self, id: u32) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// The xattr set `id`, charged (pairs and bytes) as it is decoded.
+    fn xattrs(&self, id: u32, charge: &mut Charge) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if id == NONE {
             return Ok(Vec::new());
         }
@@ -263,50 +393,60 @@ impl<'a> Image<'a> {
         })?;
         let e = crate::xattr::XattrId::parse(&self.xattr_ids, id)?;
         let pos = kv.resolve(e.xattr_ref)?;
-        if e.count as usize > kv.bytes.len() / 8 {
-            return Err(corrupt(
-                Location::Table {
-                    table: Table::Xattr,
-                    offset: pos as u64,
+        let room = (kv.bytes.len() - pos) / crate::xattr::MIN_PAIR_SIZE;
+        if e.count as usize > room {
+            return Err(Error::CountTooLarge {
+                at: Location::Table {
+                    table: Table::XattrId,
+                    offset: u64::from(id) * crate::xattr::XattrId::SIZE as u64 + 8,
                 },
-                format!("xattr count {} larger than the table", e.count),
-            ));
+                what: "xattr pairs of a set",
+                count: u64::from(e.count),
+                max: room as u64,
+            });
         }
-        crate::xattr::parse_kv(&kv.bytes, pos, e.count, &|r| kv.resolve(r))
+        let limit = crate::xattr::MAX_SET_BYTES.min(charge.left() as usize);
+        let set = crate::xattr::parse_kv(&kv.bytes, pos, e.count, &|r| kv.resolve(r), limit)?;
+        let bytes = set
+            .iter()
+            .map(|(n, v)| (crate::xattr::PAIR_COST + n.len() + v.len()) as u64)
+            .sum();
+        charge.add("xattrs", bytes)?;
+        Ok(set)
     }
 
     /// Stat data of the inode at `inode_ref`, reported under `path`.
     pub fn entry(&self, path: Vec<u8>, inode_ref: u64) -> Result<Entry> {
-        let inode = self.inode(inode_ref)?;
-        let h = &inode.header;
+        self.entry_charged(path, inode_ref, &mut self.charge())
+    }
+
+    fn entry_charged(&self, path: Vec<u8>, inode_ref: u64, charge: &mut Charge) -> Result<Entry> {
+        let inode = self.parsed(inode_ref)?.inode;
         let kind = EntryKind::from_basic(inode.basic_type())
             .ok_or_else(|| corrupt(Location::Inode(inode_ref), "inode type"))?;
-        let (size, nlink, target, rdev, xattr) = match &inode.body {
+        let h = inode.header;
+        let (size, nlink, target, rdev, xattr) = match inode.body {
             InodeBody::Dir {
                 file_size,
                 nlink,
                 xattr,
                 ..
-            } => (u64::from(*file_size), *nlink, None, None, *xattr),
+            } => (u64::from(file_size), nlink, None, None, xattr),
             InodeBody::File {
                 size, nlink, xattr, ..
-            } => (*size, *nlink, None, None, *xattr),
+            } => (size, nlink, None, None, xattr),
             InodeBody::Symlink {
                 nlink,
                 target,
                 xattr,
-            } => (
-                target.len() as u64,
-                *nlink,
-                Some(target.clone()),
-                None,
-                *xattr,
-            ),
+            } => (target.len() as u64, nlink, Some(target), None, xattr),
             InodeBody::Device { nlink, rdev, xattr } => {
-                (0, *nlink, None, Some(decode_rdev(*rdev)), *xattr)
+                (0, nlink, None, Some(decode_rdev(rdev)), xattr)
             }
-            InodeBody::Ipc { nlink, xattr } => (0, *nlink, None, None, *xattr),
+            InodeBody::Ipc { nlink, xattr } => (0, nlink, None, None, xattr),
         };
+        let held = (path.len() + target.as_ref().map_or(0, Vec::len)) as u64;
+        charge.add("directory entries", held)?;
         Ok(Entry {
             path,
             kind,
@@ -319,15 +459,19 @@ impl<'a> Image<'a> {
             inode_number: h.number,
             target,
             rdev,
-            xattrs: self.xattrs(xattr)?,
+            xattrs: self.xattrs(xattr, charge)?,
             inode_ref,
-            extended: h.inode_type > 7,
+            extended: h.inode_type > kind::EXTENDED,
         })
     }
 
     /// The root directory's entry (empty path).
     pub fn root(&self) -> Result<Entry> {
-        let e = self.entry(Vec::new(), self.sb.root_inode)?;
+        self.root_charged(&mut self.charge())
+    }
+
+    fn root_charged(&self, charge: &mut Charge) -> Result<Entry> {
+        let e = self.entry_charged(Vec::new(), self.sb.root_inode, charge)?;
         if e.kind != EntryKind::Dir {
             return Err(corrupt(
                 Location::Superblock("root_inode"),
@@ -337,9 +481,8 @@ impl<'a> Image<'a> {
         Ok(e)
     }
 
-    /// The listing of a directory inode.
-    pub fn read_dir(&self, inode_ref: u64) -> Result<Vec<DirEntry>> {
-        let inode = self.inode(inode_ref)?;
+    /// The listing of the directory `inode` (at `inode_ref`), read in place.
+    fn dir_listing(&self, inode_ref: u64, inode: &Inode) -> Result<Listing<'_>> {
         let InodeBody::Dir {
             start_block,
             file_size,
@@ -357,136 +500,186 @@ impl<'a> Image<'a> {
         }
         let len = (file_size - 3) as usize;
         if len == 0 {
-            return Ok(Vec::new());
+            return listing(&[], 0, 0);
         }
         let pos = self
             .dirs
             .resolve((u64::from(start_block) << 16) | u64::from(offset))?;
-        let entries = parse_listing(&self.dirs.bytes, pos, len)?;
-        let at = Location::Table {
-            table: Table::Directory,
-            offset: pos as u64,
+        listing(&self.dirs.bytes, pos, len)
+    }
+
+    /// The listing of the directory inode at `inode_ref`, read in place.
+    fn listing_of(&self, inode_ref: u64) -> Result<Listing<'_>> {
+        let inode = self.parsed(inode_ref)?.inode;
+        self.dir_listing(inode_ref, &inode)
+    }
+
+    /// The listing of a directory inode.
+    pub fn read_dir(&self, inode_ref: u64) -> Result<Vec<DirEntry>> {
+        // Checked and counted first, so the list is allocated once, charged.
+        let (mut n, mut held) = (0usize, 0u64);
+        for e in self.listing_of(inode_ref)? {
+            n += 1;
+            held += DirEntry::held(e?.name.len());
+        }
+        self.charge().add("a directory listing", held)?;
+        let mut out = Vec::with_capacity(n);
+        for e in self.listing_of(inode_ref)? {
+            out.push(e?.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// The listing of the subdirectory `d` met by the walk at `depth`
+    /// (the root's children are at depth 1). Its inode must agree with
+    /// the entry; depth, cycles and the listings' total are bounded.
+    fn walk_into(
+        &self,
+        d: RawEntry<'_>,
+        depth: usize,
+        walk: &mut WalkState,
+    ) -> Result<Listing<'_>> {
+        let inode = self.parsed(d.inode_ref)?.inode;
+        if inode.basic_type() != kind::DIR || inode.header.number != d.number {
+            return Err(corrupt(
+                Location::Inode(d.inode_ref),
+                "directory entry type/number disagrees with its inode",
+            ));
+        }
+        if depth >= MAX_DEPTH {
+            return Err(Error::Limit {
+                what: format!("directory depth over {MAX_DEPTH}"),
+            });
+        }
+        if !walk.visited.insert(d.inode_ref) {
+            return Err(Error::Limit {
+                what: format!("directory cycle at inode {}", d.number),
+            });
+        }
+        walk.charge.add("directory entries", VISITED_COST)?;
+        walk.listing(self, d.inode_ref, &inode)
+    }
+
+    /// Walks every entry below the root, depth first in name order (each
+    /// listing is sorted), calling `visit` with its path and listing entry.
+    /// Holds one listing cursor per level, nothing per entry.
+    fn walk(&self, charge: &mut Charge, visit: &mut Visit<'_>) -> Result<()> {
+        let root_ref = self.sb.root_inode;
+        let root = self.parsed(root_ref)?.inode;
+        if root.basic_type() != kind::DIR {
+            return Err(corrupt(
+                Location::Superblock("root_inode"),
+                "root inode is not a directory",
+            ));
+        }
+        let mut walk = WalkState {
+            visited: HashSet::from([root_ref]),
+            listing_bytes: 0,
+            charge,
         };
-        for w in entries.windows(2) {
-            if w[0].name >= w[1].name {
-                return Err(corrupt(at, "directory listing not sorted by name"));
+        let mut path = Vec::new();
+        // (listing of a directory, length of that directory's path)
+        let mut stack = vec![(walk.listing(self, root_ref, &root)?, 0usize)];
+        while let Some((listing, dir_len)) = stack.last_mut() {
+            let dir_len = *dir_len;
+            let Some(d) = listing.next() else {
+                stack.pop();
+                continue;
+            };
+            let d = d?;
+            path.truncate(dir_len);
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(d.name);
+            visit(&path, d, walk.charge)?;
+            if d.basic_type == kind::DIR {
+                let sub = self.walk_into(d, stack.len(), &mut walk)?;
+                stack.push((sub, path.len()));
             }
         }
-        for e in &entries {
-            if e.name.contains(&b'/') || e.name.contains(&0) || e.name == b"." || e.name == b".." {
-                return Err(corrupt(at, "invalid name in directory listing"));
+        Ok(())
+    }
+
+    /// How many entries the walk yields (the root included), each entry's
+    /// place in the list charged; total path bytes bounded.
+    fn count_entries(&self, charge: &mut Charge) -> Result<usize> {
+        let entry = std::mem::size_of::<Entry>() as u64;
+        charge.add("directory entries", entry)?;
+        let (mut n, mut path_bytes) = (1usize, 0usize);
+        self.walk(charge, &mut |path, _, charge| {
+            n += 1;
+            path_bytes += path.len();
+            if path_bytes > MAX_PATH_BYTES {
+                return Err(Error::Limit {
+                    what: "total path bytes".into(),
+                });
             }
-        }
-        Ok(entries)
+            charge.add("directory entries", entry)
+        })?;
+        Ok(n)
     }
 
     /// Every entry, depth first in name order, the root first (empty path).
+    /// Two walks: the first counts and checks the tree, the second reads
+    /// each entry into a list allocated once.
     pub fn entries(&self) -> Result<Vec<Entry>> {
-        let root = self.root()?;
-        let mut out = vec![root];
-        let mut visited: HashSet<u64> = HashSet::new();
-        visited.insert(self.sb.root_inode);
-        let mut path_bytes = 0usize;
+        let mut charge = self.charge();
+        let n = self.count_entries(&mut charge)?;
+        let mut out = Vec::with_capacity(n);
+        out.push(self.root_charged(&mut charge)?);
         let mut xattr_bytes = 0usize;
-        // NB: every directory's listing occupies its own bytes of the directory
-        // table (mksquashfs and gensquashfs never share one), so the listings
-        // walked add up to at most the table. Without this bound, N directory
-        // inodes pointing at one big listing would yield N times its entries.
-        let mut listing_bytes = 0u64;
-        // Stack of pending (entry index in `out`, depth); children are pushed reversed.
-        let mut stack: Vec<(usize, usize)> = vec![(0, 0)];
-        while let Some((idx, depth)) = stack.pop() {
-            let (dir_ref, dir_path) = (out[idx].inode_ref, out[idx].path.clone());
-            if depth >= MAX_DEPTH {
+        self.walk(&mut charge, &mut |path, d, charge| {
+            let e = self.entry_charged(path.to_vec(), d.inode_ref, charge)?;
+            xattr_bytes = e.xattrs.iter().fold(xattr_bytes, |sum, (n, v)| {
+                sum.saturating_add(n.len() + v.len())
+            });
+            if xattr_bytes > MAX_XATTR_BYTES {
                 return Err(Error::Limit {
-                    what: format!("directory depth over {MAX_DEPTH}"),
+                    what: "total xattr bytes".into(),
                 });
             }
-            // `size` of a directory is its file_size: listing bytes + 3.
-            listing_bytes = listing_bytes.saturating_add(out[idx].size.saturating_sub(3));
-            if listing_bytes > self.dirs.bytes.len() as u64 {
+            if EntryKind::from_basic(d.basic_type) != Some(e.kind) || d.number != e.inode_number {
                 return Err(corrupt(
-                    Location::Inode(dir_ref),
-                    format!(
-                        "directory listings add up to {listing_bytes} bytes, more than the \
-                         {}-byte directory table (listings overlap)",
-                        self.dirs.bytes.len()
-                    ),
+                    Location::Inode(d.inode_ref),
+                    "directory entry type/number disagrees with its inode",
                 ));
             }
-            let listing = self.read_dir(dir_ref)?;
-            let mut children = Vec::new();
-            for d in listing {
-                let mut path = dir_path.clone();
-                if !path.is_empty() {
-                    path.push(b'/');
-                }
-                path.extend_from_slice(&d.name);
-                path_bytes += path.len();
-                if path_bytes > MAX_PATH_BYTES {
-                    return Err(Error::Limit {
-                        what: "total path bytes".into(),
-                    });
-                }
-                let e = self.entry(path, d.inode_ref)?;
-                xattr_bytes = e.xattrs.iter().fold(xattr_bytes, |sum, (n, v)| {
-                    sum.saturating_add(n.len() + v.len())
-                });
-                if xattr_bytes > MAX_XATTR_BYTES {
-                    return Err(Error::Limit {
-                        what: "total xattr bytes".into(),
-                    });
-                }
-                if EntryKind::from_basic(d.basic_type) != Some(e.kind) || d.number != e.inode_number
-                {
-                    return Err(corrupt(
-                        Location::Inode(d.inode_ref),
-                        "directory entry type/number disagrees with its inode",
-                    ));
-                }
-                if e.kind == EntryKind::Dir {
-                    if !visited.insert(d.inode_ref) {
-                        return Err(Error::Limit {
-                            what: format!("directory cycle at inode {}", e.inode_number),
-                        });
-                    }
-                    children.push(out.len());
-                }
-                out.push(e);
-            }
-            // Depth-first, name order: reorder so each directory's subtree follows it.
-            stack.extend(children.into_iter().rev().map(|c| (c, depth + 1)));
-        }
-        // `out` is breadth-per-directory; sort into path order for a stable listing.
-        out.sort_by(|a, b| {
-            a.path
-                .split(|&c| c == b'/')
-                .cmp(b.path.split(|&c| c == b'/'))
-        });
+            out.push(e);
+            Ok(())
+        })?;
         Ok(out)
+    }
+
+    /// The entry named `name` in the directory at `dir_ref`; the whole
+    /// listing is checked, as [`Image::read_dir`] does.
+    fn find(&self, dir_ref: u64, name: &[u8]) -> Result<Option<RawEntry<'_>>> {
+        let mut found = None;
+        for e in self.listing_of(dir_ref)? {
+            let e = e?;
+            if e.name == name {
+                found = Some(e);
+            }
+        }
+        Ok(found)
     }
 
     /// Looks an entry up by path (`/`-separated, leading `/` optional).
     pub fn lookup(&self, path: &[u8]) -> Result<Entry> {
         let mut cur = self.root()?;
         let mut full = Vec::new();
+        let not_found = || Error::NotInImage {
+            path: path.to_vec(),
+        };
         for (depth, name) in path
             .split(|&b| b == b'/')
             .filter(|n| !n.is_empty())
             .enumerate()
         {
             if depth >= MAX_DEPTH || cur.kind != EntryKind::Dir {
-                return Err(Error::NotInImage {
-                    path: path.to_vec(),
-                });
+                return Err(not_found());
             }
-            let listing = self.read_dir(cur.inode_ref)?;
-            let d = listing
-                .into_iter()
-                .find(|d| d.name == name)
-                .ok_or_else(|| Error::NotInImage {
-                    path: path.to_vec(),
-                })?;
+            let d = self.find(cur.inode_ref, name)?.ok_or_else(not_found)?;
             if !full.is_empty() {
                 full.push(b'/');
             }
@@ -555,34 +748,27 @@ impl<'a> Image<'a> {
         Ok(b)
     }
 
-    /// Streams a regular file's contents to `w`; returns the byte count.
-    pub fn read_file_to(&self, entry: &Entry, w: &mut dyn Write) -> Result<u64> {
-        let inode = self.inode(entry.inode_ref)?;
-        let InodeBody::File {
-            start,
-            size,
-            fragment,
-            fragment_offset,
-            blocks,
-            ..
-        } = inode.body
-        else {
-            return Err(corrupt(
-                Location::Inode(entry.inode_ref),
-                "not a regular file",
-            ));
-        };
+    /// Writes a file's blocks (holes as zeros) to `w`; the bytes written.
+    fn write_blocks(
+        &self,
+        file: &Parsed<'_>,
+        start: u64,
+        size: u64,
+        w: &mut dyn Write,
+    ) -> Result<u64> {
         let bs = u64::from(self.sb.block_size);
         let mut pos = start;
         let mut written = 0u64;
-        let zeros = vec![0u8; bs as usize];
-        for (i, &word) in blocks.iter().enumerate() {
+        let mut zeros = Vec::new();
+        for (i, word) in file.block_words().enumerate() {
+            // The list has size / bs words, or one more for a tail.
             let expected = (size - i as u64 * bs).min(bs) as usize;
             if word & 0x00ff_ffff == 0 {
                 if word != 0 {
                     return Err(corrupt(Location::Image(pos), "sparse block with flags"));
                 }
-                w.write_all(&zeros[..expected])?;
+                zeros.resize(expected, 0);
+                w.write_all(&zeros)?;
             } else {
                 let b = self.data_block(pos, word, expected)?;
                 if b.len() != expected {
@@ -598,27 +784,58 @@ impl<'a> Image<'a> {
             }
             written += expected as u64;
         }
+        Ok(written)
+    }
+
+    /// Writes a file's `tail` bytes at `offset` of fragment block `fragment`.
+    fn write_tail(
+        &self,
+        inode_ref: u64,
+        (fragment, offset): (u32, u32),
+        tail: u64,
+        w: &mut dyn Write,
+    ) -> Result<u64> {
+        if tail == 0 || tail >= u64::from(self.sb.block_size) {
+            return Err(corrupt(
+                Location::Inode(inode_ref),
+                format!("fragment used for a tail of {tail} bytes"),
+            ));
+        }
+        let b = self.fragment(fragment)?;
+        let o = offset as usize;
+        let t = o
+            .checked_add(tail as usize)
+            .and_then(|e| b.get(o..e))
+            .ok_or_else(|| {
+                corrupt(
+                    Location::Inode(inode_ref),
+                    "file tail past the end of its fragment block",
+                )
+            })?;
+        w.write_all(t)?;
+        Ok(tail)
+    }
+
+    /// Streams a regular file's contents to `w`; returns the byte count.
+    pub fn read_file_to(&self, entry: &Entry, w: &mut dyn Write) -> Result<u64> {
+        let file = self.parsed(entry.inode_ref)?;
+        let InodeBody::File {
+            start,
+            size,
+            fragment,
+            fragment_offset,
+            ..
+        } = file.inode.body
+        else {
+            return Err(corrupt(
+                Location::Inode(entry.inode_ref),
+                "not a regular file",
+            ));
+        };
+        let mut written = self.write_blocks(&file, start, size, w)?;
         if fragment != NONE {
-            let tail = size - written;
-            if tail == 0 || tail >= bs {
-                return Err(corrupt(
-                    Location::Inode(entry.inode_ref),
-                    format!("fragment used for a tail of {tail} bytes"),
-                ));
-            }
-            let b = self.fragment(fragment)?;
-            let o = fragment_offset as usize;
-            let t = o
-                .checked_add(tail as usize)
-                .and_then(|e| b.get(o..e))
-                .ok_or_else(|| {
-                    corrupt(
-                        Location::Inode(entry.inode_ref),
-                        "file tail past the end of its fragment block",
-                    )
-                })?;
-            w.write_all(t)?;
-            written += tail;
+            let at = (fragment, fragment_offset);
+            written += self.write_tail(entry.inode_ref, at, size - written, w)?;
         }
         if written != size {
             return Err(corrupt(
@@ -644,6 +861,51 @@ impl<'a> Image<'a> {
     /// The uncompressed directory table (for tools inspecting listings).
     pub fn directory_table(&self) -> &[u8] {
         &self.dirs.bytes
+    }
+}
+
+/// What the walk calls for each entry: its path, its listing entry, the
+/// walk's charge.
+type Visit<'v> = dyn FnMut(&[u8], RawEntry<'_>, &mut Charge) -> Result<()> + 'v;
+
+/// The walk's bookkeeping besides its stack.
+struct WalkState<'c> {
+    /// Directories met (a directory twice is a cycle).
+    visited: HashSet<u64>,
+    /// Listing bytes walked so far.
+    listing_bytes: u64,
+    charge: &'c mut Charge,
+}
+
+impl WalkState<'_> {
+    /// The listing of directory `inode`, counted against the directory
+    /// table. NB: every directory's listing occupies its own bytes of the
+    /// table (mksquashfs and gensquashfs never share one), so the listings
+    /// walked add up to at most the table. Without this bound, N directory
+    /// inodes pointing at one big listing would yield N times its entries.
+    fn listing<'i>(
+        &mut self,
+        image: &'i Image<'_>,
+        inode_ref: u64,
+        inode: &Inode,
+    ) -> Result<Listing<'i>> {
+        let listing = image.dir_listing(inode_ref, inode)?;
+        if let InodeBody::Dir { file_size, .. } = inode.body {
+            let len = u64::from(file_size.saturating_sub(3));
+            self.listing_bytes = self.listing_bytes.saturating_add(len);
+            let table = image.dirs.bytes.len() as u64;
+            if self.listing_bytes > table {
+                return Err(corrupt(
+                    Location::Inode(inode_ref),
+                    format!(
+                        "directory listings add up to {} bytes, more than the {table}-byte \
+                         directory table (listings overlap)",
+                        self.listing_bytes
+                    ),
+                ));
+            }
+        }
+        Ok(listing)
     }
 }
 

@@ -13,8 +13,7 @@
 //! NB: no deku here: every part is variable-length, and each length is
 //! checked against the image before it is used.
 
-use std::collections::BTreeMap;
-
+use crate::budget::Charge;
 use crate::compress::{Compression, Decompressor};
 use crate::error::{corrupt, Error, Location, Result, Table};
 
@@ -113,15 +112,24 @@ pub(crate) fn lookup_table(comp: Compression, entries: &[u8], start: u64) -> (Ve
 }
 
 /// The most decompressed bytes a table may hold (real images stay far
-/// below; a hostile image could otherwise inflate ~400x its size).
+/// below; a hostile image could otherwise inflate ~400x its size). The
+/// reader's memory bound ([`crate::read::memory_bound`]) usually cuts in
+/// first.
 pub const MAX_TABLE_BYTES: usize = 512 << 20;
+
+/// Bytes charged per metadata block of a run: its decompressed bytes and
+/// its entry in the block map.
+const CHARGE_PER_BLOCK: u64 = METADATA_SIZE as u64 + 8;
 
 /// A decompressed table with the map from block start (relative to the
 /// table) to uncompressed offset.
 pub(crate) struct MetaTable {
     pub(crate) table: Table,
     pub(crate) bytes: Vec<u8>,
-    blocks: BTreeMap<u64, usize>,
+    /// Start of each block relative to the table, ascending; block `k`
+    /// holds uncompressed bytes `k * 8192..` (every block but the last is
+    /// full).
+    blocks: Vec<u64>,
 }
 
 impl MetaTable {
@@ -130,7 +138,7 @@ impl MetaTable {
         MetaTable {
             table,
             bytes: Vec::new(),
-            blocks: BTreeMap::new(),
+            blocks: Vec::new(),
         }
     }
 
@@ -142,12 +150,13 @@ impl MetaTable {
             table: self.table,
             offset: block,
         };
-        let start = self.blocks.get(&block).ok_or_else(|| {
+        let k = self.blocks.binary_search(&block).map_err(|_| {
             corrupt(
                 at,
                 format!("reference {r:#x}: no metadata block starts there"),
             )
         })?;
+        let start = k * METADATA_SIZE;
         if off >= METADATA_SIZE || start + off > self.bytes.len() {
             return Err(corrupt(
                 at,
@@ -171,14 +180,9 @@ pub(crate) fn u64_at(data: &[u8], pos: u64) -> Result<u64> {
     Ok(u64::from_le_bytes(a))
 }
 
-/// Reads one metadata block of `table` at image offset `pos`:
-/// (uncompressed bytes, position of the next block).
-pub(crate) fn read_block(
-    data: &[u8],
-    dec: &Decompressor,
-    pos: u64,
-    table: Table,
-) -> Result<(Vec<u8>, u64)> {
+/// The header of the metadata block of `table` at image offset `pos`:
+/// (stored uncompressed, payload range in the image).
+fn block_header(data: &[u8], pos: u64, table: Table) -> Result<(bool, std::ops::Range<usize>)> {
     let at = Location::Image(pos);
     let p = usize::try_from(pos).map_err(|_| corrupt(at, "offset overflow"))?;
     let h = p
@@ -190,98 +194,167 @@ pub(crate) fn read_block(
     if len == 0 || len > METADATA_SIZE {
         return Err(corrupt(at, format!("{table} metadata block length {len}")));
     }
-    let payload = data.get(p + 2..p + 2 + len).ok_or_else(|| {
-        corrupt(
+    let payload = p + 2..p + 2 + len;
+    if payload.end > data.len() {
+        return Err(corrupt(
             at,
             format!("{table} metadata block of {len} bytes past the end"),
-        )
-    })?;
-    let bytes = if h & UNCOMPRESSED != 0 {
+        ));
+    }
+    Ok((h & UNCOMPRESSED != 0, payload))
+}
+
+/// Reads one metadata block of `table` at image offset `pos`:
+/// (uncompressed bytes, at most 8192; position of the next block).
+pub(crate) fn read_block(
+    data: &[u8],
+    dec: &Decompressor,
+    pos: u64,
+    table: Table,
+) -> Result<(Vec<u8>, u64)> {
+    let (raw, range) = block_header(data, pos, table)?;
+    let next = range.end as u64;
+    let payload = &data[range];
+    let bytes = if raw {
         payload.to_vec()
     } else {
         dec.decompress(payload, METADATA_SIZE, pos)?
     };
     if bytes.is_empty() {
         return Err(corrupt(
-            at,
+            Location::Image(pos),
             format!("{table} metadata block decompresses to nothing"),
         ));
     }
-    Ok((bytes, pos + 2 + len as u64))
+    Ok((bytes, next))
 }
 
-/// Decompresses the consecutive metadata blocks of `table` in `start..end`.
-pub(crate) fn read_run(
-    data: &[u8],
-    dec: &Decompressor,
-    start: u64,
-    end: u64,
-    table: Table,
-) -> Result<MetaTable> {
-    let mut t = MetaTable::empty(table);
-    let mut pos = start;
+/// The number of consecutive metadata blocks of `table` in `start..end`,
+/// from their headers alone (nothing decompressed).
+fn run_blocks(data: &[u8], start: u64, end: u64, table: Table) -> Result<u64> {
+    let (mut pos, mut n) = (start, 0u64);
     while pos < end {
-        let at = Location::Image(pos);
-        let (b, next) = read_block(data, dec, pos, table)?;
+        let (_, range) = block_header(data, pos, table)?;
+        let next = range.end as u64;
         if next > end {
             return Err(corrupt(
-                at,
+                Location::Image(pos),
                 format!("{table} metadata block runs into the next table"),
             ));
         }
-        if !t.bytes.is_empty() && !t.bytes.len().is_multiple_of(METADATA_SIZE) {
+        n += 1;
+        pos = next;
+    }
+    Ok(n)
+}
+
+/// Decompresses the consecutive metadata blocks of `table` in `start..end`,
+/// charging 8 KiB per block before anything is decompressed.
+pub(crate) fn read_run(
+    data: &[u8],
+    dec: &Decompressor,
+    (start, end): (u64, u64),
+    table: Table,
+    charge: &mut Charge,
+) -> Result<MetaTable> {
+    let n = run_blocks(data, start, end, table)?;
+    if n.saturating_mul(METADATA_SIZE as u64) > MAX_TABLE_BYTES as u64 {
+        return Err(Error::Limit {
+            what: format!("{table} table larger than {MAX_TABLE_BYTES} bytes"),
+        });
+    }
+    charge.add(table.what(), n * CHARGE_PER_BLOCK)?;
+    let mut t = MetaTable::empty(table);
+    // n blocks of at most 8192 bytes: at most MAX_TABLE_BYTES (above).
+    t.bytes.reserve_exact(n as usize * METADATA_SIZE);
+    t.blocks.reserve_exact(n as usize);
+    let mut pos = start;
+    while pos < end {
+        if !t.bytes.len().is_multiple_of(METADATA_SIZE) {
             return Err(corrupt(
-                at,
+                Location::Image(pos),
                 format!("{table} metadata block after a short block"),
             ));
         }
-        if t.bytes.len() + b.len() > MAX_TABLE_BYTES {
-            return Err(Error::Limit {
-                what: format!("{table} table larger than {MAX_TABLE_BYTES} bytes"),
-            });
-        }
-        t.blocks.insert(pos - start, t.bytes.len());
+        let (b, next) = read_block(data, dec, pos, table)?;
+        t.blocks.push(pos - start);
         t.bytes.extend_from_slice(&b);
         pos = next;
     }
     Ok(t)
 }
 
-/// Reads a lookup table: `count` entries of `size` bytes via the index at
-/// `index_pos` (the superblock's table start).
+/// A lookup table to read: where its index is and what it counts.
+pub(crate) struct Lookup {
+    pub(crate) table: Table,
+    /// The image position of the index (a superblock field, or after the
+    /// xattr id table's header).
+    pub(crate) index_pos: u64,
+    /// Entries, as the image says.
+    pub(crate) count: u64,
+    /// Bytes per entry.
+    pub(crate) entry_size: u64,
+    /// Where the count was read, and what it counts, for errors.
+    pub(crate) count_at: Location,
+    pub(crate) what: &'static str,
+}
+
+impl Lookup {
+    /// The number of index entries (metadata blocks) the count needs; a
+    /// count whose index would run past the end of the image is refused.
+    fn blocks(&self, image_len: u64) -> Result<u64> {
+        let per_block = METADATA_SIZE as u64 / self.entry_size;
+        let room = image_len.saturating_sub(self.index_pos) / 8;
+        let nblocks = self.count.div_ceil(per_block);
+        if nblocks > room {
+            return Err(Error::CountTooLarge {
+                at: self.count_at,
+                what: self.what,
+                count: self.count,
+                max: room.saturating_mul(per_block),
+            });
+        }
+        Ok(nblocks)
+    }
+}
+
+/// Reads a lookup table: its `count` entries through the index. The blocks
+/// must come before the index, in order, without overlapping: each block
+/// of the image is decompressed once, so the table is at most a metadata
+/// block's ratio (8192 bytes from a few) larger than the image, and it is
+/// charged before anything is read.
 pub(crate) fn read_lookup(
     data: &[u8],
     dec: &Decompressor,
-    index_pos: u64,
-    count: u64,
-    size: u64,
-    table: Table,
+    l: &Lookup,
+    charge: &mut Charge,
 ) -> Result<Vec<u8>> {
-    let at = Location::Image(index_pos);
-    let total = count
-        .checked_mul(size)
-        .ok_or_else(|| corrupt(at, "table size overflow"))?;
-    let nblocks = total.div_ceil(METADATA_SIZE as u64);
-    let index_end = nblocks
-        .checked_mul(8)
-        .and_then(|n| n.checked_add(index_pos))
-        .ok_or_else(|| corrupt(at, "index overflow"))?;
-    if index_end > data.len() as u64 {
-        return Err(corrupt(
-            at,
-            format!("{table} table index of {nblocks} blocks past the end"),
-        ));
-    }
-    let mut out = Vec::new();
+    let (table, index_pos) = (l.table, l.index_pos);
+    let nblocks = l.blocks(data.len() as u64)?;
+    // count * entry_size <= nblocks * 8192, which fits the image (above).
+    let total = l.count * l.entry_size;
+    charge.add(table.what(), total)?;
+    let mut out = Vec::with_capacity(total as usize);
+    let mut free_from = 0u64;
     for i in 0..nblocks {
         let p = u64_at(data, index_pos + 8 * i)?;
-        if p >= index_pos {
+        if p < free_from || p >= index_pos {
             return Err(corrupt(
-                at,
-                format!("{table} table block {i} at {p:#x} is not before its index"),
+                Location::Image(index_pos + 8 * i),
+                format!(
+                    "{table} table block {i} at {p:#x} overlaps the one before or is not \
+                     before its index"
+                ),
             ));
         }
-        let (b, _) = read_block(data, dec, p, table)?;
+        let (b, next) = read_block(data, dec, p, table)?;
+        if next > index_pos {
+            return Err(corrupt(
+                Location::Image(p),
+                format!("{table} table block {i} runs into its index"),
+            ));
+        }
+        free_from = next;
         let want = (total - i * METADATA_SIZE as u64).min(METADATA_SIZE as u64) as usize;
         if b.len() < want {
             return Err(corrupt(

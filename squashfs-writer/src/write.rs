@@ -31,7 +31,7 @@ use crate::tree::{DeviceKind, FileData, NodeKind, Tree};
 use crate::xattr::XattrWriter;
 
 /// Bit 24 of a data block / fragment size word: stored uncompressed.
-pub const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
+pub(crate) const BLOCK_UNCOMPRESSED: u32 = 1 << 24;
 /// Images are padded to a multiple of this (loop devices need 1 KiB multiples).
 pub const PAD: u64 = 4096;
 
@@ -215,6 +215,57 @@ struct Pipeline<'t, W> {
 }
 
 impl<'t, W: Write> Pipeline<'t, W> {
+    /// A pipeline writing to `out` for files of `sizes`, at most `limit`
+    /// blocks in flight.
+    fn new(
+        tx: SyncSender<Job<'t>>,
+        rx: Receiver<Done>,
+        limit: usize,
+        out: Out<W>,
+        sizes: &[u64],
+    ) -> Self {
+        let files = sizes
+            .iter()
+            .map(|&size| FileOut {
+                size,
+                fragment: NONE,
+                ..FileOut::default()
+            })
+            .collect();
+        Pipeline {
+            tx: Some(tx),
+            rx,
+            next_seq: 0,
+            next_commit: 0,
+            pending: BTreeMap::new(),
+            in_flight: 0,
+            limit,
+            out,
+            files,
+            fragment_entries: Vec::new(),
+            summary: Summary::default(),
+            pool: Arc::new(BufferPool::default()),
+        }
+    }
+
+    /// What the data step leaves, once every block is written: a
+    /// duplicate points at its original's blocks.
+    fn finish(self, dup: &[Option<usize>]) -> DataOut<W> {
+        let mut files = self.files;
+        for (i, d) in dup.iter().enumerate() {
+            if let Some(orig) = d {
+                let f = files[*orig].clone();
+                files[i] = f;
+            }
+        }
+        DataOut {
+            out: self.out,
+            files,
+            fragments: self.fragment_entries,
+            summary: self.summary,
+        }
+    }
+
     /// An empty buffer.
     fn buffer(&self) -> Vec<u8> {
         let mut v = self.pool.take();
@@ -614,88 +665,50 @@ fn write_data<W: Write>(
     let (job_tx, job_rx) = sync_channel::<Job<'_>>(limit);
     let (done_tx, done_rx) = channel::<Done>();
     let job_rx = Arc::new(Mutex::new(job_rx));
-    let mut pipe = Pipeline {
-        tx: Some(job_tx),
-        rx: done_rx,
-        next_seq: 0,
-        next_commit: 0,
-        pending: BTreeMap::new(),
-        in_flight: 0,
-        limit,
-        out: o,
-        files: files
-            .sizes
-            .iter()
-            .map(|&size| FileOut {
-                size,
-                fragment: NONE,
-                ..FileOut::default()
-            })
-            .collect(),
-        fragment_entries: Vec::new(),
-        summary: Summary::default(),
-        pool: Arc::new(BufferPool::default()),
-    };
+    let mut pipe = Pipeline::new(job_tx, done_rx, limit, o, &files.sizes);
     let data_result: Result<()> = std::thread::scope(|s| {
         for _ in 0..jobs {
             let rx = Arc::clone(&job_rx);
             let tx: Sender<Done> = done_tx.clone();
             let pool = Arc::clone(&pipe.pool);
-            let mut enc = Encoder::new(comp);
-            s.spawn(move || loop {
-                let job = match rx.lock() {
-                    Ok(g) => g.recv(),
-                    Err(_) => break,
-                };
-                let Ok(job) = job else { break };
-                let packed = pack(&mut enc, &job.kind, job.input, &pool, 2 * limit + 2);
-                if tx
-                    .send(Done {
-                        seq: job.seq,
-                        kind: job.kind,
-                        packed,
-                    })
-                    .is_err()
-                {
-                    break;
-                }
-            });
+            let enc = Encoder::new(comp);
+            s.spawn(move || compress_worker(&rx, &tx, &pool, enc, 2 * limit + 2));
         }
         drop(done_tx);
-        let r = stream_files(
-            tree,
-            opts,
-            &files.nodes,
-            &files.sizes,
-            &files.dup,
-            &mut pipe,
-            opts.block_size as usize,
-        );
+        let r = stream_files(tree, opts, files, &mut pipe, opts.block_size as usize);
         let r = r.and_then(|()| pipe.drain());
         pipe.tx = None; // workers exit
         r
     });
     data_result?;
-    let Pipeline {
-        out,
-        files: mut fouts,
-        fragment_entries,
-        summary,
-        ..
-    } = pipe;
-    // A duplicate points at its original's blocks.
-    for (i, d) in files.dup.iter().enumerate() {
-        if let Some(orig) = d {
-            let f = fouts[*orig].clone();
-            fouts[i] = f;
+    Ok(pipe.finish(&files.dup))
+}
+
+/// One compression worker: packs jobs until the job channel closes (or
+/// the writer stops listening).
+fn compress_worker(
+    rx: &Mutex<Receiver<Job<'_>>>,
+    tx: &Sender<Done>,
+    pool: &BufferPool,
+    mut enc: Encoder,
+    pool_limit: usize,
+) {
+    loop {
+        let job = match rx.lock() {
+            Ok(g) => g.recv(),
+            Err(_) => break,
+        };
+        let Ok(job) = job else { break };
+        let packed = pack(&mut enc, &job.kind, job.input, pool, pool_limit);
+        let done = Done {
+            seq: job.seq,
+            kind: job.kind,
+            packed,
+        };
+        if tx.send(done).is_err() {
+            break;
         }
     }
-    Ok(DataOut {
-        out,
-        files: fouts,
-        fragments: fragment_entries,
-        summary,
-    })
 }
 
 /// What the inode step leaves: the inode and directory tables, the xattrs,
@@ -896,21 +909,110 @@ fn write_superblock<W: Write + Seek>(mut o: Out<W>, base: u64, sb: &Superblock) 
     Ok(padded)
 }
 
+/// Where a file's bytes go: (blocks written as data blocks, whether the
+/// tail goes to a fragment).
+fn file_layout(size: u64, bs: u64, tail_packing: bool) -> (u64, bool) {
+    if size < bs {
+        (0, true)
+    } else if size.is_multiple_of(bs) {
+        (size / bs, false) // never a fragment for a block multiple
+    } else if tail_packing {
+        (size / bs, true)
+    } else {
+        (size.div_ceil(bs), false)
+    }
+}
+
+/// The fragment block being filled with file tails, and its index.
+#[derive(Default)]
+struct FragmentPacker {
+    block: Vec<u8>,
+    index: u32,
+}
+
+impl FragmentPacker {
+    /// Reads file `i`'s `tail` bytes from `src` onto the end of the
+    /// fragment block, after handing a block that has no room to the
+    /// pipeline.
+    fn add<'t, W: Write>(
+        &mut self,
+        pipe: &mut Pipeline<'t, W>,
+        (i, data): (usize, &FileData),
+        src: &mut Source<'_>,
+        (tail, size): (usize, u64),
+        bs: usize,
+    ) -> Result<()> {
+        if self.block.len() + tail > bs {
+            let next = pipe.buffer();
+            let full = std::mem::replace(&mut self.block, next);
+            pipe.submit(JobKind::Fragment, Input::Bytes(full))?;
+            self.index += 1;
+        }
+        let f = &mut pipe.files[i];
+        f.fragment = self.index;
+        f.fragment_offset = self.block.len() as u32;
+        src.append_to(tail, size, data, &mut self.block)
+    }
+
+    /// Hands the last, partly filled block to the pipeline.
+    fn finish<'t, W: Write>(self, pipe: &mut Pipeline<'t, W>) -> Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        pipe.submit(JobKind::Fragment, Input::Bytes(self.block))
+    }
+}
+
+/// Submits file `i`'s first `nblocks` blocks to the pipeline.
+fn submit_blocks<'t, W: Write>(
+    pipe: &mut Pipeline<'t, W>,
+    opts: &Options,
+    (i, data): (usize, &'t FileData),
+    src: &mut Source<'_>,
+    (size, nblocks): (u64, u64),
+    bs: u64,
+) -> Result<()> {
+    for b in 0..nblocks {
+        let offset = b * bs;
+        let len = (size - offset).min(bs) as usize;
+        let input = match (&*src, data) {
+            // Workers read host files themselves (positional reads).
+            (Source::File(..), FileData::Path(path)) => Input::Block {
+                file: src.shared_file()?,
+                path,
+                offset,
+                len,
+                expected: size,
+            },
+            _ => {
+                let mut v = pipe.buffer();
+                src.read_into(len, size, data, &mut v)?;
+                Input::Bytes(v)
+            }
+        };
+        pipe.submit(JobKind::Data(i), input)?;
+        opts.add_progress(len as u64);
+    }
+    if nblocks > 0 && src.is_file() {
+        // Workers read the blocks at offsets; the tail and the EOF
+        // check continue after them.
+        src.seek_to(nblocks * bs)?;
+    }
+    Ok(())
+}
+
 /// Reads every unique, non-duplicate file in order and feeds the pipeline.
 fn stream_files<'t, W: Write>(
     tree: &'t Tree,
     opts: &Options,
-    files: &[usize],
-    sizes: &[u64],
-    dup: &[Option<usize>],
+    files: &Files,
     pipe: &mut Pipeline<'t, W>,
     bs: usize,
 ) -> Result<()> {
-    let mut frag: Vec<u8> = Vec::new();
-    let mut frag_index: u32 = 0;
-    for (i, &node) in files.iter().enumerate() {
-        let size = sizes[i];
-        if dup[i].is_some() {
+    let mut packer = FragmentPacker::default();
+    for (i, &node) in files.nodes.iter().enumerate() {
+        let size = files.sizes[i];
+        if files.dup[i].is_some() {
             opts.add_progress(size);
             continue; // contents compared byte for byte already
         }
@@ -923,67 +1025,17 @@ fn stream_files<'t, W: Write>(
             Source::open(data)?.expect_eof(0, data)?;
             continue;
         }
-        let bs64 = bs as u64;
-        let tail = size % bs64;
-        let (nblocks, tail_in_fragment) = if size < bs64 {
-            (0, true)
-        } else if tail == 0 {
-            (size / bs64, false) // never a fragment for a block multiple
-        } else if opts.tail_packing {
-            (size / bs64, true)
-        } else {
-            (size.div_ceil(bs64), false)
-        };
+        let (nblocks, tail_in_fragment) = file_layout(size, bs as u64, opts.tail_packing);
         let mut src = Source::open(data)?;
-        for b in 0..nblocks {
-            let offset = b * bs64;
-            let len = (size - offset).min(bs64) as usize;
-            let input = match (&src, data) {
-                // Workers read host files themselves (positional reads).
-                (Source::File(..), FileData::Path(path)) => Input::Block {
-                    file: src.shared_file()?,
-                    path,
-                    offset,
-                    len,
-                    expected: size,
-                },
-                _ => {
-                    let mut v = pipe.buffer();
-                    src.read_into(len, size, data, &mut v)?;
-                    Input::Bytes(v)
-                }
-            };
-            pipe.submit(JobKind::Data(i), input)?;
-            opts.add_progress(len as u64);
-        }
-        if nblocks > 0 && src.is_file() {
-            // Workers read the blocks at offsets; the tail and the EOF
-            // check continue after them.
-            src.seek_to(nblocks * bs64)?;
-        }
+        submit_blocks(pipe, opts, (i, data), &mut src, (size, nblocks), bs as u64)?;
         if tail_in_fragment {
-            let t = tail as usize;
-            if frag.len() + t > bs {
-                let next = pipe.buffer();
-                pipe.submit(
-                    JobKind::Fragment,
-                    Input::Bytes(std::mem::replace(&mut frag, next)),
-                )?;
-                frag_index += 1;
-            }
-            let f = &mut pipe.files[i];
-            f.fragment = frag_index;
-            f.fragment_offset = frag.len() as u32;
-            // Read straight onto the end of the fragment block.
-            src.append_to(t, size, data, &mut frag)?;
+            let tail = size % bs as u64;
+            packer.add(pipe, (i, data), &mut src, (tail as usize, size), bs)?;
             opts.add_progress(tail);
         }
         src.expect_eof(size, data)?;
     }
-    if !frag.is_empty() {
-        pipe.submit(JobKind::Fragment, Input::Bytes(frag))?;
-    }
-    Ok(())
+    packer.finish(pipe)
 }
 
 /// Atomic [`write_image`] to a path: writes a temporary file beside `dest`, then

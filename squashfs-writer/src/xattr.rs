@@ -140,23 +140,37 @@ impl XattrWriter {
 /// Largest value read (the kernel's XATTR_SIZE_MAX: getxattr returns no more,
 /// and setxattr refuses more, so no real tree has a larger one).
 pub const MAX_VALUE_BYTES: usize = 65536;
-/// Most name and value bytes one inode's set may decode to. NB: out-of-line
-/// values are references, so without this bound a set of N small pairs all
-/// naming one 64 KiB value would decode to N times it from a few bytes each.
-/// Real sets (SELinux labels, capabilities, ACLs) are a few hundred bytes.
+/// Most bytes one inode's set may decode to: names, values, and
+/// [`PAIR_COST`] per pair. NB: out-of-line values are references, so without
+/// this bound a set of N small pairs all naming one 64 KiB value would
+/// decode to N times it from a few bytes each. Real sets (SELinux labels,
+/// capabilities, ACLs) are a few hundred bytes.
 pub const MAX_SET_BYTES: usize = 16 << 20;
+/// Bytes a decoded pair holds besides its name and value (two `Vec`s).
+pub(crate) const PAIR_COST: usize = std::mem::size_of::<(Vec<u8>, Vec<u8>)>();
+/// The smallest pair in the kv table: type, name length, a 1-byte name,
+/// value length, an empty value.
+pub(crate) const MIN_PAIR_SIZE: usize = 2 + 2 + 1 + 4;
 
-/// Parses `count` key/value pairs at `pos` of the uncompressed kv table.
+/// Parses `count` key/value pairs at `pos` of the uncompressed kv table,
+/// decoding at most `limit` bytes (names, values, [`PAIR_COST`] per pair).
 /// `resolve` maps an out-of-line value reference to a position in the same table.
 pub(crate) fn parse_kv(
     table: &[u8],
     pos: usize,
     count: u32,
     resolve: &dyn Fn(u64) -> Result<usize>,
+    limit: usize,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let over = || Error::Limit {
+        what: format!("xattr set at {pos:#x} decodes to over {limit} bytes"),
+    };
+    let mut total = (count as usize).saturating_mul(PAIR_COST);
+    if total > limit {
+        return Err(over());
+    }
     let mut c = Cursor::new(table, pos, Table::Xattr);
-    let mut out = Vec::new();
-    let mut total = 0usize;
+    let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let t = c.u16()?;
         let nlen = usize::from(c.u16()?);
@@ -164,8 +178,6 @@ pub(crate) fn parse_kv(
         let prefix = PREFIXES
             .get(usize::from(t & 0xff))
             .ok_or_else(|| corrupt(c.here(), format!("xattr type {t:#x}")))?;
-        let mut name = prefix.to_vec();
-        name.extend_from_slice(suffix);
         let vlen = c.u32()? as usize;
         let value = if t & OOL != 0 {
             if vlen != 8 {
@@ -179,18 +191,16 @@ pub(crate) fn parse_kv(
             let mut vc = Cursor::new(table, p, Table::Xattr);
             let len = vc.u32()? as usize;
             check_value_len(len, p)?;
-            vc.bytes(len)?.to_vec()
+            vc.bytes(len)?
         } else {
             check_value_len(vlen, c.pos)?;
-            c.bytes(vlen)?.to_vec()
+            c.bytes(vlen)?
         };
-        total = total.saturating_add(name.len() + value.len());
-        if total > MAX_SET_BYTES {
-            return Err(Error::Limit {
-                what: format!("xattr set at {pos:#x} decodes to over {MAX_SET_BYTES} bytes"),
-            });
+        total = total.saturating_add(prefix.len() + suffix.len() + value.len());
+        if total > limit {
+            return Err(over());
         }
-        out.push((name, value));
+        out.push(([*prefix, suffix].concat(), value.to_vec()));
     }
     Ok(out)
 }
@@ -241,10 +251,10 @@ mod tests {
         // would decode to 19 MiB.
         let t = ool_table(300, 65536);
         assert!(t.len() < 80 << 10);
-        let err = parse_kv(&t, 0, 300, &identity).unwrap_err();
+        let err = parse_kv(&t, 0, 300, &identity, MAX_SET_BYTES).unwrap_err();
         assert!(matches!(err, Error::Limit { .. }), "{err}");
         // A few references to it are fine.
-        let set = parse_kv(&t, 0, 3, &identity).unwrap();
+        let set = parse_kv(&t, 0, 3, &identity, MAX_SET_BYTES).unwrap();
         assert_eq!(set.len(), 3);
         assert!(set.iter().all(|(n, v)| n == b"user.a" && v.len() == 65536));
     }
@@ -252,7 +262,7 @@ mod tests {
     #[test]
     fn values_over_xattr_size_max_are_refused() {
         let t = ool_table(1, MAX_VALUE_BYTES + 1);
-        let err = parse_kv(&t, 0, 1, &identity).unwrap_err();
+        let err = parse_kv(&t, 0, 1, &identity, MAX_SET_BYTES).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     }
 }

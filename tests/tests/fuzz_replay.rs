@@ -119,6 +119,14 @@ fn squashfs_read() {
     }
 }
 
+/// The reader under its memory check. The counting allocator lives in the
+/// fuzz binary only: here nothing is counted, so this replays the reader
+/// paths (no panics) and `fuzz-smoke squashfs_alloc` checks the memory.
+#[test]
+fn squashfs_alloc() {
+    replay("squashfs_alloc", bodies::squashfs_alloc);
+}
+
 #[test]
 fn squashfs_roundtrip() {
     replay("squashfs_roundtrip", bodies::squashfs_roundtrip);

@@ -474,7 +474,7 @@ fn unpack_flipped_data_byte_names_the_image() {
     // The middle of libc.so.6's first (compressed) data block: found only
     // when the block is inflated, after the survey.
     let at = {
-        use squashfs_writer::inode::InodeBody;
+        use squashfs_writer::read::InodeBody;
         let image = squashfs_writer::read::Image::new(&bytes).unwrap();
         let path = format!("{}/lib/libc.so.6", dest_of(&f));
         let e = image.lookup(path.as_bytes()).unwrap();

@@ -142,7 +142,16 @@ impl ImageArgs {
         };
         parse_size(s)
             .and_then(|d| u32::try_from(d).ok())
-            .filter(|&d| squashfs_writer::xz_dict_size_ok(d, block_size))
+            .filter(|&d| {
+                // The writer's own check: what the kernel's xz decoder takes.
+                let xz = ImgComp::Xz {
+                    preset: 6,
+                    dict_size: Some(d),
+                    bcj_x86: false,
+                };
+                let opts = squashfs_writer::Options::new().block_size(block_size);
+                opts.compression(xz).validate().is_ok()
+            })
             .map(Some)
             .ok_or_else(|| {
                 Error::new(
