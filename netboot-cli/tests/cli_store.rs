@@ -267,14 +267,18 @@ fn serve_never_sends_a_byte_from_outside_the_store() {
             assert!(!leaked(&body), "{} {f} leaked", e.base);
         }
     }
-    // Each refusal is logged in one line naming the link.
-    let l = log.lock().unwrap().clone();
-    for e in &evil {
-        assert!(
-            l.contains(&format!("{}: symlink to {}", e.link.display(), e.target)),
-            "{l}"
-        );
+    // Each refusal is logged in one line naming the link (the log is read
+    // from the server's stderr by another thread: give it a moment).
+    let logged = |l: &str| {
+        evil.iter()
+            .all(|e| l.contains(&format!("{}: symlink to {}", e.link.display(), e.target)))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !logged(&log.lock().unwrap()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let l = log.lock().unwrap().clone();
+    assert!(logged(&l), "{l}");
     // The good system next to them is served.
     let base = top.file_name().unwrap().to_str().unwrap();
     let (status, body) = get(srv.port, &format!("/store/{base}/bzImage"));
