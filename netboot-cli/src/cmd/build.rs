@@ -17,13 +17,13 @@ use crate::progress::Progress;
 /// Runs the build: assemble, then commit.
 pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let started = std::time::SystemTime::now();
-    // Step 1 before anything is created: a bad closure or registration
-    // fails with no cache and no staging directory made.
-    let closure = pipeline::closure(&plan.media)?;
+    // Step 1 before the output is touched: a bad closure or registration
+    // fails with no staging directory made (the cache keeps what it read).
+    let cache = plan.cache.as_deref().map(Cache::open).transpose()?;
+    let closure = pipeline::closure(&plan.media, cache.as_ref())?;
     let staging = Staging::new(&plan.out)?;
     let work_dir = staging.path().join(".work");
     std::fs::create_dir(&work_dir).at(&work_dir)?;
-    let cache = plan.cache.as_deref().map(Cache::open).transpose()?;
     let progress = Progress::new(verbosity);
     let stop = AtomicBool::new(false);
     let media = std::thread::scope(|s| {

@@ -130,9 +130,13 @@ pub struct Run<'a> {
 /// as parts.
 pub fn assemble(plan: &MediaPlan, closure: Closure, run: Run<'_>) -> Result<Media> {
     run.observer.closure(closure.paths.len());
-    let fps = pack::collect(&closure);
-    let built = pack::pack(&pack::Shared::new(plan, &closure, run), &fps)?;
-    let reg = wrap::registration_segment(plan, &closure, &built)?;
+    for _ in 0..closure.scans_reused() {
+        run.stats.scans_reused.fetch_add(1, Ordering::Relaxed);
+        run.observer.scan_reused();
+    }
+    let sizes = pack::collect(&closure);
+    let built = pack::pack(&pack::Shared::new(plan, &closure, run), &sizes)?;
+    let reg = wrap::registration_segment(plan, &closure)?;
     let nix_store = wrap::wrap_nix_store(plan, &built, &reg);
     let lines = wrap::manifest_lines(plan, &closure);
     let manifest = recipe::manifest_bytes(&lines).map_err(|e| Error::new("manifest", e))?;
