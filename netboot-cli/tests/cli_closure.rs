@@ -342,3 +342,70 @@ fn with_graph_infos_and_segments_only_the_boot_files_are_read() {
     );
     assert!(e.contains(&hello) && e.contains("No such file"), "{e}");
 }
+
+/// Copies the tree `from` to `to`, replacing `old` by `new` in file
+/// contents and symlink targets (a store path rebuilt against another).
+fn copy_replacing(from: &Path, to: &Path, old: &str, new: &str) {
+    let m = std::fs::symlink_metadata(from).unwrap();
+    if m.file_type().is_symlink() {
+        let t = std::fs::read_link(from).unwrap();
+        let t = t.to_str().unwrap().replace(old, new);
+        std::os::unix::fs::symlink(t, to).unwrap();
+    } else if m.is_dir() {
+        std::fs::create_dir(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy_replacing(&e.path(), &to.join(e.file_name()), old, new);
+        }
+    } else {
+        let text = String::from_utf8(std::fs::read(from).unwrap()).unwrap();
+        std::fs::write(to, text.replace(old, new)).unwrap();
+        std::fs::set_permissions(to, m.permissions()).unwrap();
+    }
+}
+
+/// A system changed as Nix changes it (one path rebuilt under a new hash,
+/// and a new toplevel that references it): with the cache, only those two
+/// paths are read, in the closure step and the pack step; the others'
+/// records, written for the old system's closure, hold in the new one.
+#[test]
+fn a_changed_system_reads_only_its_new_paths() {
+    let d = tempfile::tempdir().unwrap();
+    let (store, top) = system_store(d.path());
+    let names = closure_of(&store);
+    let cache = d.path().join("cache");
+    // Records are written for paths unchanged for 2 s.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let build = |top: &Path, out: &str| {
+        let o = run(netboot()
+            .arg("build")
+            .arg("--system")
+            .arg(top)
+            .arg("--cache")
+            .arg(&cache)
+            .arg("--out")
+            .arg(d.path().join(out)));
+        (summary_not_reread(&o.stderr), summary_hits(&o.stderr))
+    };
+    assert_eq!(build(&top, "cold"), (0, 0));
+    assert_eq!(build(&top, "warm"), (6, 6));
+    // motd rebuilt: a new hash; the toplevel rebuilt against it.
+    let motd = base_ending(&names, "-etc-motd");
+    let new_motd = format!("2{}", &motd[1..]);
+    std::fs::write(store.join(&new_motd), "changed\n").unwrap();
+    let base = top.file_name().unwrap().to_str().unwrap();
+    let new_top = store.join(format!("2{}", &base[1..]));
+    copy_replacing(&top, &new_top, &motd[..32], &new_motd[..32]);
+    assert_eq!(build(&new_top, "changed"), (4, 4));
+    run(netboot()
+        .arg("build")
+        .arg("-q")
+        .arg("--system")
+        .arg(&new_top)
+        .arg("--out")
+        .arg(d.path().join("changed-cold")));
+    assert_eq!(
+        media(&d.path().join("changed")),
+        media(&d.path().join("changed-cold"))
+    );
+}

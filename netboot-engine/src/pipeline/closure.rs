@@ -7,19 +7,21 @@
 //! from what the plan was given ([`MediaPlan::path_info`]: Nix's reference
 //! graph, path-info files; then a `--registration`'s references), from the
 //! path's scan record in the cache (filed under its metadata fingerprint,
-//! references by base name), or from reading it once
-//! ([`crate::store::scan`]), which also gives the pack step what it needs:
-//! no path is read twice, and an unchanged path is not read at all.
+//! references by base name), or from a pass over it that only looks for
+//! references ([`crate::store::scan::references`]; the pack step's full
+//! scan, beside the compressors, records the rest). An unchanged path is
+//! not read at all, in this step or the next.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::cache::{self, Cache};
 use crate::error::{Error, IoContext, Result};
 use crate::media::{ClosureSource, MediaPlan};
 use crate::store::closure::{self as walk, Visit};
 use crate::store::path::{validate_names, StorePath};
-use crate::store::path_info::{Nar, PathInfo};
+use crate::store::path_info::PathInfo;
 use crate::store::registration;
 use crate::store::scan::{self, Candidates, Fingerprint, PathScan};
 
@@ -30,6 +32,9 @@ pub struct Closure {
     pub paths: Vec<StorePath>,
     /// What is known of each path, in `paths` order.
     pub(crate) known: Vec<Known>,
+    /// What the paths' references were looked for among (the store
+    /// directory's entries), when a path had to be read.
+    pub(crate) candidates: Option<Arc<Candidates>>,
 }
 
 impl Closure {
@@ -38,11 +43,11 @@ impl Closure {
         self.known.iter().filter(|k| k.reused).count()
     }
 
-    /// Store paths read by this step.
-    pub fn scans_read(&self) -> usize {
+    /// Store paths read by this step (for their references).
+    pub fn paths_read(&self) -> usize {
         self.known
             .iter()
-            .filter(|k| k.scan.is_some() && !k.reused)
+            .filter(|k| k.scanned_references.is_some())
             .count()
     }
 }
@@ -52,8 +57,10 @@ impl Closure {
 pub(crate) struct Known {
     /// What the plan was given about it.
     pub(crate) given: PathInfo,
-    /// Its scan, read now or from its record.
+    /// Its scan, from its record.
     pub(crate) scan: Option<PathScan>,
+    /// Its references, read by this step (no record, none given).
+    pub(crate) scanned_references: Option<BTreeSet<String>>,
     /// Its metadata walk, when it was walked.
     pub(crate) fingerprint: Option<Fingerprint>,
     /// The scan came from a record.
@@ -61,20 +68,13 @@ pub(crate) struct Known {
 }
 
 impl Known {
-    /// Its references: given (Nix's own), else scanned.
+    /// Its references: given (Nix's own), else recorded or read.
     pub(crate) fn references(&self) -> Option<&BTreeSet<String>> {
         self.given
             .references
             .as_ref()
             .or(self.scan.as_ref().map(|s| &s.references))
-    }
-
-    /// Its NAR hash and size: given, else scanned.
-    pub(crate) fn nar(&self) -> Option<Nar> {
-        self.given.nar.or(self.scan.as_ref().map(|s| Nar {
-            hash: s.nar_hash,
-            size: s.nar_size,
-        }))
+            .or(self.scanned_references.as_ref())
     }
 
     /// Sum of its regular files' sizes, when known without a walk.
@@ -104,7 +104,7 @@ pub fn closure(plan: &MediaPlan, cache: Option<&Cache>) -> Result<Closure> {
         cache,
         given: &given,
     };
-    let (paths, known) = match &plan.closure {
+    let (paths, known, candidates) = match &plan.closure {
         ClosureSource::System { root, base, extra } => learner.system(root, base, extra)?,
         ClosureSource::Paths { sources } => learner.given_paths(sources)?,
     };
@@ -123,7 +123,11 @@ pub fn closure(plan: &MediaPlan, cache: Option<&Cache>) -> Result<Closure> {
             "has a path info but is not in the closure",
         ));
     }
-    Ok(Closure { paths, known })
+    Ok(Closure {
+        paths,
+        known,
+        candidates,
+    })
 }
 
 /// The plan's path infos, with a `--registration`'s references for the
@@ -155,12 +159,7 @@ struct Learner<'a> {
 
 impl Learner<'_> {
     /// The system's closure (and the extra paths'), computed.
-    fn system(
-        &self,
-        root: &Path,
-        base: &str,
-        extra: &[PathBuf],
-    ) -> Result<(Vec<StorePath>, Vec<Known>)> {
+    fn system(&self, root: &Path, base: &str, extra: &[PathBuf]) -> Result<Stepped> {
         let mut dirs: Vec<&Path> = extra.iter().filter_map(|p| p.parent()).collect();
         dirs.sort();
         dirs.dedup();
@@ -193,12 +192,12 @@ impl Learner<'_> {
         let found = walk::compute(&roots, self.plan.image.jobs, &visit)?;
         let (sources, known): (Vec<PathBuf>, Vec<Known>) = found.into_values().unzip();
         let paths = validate_names(&sources, &self.plan.store_dir)?;
-        Ok((paths, known))
+        Ok((paths, known, Some(Arc::new(candidates))))
     }
 
     /// Given paths: read where needed, then checked to be closed and to
     /// hold the system.
-    fn given_paths(&self, sources: &[PathBuf]) -> Result<(Vec<StorePath>, Vec<Known>)> {
+    fn given_paths(&self, sources: &[PathBuf]) -> Result<Stepped> {
         if sources.is_empty() {
             return Err(Error::new(
                 "STORE_PATH",
@@ -218,23 +217,24 @@ impl Learner<'_> {
         let mut to_read = Vec::new();
         for sp in &paths {
             self.check_present(sp)?;
-            if self.needs_scan(&sp.base) {
+            if self.needs_read(&sp.base) {
                 to_read.push(sp.base.clone());
             }
         }
         let mut read = BTreeMap::new();
+        let mut listed = None;
         if !to_read.is_empty() {
             let mut dirs: Vec<&Path> = paths.iter().filter_map(|p| p.source.parent()).collect();
             dirs.sort();
             dirs.dedup();
-            let candidates = Candidates::list(&dirs)?;
+            let candidates = listed.insert(Arc::new(Candidates::list(&dirs)?));
             let by_base: BTreeMap<&str, &StorePath> =
                 paths.iter().map(|p| (p.base.as_str(), p)).collect();
             let visit = |name: &str| -> Result<Visit<Known>> {
                 let sp = by_base
                     .get(name)
                     .ok_or_else(|| Error::new(name, "not in the closure"))?;
-                Ok((BTreeSet::new(), self.learn(sp, &candidates)?))
+                Ok((BTreeSet::new(), self.learn(sp, candidates)?))
             };
             read = walk::visit_each(&to_read, self.plan.image.jobs, &visit)?;
         }
@@ -249,70 +249,82 @@ impl Learner<'_> {
             })
             .collect();
         check_closed(&paths, &known, store_dir)?;
-        Ok((paths, known))
+        Ok((paths, known, listed))
     }
 
     /// Refuses a path that is not there, unless it is never read (its
     /// segment and facts are given).
     fn check_present(&self, sp: &StorePath) -> Result<()> {
-        if self.needs_scan(&sp.base) || !self.plan.segments.contains_key(&sp.base) {
+        if self.needs_read(&sp.base) || !self.plan.segments.contains_key(&sp.base) {
             std::fs::symlink_metadata(&sp.source).at(&sp.source)?;
         }
         Ok(())
     }
 
-    /// Whether `base` must be read: for its references (unknown), its NAR
-    /// hash and size (unknown, and no registration given), or its content
-    /// digest (the cache key of a segment to pack).
-    fn needs_scan(&self, base: &str) -> bool {
+    /// Whether `base` must be read, here or by the pack step: for its
+    /// references (none given), its NAR hash and size (none given, and no
+    /// registration), or its content digest (the cache key of a segment
+    /// to pack).
+    fn needs_read(&self, base: &str) -> bool {
         let given = self.given.get(base);
         let refs = given.is_some_and(|g| g.references.is_some());
-        let nar = given.is_some_and(|g| g.nar.is_some()) || self.plan.registration.is_some();
-        let key = self.cache.is_some() && !self.plan.segments.contains_key(base);
-        !refs || !nar || key
+        !refs || needs_full_scan(self.plan, self.cache.is_some(), base, given)
     }
 
-    /// What is known of `sp`: given facts, and when they do not suffice
-    /// ([`Learner::needs_scan`]), its scan, from its record or read (and
-    /// recorded, once the path has settled).
+    /// What is known of `sp`: given facts; when they do not suffice, its
+    /// scan record, else (when its references are needed) its references,
+    /// read now.
     fn learn(&self, sp: &StorePath, candidates: &Candidates) -> Result<Known> {
         let given = self.given.get(&sp.base).cloned().unwrap_or_default();
-        if !self.needs_scan(&sp.base) {
+        if !self.needs_read(&sp.base) {
             return Ok(Known {
                 given,
                 ..Known::default()
             });
         }
-        // A walk error is left for the scan to report.
+        // A walk error is left for the read to report.
         let fp = scan::fingerprint(&sp.source).ok();
-        let key = match (self.cache, &fp) {
-            (Some(_), Some(fp)) => Some(cache::scan_record_key(fp)),
-            _ => None,
-        };
-        if let (Some(c), Some(k)) = (self.cache, key) {
-            let rec = c.get_record(&k);
+        if let (Some(c), Some(fp)) = (self.cache, &fp) {
+            let rec = c.get_record(&cache::scan_record_key(fp));
             if let Some(sc) = rec.and_then(|b| PathScan::from_record(&b, candidates)) {
                 return Ok(Known {
                     given,
                     scan: Some(sc),
-                    fingerprint: fp,
+                    fingerprint: Some(fp.clone()),
                     reused: true,
+                    ..Known::default()
                 });
             }
         }
-        let sc = scan::scan(sp, candidates)?;
-        if let (Some(c), Some(k), Some(fp)) = (self.cache, key, &fp) {
-            if fp.settled {
-                c.put_record(&k, &sc.to_record())?;
-            }
-        }
+        let scanned_references = match given.references {
+            None => Some(scan::references(sp, candidates)?),
+            Some(_) => None,
+        };
         Ok(Known {
             given,
-            scan: Some(sc),
+            scanned_references,
             fingerprint: fp,
-            reused: false,
+            ..Known::default()
         })
     }
+}
+
+/// What the closure step found: the paths, what is known of each, and the
+/// store directory's entries when a path had to be read.
+type Stepped = (Vec<StorePath>, Vec<Known>, Option<Arc<Candidates>>);
+
+/// Whether the pack step must scan `base` (unless it has a record): for
+/// its NAR hash and size (none given, and no registration), or its content
+/// digest (the cache key of a segment it packs).
+pub(crate) fn needs_full_scan(
+    plan: &MediaPlan,
+    cache: bool,
+    base: &str,
+    given: Option<&PathInfo>,
+) -> bool {
+    let nar = given.is_some_and(|g| g.nar.is_some()) || plan.registration.is_some();
+    let key = cache && !plan.segments.contains_key(base);
+    !nar || key
 }
 
 /// Refuses a closure with a path whose reference is not in it (what the

@@ -1,7 +1,6 @@
-//! Steps 2 and 3, collect and pack: every store path's `nix-store`
-//! segment, on `jobs` workers. What each path is (its scan, or the facts
-//! given for it) is the closure step's; nothing here reads a path but to
-//! pack it.
+//! Steps 2 and 3, collect and pack: every store path's scan (unless given
+//! or recorded: the closure step knows) and `nix-store` segment, on `jobs`
+//! workers.
 
 use std::fs::File;
 use std::io::Read;
@@ -12,14 +11,14 @@ use std::sync::Mutex;
 use newc_cpio::initramfs::{self, Compression as SegComp};
 use squashfs_writer::Tree;
 
-use super::closure::Known;
+use super::closure::{needs_full_scan, Known};
 use super::{Closure, Observer, Run, Stats};
 use crate::cache::{self, Cache};
 use crate::error::{Error, IoContext, Result};
 use crate::media::recipe;
 use crate::media::{MediaPlan, SegmentPlan};
 use crate::store::path::StorePath;
-use crate::store::scan;
+use crate::store::scan::{self, PathScan};
 
 /// What the pack step needs of a path's size: its file bytes (to schedule
 /// the big ones first) and its cost in stage 1's tmpfs.
@@ -54,6 +53,8 @@ pub(super) fn collect(closure: &Closure) -> Vec<Sizes> {
 
 /// One store path's packed segment.
 pub(super) struct Built {
+    /// Its scan, when it was needed (recorded, or read here).
+    pub(super) scan: Option<PathScan>,
     pub(super) work: PathBuf,
     /// Where the segment starts in `work` (a cache entry linked in place
     /// starts after its header).
@@ -91,10 +92,36 @@ impl<'a> Shared<'a> {
     }
 }
 
-/// Packs store path `i`: its segment, given, from the cache, or built.
+/// The scan of `sp`: its record (found by the closure step), else read
+/// now (and recorded, once the path has settled) when the registration or
+/// the cache key needs it.
+fn scan_path(sh: &Shared<'_>, sp: &StorePath, k: &Known) -> Result<Option<PathScan>> {
+    if k.scan.is_some() {
+        return Ok(k.scan.clone());
+    }
+    if !needs_full_scan(sh.plan, sh.cache.is_some(), &sp.base, Some(&k.given)) {
+        return Ok(None);
+    }
+    let candidates = sh
+        .closure
+        .candidates
+        .as_deref()
+        .ok_or_else(|| Error::new(&sp.base, "no store directory listed to scan it against"))?;
+    let sc = scan::scan(sp, candidates)?;
+    if let (Some(c), Some(fp)) = (sh.cache, &k.fingerprint) {
+        if fp.settled {
+            c.put_record(&cache::scan_record_key(fp), &sc.to_record())?;
+        }
+    }
+    Ok(Some(sc))
+}
+
+/// Packs store path `i`: its scan, then its segment, given, from the
+/// cache, or built.
 fn pack_one(sh: &Shared<'_>, i: usize, sp: &StorePath, k: &Known, sizes: Sizes) -> Result<Built> {
     let (plan, cache, work_dir) = (sh.plan, sh.cache, sh.work_dir);
-    let key = match (&k.scan, cache) {
+    let sc = scan_path(sh, sp, k)?;
+    let key = match (&sc, cache) {
         (Some(sc), Some(_)) => Some(cache::segment_key(&sh.segment, sp, sc)),
         _ => None,
     };
@@ -126,7 +153,7 @@ fn pack_one(sh: &Shared<'_>, i: usize, sp: &StorePath, k: &Known, sizes: Sizes) 
         if let (Some(k), Some(c)) = (key, cache) {
             c.put_file(&k, &work)?;
         }
-        k.scan.as_ref().map_or(read, |s| s.file_bytes)
+        sc.as_ref().map_or(read, |s| s.file_bytes)
     };
     let out_len = std::fs::metadata(&work).at(&work)?.len() - skip;
     sh.stats.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
@@ -137,6 +164,7 @@ fn pack_one(sh: &Shared<'_>, i: usize, sp: &StorePath, k: &Known, sizes: Sizes) 
     }
     sh.observer.path_done(&sp.base, bytes_in, out_len, hit);
     Ok(Built {
+        scan: sc,
         work,
         skip,
         segment_bytes: out_len,

@@ -14,6 +14,7 @@ use crate::media::parts::segment_padding;
 use crate::media::recipe;
 use crate::media::{MediaPlan, Part, Parts};
 use crate::memory;
+use crate::store::path_info::Nar;
 use crate::store::registration;
 
 /// The registration as a segment, and its text's length.
@@ -23,15 +24,23 @@ pub(super) struct Registration {
 }
 
 /// Step 3: closureInfo's file verbatim (read and checked by the plan), or
-/// rendered from what the closure step knows of every path (given or
-/// scanned).
-pub(super) fn registration_segment(plan: &MediaPlan, closure: &Closure) -> Result<Registration> {
+/// rendered from what is known of every path (given, or scanned).
+pub(super) fn registration_segment(
+    plan: &MediaPlan,
+    closure: &Closure,
+    built: &[Built],
+) -> Result<Registration> {
     let text = match &plan.registration {
         Some(r) => r.text.clone().into_bytes(),
         None => {
             let mut entries = Vec::with_capacity(closure.paths.len());
-            for (p, k) in closure.paths.iter().zip(&closure.known) {
-                let (Some(nar), Some(references)) = (k.nar(), k.references()) else {
+            for ((p, k), b) in closure.paths.iter().zip(&closure.known).zip(built) {
+                let scanned = b.scan.as_ref().map(|s| Nar {
+                    hash: s.nar_hash,
+                    size: s.nar_size,
+                });
+                let (Some(nar), Some(references)) = (k.given.nar.or(scanned), k.references())
+                else {
                     return Err(Error::new(
                         format!("{}/{}", plan.store_dir, p.base),
                         "neither scanned nor given: no NAR hash or references to register",
