@@ -42,14 +42,6 @@ impl Closure {
     pub fn scans_reused(&self) -> usize {
         self.known.iter().filter(|k| k.reused).count()
     }
-
-    /// Store paths read by this step (for their references).
-    pub fn paths_read(&self) -> usize {
-        self.known
-            .iter()
-            .filter(|k| k.scanned_references.is_some())
-            .count()
-    }
 }
 
 /// What the closure step learnt about one store path.
