@@ -11,30 +11,43 @@
 # Shape (plain `derivation`s, no nixpkgs, `netboot` itself as the builder):
 # - `closure`: Nix's own view of the system's closure. A derivation with
 #   `exportReferencesGraph` gets the graph from Nix, `netboot closure-graph`
-#   turns it into a JSON list, and it is read back at evaluation time
-#   (import from derivation). This is the one way stock Nix (2.3 and later,
-#   no experimental features) tells an expression what a path references;
-#   the price is that evaluation builds the toplevel first.
-# - one `segment` derivation per store path: that path's `nix-store`
-#   segment (its squashfs image in a cpio wrapper). Each depends on its
-#   store path through string context (`builtins.storePath`), so a remote
-#   builder is sent the path, and a binary cache can serve the segment to
-#   every system and host that has the same path and options.
-# - the media: `netboot build --system TOPLEVEL --segment PATH=SEGMENT ...`,
-#   which takes every path's segment as built instead of packing it, and
-#   adds the toplevel's kernel, initrd, init and kernel-params and the
-#   registration it computes (reading the closure once, to hash it).
+#   turns it into JSON (every path with its references), and the paths are
+#   read back at evaluation time (import from derivation). This is the one
+#   way stock Nix (2.3 and later, no experimental features) tells an
+#   expression what a path references; the price is that evaluation builds
+#   the toplevel first.
+# - one `segment` derivation per store path, with two outputs: `out`, that
+#   path's `nix-store` segment (its squashfs image in a cpio wrapper), and
+#   `info`, the path's NAR hash, NAR size, references and sizes
+#   (`netboot segment --info`). Each depends on its store path through
+#   string context (`builtins.storePath`), so a remote builder is sent the
+#   path, and a binary cache serves both outputs to every system and host
+#   that has the same path and options (a CI builder fills the cache; hosts
+#   only assemble).
+# - the media: `netboot build --system TOPLEVEL --closure-graph CLOSURE
+#   --segment PATH=SEGMENT --path-info INFO ...`. The graph is the closure
+#   and its references, the infos give every NAR hash and size, the segments
+#   are used as built: the assembly reads no file of the closure besides the
+#   toplevel's kernel, initrd, init and kernel-params (tests/tests/nix_media.rs
+#   checks it with strace).
 # After a change, Nix rebuilds the segments of the changed paths (and of the
 # paths that now reference them) and the assembly, nothing else.
+#
+# The assembly's arguments grow by about 250 bytes per store path (a
+# 3,000-path closure: 750 KB, within Linux's 2 MiB for arguments and
+# environment).
 
 let
-  # The segment of one store path (with the options that shape its bytes).
+  # The segment and path info of one store path (with the options that
+  # shape the segment's bytes).
   mkSegment = { netboot, system, segmentArgs, path }:
     derivation {
       name = "netboot-segment-" + builtins.baseNameOf (builtins.unsafeDiscardStringContext path);
       inherit system;
+      outputs = [ "out" "info" ];
       builder = "${netboot}/bin/netboot";
-      args = [ "segment" "-q" ] ++ segmentArgs ++ [ path (builtins.placeholder "out") ];
+      args = [ "segment" "-q" ] ++ segmentArgs
+        ++ [ path (builtins.placeholder "out") "--info" (builtins.placeholder "info") ];
     };
 in
 {
@@ -67,7 +80,7 @@ in
       };
       # fromJSON refuses text that refers to store paths; the context comes
       # back per path through storePath.
-      closure = map builtins.storePath
+      closure = map (entry: builtins.storePath entry.path)
         (builtins.fromJSON (builtins.unsafeDiscardStringContext (builtins.readFile closureJson)));
       segmentOf = path: mkSegment { inherit netboot system segmentArgs path; };
     in
@@ -75,8 +88,12 @@ in
       inherit name system;
       builder = exe;
       args = [ "build" "-q" "--system" "${toplevel}" "--cmdline" cmdline
-               "--out" (builtins.placeholder "out") ]
+               "--out" (builtins.placeholder "out")
+               "--closure-graph" "${closureJson}" ]
         ++ segmentArgs
-        ++ map (path: "--segment=${path}=${segmentOf path}") closure;
+        ++ builtins.concatMap
+          (path: let seg = segmentOf path; in
+            [ "--segment=${path}=${seg.out}" "--path-info=${seg.info}" ])
+          closure;
     };
 }

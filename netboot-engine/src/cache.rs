@@ -43,8 +43,9 @@ const HEADER: usize = 8 + 4 + 4 + 8;
 
 /// Bump when the segment layout changes, so old cache entries stop matching.
 const SEGMENT_FORMAT: &str = "netboot-cli segment v2 (no hard links)";
-/// Bump when what a scan records changes.
-const SCAN_RECORD_FORMAT: &str = "netboot-cli scan record v3";
+/// Bump when what a scan records changes (v4: references by base name,
+/// found against the store directory, for every closure alike).
+const SCAN_RECORD_FORMAT: &str = "netboot-cli scan record v4";
 
 /// The key of a store path's segment: everything that determines its bytes
 /// (layout version, options, store directory, name, and the path's content

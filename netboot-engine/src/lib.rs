@@ -17,9 +17,10 @@
 //! | [`units`] | sizes as people write and read them |
 //!
 //! The media pipeline, in order: **closure** (the store paths, computed from
-//! a system's references or given) → **collect** (one metadata walk per
-//! path) → **pack** (per path: NAR scan, then its `nix-store` segment, from
-//! the cache or freshly built, on every core) → **registration** → **wrap**
+//! a system's references or given, and what is known of each: given by Nix,
+//! recorded in the cache, or read once) → **collect** (each path's size) →
+//! **pack** (per path: its `nix-store` segment, given, from the cache or
+//! freshly built, on every core) → **registration** → **wrap**
 //! (`nix-store`, `manifest`, `initrd`, `bzImage` as [`media::Parts`]) →
 //! **script** → **commit** (written into a directory) or served as parts.
 //!

@@ -7,168 +7,119 @@
 //! Needs nix-bin (scripts/test-all installs it) and root (Nix's store is
 //! /nix/store). Skips without them, unless NETBOOT_REQUIRE_TOOLS is set.
 
+//! `nix/lib.nix` with a real Nix (Debian's nix-bin, as root, no daemon, no
+//! sandbox): `mkNetbootMedia` builds one derivation per store path and the
+//! media from them, byte for byte what `netboot build --system` writes; the
+//! assembly reads no file of the closure besides the system's kernel,
+//! initrd, init and kernel-params (its exact command under strace); after
+//! one leaf path changes, Nix rebuilds that path's segment, the segments of
+//! the paths that depend on it, and the assembly, and nothing else.
+//!
+//! Needs nix-bin and strace (scripts/test-all installs them) and root
+//! (Nix's store is /nix/store). Skips without them, unless
+//! NETBOOT_REQUIRE_TOOLS is set.
+
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod nix_common;
+
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-const NIX_OPTIONS: &[&str] = &[
-    "--option",
-    "sandbox",
-    "false",
-    "--option",
-    "build-users-group",
-    "",
-    "--option",
-    "substituters",
-    "",
-];
+use nix_common::*;
 
-/// The test system: plain derivations that reference each other (by file
-/// contents, by a symlink, not at all), and a NixOS-shaped toplevel
-/// (`kernel`, `initrd`, `init`, `kernel-params`).
-const SYSTEM_NIX: &str = r#"
-{ leafText, netbootBin, kernelFile, initrdFile, lib, options ? { } }:
-let
-  mk = name: script: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    PATH = "/usr/bin:/bin";
-    args = [ "-c" script ];
-  };
-  leaf = mk "leaf" "echo '${leafText}' > $out";
-  libA = mk "lib-a" "mkdir -p $out/share; echo ${leaf} > $out/share/leaf-path";
-  libB = mk "lib-b" "mkdir -p $out/bin; ln -s ${libA}/share $out/bin/a; echo plain > $out/bin/b";
-  other = mk "other" "mkdir $out; echo independent > $out/x";
-  linux = mk "linux-6.1-test" "mkdir $out; cp ${builtins.path { path = kernelFile; name = "vmlinuz"; }} $out/bzImage";
-  initrd = mk "initrd-linux-6.1-test" "mkdir $out; cp ${builtins.path { path = initrdFile; name = "initrd"; }} $out/initrd";
-  toplevel = mk "nixos-system-nixos-test" ''
-    mkdir $out
-    ln -s ${linux}/bzImage $out/kernel
-    ln -s ${initrd}/initrd $out/initrd
-    printf '#!/bin/sh\nexec ${libB}/bin/b ${other}/x\n' > $out/init
-    chmod 555 $out/init
-    printf 'console=ttyS0 panic=-1' > $out/kernel-params
-  '';
-  netboot = builtins.path { path = netbootBin; name = "netboot"; };
-in
-{
-  inherit toplevel;
-  media = (import lib).mkNetbootMedia ({ inherit netboot toplevel; } // options);
-}
-"#;
-
-struct Nix {
-    build: PathBuf,
-    store: PathBuf,
-}
-
-fn nix() -> Option<Nix> {
-    let tools = netboot_tests::tools::require(&["nix-build", "nix-store"])?;
-    if !Path::new("/nix/store").is_dir() || not_root() {
-        assert!(
-            !netboot_tests::tools::tools_required(),
-            "nix tests run as root with /nix/store present"
-        );
-        eprintln!("SKIP: nix tests need root and /nix/store");
-        return None;
-    }
-    Some(Nix {
-        build: tools[0].clone(),
-        store: tools[1].clone(),
-    })
-}
-
-/// Whether this process is not root (from /proc, without libc).
-fn not_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    !status
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-}
-
-/// A package directory holding `bin/netboot` (the binary under test).
-fn netboot_package(dir: &Path) -> PathBuf {
-    let pkg = dir.join("netboot-pkg");
-    std::fs::create_dir_all(pkg.join("bin")).unwrap();
-    let bin = netboot_tests::boot::netboot_bin().unwrap();
-    std::fs::copy(bin, pkg.join("bin/netboot")).unwrap();
-    pkg
-}
-
-/// `nix-build` of `attr` with `leaf`; returns (out path, derivations built).
-fn build(
-    nix: &Nix,
-    dir: &Path,
-    attr: &str,
-    leaf: &str,
-    extra: &[&str],
-) -> (PathBuf, BTreeSet<String>) {
-    let out = dir.join(format!("result-{attr}-{}", leaf.replace(' ', "_")));
-    let o = Command::new(&nix.build)
-        .arg(dir.join("system.nix"))
-        .args(["-A", attr, "-o"])
-        .arg(&out)
-        .args(NIX_OPTIONS)
-        .args(["--argstr", "leafText", leaf])
-        .args(extra)
-        .output()
+/// A JSON array of strings (what `nix-instantiate --eval --json` prints
+/// for a list of strings).
+fn json_strings(text: &str) -> Vec<String> {
+    let body = text
+        .trim()
+        .strip_prefix('[')
+        .unwrap()
+        .strip_suffix(']')
         .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "nix-build {attr}: {stderr}");
-    // `building '/nix/store/<hash>-<name>.drv'...`
-    let built = stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("building '")?.split('\'').next())
-        .map(|drv| {
-            let base = drv.rsplit('/').next().unwrap_or(drv);
-            base.get(33..)
-                .unwrap_or(base)
-                .trim_end_matches(".drv")
-                .to_owned()
-        })
-        .collect();
-    (std::fs::canonicalize(&out).unwrap(), built)
+    let mut out = Vec::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            assert!(c == ',' || c.is_whitespace(), "{text}");
+            continue;
+        }
+        let mut s = String::new();
+        loop {
+            match chars.next().unwrap() {
+                '"' => break,
+                '\\' => match chars.next().unwrap() {
+                    'n' => s.push('\n'),
+                    't' => s.push('\t'),
+                    'u' => {
+                        let hex: String = chars.by_ref().take(4).collect();
+                        s.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+                    }
+                    e => s.push(e),
+                },
+                c => s.push(c),
+            }
+        }
+        out.push(s);
+    }
+    out
 }
 
-/// The `--arg`s of system.nix; `boot`: a real kernel and test stage 1
-/// instead of small stand-ins (byte identity and rebuilds need neither).
-fn setup(dir: &Path, boot: Option<(&Path, &Path)>) -> Vec<String> {
-    std::fs::write(dir.join("system.nix"), SYSTEM_NIX).unwrap();
-    match boot {
-        Some((kernel, initrd)) => {
-            std::fs::copy(kernel, dir.join("kernel")).unwrap();
-            std::fs::copy(initrd, dir.join("initrd")).unwrap();
-        }
-        // Stand-ins with a kernel's boot header and an initramfs's magic
-        // (build and serve refuse anything else).
-        None => {
-            let example = netboot_tests::tools::workspace_root().join("examples/closure");
-            std::fs::copy(example.join("bzImage"), dir.join("kernel")).unwrap();
-            std::fs::copy(example.join("initrd"), dir.join("initrd")).unwrap();
+/// `netboot build` as the assembly derivation runs it (its `args`,
+/// evaluated), under `strace -f`; returns the output directory and every
+/// path a file system call named.
+fn assembly_under_strace(
+    nix: &Nix,
+    strace: &Path,
+    dir: &Path,
+    leaf: &str,
+    args: &[&str],
+) -> (std::path::PathBuf, BTreeSet<String>) {
+    let o = netboot_tests::tools::run_ok(
+        Command::new(&nix.instantiate)
+            .args(["--eval", "--strict", "--json"])
+            .arg(dir.join("system.nix"))
+            .args(["-A", "media.drvAttrs.args"])
+            .args(NIX_OPTIONS)
+            .args(["--argstr", "leafText", leaf])
+            .args(args),
+    );
+    let mut argv = json_strings(&String::from_utf8(o.stdout).unwrap());
+    // `--out` is the placeholder of the derivation's output.
+    let out = dir.join("assembled");
+    let at = argv.iter().position(|a| a == "--out").unwrap() + 1;
+    argv[at] = out.display().to_string();
+    let log = dir.join("strace.log");
+    let bin = netboot_tests::boot::netboot_bin().unwrap();
+    netboot_tests::tools::run_ok(
+        Command::new(strace)
+            .args(["-f", "-s", "4096", "-e", "trace=%file", "-o"])
+            .arg(&log)
+            .arg(&bin)
+            .args(&argv)
+            .env_remove("SOURCE_DATE_EPOCH"),
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut named = BTreeSet::new();
+    // execve's arguments name every store path (`--segment=…`) without
+    // touching one: only the other calls count.
+    for line in text.lines().filter(|l| !l.contains("execve(")) {
+        for quoted in line.split('"').skip(1).step_by(2) {
+            if quoted.starts_with("/nix/store/") {
+                named.insert(quoted.to_owned());
+            }
         }
     }
-    let pkg = netboot_package(dir);
-    let lib = netboot_tests::tools::workspace_root().join("nix/lib.nix");
-    let mut args = Vec::new();
-    for (k, v) in [
-        ("netbootBin", pkg),
-        ("kernelFile", dir.join("kernel")),
-        ("initrdFile", dir.join("initrd")),
-        ("lib", lib),
-    ] {
-        args.push("--arg".to_owned());
-        args.push(k.to_owned());
-        args.push(v.display().to_string());
-    }
-    args
+    (out, named)
 }
 
 #[test]
 fn nix_media_equal_netboot_build_system_and_rebuild_per_path() {
     let Some(nix) = nix() else { return };
+    let Some(strace) = netboot_tests::tools::require(&["strace"]) else {
+        return;
+    };
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let args = setup(dir, None);
@@ -176,8 +127,8 @@ fn nix_media_equal_netboot_build_system_and_rebuild_per_path() {
     // A leaf text unique to this run, so earlier runs' outputs are not reused.
     let stamp = format!("{:?}", std::time::SystemTime::now());
     let v1 = format!("leaf {stamp} v1");
-    let (media, _) = build(&nix, dir, "media", &v1, &args);
-    let (toplevel, _) = build(&nix, dir, "toplevel", &v1, &args);
+    let media = build(&nix, dir, "media", &v1, &args).out;
+    let toplevel = build(&nix, dir, "toplevel", &v1, &args).out;
 
     // The same media from `netboot build --system` alone.
     let ours = dir.join("ours");
@@ -195,13 +146,8 @@ fn nix_media_equal_netboot_build_system_and_rebuild_per_path() {
     );
     // Our closure (NAR reference scanning over /nix/store, which holds many
     // unrelated paths) is exactly `nix-store -qR`.
-    let q = netboot_tests::tools::run_ok(Command::new(&nix.store).arg("-qR").arg(&toplevel));
-    let mut want: Vec<String> = String::from_utf8(q.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.rsplit('/').next().unwrap().to_owned())
-        .collect();
-    want.sort();
+    let want = closure_names(&nix, &toplevel);
+    assert_eq!(want.len(), 7, "{want:?}");
     let v = netboot_tests::tools::run_ok(
         Command::new(&bin)
             .env_remove("SOURCE_DATE_EPOCH")
@@ -218,28 +164,56 @@ fn nix_media_equal_netboot_build_system_and_rebuild_per_path() {
         .collect();
     scanned.sort();
     assert_eq!(scanned, want);
+
+    // The assembly's own command, under strace: the same media, and of the
+    // closure only the toplevel's boot files (and the targets of its
+    // kernel and initrd links) are named by any file system call.
+    let (assembled, named) = assembly_under_strace(&nix, &strace[0], dir, &v1, &args);
     for f in ["bzImage", "initrd", "manifest", "nix-store", "netboot.ipxe"] {
         let a = std::fs::read(media.join(f)).unwrap();
         let b = std::fs::read(ours.join(f)).unwrap();
+        let c = std::fs::read(assembled.join(f)).unwrap();
         assert!(
             a == b,
             "{f} differs between nix-build and netboot build --system"
         );
+        assert!(
+            a == c,
+            "{f} differs between nix-build and its command rerun"
+        );
     }
-    // The closure the media carry is Nix's own.
-    let q = netboot_tests::tools::run_ok(Command::new(&nix.store).arg("-qR").arg(&toplevel));
-    let closure: Vec<String> = String::from_utf8(q.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
+    let top = toplevel.display().to_string();
+    let resolve = |link: &str| std::fs::canonicalize(toplevel.join(link)).unwrap();
+    let mut allowed: BTreeSet<String> = ["kernel", "initrd", "init", "kernel-params"]
+        .iter()
+        .map(|f| format!("{top}/{f}"))
         .collect();
-    assert_eq!(closure.len(), 7, "{closure:?}");
+    allowed.insert(top.clone());
+    allowed.insert(resolve("kernel").display().to_string());
+    allowed.insert(resolve("initrd").display().to_string());
+    let in_closure: Vec<&String> = named
+        .iter()
+        .filter(|p| {
+            let base = p["/nix/store/".len()..].split('/').next().unwrap();
+            want.iter().any(|w| w == base)
+        })
+        .collect();
+    let read: Vec<&&String> = in_closure
+        .iter()
+        .filter(|p| !allowed.contains(p.as_str()))
+        .collect();
+    eprintln!("the assembly named these paths of the closure: {in_closure:#?}");
+    assert!(read.is_empty(), "the assembly touched {read:?}");
+    assert!(
+        in_closure.len() >= 5,
+        "strace saw too little of the boot files: {in_closure:?}"
+    );
 
     // Change the leaf: its segment, the segments of what references it
     // (lib-a by contents, lib-b through lib-a, the toplevel), the closure
     // list and the media are built again; nothing else.
     let v2 = format!("leaf {stamp} v2");
-    let (_, rebuilt) = build(&nix, dir, "media", &v2, &args);
+    let rebuilt = build(&nix, dir, "media", &v2, &args).built;
     let want: BTreeSet<String> = [
         "leaf",
         "lib-a",
@@ -256,14 +230,6 @@ fn nix_media_equal_netboot_build_system_and_rebuild_per_path() {
             .map(|s| format!("netboot-segment-{s}")),
     )
     .collect();
-    let rebuilt: BTreeSet<String> = rebuilt
-        .into_iter()
-        .map(|n| match n.strip_prefix("netboot-segment-") {
-            // netboot-segment-<hash>-<name>: keep the name.
-            Some(rest) => format!("netboot-segment-{}", rest.get(33..).unwrap_or(rest)),
-            None => n,
-        })
-        .collect();
     assert_eq!(rebuilt, want);
 }
 
@@ -290,8 +256,8 @@ fn nix_media_boot_in_qemu() {
     let args = setup(dir, Some((&k.vmlinuz, &initrd)));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let stamp = format!("{:?}", std::time::SystemTime::now());
-    let (media, _) = build(&nix, dir, "media", &format!("boot {stamp}"), &args);
-    let (toplevel, _) = build(&nix, dir, "toplevel", &format!("boot {stamp}"), &args);
+    let media = build(&nix, dir, "media", &format!("boot {stamp}"), &args).out;
+    let toplevel = build(&nix, dir, "toplevel", &format!("boot {stamp}"), &args).out;
     let q = netboot_tests::tools::run_ok(Command::new(&nix.store).arg("-qR").arg(&toplevel));
     let mut names: Vec<Vec<u8>> = String::from_utf8(q.stdout)
         .unwrap()

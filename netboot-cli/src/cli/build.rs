@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use netboot_engine::media::{Boot, ClosureSource, GivenRegistration, MediaOptions, MediaPlan};
+use netboot_engine::store::graph::{self, Graph};
 use netboot_engine::store::path::parse_closure_file;
+use netboot_engine::store::path_info::{self, PathInfo};
 use netboot_engine::store::registration;
 use netboot_engine::store::system::{self, System};
 use netboot_engine::{Error, Result};
@@ -92,6 +94,17 @@ pub struct BuildArgs {
     /// File listing the closure, one absolute store path per line.
     #[arg(long, value_name = "FILE")]
     pub closure: Vec<PathBuf>,
+    /// Nix's reference graph of the closure (the file exportReferencesGraph
+    /// writes, or `netboot closure-graph`'s JSON): its paths are the closure
+    /// (in --closure-root, else beside --system's toplevel), and their
+    /// references are taken from it instead of reading the paths.
+    #[arg(long, value_name = "FILE", conflicts_with = "closure")]
+    pub closure_graph: Option<PathBuf>,
+    /// NAR hash, NAR size and references of store paths (JSON, as `netboot
+    /// segment --info` or `nix path-info --json` write), used instead of
+    /// reading them; with --segment and --closure-graph no path is read.
+    #[arg(long = "path-info", value_name = "FILE")]
+    pub path_info: Vec<PathBuf>,
     /// Read store paths (of --closure, or of --system) from DIR instead of from
     /// the store directory; store-absolute symlinks resolve inside DIR. With
     /// --system the default is the directory holding the system.
@@ -193,20 +206,20 @@ impl BuildArgs {
             .map(|t| system::read(t, self.closure_root.as_deref(), &opts.store_dir))
             .transpose()?;
         let boot = self.boot(system.as_ref())?;
-        let mut sources = self.sources(&opts.store_dir)?;
-        let (segments, segment_added) = self.segments(&mut sources)?;
+        let graph = self.graph(&opts.store_dir)?;
+        let graph_root = self
+            .closure_root
+            .clone()
+            .or_else(|| system.as_ref().map(|s| s.root.clone()));
+        let mut sources = self.sources(&opts.store_dir, graph.as_ref(), graph_root)?;
+        let segments = self.segments(&mut sources)?;
         let closure = match &system {
-            Some(s) if self.closure.is_empty() => ClosureSource::System {
+            Some(s) if self.closure.is_empty() && graph.is_none() => ClosureSource::System {
                 root: s.root.clone(),
                 base: s.base.clone(),
                 extra: sources,
             },
-            _ => ClosureSource::Paths {
-                sources,
-                closed: self.paths.is_empty()
-                    && !segment_added
-                    && (system.is_some() || !self.closure.is_empty()),
-            },
+            _ => ClosureSource::Paths { sources },
         };
         for (flag, f) in [("--kernel", &boot.kernel), ("--initrd", &boot.initrd)] {
             let m = std::fs::metadata(f).map_err(|e| Error::new(flag_file(flag, f), e))?;
@@ -217,6 +230,7 @@ impl BuildArgs {
         let mut plan = MediaPlan::new(boot, closure, &opts, system.map(|s| s.base))?;
         plan.registration = self.registration_text(&plan.store_dir)?;
         plan.segments = segments;
+        plan.path_info = self.path_infos(&plan.store_dir, graph)?;
         Ok(plan)
     }
 
@@ -249,8 +263,21 @@ impl BuildArgs {
     /// The closure's store paths given on the command line: positional
     /// ones and --closure files (a system's closure is computed later, by
     /// the pipeline's closure step).
-    fn sources(&self, store_dir: &str) -> Result<Vec<PathBuf>> {
+    /// The graph's paths are read from `graph_root` (--closure-root, else
+    /// the directory holding the system), else from the store directory.
+    fn sources(
+        &self,
+        store_dir: &str,
+        graph: Option<&Graph>,
+        graph_root: Option<PathBuf>,
+    ) -> Result<Vec<PathBuf>> {
         let mut sources = self.paths.clone();
+        if let Some(g) = graph {
+            sources.extend(g.references.keys().map(|base| match &graph_root {
+                Some(r) => r.join(base),
+                None => PathBuf::from(format!("{store_dir}/{base}")),
+            }));
+        }
         for f in &self.closure {
             std::fs::metadata(f).map_err(|e| Error::new(flag_file("--closure", f), e))?;
             let listed = parse_closure_file(f, store_dir, self.closure_root.as_deref())?;
@@ -263,10 +290,9 @@ impl BuildArgs {
     }
 
     /// `--segment STORE_PATH=FILE`s by base name; their paths join
-    /// `sources` (the bool: whether any path was new).
-    fn segments(&self, sources: &mut Vec<PathBuf>) -> Result<(BTreeMap<String, PathBuf>, bool)> {
+    /// `sources`.
+    fn segments(&self, sources: &mut Vec<PathBuf>) -> Result<BTreeMap<String, PathBuf>> {
         let mut segments = BTreeMap::new();
-        let mut added = false;
         for s in &self.segments {
             let (path, file) = s
                 .split_once('=')
@@ -280,7 +306,6 @@ impl BuildArgs {
                 .to_owned();
             if !sources.iter().any(|p| p.file_name() == path.file_name()) {
                 sources.push(path);
-                added = true;
             }
             if segments.insert(base, file).is_some() {
                 return Err(Error::new(
@@ -289,7 +314,42 @@ impl BuildArgs {
                 ));
             }
         }
-        Ok((segments, added))
+        Ok(segments)
+    }
+
+    /// `--closure-graph`'s graph.
+    fn graph(&self, store_dir: &str) -> Result<Option<Graph>> {
+        let Some(f) = &self.closure_graph else {
+            return Ok(None);
+        };
+        let subject = flag_file("--closure-graph", f);
+        let text = std::fs::read(f).map_err(|e| Error::new(&subject, e))?;
+        let text = String::from_utf8(text).map_err(|_| Error::new(&subject, "not UTF-8"))?;
+        let g = graph::parse_any(&text, store_dir).map_err(|m| Error::new(&subject, m))?;
+        if g.references.is_empty() {
+            return Err(Error::new(&subject, "names no store paths"));
+        }
+        Ok(Some(g))
+    }
+
+    /// What is known of the paths: the graph's references, then each
+    /// `--path-info` file's facts.
+    fn path_infos(
+        &self,
+        store_dir: &str,
+        graph: Option<Graph>,
+    ) -> Result<BTreeMap<String, PathInfo>> {
+        let mut known = graph.map(|g| g.path_infos()).unwrap_or_default();
+        for f in &self.path_info {
+            let subject = flag_file("--path-info", f);
+            let text = std::fs::read(f).map_err(|e| Error::new(&subject, e))?;
+            let text = String::from_utf8(text).map_err(|_| Error::new(&subject, "not UTF-8"))?;
+            let infos = path_info::parse(&text, store_dir).map_err(|m| Error::new(&subject, m))?;
+            for (base, info) in infos {
+                known.entry(base).or_default().fill_from(&info);
+            }
+        }
+        Ok(known)
     }
 
     /// `--registration`'s text, parsed as `nix-store --load-db` input (the

@@ -22,13 +22,18 @@ output_flags!(
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  netboot segment /nix/store/...-hello-2.12 hello.seg
-  netboot build ... --segment /nix/store/...-hello-2.12=hello.seg   # uses it as is")]
+  netboot segment /nix/store/...-hello-2.12 hello.seg --info hello.json
+  netboot build ... --segment /nix/store/...-hello-2.12=hello.seg   # uses it as is
+  netboot build ... --segment /nix/store/...-hello-2.12=hello.seg --path-info hello.json")]
 pub struct SegmentArgs {
     /// The store path (directory, file or symlink named `<hash>-<name>`).
     pub store_path: PathBuf,
     /// The segment to write (atomically).
     pub out: PathBuf,
+    /// Also write the path's NAR hash and size, references and sizes to
+    /// FILE (JSON, `nix path-info --json`'s shape), for `build --path-info`.
+    #[arg(long, value_name = "FILE")]
+    pub info: Option<PathBuf>,
     /// The store directory the path is placed in at boot.
     #[arg(long, value_name = "DIR", default_value = "/nix/store")]
     pub store_dir: String,
@@ -165,10 +170,12 @@ pub struct VerifyArgs {
 #[command(after_help = "\
 Examples:
   netboot closure-graph graph $out   # a Nix builder with exportReferencesGraph = [ \"graph\" toplevel ]
-  netboot closure-graph /tmp/graph closure.json")]
+  netboot closure-graph /tmp/graph closure.json
+  netboot build --system ./result --closure-graph closure.json --out media")]
 pub struct ClosureGraphArgs {
     /// The file Nix wrote for `exportReferencesGraph`.
     pub graph: PathBuf,
-    /// The JSON array of store paths to write (atomically).
+    /// The JSON to write (atomically): an array of {"path", "references"},
+    /// sorted by path.
     pub out: PathBuf,
 }

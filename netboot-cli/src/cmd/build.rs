@@ -4,10 +4,11 @@
 //! synced ([`crate::outdir::Staging`]); then the summary and the cache's
 //! size bound.
 //!
-//! Everything that can be known before packing is checked before anything
-//! is created (no lock file, staging directory or cache entry): the
-//! closure, what boots ([`netboot_engine::pipeline::check`]) and, unless
-//! `--force`, the warnings.
+//! Everything that can be known before packing is checked before the
+//! output is touched (no lock file or staging directory; only the cache's
+//! scan records): the closure, what boots
+//! ([`netboot_engine::pipeline::check`]) and, unless `--force`, the
+//! warnings.
 
 use std::sync::atomic::AtomicBool;
 
@@ -23,13 +24,15 @@ use crate::progress::Progress;
 /// Runs the build: check, assemble, write, check again, commit.
 pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     let started = std::time::SystemTime::now();
-    let closure = preflight(&plan, verbosity)?;
+    // The cache holds the scan records the closure step reads (it keeps
+    // what it learns even when a check below fails).
+    let cache = plan.cache.as_deref().map(Cache::open).transpose()?;
+    let closure = preflight(&plan, cache.as_ref(), verbosity)?;
     crate::outdir::remove_temporaries_on_signals();
     let _lock = crate::outdir::lock(&plan.out)?;
     let staging = Staging::new(&plan.out)?;
     let work_dir = staging.path().join(".work");
     std::fs::create_dir(&work_dir).at(&work_dir)?;
-    let cache = plan.cache.as_deref().map(Cache::open).transpose()?;
     let progress = Progress::new(verbosity);
     let stop = AtomicBool::new(false);
     let media = std::thread::scope(|s| {
@@ -69,11 +72,11 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     Ok(())
 }
 
-/// Step 1 and the checks, before anything is created: a bad closure,
-/// registration, kernel, initrd or init fails with no lock file, cache or
-/// staging directory made; so does a warning without `--force`.
-fn preflight(plan: &BuildPlan, verbosity: Verbosity) -> Result<Closure> {
-    let closure = pipeline::closure(&plan.media)?;
+/// Step 1 and the checks, before the output is touched: a bad closure,
+/// registration, kernel, initrd or init fails with no lock file or staging
+/// directory made; so does a warning without `--force`.
+fn preflight(plan: &BuildPlan, cache: Option<&Cache>, verbosity: Verbosity) -> Result<Closure> {
+    let closure = pipeline::closure(&plan.media, cache)?;
     check::boot(&plan.media, &closure)?;
     for w in check::warnings(&plan.media, &closure)? {
         if !plan.force {

@@ -1,12 +1,15 @@
 //! `netboot segment STORE_PATH OUT`: one store path's `nix-store` segment,
 //! byte for byte what `netboot build` puts in `nix-store` for that path with
 //! the same options; `build --segment STORE_PATH=OUT` takes it back. This
-//! is the unit Nix builds, caches and distributes (`nix/lib.nix`).
+//! is the unit Nix builds, caches and distributes (`nix/lib.nix`). With
+//! `--info FILE` it also writes the path's NAR hash and size, references
+//! and sizes (a path-info JSON object) for `build --path-info`.
 
-use netboot_engine::fsutil::{sync_parent, with_scratch_dir};
+use netboot_engine::fsutil::{sync_parent, with_scratch_dir, write_file};
 use netboot_engine::media::recipe::build_segment;
 use netboot_engine::media::SegmentPlan;
 use netboot_engine::store::path::validate_closure;
+use netboot_engine::store::path_info;
 use netboot_engine::units::human;
 use netboot_engine::{Error, IoContext, Result};
 
@@ -44,6 +47,16 @@ pub fn run(a: SegmentArgs) -> Result<()> {
         Ok(read)
     })?;
     sync_parent(&a.out);
+    if let Some(info) = &a.info {
+        // The path's facts beside its segment: `build --path-info` then
+        // registers the path without reading it (nix/lib.nix).
+        let json = path_info::of_path(sp)?
+            .to_json(&plan.store_dir, &sp.base)
+            .to_string();
+        write_file(info, |w| {
+            std::io::Write::write_all(w, json.as_bytes()).at(info)
+        })?;
+    }
     if v != Verbosity::Quiet {
         let len = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
         eprintln!(

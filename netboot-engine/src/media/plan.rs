@@ -12,6 +12,7 @@ use squashfs_writer::{Compression as ImgComp, Options};
 
 use crate::error::{Error, Result};
 use crate::media::script::script_text;
+use crate::store::path_info::PathInfo;
 use crate::store::system::System;
 
 /// How store paths become squashfs images.
@@ -83,10 +84,9 @@ pub enum ClosureSource {
     /// Store paths on disk, given by the user.
     Paths {
         /// The paths (directories, files or symlinks named `<hash>-<name>`).
+        /// They must be closed under references: the closure step refuses
+        /// a path that references one not given.
         sources: Vec<PathBuf>,
-        /// Closed under references: Nix's own closure (`nix-store -qR`,
-        /// closureInfo) with nothing added.
-        closed: bool,
     },
     /// The closure of a NixOS system, computed by scanning references.
     System {
@@ -94,7 +94,8 @@ pub enum ClosureSource {
         root: PathBuf,
         /// The system's base name.
         base: String,
-        /// More store paths to add (`--segment` paths, positional ones).
+        /// More store paths to add (`--segment` paths, positional ones),
+        /// with their closures.
         extra: Vec<PathBuf>,
     },
 }
@@ -134,6 +135,10 @@ pub struct MediaPlan {
     pub cmdline: String,
     /// Finished segments, by store path base name, used instead of packing.
     pub segments: BTreeMap<String, PathBuf>,
+    /// What is known of store paths without reading them (Nix's reference
+    /// graph, path-info files), by base name; the closure step reads only
+    /// what is missing here.
+    pub path_info: BTreeMap<String, PathInfo>,
     /// Image options.
     pub image: ImagePlan,
     /// nix-store segment compression.
@@ -241,6 +246,7 @@ impl MediaPlan {
             system,
             cmdline: boot.cmdline,
             segments: BTreeMap::new(),
+            path_info: BTreeMap::new(),
             image: opts.image,
             segment_compression: opts.segment_compression,
             mkfs_time: opts.mkfs_time,

@@ -1,17 +1,19 @@
 //! The media pipeline, as named steps from a [`MediaPlan`] to [`Media`]:
 //!
 //! 1. **closure** ([`closure`]): the store paths, computed from a system's
-//!    references or given, sorted and checked (and `--registration` checked
-//!    against them);
-//! 2. **collect**: one metadata walk per store path (its size schedules the
-//!    big paths first; its fingerprint finds the path's scan in the cache);
-//! 3. **pack**: every store path on `jobs` workers, largest first: one
-//!    streaming pass (NAR hash and size, references, content digest:
-//!    [`crate::store::scan`]), then its `nix-store` segment from a given
-//!    segment file, the cache, or freshly built
-//!    ([`crate::media::recipe::build_segment`]);
-//! 4. **registration**: closureInfo's file, or computed from the scans, as
-//!    one more segment;
+//!    references or given (then checked to be closed under references),
+//!    sorted, with what is known of each: given (Nix's reference graph,
+//!    path-info files), from the path's scan record in the cache, or read
+//!    in one streaming pass (NAR hash and size, references, content
+//!    digest: [`crate::store::scan`]); `--registration` checked against
+//!    them;
+//! 2. **collect**: each path's size (schedules the big paths first), known
+//!    or from one metadata walk;
+//! 3. **pack**: every store path on `jobs` workers, largest first: its
+//!    `nix-store` segment from a given segment file, the cache, or freshly
+//!    built ([`crate::media::recipe::build_segment`]);
+//! 4. **registration**: closureInfo's file, or rendered from what step 1
+//!    knows, as one more segment;
 //! 5. **wrap**: `nix-store` (segments in store-path order, registration
 //!    last), `manifest`, `initrd`, `bzImage`, and the limits they must keep;
 //! 6. **script**: `netboot.ipxe`, and the RAM the target needs;
@@ -132,8 +134,12 @@ pub struct Run<'a> {
 pub fn assemble(plan: &MediaPlan, closure: Closure, run: Run<'_>) -> Result<Media> {
     check::boot(plan, &closure)?;
     run.observer.closure(closure.paths.len());
-    let fps = pack::collect(&closure);
-    let built = pack::pack(&pack::Shared::new(plan, &closure, run), &fps)?;
+    for _ in 0..closure.scans_reused() {
+        run.stats.scans_reused.fetch_add(1, Ordering::Relaxed);
+        run.observer.scan_reused();
+    }
+    let sizes = pack::collect(&closure);
+    let built = pack::pack(&pack::Shared::new(plan, &closure, run), &sizes)?;
     let reg = wrap::registration_segment(plan, &closure, &built)?;
     let nix_store = wrap::wrap_nix_store(plan, &built, &reg);
     let lines = wrap::manifest_lines(plan, &closure);

@@ -1,7 +1,7 @@
-//! Steps 2 and 3, collect and pack: every store path's scan and `nix-store`
-//! segment, on `jobs` workers.
+//! Steps 2 and 3, collect and pack: every store path's scan (unless given
+//! or recorded: the closure step knows) and `nix-store` segment, on `jobs`
+//! workers.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use newc_cpio::initramfs::{self, Compression as SegComp};
 use squashfs_writer::Tree;
 
+use super::closure::{needs_full_scan, Known};
 use super::{Closure, Observer, Run, Stats};
 use crate::cache::{self, Cache};
 use crate::error::{Error, IoContext, Result};
@@ -19,18 +20,40 @@ use crate::media::{MediaPlan, SegmentPlan};
 use crate::store::path::StorePath;
 use crate::store::scan::{self, PathScan};
 
-/// Step 1: one metadata walk per path. A walk error is left for the pack
-/// step to report (the path's scan reads it again).
-pub(super) fn collect(closure: &Closure) -> Vec<Option<scan::Fingerprint>> {
+/// What the pack step needs of a path's size: its file bytes (to schedule
+/// the big ones first) and its cost in stage 1's tmpfs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Sizes {
+    file_bytes: u64,
+    store_bytes: u64,
+}
+
+/// Step 1: every path's sizes, from what the closure step knows, else from
+/// one metadata walk. A walk error is left for the pack step to report
+/// (packing reads the path again).
+pub(super) fn collect(closure: &Closure) -> Vec<Sizes> {
     closure
         .paths
         .iter()
-        .map(|sp| scan::fingerprint(&sp.source).ok())
+        .zip(&closure.known)
+        .map(|(sp, k)| match (k.file_bytes(), k.store_bytes()) {
+            (Some(file_bytes), Some(store_bytes)) => Sizes {
+                file_bytes,
+                store_bytes,
+            },
+            _ => scan::fingerprint(&sp.source)
+                .map(|f| Sizes {
+                    file_bytes: f.file_bytes,
+                    store_bytes: f.ram_bytes,
+                })
+                .unwrap_or_default(),
+        })
         .collect()
 }
 
 /// One store path's packed segment.
 pub(super) struct Built {
+    /// Its scan, when it was needed (recorded, or read here).
     pub(super) scan: Option<PathScan>,
     pub(super) work: PathBuf,
     /// Where the segment starts in `work` (a cache entry linked in place
@@ -38,7 +61,7 @@ pub(super) struct Built {
     pub(super) skip: u64,
     /// The segment's length (about its image's).
     pub(super) segment_bytes: u64,
-    /// The store path in stage 1's tmpfs (from the metadata walk).
+    /// The store path in stage 1's tmpfs.
     pub(super) ram_bytes: u64,
     /// The cache key, which determines the segment's bytes.
     pub(super) key: Option<[u8; 32]>,
@@ -49,8 +72,6 @@ pub(super) struct Shared<'a> {
     plan: &'a MediaPlan,
     segment: SegmentPlan,
     closure: &'a Closure,
-    idx: HashMap<[u8; 32], usize>,
-    closure_digest: [u8; 32],
     cache: Option<&'a Cache>,
     work_dir: &'a Path,
     observer: &'a dyn Observer,
@@ -63,8 +84,6 @@ impl<'a> Shared<'a> {
             plan,
             segment: plan.segment_plan(),
             closure,
-            idx: scan::hash_index(&closure.paths),
-            closure_digest: scan::closure_digest(&closure.paths),
             cache: run.cache,
             work_dir: run.work_dir,
             observer: run.observer,
@@ -73,51 +92,35 @@ impl<'a> Shared<'a> {
     }
 }
 
-/// The scan of `sp`: from the cache's record when the path's fingerprint
-/// (metadata only) is one seen before, else by reading it (and recording
-/// the result when the path has settled).
-fn scan_path(sh: &Shared<'_>, sp: &StorePath, fp: Option<&scan::Fingerprint>) -> Result<PathScan> {
-    let need_refs = sh.plan.registration.is_none();
-    let key = match (sh.cache, fp) {
-        (Some(_), Some(fp)) => Some(cache::scan_record_key(fp)),
-        _ => None,
-    };
-    if let (Some(c), Some(k)) = (sh.cache, key) {
-        let rec = c.get_record(&k);
-        if let Some(sc) =
-            rec.and_then(|b| PathScan::from_record(&b, &sh.closure_digest, &sh.idx, need_refs))
-        {
-            sh.stats.scans_reused.fetch_add(1, Ordering::Relaxed);
-            sh.observer.scan_reused();
-            return Ok(sc);
-        }
+/// The scan of `sp`: its record (found by the closure step), else read
+/// now (and recorded, once the path has settled) when the registration or
+/// the cache key needs it.
+fn scan_path(sh: &Shared<'_>, sp: &StorePath, k: &Known) -> Result<Option<PathScan>> {
+    if k.scan.is_some() {
+        return Ok(k.scan.clone());
     }
-    let sc = scan::scan(sp, &sh.idx)?;
-    if let (Some(c), Some(k), Some(fp)) = (sh.cache, key, fp) {
+    if !needs_full_scan(sh.plan, sh.cache.is_some(), &sp.base, Some(&k.given)) {
+        return Ok(None);
+    }
+    let candidates = sh
+        .closure
+        .candidates
+        .as_deref()
+        .ok_or_else(|| Error::new(&sp.base, "no store directory listed to scan it against"))?;
+    let sc = scan::scan(sp, candidates)?;
+    if let (Some(c), Some(fp)) = (sh.cache, &k.fingerprint) {
         if fp.settled {
-            c.put_record(
-                &k,
-                &sc.to_record(&sh.closure_digest, sh.closure.closed, &sh.closure.paths),
-            )?;
+            c.put_record(&cache::scan_record_key(fp), &sc.to_record())?;
         }
     }
-    Ok(sc)
+    Ok(Some(sc))
 }
 
-/// Packs store path `i`: its scan, then its segment.
-fn pack_one(
-    sh: &Shared<'_>,
-    i: usize,
-    sp: &StorePath,
-    fp: Option<&scan::Fingerprint>,
-) -> Result<Built> {
+/// Packs store path `i`: its scan, then its segment, given, from the
+/// cache, or built.
+fn pack_one(sh: &Shared<'_>, i: usize, sp: &StorePath, k: &Known, sizes: Sizes) -> Result<Built> {
     let (plan, cache, work_dir) = (sh.plan, sh.cache, sh.work_dir);
-    let need_scan = plan.registration.is_none() || cache.is_some();
-    let sc = if need_scan {
-        Some(scan_path(sh, sp, fp)?)
-    } else {
-        None
-    };
+    let sc = scan_path(sh, sp, k)?;
     let key = match (&sc, cache) {
         (Some(sc), Some(_)) => Some(cache::segment_key(&sh.segment, sp, sc)),
         _ => None,
@@ -138,7 +141,7 @@ fn pack_one(
     let skip = hit.unwrap_or(0);
     let hit = hit.is_some();
     let bytes_in = if hit {
-        sc.as_ref().map_or(0, |s| s.file_bytes)
+        sizes.file_bytes
     } else {
         let read = recipe::build_segment(
             &sh.segment,
@@ -165,7 +168,7 @@ fn pack_one(
         work,
         skip,
         segment_bytes: out_len,
-        ram_bytes: fp.map_or(0, |f| f.ram_bytes),
+        ram_bytes: sizes.store_bytes,
         key,
     })
 }
@@ -175,13 +178,13 @@ fn pack_one(
 /// instead of possibly being the last one left. Results come back in
 /// store-path order, so the media do not depend on the schedule. The first
 /// failure (in store-path order) stops the hand-out of new paths.
-pub(super) fn pack(sh: &Shared<'_>, fps: &[Option<scan::Fingerprint>]) -> Result<Vec<Built>> {
+pub(super) fn pack(sh: &Shared<'_>, sizes: &[Sizes]) -> Result<Vec<Built>> {
     let paths = &sh.closure.paths;
     let n = paths.len();
-    let mut order: Vec<(u64, usize)> = fps
+    let mut order: Vec<(u64, usize)> = sizes
         .iter()
         .enumerate()
-        .map(|(i, fp)| (fp.as_ref().map_or(0, |f| f.file_bytes), i))
+        .map(|(i, s)| (s.file_bytes, i))
         .collect();
     order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     sh.observer
@@ -195,9 +198,10 @@ pub(super) fn pack(sh: &Shared<'_>, fps: &[Option<scan::Fingerprint>]) -> Result
                 s.spawn(|| loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(_, i)) = order.get(k) else { break };
-                    let Some(sp) = paths.get(i) else { break };
-                    let fp = fps.get(i).and_then(Option::as_ref);
-                    let r = pack_one(sh, i, sp, fp);
+                    let (Some(sp), Some(k)) = (paths.get(i), sh.closure.known.get(i)) else {
+                        break;
+                    };
+                    let r = pack_one(sh, i, sp, k, sizes.get(i).copied().unwrap_or_default());
                     let failed = r.is_err();
                     if let Some(Ok(mut g)) = slots.get(i).map(Mutex::lock) {
                         *g = Some(r);

@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::media::recipe;
 use crate::media::{MediaPlan, Part, Parts};
 use crate::memory;
+use crate::store::path_info::Nar;
 use crate::store::registration;
-use crate::store::scan::PathScan;
 
 /// The registration as a segment, and its text's length.
 pub(super) struct Registration {
@@ -23,7 +23,7 @@ pub(super) struct Registration {
 }
 
 /// Step 3: closureInfo's file verbatim (read and checked by the plan), or
-/// computed from the scans.
+/// rendered from what is known of every path (given, or scanned).
 pub(super) fn registration_segment(
     plan: &MediaPlan,
     closure: &Closure,
@@ -32,8 +32,26 @@ pub(super) fn registration_segment(
     let text = match &plan.registration {
         Some(r) => r.text.clone().into_bytes(),
         None => {
-            let scans: Vec<PathScan> = built.iter().filter_map(|b| b.scan.clone()).collect();
-            registration::render(&plan.store_dir, &closure.paths, &scans).into_bytes()
+            let mut entries = Vec::with_capacity(closure.paths.len());
+            for ((p, k), b) in closure.paths.iter().zip(&closure.known).zip(built) {
+                let scanned = b.scan.as_ref().map(|s| Nar {
+                    hash: s.nar_hash,
+                    size: s.nar_size,
+                });
+                let (Some(nar), Some(references)) = (k.given.nar.or(scanned), k.references())
+                else {
+                    return Err(Error::new(
+                        format!("{}/{}", plan.store_dir, p.base),
+                        "neither scanned nor given: no NAR hash or references to register",
+                    ));
+                };
+                entries.push(registration::Entry {
+                    base: &p.base,
+                    nar,
+                    references,
+                });
+            }
+            registration::render(&plan.store_dir, &entries).into_bytes()
         }
     };
     let text_len = text.len() as u64;

@@ -1,149 +1,149 @@
-//! The closure of a store path, found the way Nix finds references: each
-//! path's NAR serialisation (file contents, symlink targets, names) is
-//! scanned for the 32-character hash parts of the paths present in the store
-//! directory, and every path found is scanned in turn. No Nix, no database:
-//! the store directory's listing is the candidate set, so unrelated paths
-//! beside the closure are never included (a 160-bit hash part does not turn
-//! up by accident).
+//! The closure of store paths, found the way Nix finds references: what a
+//! path references comes from a caller's function (a scan of its NAR
+//! serialisation for the hash parts of the paths in the store directory,
+//! a scan record, or Nix's own reference graph), and every path found is
+//! visited in turn. No Nix, no database.
+//!
+//! Paths are visited on `jobs` threads as they are found (a work queue, not
+//! breadth-first levels: one slow path does not hold the others back); the
+//! result does not depend on the order.
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Condvar, Mutex};
 
-use crate::error::{Error, IoContext, Result};
-use crate::store::nar;
-use crate::store::path::{check_base_name, HASH_LEN};
-use crate::store::scan::RefScanner;
+use crate::error::{Error, Result};
 
-/// The store paths in `store` (a directory on disk): base names with a valid
-/// hash part, except Nix's transient `.lock` files.
-fn candidates(store: &Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(store).at(store)? {
-        let name = e.at(store)?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if check_base_name(name).is_ok() && !name.ends_with(".lock") {
-            out.push(name.to_owned());
-        }
-    }
-    out.sort();
-    Ok(out)
+/// What one visit learnt: the path's references (base names) and anything
+/// else the caller keeps about it.
+pub type Visit<T> = (BTreeSet<String>, T);
+
+/// The closure of `roots` (base names): `visit` is called once for every
+/// root and, transitively, every reference it reports, on `jobs` threads.
+/// Returns every path visited with what its visit returned, sorted by base
+/// name. The error of a failed visit is returned (of those seen before the
+/// others stopped, the first by base name).
+pub fn compute<T: Send>(
+    roots: &[String],
+    jobs: usize,
+    visit: &(dyn Fn(&str) -> Result<Visit<T>> + Sync),
+) -> Result<BTreeMap<String, T>> {
+    walk(roots, jobs, true, visit)
 }
 
-/// Feeds a NAR stream to the reference scanner only (no hashing).
-struct RefSink<'a>(RefScanner<'a>);
+/// `visit` for each of `paths` on `jobs` threads, without following
+/// references: [`compute`] for a closure that is given.
+pub fn visit_each<T: Send>(
+    paths: &[String],
+    jobs: usize,
+    visit: &(dyn Fn(&str) -> Result<Visit<T>> + Sync),
+) -> Result<BTreeMap<String, T>> {
+    walk(paths, jobs, false, visit)
+}
 
-impl Write for RefSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.feed(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+/// The shared state of a walk.
+struct Queue<T> {
+    /// Found, not yet handed out.
+    pending: Vec<String>,
+    /// Handed out, not yet back.
+    in_flight: usize,
+    /// Every name ever queued.
+    seen: BTreeSet<String>,
+    done: BTreeMap<String, T>,
+    failed: Option<(String, Error)>,
+}
+
+fn walk<T: Send>(
+    roots: &[String],
+    jobs: usize,
+    follow: bool,
+    visit: &(dyn Fn(&str) -> Result<Visit<T>> + Sync),
+) -> Result<BTreeMap<String, T>> {
+    let seen: BTreeSet<String> = roots.iter().cloned().collect();
+    let queue = Mutex::new(Queue {
+        // Popped from the end: the smallest name first (any order works).
+        pending: seen.iter().rev().cloned().collect(),
+        in_flight: 0,
+        seen,
+        done: BTreeMap::new(),
+        failed: None,
+    });
+    let wake = Condvar::new();
+    let workers = jobs.clamp(1, roots.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| worker(&queue, &wake, follow, visit));
+        }
+    });
+    let q = queue
+        .into_inner()
+        .map_err(|_| Error::new("closure", "a visiting thread panicked"))?;
+    match q.failed {
+        Some((_, e)) => Err(e),
+        None if q.in_flight != 0 || !q.pending.is_empty() => {
+            Err(Error::new("closure", "a visiting thread stopped early"))
+        }
+        None => Ok(q.done),
     }
 }
 
-/// The closure of `roots` (base names of paths in `store`): the roots and
-/// everything they reference, transitively, sorted by base name. Paths of
-/// one breadth-first level are scanned on `jobs` threads; the result does
-/// not depend on the order.
-pub fn compute(store: &Path, roots: &[String], jobs: usize) -> Result<Vec<String>> {
-    let all = candidates(store)?;
-    let mut index: HashMap<[u8; HASH_LEN], Vec<usize>> = HashMap::new();
-    for (i, name) in all.iter().enumerate() {
-        if let Some(h) = name
-            .as_bytes()
-            .get(..HASH_LEN)
-            .and_then(|h| <[u8; HASH_LEN]>::try_from(h).ok())
-        {
-            index.entry(h).or_default().push(i);
-        }
-    }
-    let flat: HashMap<[u8; HASH_LEN], usize> = index
-        .iter()
-        .map(|(h, v)| (*h, v.first().copied().unwrap_or(0)))
-        .collect();
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    let mut level: Vec<String> = Vec::new();
-    for r in roots {
-        if store.join(r).symlink_metadata().is_err() {
-            return Err(Error::at(&store.join(r), "not in the store directory"));
-        }
-        if seen.insert(r.clone()) {
-            level.push(r.clone());
-        }
-    }
-    while !level.is_empty() {
-        let found = scan_level(store, &level, &flat, jobs)?;
-        level = Vec::new();
-        for i in found {
-            // Every candidate with that hash part (in practice one).
-            let hash = all[i]
-                .as_bytes()
-                .get(..HASH_LEN)
-                .and_then(|h| <[u8; HASH_LEN]>::try_from(h).ok());
-            for &j in hash
-                .and_then(|h| index.get(&h))
-                .map_or(&[][..], Vec::as_slice)
-            {
-                if seen.insert(all[j].clone()) {
-                    level.push(all[j].clone());
+/// One thread of [`walk`]: takes a name, visits it, queues what it
+/// references, until nothing is pending or in flight (or a visit failed).
+fn worker<T: Send>(
+    queue: &Mutex<Queue<T>>,
+    wake: &Condvar,
+    follow: bool,
+    visit: &(dyn Fn(&str) -> Result<Visit<T>> + Sync),
+) {
+    loop {
+        let Ok(mut q) = queue.lock() else { return };
+        let name = loop {
+            if q.failed.is_some() {
+                return;
+            }
+            if let Some(n) = q.pending.pop() {
+                q.in_flight += 1;
+                break n;
+            }
+            if q.in_flight == 0 {
+                return;
+            }
+            q = match wake.wait(q) {
+                Ok(q) => q,
+                Err(_) => return,
+            };
+        };
+        drop(q);
+        let r = visit(&name);
+        let Ok(mut q) = queue.lock() else { return };
+        q.in_flight -= 1;
+        match r {
+            Ok((refs, t)) => {
+                if follow {
+                    for r in refs {
+                        if !q.seen.contains(&r) {
+                            q.seen.insert(r.clone());
+                            q.pending.push(r);
+                        }
+                    }
+                }
+                q.done.insert(name, t);
+            }
+            Err(e) => {
+                if q.failed.as_ref().is_none_or(|(n, _)| name < *n) {
+                    q.failed = Some((name, e));
                 }
             }
         }
-        level.sort();
+        wake.notify_all();
     }
-    Ok(seen.into_iter().collect())
-}
-
-/// The candidates referenced by any path of `level`.
-fn scan_level(
-    store: &Path,
-    level: &[String],
-    hashes: &HashMap<[u8; HASH_LEN], usize>,
-    jobs: usize,
-) -> Result<BTreeSet<usize>> {
-    let next = AtomicUsize::new(0);
-    let found = Mutex::new(BTreeSet::new());
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..jobs.clamp(1, level.len().max(1)) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(name) = level.get(k) else { break };
-                let path: PathBuf = store.join(name);
-                let mut sink = RefSink(RefScanner::new(hashes));
-                match nar::dump(&path, &mut sink, &mut |_, _, _| Ok(())) {
-                    Ok(()) => {
-                        if let Ok(mut f) = found.lock() {
-                            f.extend(sink.0.found());
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(e);
-                        }
-                        next.store(level.len(), Ordering::Relaxed);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    found
-        .into_inner()
-        .map_err(|_| Error::new("closure", "a scanning thread panicked"))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::store::path::StorePath;
+    use crate::store::scan::{scan, Candidates};
 
     const A: &str = "00000000000000000000000000000000-a";
     const B: &str = "11111111111111111111111111111111-b";
@@ -165,12 +165,50 @@ mod tests {
         std::fs::write(s.join(D), b"leaf").unwrap();
         std::fs::write(s.join("44444444444444444444444444444444-unrelated"), A).unwrap();
         std::fs::write(s.join(format!("{}.lock", &A[..34])), b"").unwrap();
+        let c = Candidates::list(&[s]).unwrap();
+        let visit = |n: &str| -> Result<Visit<()>> {
+            let source = c
+                .source(n)
+                .ok_or_else(|| Error::new(n, "not in the store directory"))?;
+            let sp = StorePath {
+                base: n.to_owned(),
+                source: source.to_owned(),
+            };
+            Ok((scan(&sp, &c)?.references, ()))
+        };
         for jobs in [1, 3] {
-            let got = compute(s, &[A.to_owned()], jobs).unwrap();
-            assert_eq!(got, [A, B, C, D]);
+            let got = compute(&[A.to_owned()], jobs, &visit).unwrap();
+            assert_eq!(got.keys().collect::<Vec<_>>(), [A, B, C, D]);
         }
-        assert_eq!(compute(s, &[D.to_owned()], 1).unwrap(), [D]);
-        let e = compute(s, &["55555555555555555555555555555555-x".to_owned()], 1).unwrap_err();
+        let got = compute(&[D.to_owned()], 1, &visit).unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), [D]);
+        let got = visit_each(&[A.to_owned()], 2, &visit).unwrap();
+        assert_eq!(got.keys().collect::<Vec<_>>(), [A]);
+        let e = compute(
+            &["55555555555555555555555555555555-x".to_owned()],
+            1,
+            &visit,
+        )
+        .unwrap_err();
         assert!(e.problem.contains("not in the store"), "{e}");
+    }
+
+    /// A failing visit stops the walk with the first failure by name, on
+    /// any number of threads.
+    #[test]
+    fn the_first_failure_by_name_is_reported() {
+        let visit = |n: &str| -> Result<Visit<()>> {
+            match n {
+                "r" => Ok((["x", "y", "z"].iter().map(|s| s.to_string()).collect(), ())),
+                "x" | "y" => Err(Error::new(n, "bad")),
+                _ => Ok((BTreeSet::new(), ())),
+            }
+        };
+        for jobs in [1, 2, 4] {
+            let e = compute(&["r".to_owned()], jobs, &visit).unwrap_err();
+            assert!(["x", "y"].contains(&e.subject.as_str()), "{e}");
+        }
+        let e = visit_each(&["y".to_owned(), "x".to_owned()], 1, &visit).unwrap_err();
+        assert_eq!(e.subject, "x");
     }
 }

@@ -2,6 +2,7 @@
 //! ([`path`]), nix-base32 ([`nixbase32`]), the NAR serialisation ([`nar`]),
 //! reference scans and scan records ([`scan`]), closures computed by
 //! scanning ([`closure`]) or read from Nix's reference graph ([`graph`]),
+//! what is known of a path without reading it ([`path_info`]),
 //! NixOS systems ([`system`]), and `nix-path-registration`
 //! ([`registration`]).
 
@@ -10,6 +11,7 @@ pub mod graph;
 pub mod nar;
 pub mod nixbase32;
 pub mod path;
+pub mod path_info;
 pub mod registration;
 pub mod scan;
 pub mod system;

@@ -39,6 +39,31 @@ pub fn encode(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes what [`encode`] made of `len` bytes; `None` for a string of
+/// another length, a character outside [`ALPHABET`], or bits beyond `len`
+/// bytes (so every byte string has exactly one encoding).
+pub fn decode(s: &str, len: usize) -> Option<Vec<u8>> {
+    if len == 0 || s.len() != (len * 8 - 1) / 5 + 1 {
+        return None;
+    }
+    let mut out = vec![0u8; len];
+    for (k, c) in s.bytes().enumerate() {
+        let digit = ALPHABET.iter().position(|&a| a == c)? as u16;
+        // Digit k is 5-bit group n (most significant first, as encoded).
+        let n = s.len() - 1 - k;
+        let (i, j) = (n * 5 / 8, n * 5 % 8);
+        let v = digit << j;
+        *out.get_mut(i)? |= (v & 0xff) as u8;
+        let hi = (v >> 8) as u8;
+        match out.get_mut(i + 1) {
+            Some(b) => *b |= hi,
+            None if hi != 0 => return None,
+            None => {}
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +77,21 @@ mod tests {
             encode(&d),
             "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
         );
+    }
+
+    #[test]
+    fn decode_inverts_encode_and_refuses_the_rest() {
+        for len in [1, 20, 32] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            assert_eq!(decode(&encode(&bytes), len), Some(bytes));
+            let ones = vec![0xff; len];
+            assert_eq!(decode(&encode(&ones), len), Some(ones));
+        }
+        let e = encode(&[0xff; 32]);
+        assert!(decode(&e, 31).is_none());
+        assert!(decode(&e.replacen('z', "e", 1), 32).is_none());
+        // The top digit carries 4 bits more than 32 bytes hold.
+        assert!(decode(&format!("2{}", &e[1..]), 32).is_none());
     }
 
     #[test]

@@ -80,6 +80,16 @@ pub fn check_base_name(base: &str) -> std::result::Result<(), String> {
 /// Returns the paths sorted by base name, so output order never depends on
 /// argument order.
 pub fn validate_closure(sources: &[PathBuf], store_dir: &str) -> Result<Vec<StorePath>> {
+    let paths = validate_names(sources, store_dir)?;
+    for sp in &paths {
+        std::fs::symlink_metadata(&sp.source).at(&sp.source)?;
+    }
+    Ok(paths)
+}
+
+/// [`validate_closure`] without looking at the disk: for paths that are
+/// never read (their segment and facts are given).
+pub fn validate_names(sources: &[PathBuf], store_dir: &str) -> Result<Vec<StorePath>> {
     let mut by_base: BTreeMap<String, StorePath> = BTreeMap::new();
     for src in sources {
         let base = src
@@ -87,7 +97,6 @@ pub fn validate_closure(sources: &[PathBuf], store_dir: &str) -> Result<Vec<Stor
             .and_then(|n| n.to_str())
             .ok_or_else(|| Error::at(src, "not a store path name: no UTF-8 base name"))?;
         check_base_name(base).map_err(|p| Error::at(src, p))?;
-        std::fs::symlink_metadata(src).at(src)?;
         let sp = StorePath {
             base: base.to_owned(),
             source: src.clone(),

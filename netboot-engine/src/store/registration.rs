@@ -4,23 +4,34 @@
 //! count, then the references, one per line. closureInfo writes `narHash`
 //! as `sha256:<nix-base32>`; `--load-db` parses it with `Hash::parseAny`.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::store::path::StorePath;
-use crate::store::scan::PathScan;
+use crate::store::path::{check_base_name, StorePath};
+use crate::store::path_info::Nar;
 
-/// Renders the registration of `paths` (sorted) with their scans.
-pub fn render(store_dir: &str, paths: &[StorePath], scans: &[PathScan]) -> String {
+/// One path as the registration lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    /// Its base name.
+    pub base: &'a str,
+    /// Its NAR's hash and size.
+    pub nar: Nar,
+    /// The base names it references (all in the closure).
+    pub references: &'a BTreeSet<String>,
+}
+
+/// Renders the registration of `entries` (sorted by base name).
+pub fn render(store_dir: &str, entries: &[Entry<'_>]) -> String {
     let mut s = String::new();
-    for (p, sc) in paths.iter().zip(scans) {
-        let _ = writeln!(s, "{store_dir}/{}", p.base);
-        let _ = writeln!(s, "{}", sc.nar_hash_string());
-        let _ = writeln!(s, "{}", sc.nar_size);
+    for e in entries {
+        let _ = writeln!(s, "{store_dir}/{}", e.base);
+        let _ = writeln!(s, "{}", e.nar.hash_string());
+        let _ = writeln!(s, "{}", e.nar.size);
         s.push('\n');
-        let refs: Vec<&StorePath> = sc.references.iter().filter_map(|&i| paths.get(i)).collect();
-        let _ = writeln!(s, "{}", refs.len());
-        for r in refs {
-            let _ = writeln!(s, "{store_dir}/{}", r.base);
+        let _ = writeln!(s, "{}", e.references.len());
+        for r in e.references {
+            let _ = writeln!(s, "{store_dir}/{r}");
         }
     }
     s
@@ -35,6 +46,8 @@ pub struct Registered {
     pub nar_hash: String,
     /// `narSize`.
     pub nar_size: u64,
+    /// The base names of its references.
+    pub references: BTreeSet<String>,
 }
 
 /// Checks a given registration file (closureInfo's `registration`) before
@@ -96,19 +109,29 @@ pub fn parse(text: &str, store_dir: &str) -> std::result::Result<Vec<Registered>
         let nar_size = size
             .parse::<u64>()
             .map_err(|_| format!("line {n}: {size:?} is not a NAR size"))?;
-        out.push(Registered {
-            path: path.to_owned(),
-            nar_hash: hash.to_owned(),
-            nar_size,
-        });
         next("deriver")?;
         let (n, count) = next("reference count")?;
         let count: usize = count
             .parse()
             .map_err(|_| format!("line {n}: {count:?} is not a reference count"))?;
+        let mut references = BTreeSet::new();
         for _ in 0..count {
-            next("reference")?;
+            let (n, r) = next("reference")?;
+            let base = r
+                .strip_prefix(store_dir)
+                .and_then(|r| r.rsplit_once('/'))
+                .filter(|(dir, _)| dir.is_empty() || store_dir.is_empty())
+                .map(|(_, base)| base)
+                .filter(|base| check_base_name(base).is_ok())
+                .ok_or_else(|| format!("line {n}: {r:?} is not a store path"))?;
+            references.insert(base.to_owned());
         }
+        out.push(Registered {
+            path: path.to_owned(),
+            nar_hash: hash.to_owned(),
+            nar_size,
+            references,
+        });
     }
     Ok(out)
 }
@@ -118,7 +141,7 @@ pub fn parse(text: &str, store_dir: &str) -> std::result::Result<Vec<Registered>
 mod tests {
     use super::*;
     use crate::store::path::validate_closure;
-    use crate::store::scan;
+    use crate::store::scan::{self, Candidates, PathScan};
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
 
@@ -133,15 +156,31 @@ mod tests {
     }
 
     fn scans(paths: &[StorePath]) -> Vec<PathScan> {
-        let idx = scan::hash_index(paths);
-        paths.iter().map(|p| scan::scan(p, &idx).unwrap()).collect()
+        let dir = paths[0].source.parent().unwrap();
+        let c = Candidates::list(&[dir]).unwrap();
+        paths.iter().map(|p| scan::scan(p, &c).unwrap()).collect()
+    }
+
+    fn entries<'a>(paths: &'a [StorePath], scans: &'a [PathScan]) -> Vec<Entry<'a>> {
+        paths
+            .iter()
+            .zip(scans)
+            .map(|(p, s)| Entry {
+                base: &p.base,
+                nar: Nar {
+                    hash: s.nar_hash,
+                    size: s.nar_size,
+                },
+                references: &s.references,
+            })
+            .collect()
     }
 
     #[test]
     fn given_registration_is_checked() {
         let paths = example();
         let sc = scans(&paths);
-        let reg = render("/nix/store", &paths, &sc);
+        let reg = render("/nix/store", &entries(&paths, &sc));
         assert_eq!(check(&reg, "/nix/store", &paths), Ok(4));
         let e = check(&reg, "/nix/store", &[]).map(|_| ());
         assert_eq!(e, Ok(()));
@@ -161,20 +200,25 @@ mod tests {
     fn references_of_the_example_closure() {
         let paths = example();
         let sc = scans(&paths);
-        let reg = render("/nix/store", &paths, &sc);
+        let reg = render("/nix/store", &entries(&paths, &sc));
         // system -> bash, hello, motd (init text and the sw symlink); hello -> bash.
         let refs = |name: &str| -> Vec<String> {
             let i = paths.iter().position(|p| p.name() == name).unwrap();
             sc[i]
                 .references
                 .iter()
-                .map(|&j| paths[j].name().to_owned())
+                .map(|r| r[33..].to_owned())
                 .collect()
         };
         assert_eq!(
             refs("nixos-system-nixos-24.05"),
             ["etc-motd", "hello-2.12", "bash-5.2"]
         );
+        // What the registration says reads back.
+        let parsed = parse(&reg, "/nix/store").unwrap();
+        for (r, s) in parsed.iter().zip(&sc) {
+            assert_eq!(r.references, s.references);
+        }
         assert_eq!(refs("hello-2.12"), ["bash-5.2"]);
         assert!(refs("bash-5.2").is_empty());
         assert_eq!(reg.lines().count(), 4 * 5 + 3 + 1);
@@ -204,7 +248,7 @@ mod tests {
                 netboot_tests::tools::run_ok(Command::new(&tools[1]).arg("--dump").arg(&p.source));
             assert_eq!(s.nar_size, out.stdout.len() as u64, "{}", p.base);
         }
-        let reg = render("/nix/store", &paths, &sc);
+        let reg = render("/nix/store", &entries(&paths, &sc));
         let state = tempfile::tempdir().unwrap();
         let nix = |args: &[&str], stdin: Option<&str>| -> String {
             let mut c = Command::new(&tools[1]);
@@ -243,7 +287,7 @@ mod tests {
             let mut want: Vec<String> = s
                 .references
                 .iter()
-                .map(|&j| format!("/nix/store/{}", paths[j].base))
+                .map(|r| format!("/nix/store/{r}"))
                 .collect();
             want.sort();
             assert_eq!(refs, want, "{}", p.base);

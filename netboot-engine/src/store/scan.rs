@@ -1,14 +1,16 @@
 //! One streaming pass over a store path that yields everything the build
 //! needs to know about it without building its image: the NAR hash and
-//! size, the references (other closure paths whose hash part occurs in the
-//! NAR stream, i.e. in file contents, symlink targets or file names, as
-//! Nix's `RefScanSink` does), and a content digest for the cache key.
+//! size, the references (the store paths beside it whose hash part occurs
+//! in the NAR stream, i.e. in file contents, symlink targets or file names,
+//! as Nix's `RefScanSink` does), and a content digest for the cache key;
+//! and the scan record that keeps it in the cache, filed under the path's
+//! metadata [`Fingerprint`], so an unchanged path is never read twice.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -16,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{IoContext, Result};
 use crate::store::nar;
 use crate::store::nixbase32;
-use crate::store::path::{StorePath, HASH_LEN};
+use crate::store::path::{check_base_name, StorePath, HASH_LEN};
 
 /// Finds the 32-character hash parts of a fixed set of store paths in a
 /// byte stream, in one pass whatever the number of paths.
@@ -94,15 +96,110 @@ impl<'a> RefScanner<'a> {
     }
 }
 
+/// The store paths a reference scan looks for: the entries of the store
+/// directories that hold the closure. Nix scans a build's output for the
+/// hash parts of the build's inputs; every input is in the store directory,
+/// so scanning for all of its entries finds the same references (a 160-bit
+/// hash part does not turn up by accident).
+#[derive(Debug, Default)]
+pub struct Candidates {
+    /// Base names, sorted: names sharing a hash part are neighbours.
+    names: Vec<String>,
+    /// Where each name is on disk (the first listed directory holding it).
+    sources: Vec<PathBuf>,
+    /// Hash part → index of the first name with it.
+    index: HashMap<[u8; HASH_LEN], usize>,
+}
+
+impl Candidates {
+    /// The entries of `dirs` with a valid store path name, except Nix's
+    /// transient `.lock` files. A name in several directories is taken from
+    /// the first.
+    pub fn list(dirs: &[&Path]) -> Result<Candidates> {
+        let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for dir in dirs {
+            for e in std::fs::read_dir(dir).at(dir)? {
+                let name = e.at(dir)?.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if check_base_name(name).is_ok() && !name.ends_with(".lock") {
+                    found
+                        .entry(name.to_owned())
+                        .or_insert_with(|| dir.join(name));
+                }
+            }
+        }
+        Ok(Candidates::from_sources(found))
+    }
+
+    /// Candidates from base names and where each is on disk.
+    pub fn from_sources(found: BTreeMap<String, PathBuf>) -> Candidates {
+        let (names, sources): (Vec<String>, Vec<PathBuf>) = found.into_iter().unzip();
+        let mut index = HashMap::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            if let Some(h) = hash_of(name) {
+                index.entry(h).or_insert(i);
+            }
+        }
+        Candidates {
+            names,
+            sources,
+            index,
+        }
+    }
+
+    /// Whether `base` is one of them.
+    pub fn contains(&self, base: &str) -> bool {
+        self.position(base).is_some()
+    }
+
+    /// Where `base` is on disk.
+    pub fn source(&self, base: &str) -> Option<&Path> {
+        self.position(base)
+            .and_then(|i| self.sources.get(i))
+            .map(PathBuf::as_path)
+    }
+
+    fn position(&self, base: &str) -> Option<usize> {
+        self.names.binary_search_by(|n| n.as_str().cmp(base)).ok()
+    }
+
+    /// The names whose hash part is one of those `found` (indices of the
+    /// first name with each hash part, as [`RefScanner`] reports them).
+    fn names_of(&self, found: BTreeSet<usize>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for i in found {
+            let Some(first) = self.names.get(i) else {
+                continue;
+            };
+            let hash = first.get(..HASH_LEN).unwrap_or("");
+            out.extend(
+                self.names[i..]
+                    .iter()
+                    .take_while(|n| n.get(..HASH_LEN) == Some(hash))
+                    .cloned(),
+            );
+        }
+        out
+    }
+}
+
+/// The hash part of a base name as bytes.
+fn hash_of(base: &str) -> Option<[u8; HASH_LEN]> {
+    base.as_bytes()
+        .get(..HASH_LEN)
+        .and_then(|h| <[u8; HASH_LEN]>::try_from(h).ok())
+}
+
 /// What one pass over a store path found.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathScan {
     /// sha256 of the NAR serialisation.
     pub nar_hash: [u8; 32],
     /// Length of the NAR serialisation.
     pub nar_size: u64,
-    /// Indices (into the closure) of the paths referenced, self included.
-    pub references: BTreeSet<usize>,
+    /// Base names of the [`Candidates`] whose hash part occurs in the NAR,
+    /// the path itself included when it mentions itself.
+    pub references: BTreeSet<String>,
     /// Digest of everything that determines this path's image: the NAR
     /// (names, types, contents, symlink targets) plus every entry's full
     /// permission bits (setuid, sgid, sticky), and hard-link grouping.
@@ -111,49 +208,49 @@ pub struct PathScan {
     pub file_bytes: u64,
 }
 
+/// Bytes of a record before its references' names.
+const RECORD_FIXED: usize = 32 + 8 + 32 + 8 + 4;
+
 impl PathScan {
     /// `sha256:<nix-base32>`, as in closureInfo's `registration`.
     pub fn nar_hash_string(&self) -> String {
         format!("sha256:{}", nixbase32::encode(&self.nar_hash))
     }
 
-    /// The scan as a cache record: its fields, the digest of the closure it
-    /// was scanned against ([`closure_digest`]), whether that closure was
-    /// closed under references, and its references as hash parts (indices
-    /// mean nothing in another closure).
-    pub fn to_record(&self, closure: &[u8; 32], closed: bool, paths: &[StorePath]) -> Vec<u8> {
-        let mut b = Vec::with_capacity(117 + 32 * self.references.len());
+    /// The scan as a cache record (filed under the path's metadata
+    /// fingerprint): NAR hash ‖ NAR size (u64 LE) ‖ content digest ‖ file
+    /// bytes (u64 LE) ‖ reference count (u32 LE) ‖ per reference, its base
+    /// name's length (u8) and the name. References are kept by base name,
+    /// not by an index into one closure, so the record serves every closure
+    /// the path is in.
+    pub fn to_record(&self) -> Vec<u8> {
+        let names: usize = self.references.iter().map(|r| 1 + r.len()).sum();
+        let mut b = Vec::with_capacity(RECORD_FIXED + names);
         b.extend_from_slice(&self.nar_hash);
         b.extend_from_slice(&self.nar_size.to_le_bytes());
         b.extend_from_slice(&self.content_digest);
         b.extend_from_slice(&self.file_bytes.to_le_bytes());
-        b.extend_from_slice(closure);
-        b.push(u8::from(closed));
-        let refs: Vec<&str> = self
-            .references
-            .iter()
-            .filter_map(|&i| paths.get(i).map(StorePath::hash_part))
-            .collect();
-        b.extend_from_slice(&(refs.len() as u32).to_le_bytes());
-        for r in refs {
+        b.extend_from_slice(&(self.references.len() as u32).to_le_bytes());
+        for r in &self.references {
+            // A base name is at most 32 + 1 + 211 bytes (check_base_name).
+            b.push(u8::try_from(r.len()).unwrap_or(u8::MAX));
             b.extend_from_slice(r.as_bytes());
         }
         b
     }
 
-    /// A scan from a record written by [`PathScan::to_record`]. Its
-    /// references hold in this closure (`closure`, indexed by `hashes`) when
-    /// it was scanned against the same closure, or against a *closed* one
-    /// (a computed closure, or Nix's): that one held all the path's
-    /// references, so those in this closure are exactly the recorded ones
-    /// present here. Otherwise `None` when `need_refs`, and an empty set
-    /// when not. `None` for anything malformed.
-    pub fn from_record(
-        b: &[u8],
-        closure: &[u8; 32],
-        hashes: &HashMap<[u8; HASH_LEN], usize>,
-        need_refs: bool,
-    ) -> Option<PathScan> {
+    /// A scan from a record written by [`PathScan::to_record`], its
+    /// references checked against the current `candidates`: those no longer
+    /// in the store directory are dropped, as a scan now would not find them.
+    ///
+    /// NB: a path that appeared in the store directory after the record was
+    /// written is not looked for in the recorded path. Nix never makes a
+    /// path refer to one that is absent (a valid path's references are
+    /// valid, and the garbage collector keeps them), so what a scan could
+    /// find there is a hash part the path mentions without Nix counting it.
+    ///
+    /// `None` for anything malformed (a damaged or foreign record is a miss).
+    pub fn from_record(b: &[u8], candidates: &Candidates) -> Option<PathScan> {
         let mut r = b;
         let mut take = |n: usize| -> Option<&[u8]> {
             let (head, rest) = r.split_at_checked(n)?;
@@ -166,29 +263,14 @@ impl PathScan {
         let nar_size = u64le(take(8)?)?;
         let content_digest = arr32(take(32)?)?;
         let file_bytes = u64le(take(8)?)?;
-        let scanned_against = arr32(take(32)?)?;
-        let closed = match take(1)? {
-            [0] => false,
-            [1] => true,
-            _ => return None,
-        };
-        let n = u32::from_le_bytes(<[u8; 4]>::try_from(take(4)?).ok()?) as usize;
+        let n = u32::from_le_bytes(<[u8; 4]>::try_from(take(4)?).ok()?);
         let mut references = BTreeSet::new();
-        let same_closure = &scanned_against == closure;
-        let refs_hold = closed || same_closure;
-        if !refs_hold && need_refs {
-            return None;
-        }
         for _ in 0..n {
-            let h = <[u8; HASH_LEN]>::try_from(take(HASH_LEN)?).ok()?;
-            match (refs_hold, hashes.get(&h)) {
-                (true, Some(&i)) => {
-                    references.insert(i);
-                }
-                // Scanned against this very closure, every reference is in
-                // it: a missing one means the record is not what it says.
-                (true, None) if same_closure => return None,
-                _ => {}
+            let len = usize::from(*take(1)?.first()?);
+            let name = std::str::from_utf8(take(len)?).ok()?;
+            check_base_name(name).ok()?;
+            if candidates.contains(name) {
+                references.insert(name.to_owned());
             }
         }
         if !r.is_empty() {
@@ -222,12 +304,35 @@ impl Write for Sink<'_> {
     }
 }
 
-/// Scans `sp`. `hashes` maps every closure member's hash part to its index.
-pub fn scan(sp: &StorePath, hashes: &HashMap<[u8; HASH_LEN], usize>) -> Result<PathScan> {
+/// Feeds a NAR stream to the reference scanner only (no hashing).
+struct RefSink<'a>(RefScanner<'a>);
+
+impl Write for RefSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.feed(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The references of `sp` only: the closure step's pass over a path it has
+/// no record of. It skips over most bytes without looking at them (see
+/// [`RefScanner`]) and hashes nothing, so it costs a fraction of [`scan`],
+/// which the pack step runs later, beside the compressors.
+pub fn references(sp: &StorePath, candidates: &Candidates) -> Result<BTreeSet<String>> {
+    let mut sink = RefSink(RefScanner::new(&candidates.index));
+    nar::dump(&sp.source, &mut sink, &mut |_, _, _| Ok(()))?;
+    Ok(candidates.names_of(sink.0.found()))
+}
+
+/// Scans `sp` for the hash parts of `candidates`.
+pub fn scan(sp: &StorePath, candidates: &Candidates) -> Result<PathScan> {
     let mut sink = Sink {
         sha: Sha256::new(),
         size: 0,
-        refs: RefScanner::new(hashes),
+        refs: RefScanner::new(&candidates.index),
     };
     let mut meta_digest = Sha256::new();
     let mut file_bytes = 0u64;
@@ -248,7 +353,7 @@ pub fn scan(sp: &StorePath, hashes: &HashMap<[u8; HASH_LEN], usize>) -> Result<P
     Ok(PathScan {
         nar_hash,
         nar_size: sink.size,
-        references: sink.refs.found(),
+        references: candidates.names_of(sink.refs.found()),
         content_digest: meta_digest.finalize().into(),
         file_bytes,
     })
@@ -343,32 +448,6 @@ pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
     })
 }
 
-/// Digest of the closure's hash parts: the reference scan looks for exactly
-/// these, so recorded references are reusable under the same digest (or
-/// when the record's closure was closed: [`PathScan::from_record`]).
-pub fn closure_digest(paths: &[StorePath]) -> [u8; 32] {
-    let mut parts: Vec<&str> = paths.iter().map(StorePath::hash_part).collect();
-    parts.sort_unstable();
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-    }
-    h.finalize().into()
-}
-
-/// The hash-part index for a sorted closure.
-pub fn hash_index(paths: &[StorePath]) -> HashMap<[u8; HASH_LEN], usize> {
-    paths
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| {
-            <[u8; HASH_LEN]>::try_from(p.hash_part().as_bytes())
-                .ok()
-                .map(|h| (h, i))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -424,62 +503,80 @@ mod tests {
         assert!(s.found().is_empty());
     }
 
-    fn sp(hash: &[u8; 32], dir: &std::path::Path) -> StorePath {
-        StorePath {
-            base: format!("{}-x", std::str::from_utf8(hash).unwrap()),
-            source: dir.to_path_buf(),
-        }
+    const A: &str = "0123456789abcdfghijklmnpqrsvwxyz-a";
+    const B: &str = "zyxwvsrqpnmlkjihgfdcba9876543210-b";
+
+    fn candidates(names: &[&str]) -> Candidates {
+        Candidates::from_sources(
+            names
+                .iter()
+                .map(|n| (n.to_string(), PathBuf::from(n)))
+                .collect(),
+        )
     }
 
     #[test]
-    fn records_round_trip_and_refuse_what_they_cannot_vouch_for() {
+    fn scans_find_candidates_by_hash_part_with_every_name() {
         let d = tempfile::tempdir().unwrap();
-        let paths = [sp(H1, d.path()), sp(H2, d.path())];
-        let idx = hash_index(&paths);
+        let s = d.path();
+        // Two names with one hash part (`.check` beside a path, as Nix
+        // leaves them): a mention finds both.
+        let a_check = format!("{A}.check");
+        std::fs::write(s.join(A), format!("uses /nix/store/{}-other", &B[..32])).unwrap();
+        std::fs::write(s.join(B), b"leaf").unwrap();
+        std::fs::write(s.join(&a_check), b"").unwrap();
+        std::fs::write(s.join(format!("{}.lock", &A[..34])), b"").unwrap();
+        std::fs::write(s.join("not-a-store-path"), b"").unwrap();
+        let c = Candidates::list(&[s]).unwrap();
+        assert!(c.contains(A) && c.contains(B) && c.contains(&a_check));
+        assert!(!c.contains("not-a-store-path"));
+        assert_eq!(c.source(B), Some(s.join(B).as_path()));
+        let sp = |n: &str| StorePath {
+            base: n.to_owned(),
+            source: s.join(n),
+        };
+        let got = scan(&sp(A), &c).unwrap().references;
+        assert_eq!(references(&sp(A), &c).unwrap(), got);
+        assert_eq!(got.into_iter().collect::<Vec<_>>(), [B]);
+        std::fs::write(s.join(B), format!("{A} twice: {A}")).unwrap();
+        let got = scan(&sp(B), &c).unwrap().references;
+        assert_eq!(got.into_iter().collect::<Vec<_>>(), [A.to_owned(), a_check]);
+    }
+
+    #[test]
+    fn records_round_trip_and_keep_only_references_still_present() {
         let sc = PathScan {
             nar_hash: [1; 32],
             nar_size: 1234,
-            references: [0, 1].into_iter().collect(),
+            references: [A, B].iter().map(|s| s.to_string()).collect(),
             content_digest: [2; 32],
             file_bytes: 99,
         };
-        let closure = closure_digest(&paths);
-        let rec = sc.to_record(&closure, false, &paths);
-        let back = PathScan::from_record(&rec, &closure, &idx, true).unwrap();
+        let rec = sc.to_record();
         assert_eq!(
-            (
-                back.nar_hash,
-                back.nar_size,
-                back.content_digest,
-                back.file_bytes
-            ),
-            (sc.nar_hash, sc.nar_size, sc.content_digest, sc.file_bytes)
+            PathScan::from_record(&rec, &candidates(&[A, B])),
+            Some(sc.clone())
         );
-        assert_eq!(back.references, sc.references);
-        // Another closure: references unknown.
-        let other = closure_digest(&paths[..1]);
-        assert!(PathScan::from_record(&rec, &other, &idx, true).is_none());
-        let no_refs = PathScan::from_record(&rec, &other, &idx, false).unwrap();
-        assert!(no_refs.references.is_empty());
-        assert_eq!(no_refs.content_digest, sc.content_digest);
-        // Scanned against a closed set: its references hold in any closure,
-        // those present there.
-        let closed = sc.to_record(&closure, true, &paths);
-        let back = PathScan::from_record(&closed, &other, &idx, true).unwrap();
-        assert_eq!(back.references, sc.references);
-        let idx1 = hash_index(&paths[..1]);
-        let back = PathScan::from_record(&closed, &other, &idx1, true).unwrap();
-        assert_eq!(back.references, [0].into_iter().collect());
-        let mut bad_flag = closed.clone();
-        bad_flag[112] = 2;
-        assert!(PathScan::from_record(&bad_flag, &closure, &idx, true).is_none());
-        // Malformed: every truncation and a trailing byte.
+        // Another store directory, or B collected since: B is dropped, as
+        // a scan there would not find it.
+        let back = PathScan::from_record(&rec, &candidates(&[A])).unwrap();
+        assert_eq!(back.references.into_iter().collect::<Vec<_>>(), [A]);
+        assert_eq!(back.content_digest, sc.content_digest);
+        // Malformed: every truncation, a trailing byte, a bad name, a count
+        // larger than the record.
+        let all = candidates(&[A, B]);
         for n in 0..rec.len() {
-            assert!(PathScan::from_record(&rec[..n], &closure, &idx, true).is_none());
+            assert!(PathScan::from_record(&rec[..n], &all).is_none(), "{n}");
         }
         let mut long = rec.clone();
         long.push(0);
-        assert!(PathScan::from_record(&long, &closure, &idx, true).is_none());
+        assert!(PathScan::from_record(&long, &all).is_none());
+        let mut bad = rec.clone();
+        bad[RECORD_FIXED + 1] = b'E';
+        assert!(PathScan::from_record(&bad, &all).is_none());
+        let mut huge = rec.clone();
+        huge[RECORD_FIXED - 4..RECORD_FIXED].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(PathScan::from_record(&huge, &all).is_none());
     }
 
     #[test]

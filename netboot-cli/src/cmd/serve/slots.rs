@@ -140,7 +140,7 @@ impl Builder {
             observer: &(),
             stats: &stats,
         };
-        let closure = pipeline::closure(&plan)?;
+        let closure = pipeline::closure(&plan, Some(&cache))?;
         let media = pipeline::assemble(&plan, closure, run)?;
         for (file, parts) in &media.files {
             let mut parts = parts.clone();
