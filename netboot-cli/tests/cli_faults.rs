@@ -72,6 +72,10 @@ fn noise(seed: u64, size: usize) -> Vec<u8> {
 
 /// Names in `dir` that a build leaves only while it runs.
 fn leftovers(dir: &Path) -> Vec<String> {
+    // A cache directory appears with its first entry.
+    if !dir.exists() {
+        return Vec::new();
+    }
     listing(dir)
         .into_iter()
         .filter(|n| {

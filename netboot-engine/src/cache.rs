@@ -105,11 +105,18 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Opens (creating) the cache directory, and removes the temporary
-    /// files of builds that were killed while writing an entry.
+    /// Opens the cache directory, and removes the temporary files of
+    /// builds that were killed while writing an entry. A missing directory
+    /// is created with the first entry written (so a build refused before
+    /// it packs anything leaves no cache behind); a path that exists and is
+    /// not a directory is refused now.
     pub fn open(dir: &Path) -> Result<Cache> {
-        std::fs::create_dir_all(dir).at(dir)?;
-        crate::fsutil::clean_stale_in(dir);
+        match std::fs::metadata(dir) {
+            Ok(m) if !m.is_dir() => return Err(crate::Error::at(dir, "not a directory")),
+            Ok(_) => crate::fsutil::clean_stale_in(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::Error::io(dir, e)),
+        }
         Ok(Cache {
             dir: dir.to_owned(),
         })
@@ -212,6 +219,7 @@ impl Cache {
         sync: bool,
         fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).at(&self.dir)?;
         crate::fsutil::replace_file(&dest, sync, |f| fill(f).at(&dest))
     }
 
@@ -261,7 +269,13 @@ impl Cache {
     /// under `noatime`/`relatime`).
     pub fn prune(&self, max: u64, keep_since: std::time::SystemTime) -> Result<Pruned> {
         let mut entries = Vec::new();
-        for e in std::fs::read_dir(&self.dir).at(&self.dir)? {
+        let rd = match std::fs::read_dir(&self.dir) {
+            Ok(rd) => rd,
+            // Nothing was ever written: nothing to prune.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Pruned::default()),
+            Err(e) => return Err(crate::Error::io(&self.dir, e)),
+        };
+        for e in rd {
             let e = e.at(&self.dir)?;
             let name = e.file_name();
             let name = name.to_string_lossy();

@@ -98,6 +98,9 @@ impl Builder {
             None => default_cache()?,
         };
         Cache::open(&cache)?;
+        // The generations live in the cache directory (same file system as
+        // the entries they link).
+        std::fs::create_dir_all(&cache).at(&cache)?;
         // `.serve.netboot-tmp-<pid>` in the cache: pruning skips dot names,
         // and a killed server's directory is removed by the next one.
         let root = netboot_engine::fsutil::scratch_dir(&cache.join("serve"))?;
