@@ -189,8 +189,14 @@ fn nix_media_equal_netboot_build_system_and_rebuild_per_path() {
         .map(|f| format!("{top}/{f}"))
         .collect();
     allowed.insert(top.clone());
-    allowed.insert(resolve("kernel").display().to_string());
-    allowed.insert(resolve("initrd").display().to_string());
+    // The link targets, and the store paths holding them: resolving a link
+    // inside the store looks at each component on the way (its metadata,
+    // never its other files).
+    for link in ["kernel", "initrd"] {
+        let target = resolve(link);
+        allowed.insert(target.display().to_string());
+        allowed.insert(target.parent().unwrap().display().to_string());
+    }
     let in_closure: Vec<&String> = named
         .iter()
         .filter(|p| {

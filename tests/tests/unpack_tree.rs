@@ -127,8 +127,11 @@ fn build_media(nar_only: bool) -> Built {
     let lines: String = names.iter().map(|n| format!("/nix/store/{n}\n")).collect();
     std::fs::write(&closure, lines).unwrap();
     // Stage 1 never looks at the kernel or the stage-1 initrd.
-    std::fs::write(tmp.path().join("kernel"), vec![0u8; 4096]).unwrap();
-    std::fs::write(tmp.path().join("initrd"), b"none").unwrap();
+    // The example's stand-ins carry a kernel's boot header and an
+    // initramfs's magic (build refuses anything else).
+    let example = netboot_tests::tools::workspace_root().join("examples/closure");
+    std::fs::copy(example.join("bzImage"), tmp.path().join("kernel")).unwrap();
+    std::fs::copy(example.join("initrd"), tmp.path().join("initrd")).unwrap();
     let media = tmp.path().join("media");
     let netboot = netboot_tests::boot::netboot_bin().unwrap();
     let mut cmd = Command::new(netboot);
