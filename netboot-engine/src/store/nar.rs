@@ -57,6 +57,17 @@ impl NarOut<'_> {
         }
         Ok(())
     }
+    /// `regular [executable ""] contents <size>`: a regular file's node up
+    /// to its data (only the owner-execute bit counts, `S_IXUSR`).
+    fn regular_head(&mut self, mode: u32, size: u64) -> Result<()> {
+        self.str(b"regular")?;
+        if mode & 0o100 != 0 {
+            self.str(b"executable")?;
+            self.str(b"")?;
+        }
+        self.str(b"contents")?;
+        self.raw(&size.to_le_bytes())
+    }
     /// `entry ( name <name> node`: a directory entry up to its node.
     fn entry_head(&mut self, name: &[u8]) -> Result<()> {
         for s in [&b"entry"[..], b"(", b"name", name, b"node"] {
@@ -115,14 +126,8 @@ fn node(path: &Path, rel: &mut Vec<u8>, w: &mut NarOut<'_>, visit: &mut Visitor<
 /// A regular file's node body: `regular [executable ""] contents <data>`,
 /// read through the dump's one buffer.
 fn regular(path: &Path, meta: &Metadata, w: &mut NarOut<'_>) -> Result<()> {
-    w.str(b"regular")?;
-    if meta.permissions().mode() & 0o100 != 0 {
-        w.str(b"executable")?;
-        w.str(b"")?;
-    }
-    w.str(b"contents")?;
     let size = meta.len();
-    w.raw(&size.to_le_bytes())?;
+    w.regular_head(meta.permissions().mode(), size)?;
     let mut f = std::fs::File::open(path).at(path)?;
     // One byte more than the size, so a file that grew is noticed.
     let want = usize::try_from(size.saturating_add(1))
@@ -234,13 +239,7 @@ fn image_regular(
 ) -> std::result::Result<(), String> {
     let ioe = |e: Error| e.problem;
     let shown = || String::from_utf8_lossy(&e.path).into_owned();
-    w.str(b"regular").map_err(ioe)?;
-    if e.mode & 0o100 != 0 {
-        w.str(b"executable").map_err(ioe)?;
-        w.str(b"").map_err(ioe)?;
-    }
-    w.str(b"contents").map_err(ioe)?;
-    w.raw(&e.size.to_le_bytes()).map_err(ioe)?;
+    w.regular_head(u32::from(e.mode), e.size).map_err(ioe)?;
     let n = img
         .read_file_to(e, w.out)
         .map_err(|err| format!("{}: {err}", shown()))?;
