@@ -15,12 +15,13 @@ use std::process::Command;
 
 #[test]
 fn boot_postmount_commands_are_the_seeds_verbatim() {
-    // The module shipped in the repository, through Nix's '' string rules.
+    // The seed's stage 1 shipped in the repository, through Nix's ''
+    // string rules.
     assert_eq!(
-        stage1::postmount_from_module(stage1::STAGE1_MODULE).as_deref(),
+        stage1::postmount_from_module(stage1::SEED_STAGE1).as_deref(),
         Some(stage1::POSTMOUNT_COMMANDS)
     );
-    let block = stage1::postmount_block(stage1::STAGE1_MODULE).unwrap();
+    let block = stage1::postmount_block(stage1::SEED_STAGE1).unwrap();
     assert!(block.ends_with("      )\n    '';\n"), "{block}");
     assert!(stage1::POSTMOUNT_COMMANDS.contains("cp -ar \"../.squash/$dest/$dest\" \"./$dest\""));
     assert!(stage1::init_script().contains(stage1::POSTMOUNT_COMMANDS.trim_end()));
@@ -46,15 +47,19 @@ fn boot_postmount_commands_are_the_seeds_verbatim() {
     }
 }
 
-/// The stage-1 module shipped for NixOS users (`nix/netboot-stage1.nix`)
-/// has the seed's kernel modules and registration step besides its
-/// postMountCommands (checked above), and parses as Nix.
+/// The seed's stage 1 in the repository has the seed's kernel modules
+/// besides its postMountCommands (checked above), the module its
+/// registration step, and every Nix file parses.
 #[test]
 fn boot_shipped_stage1_module_parses() {
     let path = netboot_tests::tools::workspace_root().join("nix/netboot-stage1.nix");
     for needle in [
         r#"boot.initrd.availableKernelModules = [ "squashfs" "overlay" ];"#,
         r#"boot.initrd.kernelModules = [ "loop" "overlay" ];"#,
+    ] {
+        assert!(stage1::SEED_STAGE1.contains(needle), "{needle}");
+    }
+    for needle in [
         "nix-store --load-db < /nix/store/nix-path-registration",
         "neededForBoot = true;",
     ] {

@@ -14,9 +14,11 @@ use std::process::Command;
 /// The seed module's `boot.initrd.postMountCommands` after Nix's
 /// indented-string processing (tests check it against the seed text).
 pub const POSTMOUNT_COMMANDS: &str = include_str!("postmount.sh");
-/// The stage-1 module shipped to NixOS users (`nix/netboot-stage1.nix`),
-/// whose `postMountCommands` block is the seed's, letter for letter.
+/// The stage-1 module shipped to NixOS users (`nix/netboot-stage1.nix`).
 pub const STAGE1_MODULE: &str = include_str!("../../../nix/netboot-stage1.nix");
+/// The seed's stage 1 as the module uses it (`nix/netboot-stage1-seed.nix`),
+/// whose `postMountCommands` block is the seed's, letter for letter.
+pub const SEED_STAGE1: &str = include_str!("../../../nix/netboot-stage1-seed.nix");
 const INIT_TEMPLATE: &str = include_str!("init.sh");
 const VERIFY: &str = include_str!("verify.sh");
 
