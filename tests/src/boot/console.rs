@@ -78,7 +78,11 @@ pub fn in_order(console: &str, needles: &[&str]) -> Result<(), String> {
                 let anywhere = console.contains(n);
                 return Err(format!(
                     "{n:?} {} after the lines before it",
-                    if anywhere { "appears, but not" } else { "does not appear" }
+                    if anywhere {
+                        "appears, but not"
+                    } else {
+                        "does not appear"
+                    }
                 ));
             }
         }
@@ -116,6 +120,8 @@ mod tests {
         assert!(in_order(log, &["Switching root", "Reached target x"])
             .unwrap_err()
             .contains("appears, but not"));
-        assert!(in_order(log, &["nope"]).unwrap_err().contains("does not appear"));
+        assert!(in_order(log, &["nope"])
+            .unwrap_err()
+            .contains("does not appear"));
     }
 }

@@ -263,7 +263,11 @@ impl Stage1 {
         if let Some(p) = &self.expected_paths {
             text("etc/netboot/expected-paths", p.clone(), 0o644);
         }
-        text("init", init_script_with(&self.postmount).into_bytes(), 0o755);
+        text(
+            "init",
+            init_script_with(&self.postmount).into_bytes(),
+            0o755,
+        );
         if let Some(u) = &self.unpacker {
             add_unpacker(&mut items, u)?;
         }
@@ -305,7 +309,10 @@ fn add_unpacker(items: &mut Vec<Item>, unpacker: &Path) -> Result<()> {
     let existing: std::collections::BTreeSet<String> =
         items.iter().map(|i| i.name().to_owned()).collect();
     for d in dirs.into_iter().filter(|d| !existing.contains(d)) {
-        items.push(Item::Dir { name: d, mode: 0o755 });
+        items.push(Item::Dir {
+            name: d,
+            mode: 0o755,
+        });
     }
     if !existing.contains("lib64") {
         items.push(Item::Symlink {
@@ -316,8 +323,7 @@ fn add_unpacker(items: &mut Vec<Item>, unpacker: &Path) -> Result<()> {
     items.push(Item::File {
         name: "bin/netboot-unpack".into(),
         mode: 0o755,
-        data: std::fs::read(unpacker)
-            .with_context(|| format!("reading {}", unpacker.display()))?,
+        data: std::fs::read(unpacker).with_context(|| format!("reading {}", unpacker.display()))?,
     });
     Ok(())
 }

@@ -181,7 +181,9 @@ impl SystemdStage1 {
         ] {
             tree.symlink(link, target);
         }
-        for d in ["dev", "proc", "sys", "run", "root", "sysroot", "usr/bin", "usr/sbin"] {
+        for d in [
+            "dev", "proc", "sys", "run", "root", "sysroot", "usr/bin", "usr/sbin",
+        ] {
             tree.dir(d, 0o755);
         }
         tree.dir("tmp", 0o1777);
@@ -277,7 +279,10 @@ impl SystemdStage1 {
             // `systemd[1]: Reached target ...` and `Switching root.` there.
             "[Manager]\nDefaultEnvironment=PATH=/bin:/sbin\nShowStatus=yes\nLogTarget=kmsg\nLogColor=no\n",
         );
-        tree.text("etc/sysctl.d/nixos.conf", "kernel.modprobe = /sbin/modprobe\n");
+        tree.text(
+            "etc/sysctl.d/nixos.conf",
+            "kernel.modprobe = /sbin/modprobe\n",
+        );
         tree.file(
             "etc/netboot/verify.sh",
             0o755,
@@ -296,7 +301,11 @@ impl SystemdStage1 {
             FIND_CLOSURE_SCRIPT.as_bytes().to_vec(),
         );
         for (path, text) in &self.unit.scripts {
-            tree.file(path.trim_start_matches('/'), 0o755, text.as_bytes().to_vec());
+            tree.file(
+                path.trim_start_matches('/'),
+                0o755,
+                text.as_bytes().to_vec(),
+            );
         }
         Ok(())
     }
@@ -334,7 +343,10 @@ impl SystemdStage1 {
             &format!("{sys}/initrd-switch-root.service.d/nixos.conf"),
             SWITCH_ROOT_DROPIN,
         );
-        tree.text(&format!("{sys}/netboot-test-handover.service"), HANDOVER_UNIT);
+        tree.text(
+            &format!("{sys}/netboot-test-handover.service"),
+            HANDOVER_UNIT,
+        );
         tree.text(&format!("{sys}/{}", self.unit.file), &self.unit.text);
         let mut links: Vec<(String, &str)> = vec![
             ("initrd-root-fs.target.requires".into(), "sysroot.mount"),
@@ -343,7 +355,10 @@ impl SystemdStage1 {
                 "initrd.target.requires".into(),
                 "initrd-find-nixos-closure.service",
             ),
-            ("initrd.target.wants".into(), "netboot-test-handover.service"),
+            (
+                "initrd.target.wants".into(),
+                "netboot-test-handover.service",
+            ),
             ("sysinit.target.wants".into(), "systemd-journald.service"),
             ("sockets.target.wants".into(), "systemd-journald.socket"),
             (
@@ -352,7 +367,10 @@ impl SystemdStage1 {
             ),
         ];
         if self.modules.is_some() {
-            links.push(("sysinit.target.wants".into(), "systemd-modules-load.service"));
+            links.push((
+                "sysinit.target.wants".into(),
+                "systemd-modules-load.service",
+            ));
         }
         for t in &self.unit.required_by {
             links.push((format!("{t}.requires"), self.unit.file.as_str()));
@@ -371,7 +389,12 @@ impl SystemdStage1 {
 /// on) under /lib/modules/<release>, with the index files `depmod` writes
 /// (systemd-modules-load and modprobe read them through libkmod), and
 /// `load` in /etc/modules-load.d as NixOS writes `boot.initrd.kernelModules`.
-fn add_modules(tree: &mut Tree, kernel: &Kernel, load: &[String], available: &[String]) -> Result<()> {
+fn add_modules(
+    tree: &mut Tree,
+    kernel: &Kernel,
+    load: &[String],
+    available: &[String],
+) -> Result<()> {
     let wanted: Vec<&str> = load.iter().chain(available).map(String::as_str).collect();
     let modules = kernel.modules_for(&wanted)?;
     let work = tempfile::tempdir().context("depmod directory")?;
@@ -388,7 +411,11 @@ fn add_modules(tree: &mut Tree, kernel: &Kernel, load: &[String], available: &[S
         }
         std::fs::copy(&m.path, &dest)?;
     }
-    for f in ["modules.builtin", "modules.order", "modules.builtin.modinfo"] {
+    for f in [
+        "modules.builtin",
+        "modules.order",
+        "modules.builtin.modinfo",
+    ] {
         let src = kernel.modules_dir.join(f);
         if src.is_file() {
             std::fs::copy(&src, base.join(f))?;

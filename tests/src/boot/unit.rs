@@ -44,7 +44,8 @@ pub fn evaluate(nix_instantiate: &Path, stage1: &str, unpack: &str) -> Result<Co
             .arg(commands_file())
             .args(["--argstr", "stage1", stage1, "--argstr", "unpack", unpack]),
     )?;
-    let v: Value = serde_json::from_slice(&out.stdout).context("nix-instantiate printed no JSON")?;
+    let v: Value =
+        serde_json::from_slice(&out.stdout).context("nix-instantiate printed no JSON")?;
     let strings = |key: &str| -> Result<Vec<String>> {
         v.get(key)
             .and_then(Value::as_array)
@@ -87,7 +88,9 @@ pub struct Rendered {
 /// Renders `service` as `name.service`; job scripts are placed in
 /// `script_dir` and run by `shell`.
 pub fn render(name: &str, service: &Value, script_dir: &str, shell: &str) -> Result<Rendered> {
-    let obj = service.as_object().context("service is not an attribute set")?;
+    let obj = service
+        .as_object()
+        .context("service is not an attribute set")?;
     let mut unit = object(obj.get("unitConfig"))?;
     let mut svc = object(obj.get("serviceConfig"))?;
     let mut scripts = Vec::new();
