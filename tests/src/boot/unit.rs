@@ -206,17 +206,25 @@ mod tests {
             "onFailure": ["emergency.target"],
             "requiredBy": ["initrd.target"],
             "serviceConfig": { "Type": "oneshot", "ExecStart": ["x", "y"], "RemainAfterExit": true },
-            "script": "echo hi\n",
         });
         let r = render("n", &service, "/etc/s", "/bin/sh").unwrap();
         assert_eq!(
             r.text,
             "[Unit]\nBefore=a.service b.target\nDefaultDependencies=false\nDescription=D\n\
              OnFailure=emergency.target\nRequiresMountsFor=/sysroot/nix/store\n\n\
-             [Service]\nExecStart=x\nExecStart=y\nExecStart=/etc/s/n-start \n\
-             RemainAfterExit=true\nType=oneshot\n"
+             [Service]\nExecStart=x\nExecStart=y\nRemainAfterExit=true\nType=oneshot\n"
         );
+        assert_eq!(r.file, "n.service");
         assert_eq!(r.required_by, ["initrd.target"]);
+        assert!(r.scripts.is_empty());
+
+        // `script`: a job script, ExecStart= with scriptArgs (empty) after it.
+        let service = serde_json::json!({ "script": "echo hi\n", "wantedBy": ["t.target"] });
+        let r = render("n", &service, "/etc/s", "/bin/sh").unwrap();
+        assert_eq!(
+            r.text,
+            "[Unit]\n\n[Service]\nExecStart=/etc/s/n-start \n\n[Install]\nWantedBy=t.target\n"
+        );
         assert_eq!(
             r.scripts,
             [(
