@@ -53,7 +53,8 @@ pub fn init_script(busybox: &str) -> String {
 # it filled; check that store from inside it, then power off.
 bb={bb}
 $bb mkdir -p /tmp/netboot-bin
-for a in $($bb --list); do $bb ln -sf $bb /tmp/netboot-bin/$a; done
+# One process for every applet link (hundreds of execs are seconds in TCG).
+$bb --install -s /tmp/netboot-bin
 export PATH=/tmp/netboot-bin
 echo "NETBOOT-STAGE2: $0 running as PID $$ at $(cut -d' ' -f1 /proc/uptime)s"
 # Quiet the console so kernel messages cannot interleave with the listing.
