@@ -24,6 +24,8 @@
   # NixOS a store path that `boot.initrd.systemd.storePaths` copies in).
   # The scripted stage 1 finds it on PATH (extraUtils) instead.
   unpack ? "/bin/netboot-unpack"
+, # `size=` of the /nix tmpfs (netbootRs.storeSize; see netboot-stage1.nix).
+  storeSize ? "100%"
 }:
 
 let
@@ -112,6 +114,11 @@ in
     '';
     seed = seed.postMountCommands;
   };
+
+  # `fileSystems."/nix".options`: the store tmpfs, which stage 1 mounts
+  # before these commands run (sysroot-nix.mount under systemd).
+  inherit storeSize;
+  storeOptions = [ "mode=0755" "size=${storeSize}" ];
 
   # Kernel modules the commands need (`boot.initrd.kernelModules` and
   # `availableKernelModules`): the unpacker needs none.

@@ -33,7 +33,7 @@ let
   systemdStage1 = config.boot.initrd.systemd.enable;
   unpackExe = "${cfg.unpackPackage}/bin/netboot-unpack";
   stage1 = import ./netboot-stage1-commands.nix {
-    inherit (cfg) stage1;
+    inherit (cfg) stage1 storeSize;
     unpack = unpackExe;
   };
 in
@@ -52,7 +52,9 @@ in
     };
     storeSize = lib.mkOption {
       type = lib.types.str;
-      default = "100%";
+      # One default, in the file the tests boot.
+      default = (import ./netboot-stage1-commands.nix { }).storeSize;
+      defaultText = "100%";
       example = "75%";
       description = ''
         `size=` of the /nix tmpfs (a tmpfs `size=` value: bytes with k, m,
@@ -94,7 +96,7 @@ in
       # fail writes rather than starve the system.
       fileSystems."/nix" = {
         fsType = "tmpfs";
-        options = [ "mode=0755" "size=${cfg.storeSize}" ];
+        options = stage1.storeOptions;
         neededForBoot = true;
       };
 
