@@ -134,7 +134,7 @@ pub enum Error {
     /// (EFI iPXE would boot the kernel without an initramfs).
     #[error("netboot script has no initrd")]
     NoInitrd,
-    /// A netboot kernel parameter, init path or image name that is not usable.
+    /// A netboot init path, URI or image name that is not usable.
     #[error("netboot {what} {value:?}: {why}")]
     InvalidNetbootValue {
         /// Which input.
@@ -144,6 +144,75 @@ pub enum Error {
         /// Why.
         why: &'static str,
     },
+    /// A string that is not an iPXE setting name (`[SETTINGS/]NAME[:TYPE]`,
+    /// see [`SettingName`](crate::SettingName)).
+    #[error("invalid iPXE setting name {setting:?}: {why}")]
+    InvalidSetting {
+        /// The string.
+        setting: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// A kernel parameter given to
+    /// [`NetbootScript`](crate::netboot::NetbootScript) that it refuses;
+    /// `param` is the parameter as the caller gave it.
+    #[error("kernel parameter {param:?}: {problem}")]
+    KernelParam {
+        /// The parameter.
+        param: String,
+        /// What is wrong with it.
+        problem: KernelParamProblem,
+    },
+}
+
+/// What is wrong with a netboot kernel parameter ([`Error::KernelParam`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelParamProblem {
+    /// The parameter is empty.
+    #[error("is empty")]
+    Empty,
+    /// A control character (newline, tab, ...): a newline would end the
+    /// script line (injection).
+    #[error("contains the control character {0:?}")]
+    ControlChar(char),
+    /// `${...}` naming a setting that is not allowed: iPXE would expand it.
+    #[error("{}", not_allowed(setting, allowed))]
+    SettingNotAllowed {
+        /// The setting as written between `${` and `}`.
+        setting: String,
+        /// The allowed settings (empty: none were allowed).
+        allowed: Vec<String>,
+    },
+    /// A `${` that does not open a well-formed setting expansion.
+    #[error("`{expansion}` {why}; iPXE would expand it")]
+    BadExpansion {
+        /// The text from `${`.
+        expansion: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// `init=`: the script sets it itself; a second one would override the
+    /// system's (the kernel keeps the last).
+    #[error("sets init=, which the script sets itself (a second init= overrides the system's)")]
+    Init,
+    /// `initrd=`: the script names its own initrds; the UEFI stub would
+    /// look for this file too and fail to boot when it does not exist.
+    #[error("sets initrd=, which the script sets for its own initrds (the UEFI stub would look for this file too)")]
+    Initrd,
+}
+
+fn not_allowed(setting: &str, allowed: &[String]) -> String {
+    if allowed.is_empty() {
+        format!(
+            "iPXE would expand `${{{setting}}}`; settings in kernel parameters need an explicit opt-in"
+        )
+    } else {
+        format!(
+            "iPXE would expand `${{{setting}}}`, which is not an allowed setting (allowed: {})",
+            allowed.join(", ")
+        )
+    }
 }
 
 /// Where and why [`parse`](crate::parse()) failed: `line` is the 1-based

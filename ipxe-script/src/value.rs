@@ -202,16 +202,22 @@ impl Ctx {
         arg: Arg,
         allow_ws: bool,
     ) -> Result<String, Error> {
+        let has_setting = self.check_atoms(atoms, arg, allow_ws)?;
+        self.check_dollar_brace(atoms, arg, has_setting)?;
+        let mut out = self.write_atoms(atoms);
+        // Comment and separator detection look at the raw token, before
+        // expansion (exec.c `command_terminator`); `${}` expands to nothing.
+        if out.is_empty() || out.starts_with('#') || matches!(out.as_str(), "||" | "&&" | ";") {
+            out.insert_str(0, "${}");
+        }
+        Ok(out)
+    }
+
+    /// Step 1 of [`Ctx::token`]: characters no escape can carry (newline,
+    /// CR, NUL), whitespace where one word is required, and setting names.
+    /// Returns whether the token holds a setting expansion.
+    fn check_atoms(&self, atoms: &[Atom<'_>], arg: Arg, allow_ws: bool) -> Result<bool, Error> {
         let line = self.line;
-        let text_of = || {
-            atoms
-                .iter()
-                .map(|a| match a {
-                    Atom::Ch(c) => c.to_string(),
-                    Atom::Set(s) => format!("${{{s}}}"),
-                })
-                .collect::<String>()
-        };
         let mut has_setting = false;
         for a in atoms {
             match *a {
@@ -222,7 +228,7 @@ impl Ctx {
                     return Err(Error::Whitespace {
                         line,
                         arg,
-                        value: text_of(),
+                        value: display_atoms(atoms),
                     })
                 }
                 Atom::Set(s) => {
@@ -232,20 +238,29 @@ impl Ctx {
                 Atom::Ch(_) => {}
             }
         }
-        // A literal `${` survives only if nothing after it in this token can
-        // close it: iPXE rescans the expanded token until no `${...}` is left.
+        Ok(has_setting)
+    }
+
+    /// Step 2 of [`Ctx::token`]: a literal `${` survives only if nothing
+    /// after it in this token can close it, since iPXE rescans the expanded
+    /// token until no `${...}` is left (settings.c `expand_settings`).
+    fn check_dollar_brace(
+        &self,
+        atoms: &[Atom<'_>],
+        arg: Arg,
+        has_setting: bool,
+    ) -> Result<(), Error> {
+        let refuse = || Error::DollarBrace {
+            line: self.line,
+            arg,
+            value: display_atoms(atoms),
+        };
         let mut seen_dollar_brace = false;
         let mut prev = None;
         for a in atoms {
             match *a {
                 Atom::Ch('{') if prev == Some('$') => seen_dollar_brace = true,
-                Atom::Ch('}') | Atom::Set(_) if seen_dollar_brace => {
-                    return Err(Error::DollarBrace {
-                        line,
-                        arg,
-                        value: text_of(),
-                    })
-                }
+                Atom::Ch('}') | Atom::Set(_) if seen_dollar_brace => return Err(refuse()),
                 _ => {}
             }
             prev = match *a {
@@ -254,12 +269,14 @@ impl Ctx {
             };
         }
         if seen_dollar_brace && has_setting {
-            return Err(Error::DollarBrace {
-                line,
-                arg,
-                value: text_of(),
-            });
+            return Err(refuse());
         }
+        Ok(())
+    }
+
+    /// Step 3 of [`Ctx::token`]: the token's text, whitespace and the `{`
+    /// of a literal `${` written through escape settings.
+    fn write_atoms(&mut self, atoms: &[Atom<'_>]) -> String {
         let mut out = String::new();
         let mut prev_literal_dollar = false;
         for a in atoms {
@@ -284,12 +301,7 @@ impl Ctx {
                 }
             }
         }
-        // Comment and separator detection look at the raw token, before
-        // expansion (exec.c `command_terminator`); `${}` expands to nothing.
-        if out.is_empty() || out.starts_with('#') || matches!(out.as_str(), "||" | "&&" | ";") {
-            out.insert_str(0, "${}");
-        }
-        Ok(out)
+        out
     }
 
     /// Renders a rest-of-line value (echo text, kernel arguments, set value):
@@ -302,6 +314,17 @@ impl Ctx {
             .map(|t| self.token(t, arg, true))
             .collect()
     }
+}
+
+/// The atoms as the user wrote them (settings as `${name}`), for errors.
+fn display_atoms(atoms: &[Atom<'_>]) -> String {
+    atoms
+        .iter()
+        .map(|a| match a {
+            Atom::Ch(c) => c.to_string(),
+            Atom::Set(s) => format!("${{{s}}}"),
+        })
+        .collect()
 }
 
 /// `${nbrs-XX:string}`: the reference to the escape setting for byte `b`.

@@ -10,7 +10,8 @@
 
 use std::collections::HashMap;
 
-use ipxe_script::{parse, Command, Error, Image, Joiner, Line, Script, Value};
+use ipxe_script::netboot::{NetbootScript, DEFAULT_ALLOWED_SETTINGS};
+use ipxe_script::{parse, Command, Error, Image, Joiner, KernelParamProblem, Line, Script, Value};
 use proptest::prelude::*;
 
 fn is_space(b: u8) -> bool {
@@ -57,8 +58,16 @@ fn expand(token: &str, settings: &HashMap<String, Vec<u8>>) -> Vec<u8> {
 /// Runs a script through the model; returns the expanded argv of every
 /// command (regardless of `||`/`&&` outcome) and the labels seen.
 fn run(script: &str) -> (Vec<Vec<Vec<u8>>>, Vec<String>) {
+    run_with(script, HashMap::new())
+}
+
+/// [`run`] on a machine whose iPXE already holds `settings` (from DHCP,
+/// SMBIOS, the NIC).
+fn run_with(
+    script: &str,
+    mut settings: HashMap<String, Vec<u8>>,
+) -> (Vec<Vec<Vec<u8>>>, Vec<String>) {
     let data = script.as_bytes();
-    let mut settings: HashMap<String, Vec<u8>> = HashMap::new();
     let mut out = Vec::new();
     let mut labels = Vec::new();
     let mut offset = 0;
@@ -354,7 +363,6 @@ fn script_body() -> impl Strategy<Value = String> {
         "${x}",
         "${y:hex}",
         "$${",
-        "${",
         "}",
         "{",
         "$",
@@ -418,6 +426,124 @@ proptest! {
             if let Ok(rendered) = script.render() {
                 prop_assert_eq!(normalized(&text), normalized(&rendered), "{}\n---\n{}", text, rendered);
             }
+        }
+    }
+}
+
+/// Kernel parameters for the netboot builder: the tricky characters plus
+/// setting expansions, allowed (`mac`, `net0/ip`, `hostname`) and not
+/// (`password`, `cmdline`), and `init=`/`initrd=`.
+fn kernel_param() -> impl Strategy<Value = String> {
+    let common = prop::sample::select(vec![
+        "${mac}",
+        "${net0/ip}",
+        "${hostname}",
+        "BOOTIF=",
+        "\"",
+        " ",
+        "  ",
+        "#",
+        "$",
+        "{",
+        "}",
+        "${",
+        "||",
+        ";",
+        "\\",
+        "-",
+        "=",
+        "a",
+        "ü",
+    ]);
+    let refused = prop::sample::select(vec![
+        "${password}",
+        "${cmdline}",
+        "${net0/mac:bogus}",
+        "init=",
+        "initrd=",
+        "${",
+        "\n",
+        "\t",
+        "",
+    ]);
+    let atom = prop_oneof![30 => common, 1 => refused];
+    prop::collection::vec(atom, 1..6).prop_map(|v| v.concat())
+}
+
+/// The settings the model's iPXE holds while it runs a netboot script.
+fn machine_settings() -> HashMap<String, Vec<u8>> {
+    [
+        ("mac", "52:54:00:12:34:56"),
+        ("net0/ip", "10.0.2.15"),
+        ("hostname", "node-7"),
+        ("password", "hunter2"),
+        ("cmdline", "init=/bin/sh"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+    .collect()
+}
+
+/// What the kernel should see for `param`: each allowed `${...}` replaced
+/// by the machine's value.
+fn expected_param(param: &str) -> String {
+    let mut out = param.to_owned();
+    for (k, v) in machine_settings() {
+        out = out.replace(&format!("${{{k}}}"), std::str::from_utf8(&v).unwrap());
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// The netboot builder with settings allowed: what it builds renders,
+    /// reads back to the same script, and makes iPXE hand the kernel the
+    /// parameters with exactly the allowed settings filled in. What it
+    /// refuses is a typed error naming the offending parameter.
+    #[test]
+    fn netboot_settings_round_trip(params in prop::collection::vec(kernel_param(), 1..4)) {
+        let mut b = NetbootScript::new("d1g3st/bzImage")
+            .init("/init")
+            .initrd("d1g3st/initrd")
+            .allow_settings(DEFAULT_ALLOWED_SETTINGS)
+            .allow_settings(["net0/ip"]);
+        for p in &params {
+            b = b.kernel_param(p);
+        }
+        match b.build() {
+            Ok(script) => {
+                let text = script.render().unwrap();
+                prop_assert_eq!(&parse(&text).unwrap(), &script, "{}", text);
+                let (cmds, _) = run_with(&text, machine_settings());
+                let kernel = cmds.iter().find(|a| a[0] == b"kernel").unwrap();
+                let got = positionals(kernel, &[]);
+                prop_assert_eq!(&got[0], b"d1g3st/bzImage");
+                let mut want = String::from("init=/init initrd=initrd");
+                for p in &params {
+                    want.push(' ');
+                    want.push_str(&expected_param(p));
+                }
+                let cmdline = String::from_utf8_lossy(&got[1..].join(&b' ')).into_owned();
+                prop_assert_eq!(cmdline, want, "{}", text);
+            }
+            Err(Error::KernelParam { param, problem }) => {
+                prop_assert!(params.contains(&param), "{} not among {:?}", param, params);
+                match problem {
+                    KernelParamProblem::Empty => prop_assert!(param.is_empty()),
+                    KernelParamProblem::ControlChar(c) => prop_assert!(param.contains(c)),
+                    KernelParamProblem::Init => prop_assert!(param.trim_start_matches('"').starts_with("init=")),
+                    KernelParamProblem::Initrd => prop_assert!(param.trim_start_matches('"').starts_with("initrd=")),
+                    KernelParamProblem::SettingNotAllowed { setting, .. } => {
+                        prop_assert!(["password", "cmdline"].contains(&setting.as_str()), "{}", setting)
+                    }
+                    KernelParamProblem::BadExpansion { expansion, .. } => {
+                        prop_assert!(expansion.starts_with("${") && param.contains(&expansion), "{}", expansion)
+                    }
+                    other => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+            Err(e) => prop_assert!(false, "unexpected error {e}"),
         }
     }
 }

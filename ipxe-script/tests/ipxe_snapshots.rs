@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ipxe_script::netboot::{NetbootScript, MAX_CMDLINE};
+use ipxe_script::netboot::{NetbootScript, DEFAULT_ALLOWED_SETTINGS, MAX_CMDLINE};
 use ipxe_script::{parse, Command, Error, Image, Script, Value};
 
 const INIT: &str = "/nix/store/8v6jx1c4y9b1kz0m3w2q5r7t9s0a2d4f-nixos-system-netboot-25.05/init";
@@ -65,6 +65,25 @@ fn netboot_duplicate_and_clashing_initrds() {
             .initrd("http://boot.example/nixos/initrd")
             .initrd("http://boot.example/nixos/initrd")
             .initrd("http://boot.example/extra/initrd")
+    ));
+}
+
+/// Content-addressed media (`serve`'s `/NAME/<digest>/bzImage`, the script
+/// at `/NAME/netboot.ipxe`): the URIs carry the digest directory, and
+/// `initrd=NAME` names each initrd by its last path segment, the name iPXE
+/// registers it under. Per-machine parameters from allowed iPXE settings.
+#[test]
+fn netboot_content_addressed_with_settings() {
+    let d = "7d1f0c4e9a2b5d8f3e6a1c0b9d8e7f6a";
+    insta::assert_snapshot!(render(
+        NetbootScript::new(&format!("{d}/bzImage"))
+            .init(INIT)
+            .initrd(&format!("{d}/initrd"))
+            .initrd(&format!("{d}/manifest"))
+            .initrd(&format!("{d}/nix-store"))
+            .kernel_params("console=ttyS0 BOOTIF=01-${net0/mac:hexhyp} ip=${ip} node=${hostname}")
+            .kernel_param("serial=${smbios/serial}")
+            .allow_settings(DEFAULT_ALLOWED_SETTINGS)
     ));
 }
 

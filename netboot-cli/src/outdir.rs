@@ -21,11 +21,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::sync_ahead::SyncAhead;
+use netboot_engine::fsutil::{clean_stale, parent_dir, sibling, sync_parent, OLD_TAG, TMP_TAG};
+use netboot_engine::{Error, IoContext, Result};
 
-use crate::error::{Error, IoContext, Result};
-
-const TMP_TAG: &str = ".netboot-tmp-";
 /// The mark of a media directory: a file listing, one name a line after
 /// its first line [`MARK_HEADER`], every file the build wrote.
 pub const MARK: &str = ".netboot-media";
@@ -33,7 +31,6 @@ pub const MARK: &str = ".netboot-media";
 const MARK_HEADER: &str = "# netboot media directory: `netboot build --out` replaces it while it holds only the files below";
 /// What media directories held before [`MARK`] existed.
 const LEGACY_MEDIA: [&str; 5] = ["bzImage", "initrd", "manifest", "nix-store", "netboot.ipxe"];
-const OLD_TAG: &str = ".netboot-old-";
 
 /// A temporary output directory; removed on drop unless committed.
 #[derive(Debug)]
@@ -41,67 +38,6 @@ pub struct Staging {
     dest: PathBuf,
     tmp: PathBuf,
     committed: bool,
-}
-
-fn sibling(dest: &Path, tag: &str, pid: u32) -> Result<PathBuf> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| Error::at(dest, "output directory has no final component"))?;
-    let mut n = std::ffi::OsString::from(".");
-    n.push(name);
-    n.push(format!("{tag}{pid}"));
-    Ok(dest.with_file_name(n))
-}
-
-/// The directory holding `p` (`.` for a bare name).
-pub fn parent_dir(p: &Path) -> &Path {
-    p.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
-
-/// Fsyncs the directory holding `p`, so a rename in it is durable
-/// (best effort: some file systems refuse to sync directories).
-pub fn sync_parent(p: &Path) {
-    let _ = File::open(parent_dir(p)).and_then(|f| f.sync_all());
-}
-
-/// Removes temporary/old directories (or files) left by dead builds of `dest`.
-fn clean_stale(dest: &Path) {
-    let Some(name) = dest.file_name() else {
-        return;
-    };
-    let Ok(rd) = std::fs::read_dir(parent_dir(dest)) else {
-        return;
-    };
-    let name = name.to_string_lossy();
-    for e in rd.flatten() {
-        let f = e.file_name();
-        let f = f.to_string_lossy();
-        let Some(rest) = f
-            .strip_prefix('.')
-            .and_then(|r| r.strip_prefix(name.as_ref()))
-        else {
-            continue;
-        };
-        let pid = rest
-            .strip_prefix(TMP_TAG)
-            .or_else(|| rest.strip_prefix(OLD_TAG));
-        // `<pid>` (directories) or `<pid>-<n>` (files of replace_file).
-        let pid = pid.map(|p| p.split_once('-').map_or(p, |(pid, _)| pid));
-        if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok()) {
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
-                    _ => {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The names a media directory's [`MARK`] lists (`None` without a mark).
@@ -154,6 +90,47 @@ pub fn check_replaceable(dest: &Path) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `--out` as the build uses it: absolute (so `--out .` names the current
+/// directory by its name), and a symlink followed to the directory it
+/// names (a `nix-build -o` result, or a link to a media directory). A link
+/// to anything else is refused, saying what it points to.
+pub fn absolute(out: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(out).at(out)?;
+    match std::fs::symlink_metadata(&abs) {
+        Ok(m) if m.file_type().is_symlink() => {
+            let target = std::fs::read_link(&abs).at(&abs)?;
+            match std::fs::canonicalize(&abs) {
+                Ok(t) if t.is_dir() => Ok(t),
+                Ok(_) => Err(Error::at(
+                    out,
+                    format!(
+                        "is a symlink to {}, which is not a directory",
+                        target.display()
+                    ),
+                )),
+                Err(e) => Err(Error::at(
+                    out,
+                    format!("is a symlink to {}: {e}", target.display()),
+                )),
+            }
+        }
+        // `a/..` and `.` have no name of their own: use the directory's.
+        _ if abs.file_name().is_none() || out.ends_with("..") || out.ends_with(".") => {
+            std::fs::canonicalize(&abs).at(out)
+        }
+        _ => Ok(abs),
+    }
+}
+
+/// Refuses an output that cannot be replaced: a non-directory, or a
+/// directory holding files netboot did not write ([`check_replaceable`]).
+pub fn check_out(out: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(out) {
+        Ok(m) if !m.is_dir() => Err(Error::at(out, "exists and is not a directory")),
+        _ => check_replaceable(out),
+    }
 }
 
 impl Staging {
@@ -247,93 +224,6 @@ impl Drop for Staging {
     }
 }
 
-/// Runs `f` with a fresh scratch directory `.<name>.netboot-tmp-<pid>`
-/// beside `dest` (same file system, so `f` can rename a finished file over
-/// `dest`), and removes the directory afterwards, whatever `f` returned; a
-/// killed run's leftover is removed by the next.
-pub fn with_scratch_dir<T>(dest: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    let dir = scratch_dir(dest)?;
-    let res = f(&dir);
-    let _ = std::fs::remove_dir_all(&dir);
-    res
-}
-
-/// Creates the empty scratch directory `.<name>.netboot-tmp-<pid>` beside
-/// `dest` (after removing leftovers of dead runs); the caller removes it.
-pub fn scratch_dir(dest: &Path) -> Result<PathBuf> {
-    clean_stale(dest);
-    let dir = sibling(dest, TMP_TAG, std::process::id())?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).at(&dir)?;
-    }
-    std::fs::create_dir(&dir).at(&dir)?;
-    Ok(dir)
-}
-
-static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// The one way netboot replaces a single file: `fill` writes a unique
-/// temporary file beside `dest` (`.<name>.netboot-tmp-<pid>-<n>`: threads
-/// and processes may write the same `dest` at once), which is fsynced when
-/// `sync` and renamed over `dest`. A reader sees the old file or the whole
-/// new one; on error the temporary file is removed and `dest` untouched.
-pub fn replace_file<T>(
-    dest: &Path,
-    sync: bool,
-    fill: impl FnOnce(&mut File) -> Result<T>,
-) -> Result<T> {
-    let n = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = sibling(dest, TMP_TAG, std::process::id())?;
-    let mut name = tmp.file_name().unwrap_or_default().to_owned();
-    name.push(format!("-{n}"));
-    let tmp = tmp.with_file_name(name);
-    let res = (|| -> Result<T> {
-        let mut f = File::create(&tmp).at(&tmp)?;
-        let v = fill(&mut f)?;
-        if sync {
-            f.sync_all().at(&tmp)?;
-        }
-        std::fs::rename(&tmp, dest).at(dest)?;
-        Ok(v)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    let v = res?;
-    if sync {
-        sync_parent(dest);
-    }
-    Ok(v)
-}
-
-/// [`replace_file`] for a large output file, written through a
-/// [`SyncAhead`] (write-back while writing, so the closing fsync is
-/// short); a killed run's leftover is removed first.
-pub fn write_file<T>(
-    dest: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<SyncAhead>) -> Result<T>,
-) -> Result<T> {
-    clean_stale(dest);
-    replace_file(dest, true, |f| {
-        write_synced(f.try_clone().at(dest)?, dest, fill)
-    })
-}
-
-/// Writes `file` (named `dest` in errors) through `fill`, buffered by 1 MiB
-/// over a [`SyncAhead`], and waits for its write-back.
-pub fn write_synced<T>(
-    file: File,
-    dest: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<SyncAhead>) -> Result<T>,
-) -> Result<T> {
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, SyncAhead::new(file));
-    let v = fill(&mut w)?;
-    w.into_inner()
-        .map_err(|e| Error::io(dest, e.into_error()))?
-        .finish();
-    Ok(v)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -368,36 +258,6 @@ mod tests {
         let e = s.commit().unwrap_err();
         assert!(e.problem.contains("\"mine\""), "{e}");
         assert_eq!(std::fs::read(dest.join("mine")).unwrap(), b"3");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn write_file_is_atomic() {
-        use std::io::{Seek, SeekFrom, Write};
-        let d = tempfile::tempdir().unwrap();
-        let dest = d.path().join("img");
-        std::fs::write(&dest, b"previous").unwrap();
-        // A dead run's leftover file.
-        std::fs::write(d.path().join(".img.netboot-tmp-0-3"), b"junk").unwrap();
-        let e = write_file(&dest, |w| {
-            w.write_all(&[7u8; 100_000]).unwrap();
-            Err::<(), _>(Error::new("x", "failed half-way"))
-        })
-        .unwrap_err();
-        assert!(e.to_string().contains("half-way"));
-        assert_eq!(std::fs::read(&dest).unwrap(), b"previous");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
-        // More than SyncAhead::EVERY, and a seek back to patch a header.
-        let big = vec![1u8; (SyncAhead::EVERY * 2 + 3) as usize];
-        let n = write_file(&dest, |w| {
-            w.write_all(&big).unwrap();
-            w.seek(SeekFrom::Start(0)).unwrap();
-            w.write_all(b"HD").unwrap();
-            Ok(big.len())
-        })
-        .unwrap();
-        let got = std::fs::read(&dest).unwrap();
-        assert_eq!((got.len(), &got[..3]), (n, &b"HD\x01"[..]));
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 

@@ -447,3 +447,40 @@ fn out_dir_with_foreign_files_is_refused() {
     let e = run_err(&mut build_cmd(&empty, &example_paths()));
     assert!(e.contains("which netboot did not write"), "{e}");
 }
+
+/// Per-machine kernel parameters: `${SETTING}` only with an explicit
+/// opt-in, and then only the settings allowed; `init=` and `initrd=` in
+/// --cmdline are refused whatever is allowed (the script sets its own).
+#[test]
+fn ipxe_settings_need_an_opt_in() {
+    let (d, out) = prepare();
+    let cmdline = "BOOTIF=${mac} ip=${net0/ip}";
+    let e = run_err(&mut build_cmd_with(&out, &example_paths(), INIT, cmdline));
+    assert!(
+        e.contains("--cmdline: kernel parameter \"BOOTIF=${mac}\"")
+            && e.contains("--allow-ipxe-settings"),
+        "{e}"
+    );
+    untouched(d.path(), &out);
+    let e = run_err(
+        build_cmd_with(&out, &example_paths(), INIT, cmdline).args(["--allow-ipxe-setting", "mac"]),
+    );
+    assert!(
+        e.contains("\"ip=${net0/ip}\"") && e.contains("not an allowed setting"),
+        "{e}"
+    );
+    untouched(d.path(), &out);
+    for bad in ["init=/nix/store/x/init", "initrd=extra"] {
+        let e =
+            run_err(build_cmd_with(&out, &example_paths(), INIT, bad).arg("--allow-ipxe-settings"));
+        assert!(e.contains(&format!("kernel parameter \"{bad}\"")), "{e}");
+        untouched(d.path(), &out);
+    }
+    run(build_cmd_with(&out, &example_paths(), INIT, cmdline).args(["-q", "--allow-ipxe-settings"]));
+    let script = std::fs::read_to_string(out.join("netboot.ipxe")).unwrap();
+    assert!(
+        script.contains(" BOOTIF=${mac} ip=${net0/ip}\n"),
+        "{script}"
+    );
+    run(netboot().arg("verify").arg(&out).arg("-q"));
+}

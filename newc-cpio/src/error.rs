@@ -249,6 +249,17 @@ pub enum Error {
         limit: usize,
     },
 
+    /// [`crate::initramfs::segments`] keeps every name and symlink target
+    /// it lists; it stops at this many bytes of them
+    /// ([`crate::initramfs::MAX_LISTED_BYTES`]).
+    #[error(
+        "more than {limit} bytes of names and symlink targets to list (use a streaming reader)"
+    )]
+    ListingTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+
     /// The root given to a tree walk is not a directory.
     #[error("{}: not a directory", path.display())]
     NotADirectory {

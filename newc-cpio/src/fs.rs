@@ -508,90 +508,87 @@ impl Extractor {
     }
 
     /// Extracts one entry with its data.
-    pub fn extract_entry(&mut self, entry: &Entry, mut data: impl Read) -> Result<()> {
+    pub fn extract_entry(&mut self, entry: &Entry, data: impl Read) -> Result<()> {
         let Some(path) = self.resolve(entry.name())? else {
             return Ok(());
         };
         let existing = fs::symlink_metadata(&path).ok();
-        let kind = entry.kind();
-        if kind == EntryKind::Directory {
-            match existing {
-                Some(m) if m.is_dir() => {}
-                Some(_) => {
-                    fs::remove_file(&path).map_err(host_err(&path))?;
-                    fs::create_dir(&path).map_err(host_err(&path))?;
-                }
-                None => fs::create_dir(&path).map_err(host_err(&path))?,
+        match entry.kind() {
+            EntryKind::Directory => {
+                make_dir(&path, existing.as_ref())?;
+                self.dirs.push((path, entry.perm(), entry.mtime()));
             }
-            self.dirs.push((path, entry.perm(), entry.mtime()));
-            self.stats.created += 1;
-            return Ok(());
-        }
-        if let Some(m) = existing {
-            if m.is_dir() {
-                fs::remove_dir(&path).map_err(host_err(&path))?;
-            } else {
-                fs::remove_file(&path).map_err(host_err(&path))?;
-            }
-        }
-        match kind {
             EntryKind::Symlink => {
+                remove_existing(&path, existing.as_ref())?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(entry.symlink_target()), &path)
                     .map_err(host_err(&path))?;
             }
             EntryKind::File => {
-                let key = (entry.ino().unwrap_or(0), entry.dev().0, entry.dev().1);
-                // Link only to a first name that is still the regular file
-                // we made: a later entry may have replaced it by a symlink,
-                // and linking that would let the data go through it.
-                let first = self
-                    .links
-                    .get(&key)
-                    .filter(|first| fs::symlink_metadata(first).is_ok_and(|m| m.is_file()));
-                let linked = match first {
-                    Some(first) if entry.nlink() > 1 => {
-                        fs::hard_link(first, &path).map_err(host_err(&path))?;
-                        true
-                    }
-                    _ => {
-                        if entry.nlink() > 1 {
-                            self.links.insert(key, path.clone());
-                        }
-                        false
-                    }
-                };
-                let mut file = if linked {
-                    // Data for hard links comes on the last link; write it
-                    // through this name (a regular file we just linked).
-                    fs::OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(host_err(&path))?
-                } else {
-                    fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&path)
-                        .map_err(host_err(&path))?
-                };
-                if !linked || entry.file_size() > 0 {
-                    file.set_len(0).map_err(host_err(&path))?;
-                    io::copy(&mut data, &mut file).map_err(from_io)?;
-                }
-                file.set_permissions(fs::Permissions::from_mode(entry.perm()))
-                    .map_err(host_err(&path))?;
-                file.set_modified(
-                    SystemTime::UNIX_EPOCH + Duration::from_secs(entry.mtime().into()),
-                )
-                .map_err(host_err(&path))?;
+                remove_existing(&path, existing.as_ref())?;
+                self.write_file(&path, entry, data)?;
             }
             _ => {
+                // Like the kernel, what was at the path goes first.
+                remove_existing(&path, existing.as_ref())?;
                 self.stats.skipped += 1;
                 return Ok(());
             }
         }
         self.stats.created += 1;
         Ok(())
+    }
+
+    /// A regular file at `path` (nothing there now): a hard link to the
+    /// group's first name, or a new file; then its data, mode and mtime.
+    fn write_file(&mut self, path: &Path, entry: &Entry, mut data: impl Read) -> Result<()> {
+        let linked = self.link_to_first(path, entry)?;
+        let mut file = if linked {
+            // Data for hard links comes on the last link; write it
+            // through this name (a regular file we just linked).
+            fs::OpenOptions::new().write(true).open(path)
+        } else {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+        }
+        .map_err(host_err(path))?;
+        if !linked || entry.file_size() > 0 {
+            file.set_len(0).map_err(host_err(path))?;
+            io::copy(&mut data, &mut file).map_err(from_io)?;
+        }
+        file.set_permissions(fs::Permissions::from_mode(entry.perm()))
+            .map_err(host_err(path))?;
+        file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(entry.mtime().into()))
+            .map_err(host_err(path))?;
+        Ok(())
+    }
+
+    /// For a member of a hard-link group (nlink > 1): links `path` to the
+    /// group's first name and returns `true`, or remembers `path` as the
+    /// first name and returns `false`.
+    fn link_to_first(&mut self, path: &Path, entry: &Entry) -> Result<bool> {
+        if entry.nlink() <= 1 {
+            return Ok(false);
+        }
+        let key = (entry.ino().unwrap_or(0), entry.dev().0, entry.dev().1);
+        // Link only to a first name that is still the regular file
+        // we made: a later entry may have replaced it by a symlink,
+        // and linking that would let the data go through it.
+        let first = self
+            .links
+            .get(&key)
+            .filter(|first| fs::symlink_metadata(first).is_ok_and(|m| m.is_file()));
+        match first {
+            Some(first) => {
+                fs::hard_link(first, path).map_err(host_err(path))?;
+                Ok(true)
+            }
+            None => {
+                self.links.insert(key, path.to_path_buf());
+                Ok(false)
+            }
+        }
     }
 
     /// Applies directory modes and mtimes (deepest first) and returns the
@@ -611,6 +608,29 @@ impl Extractor {
             fs::set_permissions(path, fs::Permissions::from_mode(*perm)).map_err(host_err(path))?;
         }
         Ok(self.stats)
+    }
+}
+
+/// A directory at `path`: an existing one is kept (its mode is applied at
+/// [`Extractor::finish`]); anything else there is replaced.
+fn make_dir(path: &Path, existing: Option<&fs::Metadata>) -> Result<()> {
+    match existing {
+        Some(m) if m.is_dir() => Ok(()),
+        Some(_) => {
+            fs::remove_file(path).map_err(host_err(path))?;
+            fs::create_dir(path).map_err(host_err(path))
+        }
+        None => fs::create_dir(path).map_err(host_err(path)),
+    }
+}
+
+/// Removes what is at `path` before a non-directory entry takes it (an
+/// empty directory, or any non-directory; never followed).
+fn remove_existing(path: &Path, existing: Option<&fs::Metadata>) -> Result<()> {
+    match existing {
+        Some(m) if m.is_dir() => fs::remove_dir(path).map_err(host_err(path)),
+        Some(_) => fs::remove_file(path).map_err(host_err(path)),
+        None => Ok(()),
     }
 }
 

@@ -8,7 +8,7 @@
 //! | [`Entry`], [`EntryKind`] | one member's metadata (every header field) |
 //! | [`Writer`] | streaming archive writer (`header, name, pad, data, pad`, `TRAILER!!!`) |
 //! | [`read`] | streaming archive [`read::Reader`] |
-//! | [`initramfs`] | segments: [`initramfs::Writer`], [`initramfs::Encoder`] (gzip, LZ4 legacy), [`initramfs::StreamReader`] (any `BufRead`), [`initramfs::Reader`] (a slice) |
+//! | [`initramfs`] | segments: [`initramfs::Writer`] and the padding it puts between them ([`initramfs::segment_padding`]), [`initramfs::Encoder`] (gzip, LZ4 legacy), [`initramfs::StreamReader`] (any `BufRead`; gzip, LZ4 legacy, zstd), [`initramfs::Reader`] (a slice) |
 //! | [`fs`] | host side: [`fs::append_tree`] (GNU `--reproducible` equivalent), [`fs::Extractor`] |
 //! | [`Error`] | the one error type |
 #![forbid(unsafe_code)]

@@ -24,6 +24,7 @@
 //! | `write.rs` | the writer: plan, parallel data pipeline, inodes and directories, tables, superblock |
 //! | [`read`] | the validating reader ([`read::Image`]) |
 //! | [`fs`] | building a [`Tree`] from a host path |
+//! | [`extract`] | extracting an image (or one entry) into a host directory, as a mount + `cp -a` |
 //!
 //! Layout, kernel rules and traps followed: superblock | compression options |
 //! data and fragment blocks | inode table | directory table | fragment table |
@@ -39,6 +40,7 @@ mod cursor;
 mod dir;
 mod error;
 mod export;
+pub mod extract;
 mod fragment;
 pub mod fs;
 mod id;

@@ -6,13 +6,15 @@ use std::io::Write;
 use newc_cpio::fs::{append_tree, TreeOptions};
 use newc_cpio::initramfs::Encoder;
 
-use crate::cli::CpioArgs;
-use crate::error::{Error, IoContext, Result};
-use crate::media::segment_compression;
-use crate::progress::{human, Verbosity};
+use netboot_engine::fsutil::write_file;
+use netboot_engine::units::human;
+use netboot_engine::{Error, IoContext, Result};
+
+use crate::cli::{CpioArgs, Verbosity};
 
 /// Runs the command. The archive is written beside OUT and renamed into place.
-pub fn run(a: CpioArgs, v: Verbosity) -> Result<()> {
+pub fn run(a: CpioArgs) -> Result<()> {
+    let v = a.output.verbosity();
     // Named once: the walker's own errors name the file inside SRC.
     std::fs::symlink_metadata(&a.src).at(&a.src)?;
     let opts = if a.reproducible {
@@ -20,9 +22,8 @@ pub fn run(a: CpioArgs, v: Verbosity) -> Result<()> {
     } else {
         TreeOptions::host()
     };
-    let entries = crate::outdir::write_file(&a.out, |f| {
-        let enc = Encoder::new(segment_compression(a.compression), f)
-            .map_err(|e| Error::at(&a.out, e))?;
+    let entries = write_file(&a.out, |f| {
+        let enc = Encoder::new(a.compression.into(), f).map_err(|e| Error::at(&a.out, e))?;
         let mut w = newc_cpio::Writer::new(enc);
         let stats = append_tree(&mut w, &a.src, &opts).map_err(|e| Error::at(&a.src, e))?;
         // --reproducible is the seed's `cpio -o -H newc --reproducible`,

@@ -2,15 +2,18 @@
 //!
 //! Detection by magic: `hsqs` = squashfs image; `#!ipxe`/`#!gpxe` = iPXE
 //! script; `070701`/`070702`, gzip (`1f 8b`) or LZ4 legacy (`02 21 4c 18`)
-//! = cpio archive / initramfs (one or more segments).
+//! = cpio archive / initramfs (one or more segments); the x86 boot
+//! protocol header (`HdrS` at 0x202) = a Linux kernel (`bzImage`).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write as _};
 
 use serde_json::{json, Value};
 
+use netboot_engine::verify::boot::is_bzimage;
+use netboot_engine::{Error, IoContext, Result};
+
 use crate::cli::InspectArgs;
-use crate::error::{Error, IoContext, Result};
 
 /// What a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,8 @@ pub enum Kind {
     Initramfs,
     /// iPXE script.
     Ipxe,
+    /// A Linux kernel with the x86 boot protocol header (`bzImage`).
+    Kernel,
 }
 
 /// Detects the kind from the first bytes.
@@ -35,6 +40,8 @@ pub fn detect(bytes: &[u8]) -> Option<Kind> {
         || bytes.starts_with(&[0x02, 0x21, 0x4c, 0x18])
     {
         Some(Kind::Initramfs)
+    } else if is_bzimage(bytes) {
+        Some(Kind::Kernel)
     } else {
         None
     }
@@ -189,29 +196,15 @@ pub fn initramfs_listing<R: std::io::BufRead>(
     out: &mut impl std::io::Write,
 ) -> std::result::Result<(), ListingError> {
     let input = |e: &dyn std::fmt::Display| ListingError::Input(e.to_string());
-    let mut nsegs = 0usize;
-    let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| input(&e))?);
-    let mut cur = None;
-    while let Some(mut e) = r.next_entry().map_err(|e| input(&e))? {
-        if cur != Some(e.segment().index) {
-            cur = Some(e.segment().index);
-            nsegs += 1;
-        }
-        let name = lossy(e.entry().name());
-        if let Some(image) = drain(&mut e, deep)? {
-            nested_listing(&image, &name)?;
-        }
-    }
-    let w = |out: &mut dyn std::io::Write, s: &str| out.write_all(s.as_bytes());
+    // A first pass reads everything (nested images too), so a fault is
+    // reported before any line is printed.
+    let nsegs = count_segments(open().map_err(|e| input(&e))?, deep)?;
     if json_out {
-        w(
-            out,
-            &format!(r#"{{"type":"initramfs","size":{size},"segments":["#),
-        )?;
+        write!(out, r#"{{"type":"initramfs","size":{size},"segments":["#)?;
     } else if nsegs == 1 {
-        w(out, "cpio archive (newc), 1 segment\n")?;
+        writeln!(out, "cpio archive (newc), 1 segment")?;
     } else {
-        w(out, &format!("initramfs, {nsegs} segments\n"))?;
+        writeln!(out, "initramfs, {nsegs} segments")?;
     }
     let mut r = newc_cpio::initramfs::StreamReader::new(open().map_err(|e| input(&e))?);
     let mut cur: Option<usize> = None;
@@ -222,67 +215,107 @@ pub fn initramfs_listing<R: std::io::BufRead>(
             let kind = format!("{:?}", seg.kind).to_lowercase();
             if json_out {
                 let sep = if cur.is_some() { "]}," } else { "" };
-                w(
+                write!(
                     out,
-                    &format!(
-                        r#"{sep}{{"index":{},"offset":{},"compression":"{kind}","entries":["#,
-                        seg.index, seg.offset
-                    ),
+                    r#"{sep}{{"index":{},"offset":{},"compression":"{kind}","entries":["#,
+                    seg.index, seg.offset
                 )?;
             } else {
-                w(
+                writeln!(
                     out,
-                    &format!("segment {} at offset {} ({kind})\n", seg.index, seg.offset),
+                    "segment {} at offset {} ({kind})",
+                    seg.index, seg.offset
                 )?;
             }
             cur = Some(seg.index);
         }
         let ent = e.entry().clone();
         let off = e.header_offset();
-        let tc = cpio_type_char(ent.kind());
-        let name = lossy(ent.name());
         let nested = match drain(&mut e, deep)? {
-            Some(image) => Some(nested_listing(&image, &name)?),
+            Some(image) => Some(nested_listing(&image, &lossy(ent.name()))?),
             None => None,
         };
-        let target = lossy(ent.symlink_target());
         if json_out {
-            let mut v = json!({
-                "header_offset": off, "name": name, "type": tc.to_string(), "mode": ent.perm(),
-                "uid": ent.uid(), "gid": ent.gid(), "nlink": ent.nlink(), "size": ent.file_size(),
-                "mtime": ent.mtime(), "ino": ent.ino(), "target": if tc == 'l' { Value::String(target) } else { Value::Null },
-            });
-            if let (Some((_, image)), Some(map)) = (nested, v.as_object_mut()) {
-                map.insert("image".to_owned(), image);
-            }
             let sep = if first_in_segment { "" } else { "," };
-            w(out, &format!("{sep}{v}"))?;
+            write!(out, "{sep}{}", entry_json(&ent, off, nested.map(|n| n.1)))?;
         } else {
-            let mut line = format!(
-                "  {:>10} {} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
-                off,
-                mode_string(tc, ent.perm()),
-                ent.nlink(),
-                ent.uid(),
-                ent.gid(),
-                ent.file_size(),
-                ent.mtime(),
-                name
-            );
-            if tc == 'l' {
-                let _ = write!(line, " -> {target}");
-            }
-            line.push('\n');
-            w(out, &line)?;
-            if let Some((text, _)) = nested {
-                for l in text.lines() {
-                    w(out, &format!("      | {l}\n"))?;
-                }
-            }
+            entry_text(out, &ent, off, nested.map(|n| n.0))?;
         }
     }
     if json_out {
-        w(out, if cur.is_some() { "]}]}\n" } else { "]}\n" })?;
+        writeln!(out, "{}", if cur.is_some() { "]}]}" } else { "]}" })?;
+    }
+    Ok(())
+}
+
+/// The segments of an initramfs, every entry (and with `deep`, every
+/// nested image) read and checked on the way.
+fn count_segments(
+    input: impl std::io::BufRead,
+    deep: bool,
+) -> std::result::Result<usize, ListingError> {
+    let bad = |e: &dyn std::fmt::Display| ListingError::Input(e.to_string());
+    let mut nsegs = 0usize;
+    let mut r = newc_cpio::initramfs::StreamReader::new(input);
+    let mut cur = None;
+    while let Some(mut e) = r.next_entry().map_err(|e| bad(&e))? {
+        if cur != Some(e.segment().index) {
+            cur = Some(e.segment().index);
+            nsegs += 1;
+        }
+        let name = lossy(e.entry().name());
+        if let Some(image) = drain(&mut e, deep)? {
+            nested_listing(&image, &name)?;
+        }
+    }
+    Ok(nsegs)
+}
+
+/// One cpio entry as JSON, with its nested image's listing.
+fn entry_json(ent: &newc_cpio::Entry, off: u64, image: Option<Value>) -> Value {
+    let tc = cpio_type_char(ent.kind());
+    let target = if tc == 'l' {
+        Value::String(lossy(ent.symlink_target()))
+    } else {
+        Value::Null
+    };
+    let mut v = json!({
+        "header_offset": off, "name": lossy(ent.name()), "type": tc.to_string(),
+        "mode": ent.perm(), "uid": ent.uid(), "gid": ent.gid(), "nlink": ent.nlink(),
+        "size": ent.file_size(), "mtime": ent.mtime(), "ino": ent.ino(), "target": target,
+    });
+    if let (Some(image), Some(map)) = (image, v.as_object_mut()) {
+        map.insert("image".to_owned(), image);
+    }
+    v
+}
+
+/// One cpio entry as an `ls -l`-like line, with its nested image's
+/// listing indented below it.
+fn entry_text(
+    out: &mut impl std::io::Write,
+    ent: &newc_cpio::Entry,
+    off: u64,
+    nested: Option<String>,
+) -> std::io::Result<()> {
+    let tc = cpio_type_char(ent.kind());
+    let mut line = format!(
+        "  {:>10} {} {:>3} {:>5} {:>5} {:>10} {:>10} {}",
+        off,
+        mode_string(tc, ent.perm()),
+        ent.nlink(),
+        ent.uid(),
+        ent.gid(),
+        ent.file_size(),
+        ent.mtime(),
+        lossy(ent.name())
+    );
+    if tc == 'l' {
+        let _ = write!(line, " -> {}", lossy(ent.symlink_target()));
+    }
+    writeln!(out, "{line}")?;
+    for l in nested.iter().flat_map(|t| t.lines()) {
+        writeln!(out, "      | {l}")?;
     }
     Ok(())
 }
@@ -370,6 +403,38 @@ pub fn ipxe_listing(
     ))
 }
 
+/// Bytes read to detect the kind: a bzImage's boot header ends at 0x268.
+const KERNEL_HEAD: usize = 0x300;
+
+/// A kernel's boot protocol header (Documentation/arch/x86/boot.rst):
+/// the protocol `version` (u16 at 0x206) and `kernel_version` (u16 at
+/// 0x20E: the version string's offset minus 0x200), as `file` prints them.
+fn kernel_listing(b: &[u8]) -> (String, Value) {
+    let u16_at = |o: usize| b.get(o..o + 2).map(|v| u16::from_le_bytes([v[0], v[1]]));
+    let protocol = u16_at(0x206).map(|p| format!("{}.{:02}", p >> 8, p & 0xff));
+    let version = u16_at(0x20e)
+        .filter(|&o| o != 0)
+        .and_then(|o| b.get(usize::from(o) + 0x200..))
+        .map(|s| {
+            let end = s.iter().take(256).position(|&c| c == 0).unwrap_or(0);
+            lossy(&s[..end])
+        })
+        .filter(|s| !s.is_empty());
+    let text = format!(
+        "Linux kernel (x86 boot protocol {}), version {}, {} bytes\n",
+        protocol.as_deref().unwrap_or("?"),
+        version.as_deref().unwrap_or("unknown"),
+        b.len()
+    );
+    let value = json!({
+        "kind": "kernel",
+        "boot_protocol": protocol,
+        "version": version,
+        "size": b.len(),
+    });
+    (text, value)
+}
+
 /// Runs the command. The listing goes to a locked, buffered stdout; a
 /// reader that closes it early (`| head`) ends the command quietly.
 pub fn run(a: InspectArgs) -> Result<()> {
@@ -383,10 +448,11 @@ pub fn run(a: InspectArgs) -> Result<()> {
             .at(&a.file)?;
         Ok::<_, Error>(bytes)
     };
-    // The longest magic `detect` looks at is 6 bytes.
-    let mut head = Vec::with_capacity(8);
+    // The boot protocol header ends before 0x300 (its version string may
+    // lie further in, and is read from the whole file).
+    let mut head = Vec::with_capacity(KERNEL_HEAD);
     open()
-        .and_then(|f| f.take(8).read_to_end(&mut head))
+        .and_then(|f| f.take(KERNEL_HEAD as u64).read_to_end(&mut head))
         .at(&a.file)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -405,10 +471,11 @@ pub fn run(a: InspectArgs) -> Result<()> {
                 .map_err(|e| Error::at(&a.file, format!("iPXE script is not UTF-8: {e}")))?;
             ipxe_listing(s).map_err(|e| Error::at(&a.file, e))?
         }
+        Some(Kind::Kernel) => kernel_listing(&read_all()?),
         None => {
             return Err(Error::at(
                 &a.file,
-                "unknown format: not a squashfs image, cpio archive, initramfs or iPXE script",
+                "unknown format: not a squashfs image, cpio archive, initramfs, iPXE script or Linux kernel",
             ))
         }
     };
@@ -434,5 +501,9 @@ mod tests {
         assert_eq!(detect(b"#!ipxe\n"), Some(Kind::Ipxe));
         assert_eq!(detect(b"070701"), Some(Kind::Initramfs));
         assert_eq!(detect(b"ELF"), None);
+        let mut k = vec![0u8; 0x300];
+        k[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        assert_eq!(detect(&k), Some(Kind::Kernel));
     }
 }

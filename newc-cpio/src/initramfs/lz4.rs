@@ -144,15 +144,14 @@ impl<R: BufRead> Lz4Decoder<R> {
                 )));
             }
             self.input.consume(4);
-            if self.block.is_empty() {
-                self.block = vec![0; BLOCK_SIZE];
-            }
             // NB: decode straight from the source's buffer when it holds
             // the whole block (always, over a slice); copy otherwise. The
-            // copy grows with the bytes present, not with `len`.
+            // copy grows with the bytes present, not with `len`, and the
+            // output room with the block's bytes once they are there.
             let avail = self.input.fill_buf()?;
             let result = if avail.len() >= len {
-                let r = lz4_flex::block::decompress_into(&avail[..len], &mut self.block);
+                let room = output_room(&mut self.block, len);
+                let r = lz4_flex::block::decompress_into(&avail[..len], room);
                 self.input.consume(len);
                 r
             } else {
@@ -163,7 +162,8 @@ impl<R: BufRead> Lz4Decoder<R> {
                 if got < len {
                     return Err(self.error(format!("input ends inside a {len}-byte block")));
                 }
-                lz4_flex::block::decompress_into(&self.compressed, &mut self.block)
+                let room = output_room(&mut self.block, len);
+                lz4_flex::block::decompress_into(&self.compressed, room)
             };
             let n = result.map_err(|e| self.error(format!("corrupt block: {e}")))?;
             self.pos += 4 + len;
@@ -174,6 +174,25 @@ impl<R: BufRead> Lz4Decoder<R> {
             }
         }
     }
+}
+
+/// The most a block of `len` compressed bytes can decode to, capped at
+/// [`BLOCK_SIZE`]: a sequence of a token, a 2-byte offset and `e` length
+/// bytes yields at most 4 + 15 + 255·e match bytes (literals are copied
+/// 1:1), so under 255 bytes per input byte. Sizing the output by it keeps
+/// a tiny member from costing 8 MiB.
+fn max_decoded(len: usize) -> usize {
+    len.saturating_mul(255).min(BLOCK_SIZE)
+}
+
+/// `block`, grown (never shrunk) to hold [`max_decoded`]`(len)` bytes, as
+/// the slice a block of `len` bytes decodes into.
+fn output_room(block: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    let need = max_decoded(len);
+    if block.len() < need {
+        block.resize(need, 0);
+    }
+    &mut block[..need]
 }
 
 impl<R: BufRead> Read for Lz4Decoder<R> {

@@ -30,7 +30,7 @@ use crate::error::Result;
 
 pub use read::{
     segments, InitramfsEntry, Reader, SegmentInfo, SegmentKind, SegmentListing, StreamEntry,
-    StreamReader, MAX_LISTED_ENTRIES,
+    StreamReader, MAX_LISTED_BYTES, MAX_LISTED_ENTRIES,
 };
 
 /// How one segment is encoded.
@@ -129,6 +129,26 @@ pub fn encode_segment(
     w.finish()?.finish()
 }
 
+/// The zero bytes [`Writer`] puts before a segment, or at the end of the
+/// image, when `pos` bytes precede them and the segment before them is an
+/// LZ4 member (`after_lz4`): four after an LZ4 member (the legacy frame
+/// has no end mark; the kernel's `unlz4` stops at a zero length word), then
+/// up to a multiple of 4 (the unpacker skips NUL padding only in whole
+/// 4-byte words, and an uncompressed archive must start 4-aligned). At
+/// most 7. For laying out an image without the [`Writer`], e.g. as a list
+/// of cached segment files to serve.
+///
+/// ```
+/// use newc_cpio::initramfs::segment_padding;
+/// assert_eq!(segment_padding(8, false), 0);
+/// assert_eq!(segment_padding(9, false), 3);
+/// assert_eq!(segment_padding(9, true), 7);
+/// ```
+pub fn segment_padding(pos: u64, after_lz4: bool) -> u64 {
+    let zeros = if after_lz4 { 4 } else { 0 };
+    zeros + crate::header::pad4(pos + zeros) as u64
+}
+
 /// Where a [`Segment`] writes: the image writer's sink, counting bytes.
 #[derive(Debug)]
 pub struct SegmentSink<'a, W: Write> {
@@ -195,8 +215,8 @@ impl<W: Write> Writer<W> {
     }
 
     fn pad(&mut self) -> Result<()> {
-        let mut zeros = if self.after_lz4 { 4 } else { 0 };
-        zeros += crate::header::pad4(self.pos + zeros as u64);
+        // At most 4 + 3 zero bytes.
+        let zeros = segment_padding(self.pos, self.after_lz4) as usize;
         self.inner.write_all(&[0u8; 8][..zeros])?;
         self.pos += zeros as u64;
         self.after_lz4 = false;
@@ -269,5 +289,46 @@ impl<'a, W: Write> Deref for Segment<'a, W> {
 impl<W: Write> DerefMut for Segment<'_, W> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.cpio
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// [`segment_padding`] is what [`Writer`] writes, for every mix of
+    /// compressions and segment lengths mod 4.
+    #[test]
+    fn segment_padding_is_what_the_writer_writes() {
+        let all = [
+            Compression::None,
+            Compression::Gzip { level: 1 },
+            Compression::Lz4,
+        ];
+        for a in all {
+            for b in all {
+                for c in all {
+                    for lens in [[1usize, 2, 3], [4, 5, 6], [7, 8, 9], [0, 3, 1], [2, 2, 2]] {
+                        let mut w = Writer::new(Vec::new());
+                        let mut pos = 0u64;
+                        let mut after_lz4 = false;
+                        let mut expected = Vec::new();
+                        for (comp, n) in [a, b, c].into_iter().zip(lens) {
+                            let pad = segment_padding(pos, after_lz4);
+                            expected.extend(std::iter::repeat_n(0u8, pad as usize));
+                            expected.extend(std::iter::repeat_n(0xAAu8, n));
+                            w.append_encoded(comp, &vec![0xAAu8; n][..]).unwrap();
+                            pos += pad + n as u64;
+                            after_lz4 = comp == Compression::Lz4;
+                            assert_eq!(w.position(), pos);
+                        }
+                        let end = segment_padding(pos, after_lz4);
+                        expected.extend(std::iter::repeat_n(0u8, end as usize));
+                        assert_eq!(w.finish().unwrap(), expected, "{a:?} {b:?} {c:?} {lens:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -59,8 +59,10 @@ struct Current<R: BufRead> {
 /// Reads every entry of every segment of an initramfs from any
 /// [`BufRead`] (a `BufReader<File>`, a slice), in one pass. Memory is
 /// bounded whatever the input: one header, a 32 KiB inflate window or one
-/// 8 MiB LZ4 block (plus its compressed form when the reader's buffer is
-/// smaller), a zstd window, and fixed buffers. Each compressed member is
+/// LZ4 block (at most 8 MiB, and at most 255 times its compressed length,
+/// plus that compressed form when the reader's buffer is smaller), a zstd
+/// window (at most 128 MiB, the kernel's limit, and no more than the member
+/// decodes to) plus one 128 KiB block, and fixed buffers. Each compressed member is
 /// consumed exactly, so the next segment starts right after it.
 ///
 /// Entries, offsets, data and errors are the same as [`Reader`]'s for the
@@ -182,9 +184,9 @@ impl<R: BufRead> StreamReader<R> {
         let got = src.peek(head.len()).map_err(from_io)?;
         let head = &mut head[..got.len()];
         head.copy_from_slice(got);
-        let Some(&first) = head.first() else {
+        if head.is_empty() {
             return Ok(false);
-        };
+        }
         if self.after_uncompressed && offset % 4 != 0 {
             // Kernel `do_reset`: "broken padding".
             return Err(Error::BadPadding {
@@ -192,36 +194,7 @@ impl<R: BufRead> StreamReader<R> {
                 what: "segment after an uncompressed archive is not 4-aligned",
             });
         }
-        let kind = if first == b'0' {
-            if offset % 4 != 0 {
-                return Err(Error::BadPadding {
-                    offset,
-                    what: "uncompressed archive not 4-aligned (kernel: invalid magic at start of compressed archive)",
-                });
-            }
-            SegmentKind::Uncompressed
-        } else if head.starts_with(&gzip::MAGIC) {
-            gzip::read_header(src, offset)?;
-            SegmentKind::Gzip
-        } else if head.starts_with(&lz4::MAGIC) {
-            SegmentKind::Lz4Legacy
-        } else if head.starts_with(&zstd::MAGIC) {
-            SegmentKind::Zstd
-        } else {
-            const OTHERS: [(&[u8], &str); 4] = [
-                (&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz"),
-                (b"BZh", "bzip2"),
-                (&[0x5d, 0x00, 0x00], "lzma"),
-                (&[0x89, 0x4c, 0x5a, 0x4f], "lzo"),
-            ];
-            if let Some((_, format)) = OTHERS.iter().find(|(m, _)| head.starts_with(m)) {
-                return Err(Error::UnsupportedCompression { offset, format });
-            }
-            return Err(Error::UnknownMagic {
-                offset,
-                magic: head[..head.len().min(4)].to_vec(),
-            });
-        };
+        let kind = segment_kind(src, head, offset)?;
         let Some(src) = self.src.take() else {
             return Ok(false);
         };
@@ -229,7 +202,7 @@ impl<R: BufRead> StreamReader<R> {
             SegmentKind::Uncompressed => Member::Raw(src),
             SegmentKind::Gzip => Member::Gzip(gzip::GzipDecoder::new(src, offset)),
             SegmentKind::Lz4Legacy => Member::Lz4(lz4::Lz4Decoder::new(src, offset)),
-            SegmentKind::Zstd => Member::Zstd(Box::new(zstd::ZstdDecoder::new(src, offset)?)),
+            SegmentKind::Zstd => Member::Zstd(Box::new(zstd::ZstdDecoder::new(src, offset))),
         };
         let info = SegmentInfo {
             index: self.next_index,
@@ -242,6 +215,43 @@ impl<R: BufRead> StreamReader<R> {
             cpio: CpioReader::new(member),
         });
         Ok(true)
+    }
+}
+
+/// What the segment at `offset` is, from its first bytes `head` (a gzip
+/// header is read and checked here), as `unpack_to_rootfs` decides it:
+/// `0` is an uncompressed archive (4-aligned), anything else a compressed
+/// member selected by magic.
+fn segment_kind<R: BufRead>(src: &mut Source<R>, head: &[u8], offset: u64) -> Result<SegmentKind> {
+    if head.first() == Some(&b'0') {
+        if !offset.is_multiple_of(4) {
+            return Err(Error::BadPadding {
+                offset,
+                what: "uncompressed archive not 4-aligned (kernel: invalid magic at start of compressed archive)",
+            });
+        }
+        Ok(SegmentKind::Uncompressed)
+    } else if head.starts_with(&gzip::MAGIC) {
+        gzip::read_header(src, offset)?;
+        Ok(SegmentKind::Gzip)
+    } else if head.starts_with(&lz4::MAGIC) {
+        Ok(SegmentKind::Lz4Legacy)
+    } else if head.starts_with(&zstd::MAGIC) {
+        Ok(SegmentKind::Zstd)
+    } else {
+        const OTHERS: [(&[u8], &str); 4] = [
+            (&[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], "xz"),
+            (b"BZh", "bzip2"),
+            (&[0x5d, 0x00, 0x00], "lzma"),
+            (&[0x89, 0x4c, 0x5a, 0x4f], "lzo"),
+        ];
+        if let Some((_, format)) = OTHERS.iter().find(|(m, _)| head.starts_with(m)) {
+            return Err(Error::UnsupportedCompression { offset, format });
+        }
+        Err(Error::UnknownMagic {
+            offset,
+            magic: head[..head.len().min(4)].to_vec(),
+        })
     }
 }
 
@@ -328,19 +338,34 @@ pub struct SegmentListing {
 /// to millions of headers, and the listing keeps them all.
 pub const MAX_LISTED_ENTRIES: usize = 1 << 20;
 
+/// Most bytes of names and symlink targets [`segments`] keeps: without it
+/// [`MAX_LISTED_ENTRIES`] entries of 4 KiB names and 4 KiB targets would
+/// hold 8 GiB, decoded from a few MiB of gzip (or far less zstd).
+pub const MAX_LISTED_BYTES: usize = 256 << 20;
+
 /// Lists every segment of an image and its entries (data is decoded and
 /// checked, then dropped). Segments holding only a trailer are omitted.
-/// More than [`MAX_LISTED_ENTRIES`] entries is [`Error::TooManyEntries`];
-/// [`Reader`] streams any number.
+/// More than [`MAX_LISTED_ENTRIES`] entries is [`Error::TooManyEntries`],
+/// more than [`MAX_LISTED_BYTES`] of names and symlink targets
+/// [`Error::ListingTooLarge`]; [`Reader`] streams any number.
 pub fn segments(bytes: &[u8]) -> Result<Vec<SegmentListing>> {
     let mut r = Reader::new(bytes);
     let mut out: Vec<SegmentListing> = Vec::new();
     let mut listed = 0usize;
+    let mut kept = 0usize;
     while let Some(mut e) = r.next_entry()? {
         listed += 1;
+        kept = kept
+            .saturating_add(e.entry().name().len())
+            .saturating_add(e.entry().symlink_target().len());
         if listed > MAX_LISTED_ENTRIES {
             return Err(Error::TooManyEntries {
                 limit: MAX_LISTED_ENTRIES,
+            });
+        }
+        if kept > MAX_LISTED_BYTES {
+            return Err(Error::ListingTooLarge {
+                limit: MAX_LISTED_BYTES,
             });
         }
         io::copy(&mut e, &mut io::sink()).map_err(from_io)?;

@@ -57,6 +57,13 @@ impl NarOut<'_> {
         }
         Ok(())
     }
+    /// `entry ( name <name> node`: a directory entry up to its node.
+    fn entry_head(&mut self, name: &[u8]) -> Result<()> {
+        for s in [&b"entry"[..], b"(", b"name", name, b"node"] {
+            self.str(s)?;
+        }
+        Ok(())
+    }
 }
 
 /// The names in directory `path` in NAR order: by name bytes, independent
@@ -77,49 +84,7 @@ fn node(path: &Path, rel: &mut Vec<u8>, w: &mut NarOut<'_>, visit: &mut Visitor<
     w.str(b"type")?;
     let ft = meta.file_type();
     if ft.is_file() {
-        w.str(b"regular")?;
-        if meta.permissions().mode() & 0o100 != 0 {
-            w.str(b"executable")?;
-            w.str(b"")?;
-        }
-        w.str(b"contents")?;
-        let size = meta.len();
-        w.raw(&size.to_le_bytes())?;
-        let mut f = std::fs::File::open(path).at(path)?;
-        // One byte more than the size, so a file that grew is noticed.
-        let want = usize::try_from(size.saturating_add(1))
-            .unwrap_or(usize::MAX)
-            .min(256 * 1024);
-        if w.buf.len() < want {
-            w.buf.resize(want, 0);
-        }
-        let mut buf = std::mem::take(&mut w.buf);
-        let mut done = 0u64;
-        let res = loop {
-            let n = match f.read(buf.get_mut(..want).unwrap_or_default()) {
-                Ok(n) => n,
-                Err(e) => break Err(Error::io(path, e)),
-            };
-            if n == 0 {
-                break Ok(());
-            }
-            done += n as u64;
-            if done > size {
-                break Ok(());
-            }
-            if let Err(e) = w.raw(buf.get(..n).unwrap_or(&[])) {
-                break Err(e);
-            }
-        };
-        w.buf = buf;
-        res?;
-        if done != size {
-            return Err(Error::at(
-                path,
-                format!("file changed while reading: size was {size}, read {done}"),
-            ));
-        }
-        w.pad(size)?;
+        regular(path, &meta, w)?;
     } else if ft.is_symlink() {
         w.str(b"symlink")?;
         w.str(b"target")?;
@@ -128,11 +93,7 @@ fn node(path: &Path, rel: &mut Vec<u8>, w: &mut NarOut<'_>, visit: &mut Visitor<
     } else if ft.is_dir() {
         w.str(b"directory")?;
         for name in sorted_names(path)? {
-            w.str(b"entry")?;
-            w.str(b"(")?;
-            w.str(b"name")?;
-            w.str(name.as_bytes())?;
-            w.str(b"node")?;
+            w.entry_head(name.as_bytes())?;
             let len = rel.len();
             if !rel.is_empty() {
                 rel.push(b'/');
@@ -149,6 +110,54 @@ fn node(path: &Path, rel: &mut Vec<u8>, w: &mut NarOut<'_>, visit: &mut Visitor<
         ));
     }
     w.str(b")")
+}
+
+/// A regular file's node body: `regular [executable ""] contents <data>`,
+/// read through the dump's one buffer.
+fn regular(path: &Path, meta: &Metadata, w: &mut NarOut<'_>) -> Result<()> {
+    w.str(b"regular")?;
+    if meta.permissions().mode() & 0o100 != 0 {
+        w.str(b"executable")?;
+        w.str(b"")?;
+    }
+    w.str(b"contents")?;
+    let size = meta.len();
+    w.raw(&size.to_le_bytes())?;
+    let mut f = std::fs::File::open(path).at(path)?;
+    // One byte more than the size, so a file that grew is noticed.
+    let want = usize::try_from(size.saturating_add(1))
+        .unwrap_or(usize::MAX)
+        .min(256 * 1024);
+    if w.buf.len() < want {
+        w.buf.resize(want, 0);
+    }
+    let mut buf = std::mem::take(&mut w.buf);
+    let mut done = 0u64;
+    let res = loop {
+        let n = match f.read(buf.get_mut(..want).unwrap_or_default()) {
+            Ok(n) => n,
+            Err(e) => break Err(Error::io(path, e)),
+        };
+        if n == 0 {
+            break Ok(());
+        }
+        done += n as u64;
+        if done > size {
+            break Ok(());
+        }
+        if let Err(e) = w.raw(buf.get(..n).unwrap_or(&[])) {
+            break Err(e);
+        }
+    };
+    w.buf = buf;
+    res?;
+    if done != size {
+        return Err(Error::at(
+            path,
+            format!("file changed while reading: size was {size}, read {done}"),
+        ));
+    }
+    w.pad(size)
 }
 
 /// Writes the NAR serialisation of `entry`, a node of a squashfs image, to
@@ -182,22 +191,7 @@ fn image_node(
     w.str(b"(").map_err(ioe)?;
     w.str(b"type").map_err(ioe)?;
     match e.kind {
-        EntryKind::File => {
-            w.str(b"regular").map_err(ioe)?;
-            if e.mode & 0o100 != 0 {
-                w.str(b"executable").map_err(ioe)?;
-                w.str(b"").map_err(ioe)?;
-            }
-            w.str(b"contents").map_err(ioe)?;
-            w.raw(&e.size.to_le_bytes()).map_err(ioe)?;
-            let n = img
-                .read_file_to(e, w.out)
-                .map_err(|err| format!("{}: {err}", shown()))?;
-            if n != e.size {
-                return Err(format!("{}: {n} bytes read, {} expected", shown(), e.size));
-            }
-            w.pad(e.size).map_err(ioe)?;
-        }
+        EntryKind::File => image_regular(img, e, w)?,
         EntryKind::Symlink => {
             w.str(b"symlink").map_err(ioe)?;
             w.str(b"target").map_err(ioe)?;
@@ -217,11 +211,7 @@ fn image_node(
                 let child = img
                     .entry(path, c.inode_ref)
                     .map_err(|err| format!("{}: {err}", shown()))?;
-                w.str(b"entry").map_err(ioe)?;
-                w.str(b"(").map_err(ioe)?;
-                w.str(b"name").map_err(ioe)?;
-                w.str(&c.name).map_err(ioe)?;
-                w.str(b"node").map_err(ioe)?;
+                w.entry_head(&c.name).map_err(ioe)?;
                 image_node(img, &child, w)?;
                 w.str(b")").map_err(ioe)?;
             }
@@ -234,6 +224,69 @@ fn image_node(
         }
     }
     w.str(b")").map_err(ioe)
+}
+
+/// A regular file of an image: its node body, data read from the image.
+fn image_regular(
+    img: &squashfs_writer::read::Image<'_>,
+    e: &squashfs_writer::read::Entry,
+    w: &mut NarOut<'_>,
+) -> std::result::Result<(), String> {
+    let ioe = |e: Error| e.problem;
+    let shown = || String::from_utf8_lossy(&e.path).into_owned();
+    w.str(b"regular").map_err(ioe)?;
+    if e.mode & 0o100 != 0 {
+        w.str(b"executable").map_err(ioe)?;
+        w.str(b"").map_err(ioe)?;
+    }
+    w.str(b"contents").map_err(ioe)?;
+    w.raw(&e.size.to_le_bytes()).map_err(ioe)?;
+    let n = img
+        .read_file_to(e, w.out)
+        .map_err(|err| format!("{}: {err}", shown()))?;
+    if n != e.size {
+        return Err(format!("{}: {n} bytes read, {} expected", shown(), e.size));
+    }
+    w.pad(e.size).map_err(ioe)
+}
+
+/// Counts and hashes (sha256) what is written: a NAR's `narSize` and
+/// `narHash`.
+#[derive(Default)]
+pub struct NarHasher {
+    sha: sha2::Sha256,
+    size: u64,
+}
+
+impl NarHasher {
+    /// The sha256 and size of everything written.
+    pub fn finish(self) -> ([u8; 32], u64) {
+        use sha2::Digest;
+        (self.sha.finalize().into(), self.size)
+    }
+}
+
+impl Write for NarHasher {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        self.sha.update(buf);
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The NAR hash (sha256) and size of `entry` of a squashfs image: what
+/// `nix-path-registration` says of the store path the image holds there.
+pub fn hash_image(
+    img: &squashfs_writer::read::Image<'_>,
+    entry: &squashfs_writer::read::Entry,
+) -> std::result::Result<([u8; 32], u64), String> {
+    let mut h = NarHasher::default();
+    dump_image(img, entry, &mut h)?;
+    Ok(h.finish())
 }
 
 #[cfg(test)]

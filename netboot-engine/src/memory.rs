@@ -15,6 +15,10 @@
 //! decompressed kernel, its early allocations and memory it keeps back,
 //! measured on Debian's 6.1 kernel in QEMU (tests/tests/boot_memory.rs).
 
+use std::path::Path;
+
+use crate::error::{IoContext, Result};
+
 /// Memory pages, as both RAM file systems allocate them.
 pub const PAGE: u64 = 4096;
 /// What every file or directory costs in a RAM file system besides its
@@ -92,6 +96,29 @@ pub fn estimate(i: &Inputs) -> Estimate {
         unpack,
         copy,
         store: copied,
+    }
+}
+
+/// rootfs cost of the files the initramfs `path` unpacks to; `None` when it
+/// uses a compressor this crate does not read.
+pub fn unpacked_cost(path: &Path) -> Result<Option<u64>> {
+    let f = std::fs::File::open(path).at(path)?;
+    let mut r = newc_cpio::initramfs::StreamReader::new(std::io::BufReader::new(f));
+    let mut cost = 0;
+    loop {
+        match r.next_entry() {
+            Ok(Some(mut e)) => {
+                cost += match e.entry().kind() {
+                    newc_cpio::EntryKind::File => file_cost(e.entry().file_size()),
+                    _ => INODE_COST,
+                };
+                if std::io::copy(&mut e, &mut std::io::sink()).is_err() {
+                    return Ok(None);
+                }
+            }
+            Ok(None) => return Ok(Some(cost)),
+            Err(_) => return Ok(None),
+        }
     }
 }
 

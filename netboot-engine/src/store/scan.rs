@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, Result};
-use crate::nar;
-use crate::nixbase32;
-use crate::store_path::{StorePath, HASH_LEN};
+use crate::store::nar;
+use crate::store::nixbase32;
+use crate::store::path::{StorePath, HASH_LEN};
 
 /// Finds the 32-character hash parts of a fixed set of store paths in a
 /// byte stream, in one pass whatever the number of paths.

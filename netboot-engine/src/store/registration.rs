@@ -6,8 +6,8 @@
 
 use std::fmt::Write as _;
 
-use crate::scan::PathScan;
-use crate::store_path::StorePath;
+use crate::store::path::StorePath;
+use crate::store::scan::PathScan;
 
 /// Renders the registration of `paths` (sorted) with their scans.
 pub fn render(store_dir: &str, paths: &[StorePath], scans: &[PathScan]) -> String {
@@ -61,8 +61,8 @@ pub fn check(
 
 /// Whether `written` (a registration's `narHash`) is the sha256 `hash`.
 pub fn same_hash(written: &str, hash: &[u8; 32]) -> bool {
-    let hex = crate::cache::hex(hash);
-    written == format!("sha256:{}", crate::nixbase32::encode(hash))
+    let hex = crate::units::hex(hash);
+    written == format!("sha256:{}", crate::store::nixbase32::encode(hash))
         || written.eq_ignore_ascii_case(&hex)
         || written
             .strip_prefix("sha256:")
@@ -117,8 +117,8 @@ pub fn parse(text: &str, store_dir: &str) -> std::result::Result<Vec<Registered>
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
-    use crate::scan;
-    use crate::store_path::validate_closure;
+    use crate::store::path::validate_closure;
+    use crate::store::scan;
     use std::path::{Path, PathBuf};
     use std::process::{Command, Stdio};
 

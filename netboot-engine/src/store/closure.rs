@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::error::{Error, IoContext, Result};
-use crate::nar;
-use crate::scan::RefScanner;
-use crate::store_path::{check_base_name, HASH_LEN};
+use crate::store::nar;
+use crate::store::path::{check_base_name, HASH_LEN};
+use crate::store::scan::RefScanner;
 
 /// The store paths in `store` (a directory on disk): base names with a valid
 /// hash part, except Nix's transient `.lock` files.

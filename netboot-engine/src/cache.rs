@@ -1,7 +1,7 @@
 //! `--cache DIR`: finished `nix-store` segments, one file per store path,
 //! named by a digest of everything that determines the segment's bytes
 //! (`<key>.seg`); and scan records (`<fingerprint key>.rec`, a few hundred
-//! bytes each: what [`crate::scan`] learnt from reading a store path, filed
+//! bytes each: what [`crate::store::scan`] learnt from reading a store path, filed
 //! under the path's metadata fingerprint, so an unchanged path is not read
 //! again).
 //!
@@ -20,10 +20,12 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::cli::BuildPlan;
 use crate::error::{IoContext, Result};
-use crate::scan::{Fingerprint, PathScan};
-use crate::store_path::StorePath;
+use crate::media::plan::segment_key_name;
+use crate::media::SegmentPlan;
+use crate::store::path::StorePath;
+use crate::store::scan::{Fingerprint, PathScan};
+use crate::units::hex;
 
 const MAGIC: &[u8; 8] = b"NBSEG002";
 const RECORD_MAGIC: &[u8; 8] = b"NBREC002";
@@ -37,7 +39,7 @@ const SCAN_RECORD_FORMAT: &str = "netboot-cli scan record v3";
 /// The key of a store path's segment: everything that determines its bytes
 /// (layout version, options, store directory, name, and the path's content
 /// digest from its scan).
-pub fn segment_key(plan: &BuildPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] {
+pub fn segment_key(plan: &SegmentPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] {
     let mut h = Sha256::new();
     for part in [
         SEGMENT_FORMAT,
@@ -45,13 +47,10 @@ pub fn segment_key(plan: &BuildPlan, sp: &StorePath, sc: &PathScan) -> [u8; 32] 
         &plan.store_dir,
         &sp.base,
         &format!(
-            "{:?}/{}/{:?}/{}/{}/{:?}",
-            plan.image.compression,
-            plan.image.level,
-            (plan.image.xz_dict_size, plan.image.xz_bcj_x86),
-            plan.image.block_size,
+            "{}/{}/{}",
+            plan.image.key_text(),
             plan.mkfs_time,
-            plan.segment_compression
+            segment_key_name(plan.compression)
         ),
     ] {
         h.update((part.len() as u64).to_le_bytes());
@@ -192,7 +191,7 @@ impl Cache {
         })
     }
 
-    /// Writes an entry through `fill` ([`crate::outdir::replace_file`]:
+    /// Writes an entry through `fill` ([`crate::fsutil::replace_file`]:
     /// readers see no entry or a whole one).
     fn fill_atomically(
         &self,
@@ -200,7 +199,7 @@ impl Cache {
         sync: bool,
         fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
     ) -> Result<()> {
-        crate::outdir::replace_file(&dest, sync, |f| fill(f).at(&dest))
+        crate::fsutil::replace_file(&dest, sync, |f| fill(f).at(&dest))
     }
 
     /// Stores segment `payload` under `key` (atomically replacing any entry).
@@ -365,11 +364,6 @@ fn copy_checked(
 fn verify(f: &mut impl Read) -> bool {
     read_header(f)
         .is_some_and(|(sum, len)| copy_checked(f, &mut std::io::sink(), sum, len).unwrap_or(false))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -92,7 +92,7 @@ pub fn read(toplevel: &Path, root: Option<&Path>, store_dir: &str) -> Result<Sys
     let base = top
         .file_name()
         .and_then(|n| n.to_str())
-        .filter(|b| crate::store_path::check_base_name(b).is_ok())
+        .filter(|b| crate::store::path::check_base_name(b).is_ok())
         .ok_or_else(|| flag(format!("{} is not a store path", top.display())))?
         .to_owned();
     let root = match root {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::nixbase32;
+use crate::store::nixbase32;
 
 /// Length of the hash part of a store path base name.
 pub const HASH_LEN: usize = 32;

@@ -1,0 +1,159 @@
+//! `netboot serve`'s flags, and what they turn into: the addresses to
+//! listen on and the [`MediaOptions`] of every system the server builds.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use netboot_engine::media::MediaOptions;
+use netboot_engine::{Error, Result};
+
+use super::{
+    check_store_dir, output_flags, source_date_epoch, ImageArgs, SegmentCompression, SettingsArgs,
+};
+
+output_flags!(
+    /// `serve`'s output flags.
+    ServeOutput,
+    quiet: "No log lines (one per request, one per build): only the listening line and errors."
+);
+
+/// `netboot serve`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "\
+Each NAME serves /NAME/bzImage, /NAME/initrd, /NAME/manifest, /NAME/nix-store and \
+/NAME/netboot.ipxe; point iPXE at http://HOST:PORT/NAME/netboot.ipxe (the script names \
+the other files relatively, so any host name, port or proxy works).
+
+--system media are built on the first request, from the cache (only changed store paths are \
+packed again) and served without writing a nix-store file: its body is the cached segments in \
+order, byte for byte what `netboot build --system TOPLEVEL` with the same options writes. TOPLEVEL \
+is read again on every request for netboot.ipxe, so a profile link that moves serves the new \
+system next; transfers already running keep their bytes. While a system builds, requests wait up \
+to 20 s, then get 503 with Retry-After (iPXE retries).
+
+Examples:
+  netboot serve --media nixos=/srv/media/nixos
+  netboot serve --listen 0.0.0.0:8080 --media lab=media/lab --media ci=media/ci
+  netboot serve --system lab=/nix/var/nix/profiles/system --cmdline console=ttyS0
+  netboot serve --serve-store   # /store/<toplevel base name>/netboot.ipxe")]
+pub struct ServeArgs {
+    /// Address and port to listen on (loopback unless told otherwise):
+    /// 0.0.0.0:8080, [::1]:8080, localhost:8080, or :8080 for every address.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// A media directory built by `netboot build`, served under /NAME/.
+    #[arg(long, value_name = "NAME=DIR")]
+    pub media: Vec<String>,
+    /// A NixOS system (a store path, ./result or a profile link), built on
+    /// demand and served under /NAME/.
+    #[arg(long, value_name = "NAME=TOPLEVEL")]
+    pub system: Vec<String>,
+    /// Serve `/store/<toplevel base name>/...` for any NixOS system in the
+    /// store (as nix-netboot-serve's `/boot/<hash>/`).
+    #[arg(long)]
+    pub serve_store: bool,
+    /// The store directory systems were built for.
+    #[arg(long, value_name = "DIR", default_value = "/nix/store")]
+    pub store_dir: String,
+    /// Read store paths from DIR instead of the store directory (default:
+    /// the directory holding each system).
+    #[arg(long, value_name = "DIR")]
+    pub closure_root: Option<PathBuf>,
+    /// Segment cache for --system and --serve-store (default:
+    /// $XDG_CACHE_HOME/netboot, else ~/.cache/netboot).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Kernel parameters after each system's kernel-params; one line.
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub cmdline: String,
+    /// iPXE settings --cmdline may expand per machine.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Compression of the nix-store cpio segments.
+    #[arg(long, value_enum, default_value = "none")]
+    pub initrd_compression: SegmentCompression,
+    /// Image options, as for `build`.
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Output.
+    #[command(flatten)]
+    pub output: ServeOutput,
+}
+
+impl ServeArgs {
+    /// The options of every system's media, as `build --system` with the
+    /// same flags makes them.
+    pub fn media_options(&self) -> Result<MediaOptions> {
+        Ok(MediaOptions {
+            image: self.image.plan()?,
+            store_dir: check_store_dir(&self.store_dir)?,
+            segment_compression: self.initrd_compression.into(),
+            mkfs_time: source_date_epoch(1)?,
+            ipxe_settings: self.settings.allowed(),
+        })
+    }
+
+    /// `--listen`: `ADDR:PORT` (IPv6 in brackets), a host name and port,
+    /// or `:PORT` for every address (IPv6 and IPv4 where the system binds
+    /// both on `[::]`).
+    pub fn listen_addrs(&self) -> Result<Vec<SocketAddr>> {
+        let l = self.listen.trim();
+        let bad = || Error::new("--listen", format!("{l:?} is not ADDRESS:PORT"));
+        if let Some(port) = l.strip_prefix(':') {
+            let port: u16 = port.parse().map_err(|_| bad())?;
+            return Ok(vec![
+                SocketAddr::from(([0u16; 8], port)),
+                SocketAddr::from(([0u8; 4], port)),
+            ]);
+        }
+        if let Ok(a) = l.parse::<SocketAddr>() {
+            return Ok(vec![a]);
+        }
+        let addrs: Vec<SocketAddr> = l
+            .to_socket_addrs()
+            .map_err(|e| Error::new("--listen", format!("{l:?}: {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(bad());
+        }
+        Ok(addrs)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn listen(l: &str) -> Result<Vec<SocketAddr>> {
+        let a = crate::cli::Args::try_parse_from(["netboot", "serve", "--listen", l]).unwrap();
+        match a.command {
+            crate::cli::Command::Serve(s) => s.listen_addrs(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(
+            listen("127.0.0.1:80").unwrap(),
+            ["127.0.0.1:80".parse().unwrap()]
+        );
+        assert_eq!(listen("[::1]:80").unwrap(), ["[::1]:80".parse().unwrap()]);
+        let all = listen(":8080").unwrap();
+        assert_eq!(all[0], "[::]:8080".parse::<SocketAddr>().unwrap());
+        assert!(listen("localhost:8080")
+            .unwrap()
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 8080));
+        for bad in ["8080", ":x", "nohost.invalid:1", ""] {
+            assert!(listen(bad).is_err(), "{bad}");
+        }
+    }
+}
