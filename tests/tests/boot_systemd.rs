@@ -23,7 +23,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use netboot_tests::boot::qemu::{self, Boot, Firmware, Transport};
-use netboot_tests::boot::{console, kernel, listing, stage1, stage2, systemd, unit};
+use netboot_tests::boot::{console, elf, kernel, listing, stage1, stage2, systemd, unit};
 use netboot_tests::fixture;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -151,7 +151,9 @@ fn setup() -> Option<&'static Setup> {
             let expected_paths = listing::expected_paths(&names);
             let closure_file = work.join("closure");
             std::fs::write(&closure_file, &expected_paths).unwrap();
-            let unpacker = netboot_tests::boot::unpack_bin().unwrap_or_else(|e| panic!("{e:#}"));
+            let unpacker = netboot_tests::boot::unpack_bin()
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .map(|u| elf::stripped_copy(&u, &work.join("netboot-unpack")).unwrap());
             let setup = Setup {
                 netboot: netboot_tests::boot::netboot_bin().unwrap_or_else(|e| panic!("{e:#}")),
                 nix_instantiate: nix[0].clone(),

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use netboot_tests::boot::{kernel, listing, stage1, stage2, systemd, unit};
+use netboot_tests::boot::{elf, kernel, listing, stage1, stage2, systemd, unit};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -136,7 +136,7 @@ fn main() -> Result<()> {
             } else {
                 let mut s = stage1::Stage1::new(Vec::new());
                 s.postmount = commands("unpack")?.post_mount_commands;
-                s.unpacker = Some(unpacker(&args)?);
+                s.unpacker = Some(unpacker(&args, out)?);
                 s
             };
             s.busybox = args.busybox.clone();
@@ -151,7 +151,7 @@ fn main() -> Result<()> {
             let mut s = systemd::SystemdStage1::new(rendered, cmds.store_options.clone());
             s.busybox = args.busybox.clone();
             if args.stage1 == Flavour::Systemd {
-                s.unpacker = Some(unpacker(&args)?);
+                s.unpacker = Some(unpacker(&args, out)?);
             } else {
                 s.modules = Some((
                     k.clone(),
@@ -193,13 +193,17 @@ fn systemd_unit(flavour: Flavour) -> Result<(unit::Rendered, unit::Commands)> {
     Ok((rendered, cmds))
 }
 
-fn unpacker(args: &Args) -> Result<PathBuf> {
-    if let Some(u) = &args.unpacker {
-        return Ok(u.clone());
-    }
-    netboot_tests::boot::unpack_bin()?.context(
-        "no netboot-unpack crate in this workspace: pass --unpacker or set NETBOOT_UNPACK_BIN",
-    )
+/// The unpacker, stripped as nixpkgs strips it, beside the output.
+fn unpacker(args: &Args, out: &Path) -> Result<PathBuf> {
+    let u = match &args.unpacker {
+        Some(u) => u.clone(),
+        None => netboot_tests::boot::unpack_bin()?.context(
+            "no netboot-unpack crate in this workspace: pass --unpacker or set NETBOOT_UNPACK_BIN",
+        )?,
+    };
+    let mut dest = out.as_os_str().to_owned();
+    dest.push(".netboot-unpack");
+    elf::stripped_copy(&u, Path::new(&dest))
 }
 
 /// Store path basenames from a `nix-store -qR`-style list.

@@ -39,6 +39,18 @@ pub fn add_with_libraries(files: &mut Files, binaries: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// `binary` copied to `dest` and stripped with binutils' `strip` when this
+/// host has it (nixpkgs strips what goes into an initrd; a release build
+/// keeps its line tables), else copied as it is.
+pub fn stripped_copy(binary: &Path, dest: &Path) -> Result<PathBuf> {
+    std::fs::copy(binary, dest)
+        .with_context(|| format!("copying {} to {}", binary.display(), dest.display()))?;
+    if let Some(strip) = crate::tools::find("strip") {
+        super::run_checked(Command::new(strip).arg(dest))?;
+    }
+    Ok(dest.to_path_buf())
+}
+
 /// The shared libraries `binary` loads, the loader included, as `ldd`
 /// resolves them here; none for a static binary.
 pub fn libraries(binary: &Path) -> Result<Vec<PathBuf>> {

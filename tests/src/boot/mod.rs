@@ -80,13 +80,19 @@ pub fn netboot_bin() -> Result<std::path::PathBuf> {
 /// What `netboot` is built from.
 const NETBOOT_SOURCES: &[&str] = &[
     "netboot-cli/src",
+    "netboot-engine/src",
     "squashfs-writer/src",
     "newc-cpio/src",
     "ipxe-script/src",
 ];
 
 /// What `netboot-unpack` is built from.
-const UNPACK_SOURCES: &[&str] = &["netboot-unpack/src", "squashfs-writer/src"];
+const UNPACK_SOURCES: &[&str] = &[
+    "netboot-unpack/src",
+    "netboot-engine/src",
+    "squashfs-writer/src",
+    "newc-cpio/src",
+];
 
 /// The stage-1 unpacker to put in test initrds: `$NETBOOT_UNPACK_BIN`, else
 /// `target/release/netboot-unpack` (release: it goes into every initrd,
