@@ -26,6 +26,9 @@
   unpack ? "/bin/netboot-unpack"
 , # `size=` of the /nix tmpfs (netbootRs.storeSize; see netboot-stage1.nix).
   storeSize ? "100%"
+, # netboot-unpack --check-nar: each store path's NAR hash against
+  # nix-path-registration as it lands (netbootRs.checkNar).
+  checkNar ? false
 }:
 
 let
@@ -34,6 +37,7 @@ let
   # systemd stage 1 mounts the root at /sysroot (the scripted one at
   # /mnt-root); the store tmpfs is `fileSystems."/nix"`, i.e. sysroot-nix.mount.
   root = "/sysroot";
+  unpackArgs = if checkNar then " --check-nar" else "";
 
   pick = variants:
     variants.${stage1} or (throw "netbootRs.stage1 must be \"unpack\" or \"seed\", not \"${stage1}\"");
@@ -43,7 +47,7 @@ let
       # The unpacker prints one line per store path (or progress) and, on a
       # fault, one line `netboot-unpack: <image>: <fault>`; on the console
       # both, so whoever watches the machine sees why it stopped.
-      serviceConfig.ExecStart = "${unpack} --root ${root}";
+      serviceConfig.ExecStart = "${unpack} --root ${root}${unpackArgs}";
     };
     seed = {
       # NixOS runs `script` as a bash script that starts with `set -e`. The
@@ -110,7 +114,7 @@ in
   # message and a shell, or a panic with boot.panic_on_fail).
   postMountCommands = pick {
     unpack = ''
-      netboot-unpack --root /mnt-root || fail
+      netboot-unpack --root /mnt-root${unpackArgs} || fail
     '';
     seed = seed.postMountCommands;
   };

@@ -33,7 +33,7 @@ let
   systemdStage1 = config.boot.initrd.systemd.enable;
   unpackExe = "${cfg.unpackPackage}/bin/netboot-unpack";
   stage1 = import ./netboot-stage1-commands.nix {
-    inherit (cfg) stage1 storeSize;
+    inherit (cfg) stage1 storeSize checkNar;
     unpack = unpackExe;
   };
 in
@@ -59,6 +59,17 @@ in
       description = ''
         `size=` of the /nix tmpfs (a tmpfs `size=` value: bytes with k, m,
         g, or a percentage of RAM).
+      '';
+    };
+    checkNar = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = ''
+        With netbootRs.stage1 = "unpack": check each store path's NAR hash
+        against nix-path-registration as it is unpacked (netboot-unpack
+        --check-nar), stopping stage 1 on a mismatch. Catches damage that
+        the images' own structure does not (a flipped byte in an
+        uncompressed block), at the cost of hashing the whole store.
       '';
     };
     unpackPackage = lib.mkOption {

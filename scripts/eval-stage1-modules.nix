@@ -112,7 +112,7 @@ let
 
   eval = lib.evalModules {
     modules = [ nixosStub (repo + "/nix/${if module == "stage1" then "netboot-stage1.nix" else "module.nix"}") ]
-      ++ lib.optional (module == "module") { netbootRs.compression = "xz"; }
+      ++ lib.optional (module == "module") { netbootRs.compression = "xz"; netbootRs.checkNar = true; }
       ++ extraModules;
   };
   inherit (eval) config options;
@@ -121,6 +121,7 @@ let
   unpackPath = "${pkgs.callPackage null { }}/bin/netboot-unpack";
   plain = import (repo + "/nix/netboot-stage1-commands.nix") {
     inherit stage1;
+    inherit (config.netbootRs) storeSize checkNar;
     unpack = unpackPath;
   };
   failed = lib.filter (a: !a.assertion) config.assertions;
@@ -151,7 +152,11 @@ let
     (check (initrd.systemd.services == { }) "a unit under scripted stage 1")
     (check (initrd.postMountCommands == plain.postMountCommands) "postMountCommands differ from netboot-stage1-commands.nix")
     (check ((lib.hasInfix "copy_bin_and_libs" initrd.extraUtilsCommands) == (stage1 == "unpack")) "extraUtilsCommands: ${initrd.extraUtilsCommands}")
-  ]) ++ lib.optional (module == "module") (check (config.netbootRs.compression == "xz") "compression");
+  ]) ++ lib.optionals (module == "module") [
+    (check (config.netbootRs.compression == "xz") "compression")
+    (check (stage1 == "unpack" -> lib.hasInfix "--check-nar"
+      (if systemd then service.serviceConfig.ExecStart else initrd.postMountCommands)) "netbootRs.checkNar")
+  ];
 in
 assert lib.all (c: c) checks;
 {

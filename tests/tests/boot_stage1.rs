@@ -263,7 +263,7 @@ fn boot_module_commands_evaluate_and_render() {
     };
     let unpack =
         "/nix/store/00000000000000000000000000000000-netboot-unpack-0.1.0/bin/netboot-unpack";
-    let u = unit::evaluate(&nix[0], "unpack", unpack).unwrap();
+    let u = unit::evaluate(&nix[0], "unpack", unpack, false).unwrap();
     assert_eq!(u.name, "netboot-store");
     assert_eq!(
         u.post_mount_commands,
@@ -279,7 +279,7 @@ fn boot_module_commands_evaluate_and_render() {
     assert!(r.scripts.is_empty());
     insta::assert_snapshot!("netboot_store_unpack_service", r.text);
 
-    let s = unit::evaluate(&nix[0], "seed", unpack).unwrap();
+    let s = unit::evaluate(&nix[0], "seed", unpack, false).unwrap();
     assert_eq!(s.post_mount_commands, stage1::POSTMOUNT_COMMANDS);
     assert_eq!(s.kernel_modules, ["loop", "overlay"]);
     assert_eq!(s.available_kernel_modules, ["squashfs", "overlay"]);

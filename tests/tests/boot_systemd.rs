@@ -169,7 +169,7 @@ fn setup() -> Option<&'static Setup> {
             };
             if setup.unpacker.is_some() {
                 let t = Instant::now();
-                setup.systemd_initrd("unpack", &initrd);
+                setup.systemd_initrd("unpack", false, &initrd);
                 eprintln!(
                     "systemd unpack initrd: {} bytes in {:.1}s",
                     std::fs::metadata(&initrd).unwrap().len(),
@@ -192,8 +192,14 @@ impl Setup {
 
     /// The systemd stage 1 for `stage1` ("unpack" or "seed"), written to
     /// `path`: the unit rendered from what the module declares.
-    fn systemd_initrd(&self, stage1: &str, path: &Path) -> String {
-        let cmds = unit::evaluate(&self.nix_instantiate, stage1, "/bin/netboot-unpack").unwrap();
+    fn systemd_initrd(&self, stage1: &str, check_nar: bool, path: &Path) -> String {
+        let cmds = unit::evaluate(
+            &self.nix_instantiate,
+            stage1,
+            "/bin/netboot-unpack",
+            check_nar,
+        )
+        .unwrap();
         let rendered =
             unit::render(&cmds.name, &cmds.service, systemd::SCRIPT_DIR, "/bin/sh").unwrap();
         let text = rendered.text.clone();
@@ -341,13 +347,18 @@ fn boot_systemd(
     check_store(mode, s, &log, &outcome);
 }
 
-fn static_systemd_boot(mode: &str, firmware: Firmware, compression: &str) {
+fn static_systemd_boot(mode: &str, firmware: Firmware, compression: &str, check_nar: bool) {
     let Some(s) = setup() else { return };
     if s.unpacker().is_none() {
         return;
     }
     let _one = one_qemu_at_a_time();
-    let initrd = s.work.join("initrd-systemd-unpack");
+    let mut initrd = s.work.join("initrd-systemd-unpack");
+    if check_nar {
+        initrd = s.work.join("initrd-systemd-unpack-check-nar");
+        let text = s.systemd_initrd("unpack", true, &initrd);
+        assert!(text.contains(" --check-nar\n"), "{text}");
+    }
     let media = s.build(mode, &initrd, &["--compression", compression]);
     boot_systemd(mode, firmware, Transport::Tftp, &media, None);
 }
@@ -355,14 +366,16 @@ fn static_systemd_boot(mode: &str, firmware: Firmware, compression: &str) {
 /// systemd stage 1 with the unpacker: SeaBIOS + iPXE, TFTP, gzip images.
 #[test]
 fn boot_systemd_unpack_bios_tftp() {
-    static_systemd_boot("systemd-unpack-bios-tftp", Firmware::Bios, "gzip");
+    static_systemd_boot("systemd-unpack-bios-tftp", Firmware::Bios, "gzip", false);
 }
 
-/// systemd stage 1 with the unpacker: OVMF + EFI iPXE, TFTP, zstd images
-/// (NixOS's own store compression).
+/// systemd stage 1 with the unpacker checking every path's NAR hash
+/// (`netbootRs.checkNar`) against the registration `netboot build`
+/// computed: OVMF + EFI iPXE, TFTP, zstd images (NixOS's own store
+/// compression).
 #[test]
-fn boot_systemd_unpack_uefi_tftp() {
-    static_systemd_boot("systemd-unpack-uefi-tftp", Firmware::Uefi, "zstd");
+fn boot_systemd_unpack_check_nar_uefi_tftp() {
+    static_systemd_boot("systemd-unpack-uefi-tftp", Firmware::Uefi, "zstd", true);
 }
 
 /// Stops a child process when dropped.
@@ -490,7 +503,7 @@ fn boot_systemd_seed_uefi_tftp() {
     let Some(s) = setup() else { return };
     let _one = one_qemu_at_a_time();
     let initrd = s.work.join("initrd-systemd-seed");
-    let text = s.systemd_initrd("seed", &initrd);
+    let text = s.systemd_initrd("seed", false, &initrd);
     assert!(
         text.contains("ExecStart=/etc/netboot/scripts/netboot-store-start "),
         "{text}"
@@ -508,7 +521,7 @@ fn boot_scripted_unpack_bios_http() {
     let Some(s) = setup() else { return };
     let Some(unpacker) = s.unpacker() else { return };
     let _one = one_qemu_at_a_time();
-    let cmds = unit::evaluate(&s.nix_instantiate, "unpack", "/bin/netboot-unpack").unwrap();
+    let cmds = unit::evaluate(&s.nix_instantiate, "unpack", "/bin/netboot-unpack", false).unwrap();
     assert!(cmds
         .post_mount_commands
         .contains("netboot-unpack --root /mnt-root"));

@@ -178,7 +178,7 @@ fn main() -> Result<()> {
 fn commands(stage1: &str) -> Result<unit::Commands> {
     let nix = netboot_tests::tools::find("nix-instantiate")
         .context("nix-instantiate not found (Debian: apt-get install nix-bin)")?;
-    unit::evaluate(&nix, stage1, "/bin/netboot-unpack")
+    unit::evaluate(&nix, stage1, "/bin/netboot-unpack", false)
 }
 
 /// The unit of a systemd flavour, rendered.

@@ -36,13 +36,24 @@ pub struct Commands {
 }
 
 /// Evaluates the commands file with `nix-instantiate` (`nix`) for `stage1`
-/// ("unpack" or "seed") and the unpacker path the unit runs.
-pub fn evaluate(nix_instantiate: &Path, stage1: &str, unpack: &str) -> Result<Commands> {
+/// ("unpack" or "seed"), the unpacker path the unit runs and
+/// `netbootRs.checkNar`.
+pub fn evaluate(
+    nix_instantiate: &Path,
+    stage1: &str,
+    unpack: &str,
+    check_nar: bool,
+) -> Result<Commands> {
     let out = super::run_checked(
         Command::new(nix_instantiate)
             .args(["--eval", "--strict", "--json"])
             .arg(commands_file())
-            .args(["--argstr", "stage1", stage1, "--argstr", "unpack", unpack]),
+            .args(["--argstr", "stage1", stage1, "--argstr", "unpack", unpack])
+            .args([
+                "--arg",
+                "checkNar",
+                if check_nar { "true" } else { "false" },
+            ]),
     )?;
     let v: Value =
         serde_json::from_slice(&out.stdout).context("nix-instantiate printed no JSON")?;
