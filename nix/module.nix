@@ -1,7 +1,9 @@
 # A NixOS module: `system.build.netbootRs` is the netboot media of this
 # system (bzImage, initrd, manifest, nix-store, netboot.ipxe), built by Nix
-# one store path at a time (nix/lib.nix), with the seed's stage 1
-# (nix/netboot-stage1.nix) so the system unpacks them at boot.
+# one store path at a time (nix/lib.nix), with the stage 1 that unpacks them
+# at boot (nix/netboot-stage1.nix: systemd or scripted stage 1, whichever
+# the system uses; its options `netbootRs.stage1`, `netbootRs.storeSize`
+# and `netbootRs.unpackPackage` are this module's too).
 #
 #   imports = [ /path/to/netboot-rs/nix/module.nix ];
 #   nix-build '<nixpkgs/nixos>' -A config.system.build.netbootRs
@@ -23,9 +25,14 @@ in
       description = "The netboot package (a store path with bin/netboot).";
     };
     compression = lib.mkOption {
-      type = lib.types.enum [ "gzip" "lz4" "none" ];
+      type = lib.types.enum [ "gzip" "lz4" "zstd" "xz" "none" ];
       default = "gzip";
-      description = "Squashfs block compression of the store images.";
+      description = ''
+        Squashfs block compression of the store images. The stage-1 kernel
+        reads them only with the "seed" stage 1 (squashfs module), so it
+        must then have that decompressor (NixOS kernels have all five);
+        netboot-unpack reads them all.
+      '';
     };
     blockSize = lib.mkOption {
       type = lib.types.str;

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use netboot_tests::boot::kernel::Module;
-use netboot_tests::boot::{console, listing, stage1};
+use netboot_tests::boot::{console, listing, stage1, systemd, unit};
 use netboot_tests::fixture;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -15,12 +15,13 @@ use std::process::Command;
 
 #[test]
 fn boot_postmount_commands_are_the_seeds_verbatim() {
-    // The module shipped in the repository, through Nix's '' string rules.
+    // The seed's stage 1 shipped in the repository, through Nix's ''
+    // string rules.
     assert_eq!(
-        stage1::postmount_from_module(stage1::STAGE1_MODULE).as_deref(),
+        stage1::postmount_from_module(stage1::SEED_STAGE1).as_deref(),
         Some(stage1::POSTMOUNT_COMMANDS)
     );
-    let block = stage1::postmount_block(stage1::STAGE1_MODULE).unwrap();
+    let block = stage1::postmount_block(stage1::SEED_STAGE1).unwrap();
     assert!(block.ends_with("      )\n    '';\n"), "{block}");
     assert!(stage1::POSTMOUNT_COMMANDS.contains("cp -ar \"../.squash/$dest/$dest\" \"./$dest\""));
     assert!(stage1::init_script().contains(stage1::POSTMOUNT_COMMANDS.trim_end()));
@@ -46,15 +47,19 @@ fn boot_postmount_commands_are_the_seeds_verbatim() {
     }
 }
 
-/// The stage-1 module shipped for NixOS users (`nix/netboot-stage1.nix`)
-/// has the seed's kernel modules and registration step besides its
-/// postMountCommands (checked above), and parses as Nix.
+/// The seed's stage 1 in the repository has the seed's kernel modules
+/// besides its postMountCommands (checked above), the module its
+/// registration step, and every Nix file parses.
 #[test]
 fn boot_shipped_stage1_module_parses() {
     let path = netboot_tests::tools::workspace_root().join("nix/netboot-stage1.nix");
     for needle in [
         r#"boot.initrd.availableKernelModules = [ "squashfs" "overlay" ];"#,
         r#"boot.initrd.kernelModules = [ "loop" "overlay" ];"#,
+    ] {
+        assert!(stage1::SEED_STAGE1.contains(needle), "{needle}");
+    }
+    for needle in [
         "nix-store --load-db < /nix/store/nix-path-registration",
         "neededForBoot = true;",
     ] {
@@ -244,5 +249,136 @@ fn boot_stage1_initrd_holds_what_init_needs() {
     assert_eq!(seen["tmp"].0.perm(), 0o1777);
     for d in ["proc", "sys", "dev", "mnt-root"] {
         assert_eq!(seen[d].0.kind(), newc_cpio::EntryKind::Directory, "{d}");
+    }
+}
+
+/// The stage-1 commands file evaluated by Nix itself, as the module and
+/// the boot tests read it: the seed's text comes out letter for letter for
+/// `stage1 = "seed"` (scripted), under systemd with /sysroot, and the
+/// unit renders as the snapshot shows.
+#[test]
+fn boot_module_commands_evaluate_and_render() {
+    let Some(nix) = netboot_tests::tools::require(&["nix-instantiate"]) else {
+        return;
+    };
+    let unpack =
+        "/nix/store/00000000000000000000000000000000-netboot-unpack-0.1.0/bin/netboot-unpack";
+    let u = unit::evaluate(&nix[0], "unpack", unpack, false).unwrap();
+    assert_eq!(u.name, "netboot-store");
+    assert_eq!(
+        u.post_mount_commands,
+        "netboot-unpack --root /mnt-root || fail\n"
+    );
+    assert!(u.kernel_modules.is_empty() && u.available_kernel_modules.is_empty());
+    assert_eq!(u.store_options, ["mode=0755", "size=100%"]);
+    let r = unit::render(&u.name, &u.service, "/etc/netboot/scripts", "/bin/sh").unwrap();
+    assert_eq!(
+        r.required_by,
+        ["initrd-find-nixos-closure.service", "initrd.target"]
+    );
+    assert!(r.scripts.is_empty());
+    insta::assert_snapshot!("netboot_store_unpack_service", r.text);
+
+    let s = unit::evaluate(&nix[0], "seed", unpack, false).unwrap();
+    assert_eq!(s.post_mount_commands, stage1::POSTMOUNT_COMMANDS);
+    assert_eq!(s.kernel_modules, ["loop", "overlay"]);
+    assert_eq!(s.available_kernel_modules, ["squashfs", "overlay"]);
+    let r = unit::render(&s.name, &s.service, "/etc/netboot/scripts", "/bin/sh").unwrap();
+    let (path, script) = &r.scripts[0];
+    assert_eq!(path, "/etc/netboot/scripts/netboot-store-start");
+    assert!(
+        script.contains(&stage1::POSTMOUNT_COMMANDS.replace("/mnt-root", "/sysroot")),
+        "{script}"
+    );
+    insta::assert_snapshot!("netboot_store_seed_service", r.text);
+
+    let bad = Command::new(&nix[0])
+        .args(["--eval", "--strict", "--json"])
+        .arg(unit::commands_file())
+        .args(["--argstr", "stage1", "copy"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must be \"unpack\" or \"seed\""));
+}
+
+/// What the systemd test initrd holds: systemd as /init, an initrd-release,
+/// the upstream and NixOS-shaped units with their links, the unit under
+/// test, the unpacker, and no kernel module at all.
+#[test]
+fn boot_systemd_initrd_holds_what_systemd_needs() {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() || !Path::new("/lib/systemd/systemd").is_file() {
+        assert!(
+            !netboot_tests::tools::tools_required(),
+            "static /bin/busybox and systemd needed"
+        );
+        eprintln!("SKIP: no /bin/busybox or systemd");
+        return;
+    }
+    let service = serde_json::json!({
+        "description": "D",
+        "unitConfig": { "RequiresMountsFor": "/sysroot/nix/store" },
+        "requiredBy": ["initrd.target"],
+        "serviceConfig": { "Type": "oneshot", "ExecStart": "/bin/netboot-unpack --root /sysroot" },
+    });
+    let r = unit::render("netboot-store", &service, systemd::SCRIPT_DIR, "/bin/sh").unwrap();
+    let mut s = systemd::SystemdStage1::new(r, vec!["mode=0755".into(), "size=100%".into()]);
+    // Any executable will do for the layout; busybox is static.
+    s.unpacker = Some(busybox.to_path_buf());
+    let items = s.items().unwrap();
+    let get = |name: &str| {
+        items
+            .iter()
+            .find(|i| i.name() == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let text = |name: &str| match get(name) {
+        stage1::Item::File { data, .. } => String::from_utf8_lossy(data).into_owned(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let link = |name: &str| match get(name) {
+        stage1::Item::Symlink { target, .. } => target.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(link("init"), "/lib/systemd/systemd");
+    assert_eq!(link("lib"), "usr/lib");
+    get("usr/lib/systemd/systemd");
+    get("usr/bin/systemctl");
+    get("usr/bin/netboot-unpack");
+    get("etc/initrd-release");
+    let sys = "etc/systemd/system";
+    assert_eq!(link(&format!("{sys}/default.target")), "initrd.target");
+    for u in [
+        "initrd.target",
+        "initrd-switch-root.service",
+        "emergency.target",
+        "systemd-journald.service",
+    ] {
+        get(&format!("{sys}/{u}"));
+    }
+    assert!(text(&format!("{sys}/sysroot-nix.mount")).contains("Options=mode=0755,size=100%\n"));
+    assert!(text(&format!("{sys}/netboot-store.service"))
+        .contains("ExecStart=/bin/netboot-unpack --root /sysroot\n"));
+    assert_eq!(
+        link(&format!(
+            "{sys}/initrd.target.requires/netboot-store.service"
+        )),
+        "../netboot-store.service"
+    );
+    assert!(text(&format!("{sys}/initrd-find-nixos-closure.service"))
+        .contains("RequiresMountsFor=/sysroot/nix/store"));
+    assert!(
+        !items
+            .iter()
+            .any(|i| i.name().contains("/modules/") || i.name().ends_with(".ko")),
+        "no kernel modules in the unpack flavour"
+    );
+    // The parents of every member come first.
+    let names: Vec<&str> = items.iter().map(|i| i.name()).collect();
+    for (i, n) in names.iter().enumerate() {
+        if let Some((parent, _)) = n.rsplit_once('/') {
+            assert!(names[..i].contains(&parent), "{n} before {parent}");
+        }
     }
 }

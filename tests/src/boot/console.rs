@@ -67,6 +67,29 @@ pub fn parse(console: &str) -> Report {
     r
 }
 
+/// Checks that `needles` occur in `console` in this order (each after the
+/// previous one); on failure, says which one is missing.
+pub fn in_order(console: &str, needles: &[&str]) -> Result<(), String> {
+    let mut from = 0;
+    for n in needles {
+        match console.get(from..).and_then(|rest| rest.find(n)) {
+            Some(i) => from += i + n.len(),
+            None => {
+                let anywhere = console.contains(n);
+                return Err(format!(
+                    "{n:?} {} after the lines before it",
+                    if anywhere {
+                        "appears, but not"
+                    } else {
+                        "does not appear"
+                    }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|i| &line[i + marker.len()..])
 }
@@ -88,5 +111,17 @@ mod tests {
         assert_eq!(r.registration, Some(vec!["/nix/store/aa".to_owned()]));
         assert_eq!(r.unpack_failures.len(), 1);
         assert_eq!(r.uptime, Some(4.5));
+    }
+
+    #[test]
+    fn order_of_lines() {
+        let log = "a\nReached target x\nSwitching root.\nb\n";
+        assert!(in_order(log, &["Reached target x", "Switching root", "b"]).is_ok());
+        assert!(in_order(log, &["Switching root", "Reached target x"])
+            .unwrap_err()
+            .contains("appears, but not"));
+        assert!(in_order(log, &["nope"])
+            .unwrap_err()
+            .contains("does not appear"));
     }
 }

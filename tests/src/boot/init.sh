@@ -15,6 +15,15 @@ mkdir -p /mnt-root
 mount -t tmpfs -o mode=0755 tmpfs /mnt-root
 mkdir -p /mnt-root/nix
 mount -t tmpfs -o mode=0755 tmpfs /mnt-root/nix
+# stage-1-init.sh's `fail`: stage 1 stops there (NixOS offers a shell or
+# reboots; the test reports and powers off).
+fail() {
+  echo "NETBOOT-STAGE1: fail: an error occurred in stage 1 at $(cut -d' ' -f1 /proc/uptime)s"
+  echo "NETBOOT-VERDICT: fail stage1-fail"
+  sync
+  poweroff -f
+  exit 1
+}
 echo "NETBOOT-STAGE1: postMountCommands begin"
 # --- the seed's boot.initrd.postMountCommands, verbatim ---
 @POSTMOUNT@

@@ -3,11 +3,15 @@
 //! and a test stage 1 that runs the seed's `postMountCommands` verbatim.
 
 pub mod console;
+pub mod elf;
 pub mod http;
 pub mod kernel;
 pub mod listing;
 pub mod qemu;
 pub mod stage1;
+pub mod stage2;
+pub mod systemd;
+pub mod unit;
 
 use anyhow::{bail, Context, Result};
 use std::process::{Command, Output};
@@ -48,7 +52,7 @@ pub fn netboot_bin() -> Result<std::path::PathBuf> {
         .context("test executable has no parent directory")?
         .to_path_buf();
     let bin = profile_dir.join("netboot");
-    if !bin.is_file() || stale(&bin) {
+    if !bin.is_file() || stale(&bin, NETBOOT_SOURCES) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.current_dir(crate::tools::workspace_root()).args([
@@ -73,21 +77,62 @@ pub fn netboot_bin() -> Result<std::path::PathBuf> {
     Ok(bin)
 }
 
-/// Whether a source file of the CLI or its crates is newer than `bin`.
-fn stale(bin: &std::path::Path) -> bool {
+/// What `netboot` is built from.
+const NETBOOT_SOURCES: &[&str] = &[
+    "netboot-cli/src",
+    "netboot-engine/src",
+    "squashfs-writer/src",
+    "newc-cpio/src",
+    "ipxe-script/src",
+];
+
+/// What `netboot-unpack` is built from.
+const UNPACK_SOURCES: &[&str] = &[
+    "netboot-unpack/src",
+    "netboot-engine/src",
+    "squashfs-writer/src",
+    "newc-cpio/src",
+];
+
+/// The stage-1 unpacker to put in test initrds: `$NETBOOT_UNPACK_BIN`, else
+/// `target/release/netboot-unpack` (release: it goes into every initrd,
+/// and the guest runs it under TCG), built with `cargo build --release -p
+/// netboot-unpack` when missing or older than its sources. `None` when the
+/// workspace has no netboot-unpack crate.
+pub fn unpack_bin() -> Result<Option<std::path::PathBuf>> {
+    if let Some(p) = std::env::var_os("NETBOOT_UNPACK_BIN") {
+        return Ok(Some(p.into()));
+    }
+    let root = crate::tools::workspace_root();
+    if !root.join("netboot-unpack/Cargo.toml").is_file() {
+        return Ok(None);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release/netboot-unpack");
+    if !bin.is_file() || stale(&bin, UNPACK_SOURCES) {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run_checked(
+            Command::new(cargo)
+                .current_dir(root)
+                .args(["build", "-q", "--release", "-p", "netboot-unpack"])
+                .env("CARGO_TARGET_DIR", &target),
+        )?;
+    }
+    if !bin.is_file() {
+        bail!("{} missing after cargo build", bin.display());
+    }
+    Ok(Some(bin))
+}
+
+/// Whether a file under one of `sources` is newer than `bin`.
+fn stale(bin: &std::path::Path, sources: &[&str]) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return true;
     };
     let root = crate::tools::workspace_root();
-    let mut stack: Vec<std::path::PathBuf> = [
-        "netboot-cli/src",
-        "squashfs-writer/src",
-        "newc-cpio/src",
-        "ipxe-script/src",
-    ]
-    .iter()
-    .map(|d| root.join(d))
-    .collect();
+    let mut stack: Vec<std::path::PathBuf> = sources.iter().map(|d| root.join(d)).collect();
     while let Some(p) = stack.pop() {
         let Ok(md) = std::fs::metadata(&p) else {
             continue;

@@ -110,6 +110,9 @@ pub struct Boot {
     /// The script URL for [`Transport::External`], as the guest sees the
     /// host (`http://10.0.2.2:PORT/...`).
     pub bootfile_url: Option<String>,
+    /// Stop QEMU a moment after the console shows this text (a guest that
+    /// waits in an emergency shell never powers off).
+    pub stop_when: Option<String>,
 }
 
 /// What happened.
@@ -123,6 +126,8 @@ pub struct Outcome {
     pub timed_out: bool,
     /// HTTP requests served, for the HTTP transport.
     pub http_requests: Vec<String>,
+    /// QEMU was stopped because the console showed [`Boot::stop_when`].
+    pub stopped: bool,
 }
 
 impl Boot {
@@ -137,6 +142,7 @@ impl Boot {
             memory_mib: 1024,
             echo: false,
             bootfile_url: None,
+            stop_when: None,
         }
     }
 
@@ -213,6 +219,9 @@ impl Boot {
         let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
         let mut echoed = 0u64;
         let mut timed_out = false;
+        let mut stopped = false;
+        // When the console showed `stop_when`: 3 s more for what follows.
+        let mut seen: Option<Instant> = None;
         let status = loop {
             if self.echo {
                 echoed = echo_new(&self.log, echoed);
@@ -220,8 +229,16 @@ impl Boot {
             if let Some(st) = child.try_wait()? {
                 break Some(st);
             }
-            if start.elapsed() > self.timeout {
-                timed_out = true;
+            if let (Some(text), None) = (&self.stop_when, seen) {
+                let log = std::fs::read(&self.log).unwrap_or_default();
+                if String::from_utf8_lossy(&log).contains(text.as_str()) {
+                    seen = Some(Instant::now());
+                }
+            }
+            let stop = seen.is_some_and(|t| t.elapsed() > Duration::from_secs(3));
+            if stop || start.elapsed() > self.timeout {
+                stopped = stop;
+                timed_out = !stop;
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -248,6 +265,7 @@ impl Boot {
             elapsed,
             timed_out,
             http_requests: server.map(|s| s.requests()).unwrap_or_default(),
+            stopped,
         })
     }
 }

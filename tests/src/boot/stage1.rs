@@ -14,9 +14,11 @@ use std::process::Command;
 /// The seed module's `boot.initrd.postMountCommands` after Nix's
 /// indented-string processing (tests check it against the seed text).
 pub const POSTMOUNT_COMMANDS: &str = include_str!("postmount.sh");
-/// The stage-1 module shipped to NixOS users (`nix/netboot-stage1.nix`),
-/// whose `postMountCommands` block is the seed's, letter for letter.
+/// The stage-1 module shipped to NixOS users (`nix/netboot-stage1.nix`).
 pub const STAGE1_MODULE: &str = include_str!("../../../nix/netboot-stage1.nix");
+/// The seed's stage 1 as the module uses it (`nix/netboot-stage1-seed.nix`),
+/// whose `postMountCommands` block is the seed's, letter for letter.
+pub const SEED_STAGE1: &str = include_str!("../../../nix/netboot-stage1-seed.nix");
 const INIT_TEMPLATE: &str = include_str!("init.sh");
 const VERIFY: &str = include_str!("verify.sh");
 
@@ -103,11 +105,20 @@ pub struct Stage1 {
     pub expected_listing: Option<String>,
     /// Expected sorted registered paths, one per line.
     pub expected_paths: Option<Vec<u8>>,
+    /// The postMountCommands `/init` runs (default: the seed's).
+    pub postmount: String,
+    /// The stage-1 unpacker, as `/bin/netboot-unpack` with its libraries.
+    pub unpacker: Option<PathBuf>,
 }
 
 /// `/init` with the seed's commands pasted in, as NixOS stage 1 does.
 pub fn init_script() -> String {
-    INIT_TEMPLATE.replace("@POSTMOUNT@", POSTMOUNT_COMMANDS.trim_end_matches('\n'))
+    init_script_with(POSTMOUNT_COMMANDS)
+}
+
+/// `/init` with `postmount` pasted in.
+pub fn init_script_with(postmount: &str) -> String {
+    INIT_TEMPLATE.replace("@POSTMOUNT@", postmount.trim_end_matches('\n'))
 }
 
 /// The `verify.sh` the guest runs (exposed for host-side tests of it).
@@ -169,6 +180,8 @@ impl Stage1 {
             modules,
             expected_listing: None,
             expected_paths: None,
+            postmount: POSTMOUNT_COMMANDS.to_owned(),
+            unpacker: None,
         }
     }
 
@@ -250,72 +263,129 @@ impl Stage1 {
         if let Some(p) = &self.expected_paths {
             text("etc/netboot/expected-paths", p.clone(), 0o644);
         }
-        text("init", init_script().into_bytes(), 0o755);
+        text(
+            "init",
+            init_script_with(&self.postmount).into_bytes(),
+            0o755,
+        );
+        if let Some(u) = &self.unpacker {
+            add_unpacker(&mut items, u)?;
+        }
         items.sort_by(|a, b| a.name().cmp(b.name()));
         Ok(items)
     }
 
     /// Writes the gzip-compressed initrd (one segment), padded to 4 bytes.
     pub fn write<W: Write>(&self, out: W) -> Result<W> {
-        let items = self.items()?;
-        let mut w = InitramfsWriter::new(out);
-        let mut seg = w.segment(Compression::Gzip { level: 9 })?;
-        for (i, item) in items.iter().enumerate() {
-            // Reproducible: fixed owner and mtime, inodes numbered in order.
-            let ino = u32::try_from(i + 1)?;
-            let (entry, data): (Entry, &[u8]) = match item {
-                Item::Dir { name, mode } => (
-                    Entry::directory(name.as_str())
-                        .with_mode(*mode)
-                        .with_nlink(2),
-                    &[],
-                ),
-                Item::File { name, mode, data } => (
-                    Entry::file(name.as_str(), data.len() as u64).with_mode(*mode),
-                    data,
-                ),
-                Item::Symlink { name, target } => {
-                    (Entry::symlink(name.as_str(), target.as_str()), &[])
-                }
-                Item::CharDevice {
-                    name,
-                    mode,
-                    major,
-                    minor,
-                } => (
-                    Entry::char_device(name.as_str(), *major, *minor).with_mode(*mode),
-                    &[],
-                ),
-            };
-            let entry = entry.with_uid(0).with_gid(0).with_mtime(1).with_ino(ino);
-            seg.append(&entry, data)?;
-        }
-        seg.finish()?;
-        Ok(w.finish()?)
+        write_items(&self.items()?, out)
     }
 
     /// Writes the initrd to `path` (via a temporary file beside it).
     pub fn write_to_path(&self, path: &Path) -> Result<()> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = tempfile::NamedTempFile::new_in(dir)
-            .with_context(|| format!("temp file in {}", dir.display()))?;
-        let f = self.write(std::io::BufWriter::new(tmp.reopen()?))?;
-        let f = f.into_inner().map_err(|e| e.into_error())?;
-        // Served over TFTP/HTTP: world-readable like the rest of the media.
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-        f.sync_all()?;
-        tmp.persist(path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
+        write_items_to_path(&self.items()?, path)
     }
+}
+
+/// The unpacker at `bin/netboot-unpack` and its shared libraries at their
+/// paths on this host (`/lib64` -> `usr/lib64`, as on merged-/usr Debian).
+fn add_unpacker(items: &mut Vec<Item>, unpacker: &Path) -> Result<()> {
+    let mut files = super::elf::Files::new();
+    super::elf::add_with_libraries(&mut files, &[unpacker])?;
+    files.remove(&super::elf::initrd_path(unpacker)?);
+    let mut dirs = std::collections::BTreeSet::new();
+    for (dest, src) in &files {
+        let mut p = dest.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            dirs.insert(parent.to_owned());
+            p = parent;
+        }
+        let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        items.push(Item::File {
+            name: dest.clone(),
+            mode: 0o755,
+            data,
+        });
+    }
+    let existing: std::collections::BTreeSet<String> =
+        items.iter().map(|i| i.name().to_owned()).collect();
+    for d in dirs.into_iter().filter(|d| !existing.contains(d)) {
+        items.push(Item::Dir {
+            name: d,
+            mode: 0o755,
+        });
+    }
+    if !existing.contains("lib64") {
+        items.push(Item::Symlink {
+            name: "lib64".into(),
+            target: "usr/lib64".into(),
+        });
+    }
+    items.push(Item::File {
+        name: "bin/netboot-unpack".into(),
+        mode: 0o755,
+        data: std::fs::read(unpacker).with_context(|| format!("reading {}", unpacker.display()))?,
+    });
+    Ok(())
+}
+
+/// Writes `items` (sorted, parents first) as one gzip-compressed newc
+/// segment, padded to 4 bytes: fixed owner and mtime, inodes numbered in
+/// order, so the same items give the same bytes.
+pub fn write_items<W: Write>(items: &[Item], out: W) -> Result<W> {
+    let mut w = InitramfsWriter::new(out);
+    let mut seg = w.segment(Compression::Gzip { level: 9 })?;
+    for (i, item) in items.iter().enumerate() {
+        let ino = u32::try_from(i + 1)?;
+        let (entry, data): (Entry, &[u8]) = match item {
+            Item::Dir { name, mode } => (
+                Entry::directory(name.as_str())
+                    .with_mode(*mode)
+                    .with_nlink(2),
+                &[],
+            ),
+            Item::File { name, mode, data } => (
+                Entry::file(name.as_str(), data.len() as u64).with_mode(*mode),
+                data,
+            ),
+            Item::Symlink { name, target } => (Entry::symlink(name.as_str(), target.as_str()), &[]),
+            Item::CharDevice {
+                name,
+                mode,
+                major,
+                minor,
+            } => (
+                Entry::char_device(name.as_str(), *major, *minor).with_mode(*mode),
+                &[],
+            ),
+        };
+        let entry = entry.with_uid(0).with_gid(0).with_mtime(1).with_ino(ino);
+        seg.append(&entry, data)?;
+    }
+    seg.finish()?;
+    Ok(w.finish()?)
+}
+
+/// [`write_items`] to `path` (via a temporary file beside it).
+pub fn write_items_to_path(items: &[Item], path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("temp file in {}", dir.display()))?;
+    let f = write_items(items, std::io::BufWriter::new(tmp.reopen()?))?;
+    let f = f.into_inner().map_err(|e| e.into_error())?;
+    // Served over TFTP/HTTP: world-readable like the rest of the media.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    f.sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Whether an ELF64 file asks for a program interpreter (`PT_INTERP`), i.e.
 /// is dynamically linked and would not run alone in the initrd.
-fn has_interpreter(elf: &[u8]) -> bool {
+pub fn has_interpreter(elf: &[u8]) -> bool {
     let u16_at = |o: usize| {
         elf.get(o..o + 2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
@@ -340,7 +410,7 @@ fn has_interpreter(elf: &[u8]) -> bool {
 }
 
 /// Applet names of this busybox (`busybox --list`), sorted.
-fn applets(busybox: &Path) -> Result<Vec<String>> {
+pub fn applets(busybox: &Path) -> Result<Vec<String>> {
     let out = super::run_checked(Command::new(busybox).arg("--list"))?;
     let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Describes /mnt-root/nix/store as one canonical line per entry, compares it
+# Describes $NETBOOT_ROOT/nix/store (stage 1: /mnt-root; stage 2: the root
+# itself, NETBOOT_ROOT empty) as one canonical line per entry, compares it
 # with what the media should contain, and prints the verdict.
 # Line: hex(name) type perm uid gid size mtime nlink linkgroup content
 #   name relative to the store; size/nlink "-" for directories; linkgroup =
@@ -8,7 +9,8 @@
 #   mtime, nlink, linkgroup "-" for symlinks: the seed's `cp -ar` (busybox)
 #   keeps neither symlink mtimes nor hard links between symlinks.
 status=$1
-store=${NETBOOT_STORE:-/mnt-root/nix/store}
+root=${NETBOOT_ROOT-/mnt-root}
+store=${NETBOOT_STORE:-$root/nix/store}
 etc=${NETBOOT_ETC:-/etc/netboot}
 tmp=${NETBOOT_TMP:-/tmp}
 fail=""
@@ -80,7 +82,7 @@ if cd "$store"; then
     echo "NETBOOT-REGISTRATION-END"
     echo "NETBOOT-REGISTRATION-SHA256: $(sha256sum < "$reg" | cut -c1-64)"
     while read -r p; do
-      [ -e "/mnt-root$p" ] || [ -L "/mnt-root$p" ] || { fail="$fail registered-path-missing"; echo "NETBOOT-CHECK: $p registered but absent"; }
+      [ -e "$root$p" ] || [ -L "$root$p" ] || { fail="$fail registered-path-missing"; echo "NETBOOT-CHECK: $p registered but absent"; }
     done < "$tmp/regpaths"
     if [ -f "$etc/expected-paths" ]; then
       if cmp -s "$etc/expected-paths" "$tmp/regpaths"; then
@@ -100,10 +102,10 @@ fi
 if [ -z "$init" ]; then
   fail="$fail no-init-parameter"
 else
-  p="/mnt-root$init"
+  p="$root$init"
   if [ -L "$p" ]; then
     t=$(readlink "$p")
-    case "$t" in /*) p="/mnt-root$t" ;; *) p="$(dirname "$p")/$t" ;; esac
+    case "$t" in /*) p="$root$t" ;; *) p="$(dirname "$p")/$t" ;; esac
   fi
   if [ -e "$p" ]; then
     echo "NETBOOT-CHECK: init $init exists"
