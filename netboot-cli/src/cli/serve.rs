@@ -38,7 +38,7 @@ Examples:
   netboot serve --serve-store   # /store/<toplevel base name>/netboot.ipxe")]
 pub struct ServeArgs {
     /// Address and port to listen on (loopback unless told otherwise):
-    /// 0.0.0.0:8080, [::1]:8080, localhost:8080, or :8080 for every address.
+    /// 0.0.0.0:8080, `[::1]:8080`, localhost:8080, or :8080 for every address.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// A media directory built by `netboot build`, served under /NAME/.

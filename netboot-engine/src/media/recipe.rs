@@ -1,7 +1,7 @@
 //! The media recipe: the layout the seed's stage 1 expects
 //! (`shared/notes/netboot-pipeline.md`, "Image path contract"), how each
 //! store path's image and `nix-store` segment are made, the manifest and the
-//! script, and [`Parts`], the media files as lists of pieces.
+//! script, and [`Parts`](crate::media::Parts), the media files as lists of pieces.
 //!
 //! For store path `B`, its image sits at
 //! `<store>/<h>-<name>-squash/<B[..8]>/<B[8..]>`: stage 1 recovers `B` as

@@ -10,7 +10,7 @@
 //! request reaches the file system, so `..`, encoded slashes or absolute
 //! paths simply name nothing (404), and nothing is listed.
 //!
-//! A system's files are [`Parts`] from [`netboot_engine::pipeline::assemble`]: `nix-store` is
+//! A system's files are [`Parts`](netboot_engine::media::Parts) from [`netboot_engine::pipeline::assemble`]: `nix-store` is
 //! the cached segments streamed in order, never written as one file, and
 //! its length is known before the first byte. A built system is a
 //! *generation*: its segments (links to cache entries) live in a directory
@@ -24,7 +24,7 @@
 //!   cache keys and bytes a system's file is made of), `If-None-Match` →
 //!   304, and `Cache-Control: no-cache` (a cache in front revalidates, and
 //!   a rebuilt system is served at once);
-//! - while a system builds, requests wait up to [`HOLD`], then get 503 with
+//! - while a system builds, requests wait up to [`slots::HOLD`], then get 503 with
 //!   `Retry-After` (iPXE retries); concurrent requests start one build, and
 //!   builds run one at a time;
 //! - a slow or vanished client costs its socket only: headers must arrive
