@@ -544,3 +544,58 @@ pub fn ipxe_roundtrip(data: &[u8]) {
         assert_eq!(back, s, "{text}");
     }
 }
+
+// ------------------------------------------------------- store text formats
+
+/// A one-line problem: what the CLI prints after `netboot: error: …`.
+fn one_line(problem: &str) {
+    assert!(!problem.contains('\n'), "message spans lines: {problem:?}");
+}
+
+/// Nix's store text formats as netboot-engine reads them: the
+/// `exportReferencesGraph` file and `netboot closure-graph`'s JSON
+/// (`graph::parse_any`), `nix path-info --json`-shaped path infos, and the
+/// `nix-store --load-db` registration. Errors, never panics; every path a
+/// parser accepts is a valid store path in the store directory.
+pub fn nix_text(data: &[u8]) {
+    use netboot_engine::store::{graph, path, path_info, registration};
+    let text = String::from_utf8_lossy(data);
+    let store = "/nix/store";
+    match graph::parse_any(&text, store) {
+        Ok(g) => {
+            for base in g.references.keys() {
+                assert!(path::check_base_name(base).is_ok(), "{base:?}");
+            }
+        }
+        Err(e) => one_line(&e),
+    }
+    match path_info::parse(&text, store) {
+        Ok(infos) => {
+            for base in infos.keys() {
+                assert!(path::check_base_name(base).is_ok(), "{base:?}");
+            }
+        }
+        Err(e) => one_line(&e),
+    }
+    match registration::parse(&text, store) {
+        Ok(regs) => {
+            for r in regs {
+                assert!(r.path.starts_with("/nix/store/"), "{:?}", r.path);
+            }
+        }
+        Err(e) => one_line(&e),
+    }
+}
+
+/// `/nix-store-isos` as the stage-1 unpacker reads it: every line it
+/// accepts names an image whose destination is one store path name.
+pub fn unpack_manifest(data: &[u8]) {
+    match netboot_unpack::manifest::parse(data) {
+        Ok(listed) => {
+            for l in listed {
+                assert!(!l.dest.is_empty() && !l.dest.contains(&b'/'), "{l:?}");
+            }
+        }
+        Err((_, e)) => one_line(&e),
+    }
+}

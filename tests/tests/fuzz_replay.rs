@@ -147,3 +147,30 @@ fn ipxe_parse() {
 fn ipxe_roundtrip() {
     replay("ipxe_roundtrip", bodies::ipxe_roundtrip);
 }
+
+#[test]
+fn nix_text() {
+    use netboot_engine::store::{graph, registration};
+    replay("nix_text", bodies::nix_text);
+    // The seeds are what they claim: Nix's graph, closure-graph's JSON, a
+    // registration.
+    for (path, data) in seeds("nix_text") {
+        let text = std::str::from_utf8(&data).unwrap();
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let ok = match name {
+            "registration" => registration::parse(text, "/nix/store").map(|r| r.len()),
+            _ => graph::parse_any(text, "/nix/store").map(|g| g.references.len()),
+        };
+        assert_eq!(ok, Ok(2), "{}", path.display());
+    }
+}
+
+#[test]
+fn unpack_manifest() {
+    replay("unpack_manifest", bodies::unpack_manifest);
+    for (path, data) in seeds("unpack_manifest") {
+        let listed = netboot_unpack::manifest::parse(&data)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        assert!(!listed.is_empty(), "{}", path.display());
+    }
+}

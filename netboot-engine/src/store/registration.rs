@@ -82,6 +82,18 @@ pub fn same_hash(written: &str, hash: &[u8; 32]) -> bool {
             .is_some_and(|h| h.eq_ignore_ascii_case(&hex))
 }
 
+/// The base name of `path` when it is `<store_dir>/<base>` with a valid
+/// store path name (with an empty `store_dir`: any absolute `/…/<base>`).
+fn store_base<'a>(path: &'a str, store_dir: &str) -> Option<&'a str> {
+    let (dir, base) = path.strip_prefix(store_dir)?.rsplit_once('/')?;
+    let dir_ok = if store_dir.is_empty() {
+        path.starts_with('/')
+    } else {
+        dir.is_empty()
+    };
+    (dir_ok && check_base_name(base).is_ok()).then_some(base)
+}
+
 /// Parses `--load-db` input (as [`render`] writes it).
 pub fn parse(text: &str, store_dir: &str) -> std::result::Result<Vec<Registered>, String> {
     let mut lines = text.lines().enumerate();
@@ -96,7 +108,7 @@ pub fn parse(text: &str, store_dir: &str) -> std::result::Result<Vec<Registered>
         if path.is_empty() {
             break;
         }
-        if !path.starts_with(store_dir) {
+        if store_base(path, store_dir).is_none() {
             return Err(format!("line {n}: {path:?} is not a store path"));
         }
         let (n, hash) = next("narHash")?;
@@ -117,12 +129,7 @@ pub fn parse(text: &str, store_dir: &str) -> std::result::Result<Vec<Registered>
         let mut references = BTreeSet::new();
         for _ in 0..count {
             let (n, r) = next("reference")?;
-            let base = r
-                .strip_prefix(store_dir)
-                .and_then(|r| r.rsplit_once('/'))
-                .filter(|(dir, _)| dir.is_empty() || store_dir.is_empty())
-                .map(|(_, base)| base)
-                .filter(|base| check_base_name(base).is_ok())
+            let base = store_base(r, store_dir)
                 .ok_or_else(|| format!("line {n}: {r:?} is not a store path"))?;
             references.insert(base.to_owned());
         }
@@ -177,6 +184,24 @@ mod tests {
     }
 
     #[test]
+    fn paths_outside_the_store_directory_are_refused() {
+        let reg = |p: &str| format!("{p}\nsha256:0\n1\n\n0\n");
+        let ok = "/nix/store/00000000000000000000000000000000-a";
+        assert_eq!(parse(&reg(ok), "/nix/store").unwrap().len(), 1);
+        assert_eq!(parse(&reg(ok), "").unwrap().len(), 1);
+        // Found by the nix_text fuzz target: a prefix is not a directory.
+        for bad in [
+            "/nix/storen00000000000000000000000000000000-a",
+            "/nix/store/x/00000000000000000000000000000000-a",
+            "/nix/store/not-a-store-path",
+            "nix/store/00000000000000000000000000000000-a",
+        ] {
+            assert!(parse(&reg(bad), "/nix/store").is_err(), "{bad}");
+        }
+        assert!(parse(&reg("relative-00000000000000000000000000000000-a"), "").is_err());
+    }
+
+    #[test]
     fn given_registration_is_checked() {
         let paths = example();
         let sc = scans(&paths);
@@ -188,12 +213,16 @@ mod tests {
         assert!(check(&short, "/nix/store", &paths)
             .unwrap_err()
             .contains("does not register"));
-        assert!(check("/nix/store/x\nsha256:1\n12\n\n", "/nix/store", &[])
+        let p = "/nix/store/00000000000000000000000000000000-x";
+        assert!(check(&format!("{p}\nsha256:1\n12\n\n"), "/nix/store", &[])
             .unwrap_err()
             .contains("ends early"));
-        assert!(check("/nix/store/x\nmd5\n", "/nix/store", &[])
+        assert!(check(&format!("{p}\nmd5\n"), "/nix/store", &[])
             .unwrap_err()
             .contains("line 2"));
+        assert!(check("/nix/store/x\nsha256:1\n12\n\n", "/nix/store", &[])
+            .unwrap_err()
+            .contains("line 1"));
     }
 
     #[test]
