@@ -32,6 +32,9 @@ pub(super) const SEND_IDLE: Duration = Duration::from_secs(300);
 const WATCH_EVERY: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) hyper buffers.
 const MAX_HEAD: usize = 16 * 1024;
+/// How long a refused connection's request is read (and dropped) after
+/// its 503.
+const REFUSE_DRAIN: Duration = Duration::from_secs(1);
 /// `Cache-Control` of the script and of plain file names.
 const MUTABLE: &str = "no-cache";
 /// `Cache-Control` of `/NAME/<digest>/FILE` (RFC 8246).
@@ -96,19 +99,38 @@ pub(super) async fn serve(
 }
 
 /// Every connection that would make room is busy: 503 without reading
-/// the request (iPXE retries after `Retry-After`), and close.
+/// the request (iPXE retries after `Retry-After`), then a FIN, and the
+/// request read and dropped for up to [`REFUSE_DRAIN`] (closing with it
+/// unread would reset the connection, and the client might never see the
+/// 503).
 fn refuse(stream: TcpStream, peer: SocketAddr, state: &State) {
-    let _ = stream.try_write(
-        b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 5\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-    );
     state
         .log
         .info(|| format!("netboot serve: {peer} refused: too many busy connections"));
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSE_DRAIN, async {
+            stream
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 5\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 1024];
+            let mut left = MAX_HEAD;
+            while left > 0 {
+                match stream.read(&mut sink).await? {
+                    0 => break,
+                    n => left = left.saturating_sub(n),
+                }
+            }
+            std::io::Result::Ok(())
+        })
+        .await;
+    });
 }
 
-/// One connection: nothing but its socket until its first byte, then
-/// hyper; closed when evicted while idle, or when its client takes no data
-/// for [`SEND_IDLE`].
+/// One connection: nothing but its socket and a small task until its
+/// first byte, then hyper (allocated only then).
 async fn connection(
     state: Arc<State>,
     conns: Arc<Conns>,
@@ -116,48 +138,61 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
+    // `peek`, not `readable`: it waits for a byte (or the end), where
+    // readiness alone may report a socket that has nothing to read.
+    let mut byte = [0u8; 1];
     let first = tokio::select! {
-        r = stream.readable() => r.is_ok(),
+        r = stream.peek(&mut byte) => matches!(r, Ok(n) if n > 0),
         _ = conn.close.notified() => false,
         _ = tokio::time::sleep(HEADER_TIMEOUT) => false,
     };
     if first {
-        let io = hyper_util::rt::TokioIo::new(Watched {
-            stream,
-            conn: conn.clone(),
-        });
-        let (st, c) = (state.clone(), conn.clone());
-        let svc = hyper::service::service_fn(move |req| {
-            let (state, busy) = (st.clone(), c.begin());
-            async move { Ok::<_, std::convert::Infallible>(respond(&state, busy, peer, req).await) }
-        });
-        let http = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .max_buf_size(MAX_HEAD)
-            .keep_alive(true)
-            .serve_connection(io, svc);
-        tokio::pin!(http);
-        let mut watch = tokio::time::interval(WATCH_EVERY);
-        loop {
-            tokio::select! {
-                _ = http.as_mut() => break,
-                _ = conn.close.notified() => {
-                    if conn.is_idle() {
-                        break;
-                    }
-                    // A request arrived as it was chosen: finish it first.
-                    http.as_mut().graceful_shutdown();
+        // Boxed in a statement of its own: the HTTP state (a few KiB) is
+        // then no part of this task's future, which an idle connection
+        // holds.
+        let http = Box::pin(speak_http(state, conn.clone(), stream, peer));
+        http.await;
+    }
+    conns.remove(&conn);
+}
+
+/// HTTP on a connection until it ends, is evicted while idle, or its
+/// client takes no data for [`SEND_IDLE`].
+async fn speak_http(state: Arc<State>, conn: Arc<Conn>, stream: TcpStream, peer: SocketAddr) {
+    let io = hyper_util::rt::TokioIo::new(Watched {
+        stream,
+        conn: conn.clone(),
+    });
+    let c = conn.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let (state, busy) = (state.clone(), c.begin());
+        async move { Ok::<_, std::convert::Infallible>(respond(&state, busy, peer, req).await) }
+    });
+    let http = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(true)
+        .serve_connection(io, svc);
+    tokio::pin!(http);
+    let mut watch = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tokio::select! {
+            _ = http.as_mut() => break,
+            _ = conn.close.notified() => {
+                if conn.is_idle() {
+                    break;
                 }
-                _ = watch.tick() => {
-                    if conn.stalled(SEND_IDLE) {
-                        break;
-                    }
+                // A request arrived as it was chosen: finish it first.
+                http.as_mut().graceful_shutdown();
+            }
+            _ = watch.tick() => {
+                if conn.stalled(SEND_IDLE) {
+                    break;
                 }
             }
         }
     }
-    conns.remove(&conn);
 }
 
 /// The socket, noting when bytes go out (for [`Conn::stalled`]).
