@@ -33,9 +33,12 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-async def client(port, path, kind, size, want_sha, data_for_range, deadline):
+async def client(i, port, path, kind, size, want_sha, data_for_range, deadline):
+    # Each client from a loopback address of its own (127.0.0.0/8 is all
+    # loopback): as many machines, each under the per-client limit.
+    local = (f"127.{1 + i // 62500}.{i // 250 % 250}.{1 + i % 250}", 0)
     try:
-        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, local_addr=local), 10)
     except Exception as e:
         return (kind, "connect-failed", 0)
     try:
@@ -61,6 +64,8 @@ async def client(port, path, kind, size, want_sha, data_for_range, deadline):
         w.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
         await w.drain()
         status = await r.readline()
+        if not status:
+            return (kind, "closed-without-response", 0)
         headers = {}
         while True:
             line = await r.readline()
@@ -104,8 +109,11 @@ async def load(port, path, size, want_sha, file, clients, cap):
     with open(file, "rb") as f:
         blob = f.read()
     t = time.monotonic()
+    # The cap ends the slow clients; downloads get as long as they need
+    # (a loaded machine), up to ten more minutes.
     res = await asyncio.wait_for(asyncio.gather(*[
-        client(port, path, k, size, want_sha, lambda a, b: blob[a:b + 1], deadline) for k in kinds]), cap + 30)
+        client(i, port, path, k, size, want_sha, lambda a, b: blob[a:b + 1], deadline)
+        for i, k in enumerate(kinds)]), cap + 600)
     # Until the last full download ended (slow clients run on longer).
     wall = max((r[3] for r in res if r[0] == "full" and len(r) > 3), default=time.monotonic()) - t
     full = [r for r in res if r[0] == "full"]
@@ -135,6 +143,17 @@ def served_url(port, script_path):
     uri = next(w for line in text.splitlines() if line.startswith("initrd ")
                for w in line.split()[1:] if w.endswith("nix-store"))
     return script_path.rsplit("/", 1)[0] + "/" + uri
+
+
+def cpu_seconds(pids):
+    """user + system CPU time of these processes (and their waited-for
+    children), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(f) for f in fields[11:15])
+    return total / tick
 
 
 def loadavg():
@@ -173,10 +192,12 @@ def run_netboot(netboot, args, script_path, clients, cap, size, want, ns, prewar
     if prewarm:
         # One request for nix-store before the load (its ETag computed once).
         urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="HEAD"), timeout=120).read()
+    cpu0 = cpu_seconds([srv.pid])
     wall, full_bytes, bad, nfull = asyncio.run(load(port, path, size, want, ns, clients, cap))
     rss = vmhwm(srv.pid)
+    cpu = cpu_seconds([srv.pid]) - cpu0
     srv.terminate(); srv.wait()
-    return path, wall, full_bytes, bad, nfull, rss
+    return path, wall, full_bytes, bad, nfull, rss, cpu
 
 
 def run_nginx(work, media, clients, cap, size, want, ns):
@@ -187,12 +208,14 @@ http {{ access_log off; sendfile on; server {{ listen 127.0.0.1:18931; root {wor
 """)
     ng = subprocess.Popen(["nginx", "-c", str(conf)])
     time.sleep(1)
+    pids = [int(p) for p in subprocess.run(["pgrep", "-f", str(conf)], capture_output=True, text=True).stdout.split()]
+    cpu0 = cpu_seconds(pids)
     wall, full_bytes, bad, nfull = asyncio.run(load(18931, "/m/nix-store", size, want, ns, clients, cap))
     # nginx's master + workers: the largest VmHWM among them.
-    pids = [int(p) for p in subprocess.run(["pgrep", "-f", str(conf)], capture_output=True, text=True).stdout.split()]
     rss = max(vmhwm(p) for p in pids) if pids else -1
+    cpu = cpu_seconds(pids) - cpu0
     ng.terminate(); ng.wait()
-    return "/m/nix-store", wall, full_bytes, bad, nfull, rss
+    return "/m/nix-store", wall, full_bytes, bad, nfull, rss, cpu
 
 
 def main():
@@ -238,7 +261,7 @@ def main():
                      "nginx": "nginx (sendfile)"}[server]
             rows.append((label, clients) + r)
             print(f"{label} {clients} clients: {r[2] / r[1] / 1e6:.0f} MB/s, {r[5]} MiB, "
-                  f"failures {len(r[3])}, {r[0]}", flush=True)
+                  f"{r[6] / (r[2] / 1e9):.2f} CPU s/GB, failures {len(r[3])}, {r[0]}", flush=True)
     after = loadavg()
     shutil.rmtree(work, ignore_errors=True)
     lines = ["", f"## netboot serve under load (bench/serve_load.py){' ' + a.label if a.label else ''}", "",
@@ -246,12 +269,12 @@ def main():
              "checked against `netboot build --system`), "
              "15 % one Range (checked), 10 % disconnect halfway, 5 % send their request head one byte a second. "
              f"Each row is a fresh server process; peak RSS is its VmHWM. Load average before: {before}; after: {after}.", "",
-             "| server | clients | URL | last full download done | full downloads OK | MB/s (full downloads) | failures | peak RSS |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
-    for name, clients, path, wall, fb, bad, nfull, rss in rows:
+             "| server | clients | URL | last full download done | full downloads OK | MB/s (full downloads) | server CPU s per GB | failures | peak RSS |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for name, clients, path, wall, fb, bad, nfull, rss, cpu in rows:
         url = "plain" if path.endswith("/m/nix-store") or path.endswith("/s/nix-store") else "content-addressed"
         lines.append(f"| {name} | {clients} | {url} | {wall:.1f} s | {fb // size}/{nfull} | {fb / wall / 1e6:.0f} | "
-                     f"{len(bad)} {sorted(set(b[1] for b in bad))} | {rss} MiB |")
+                     f"{cpu / (fb / 1e9):.2f} | {len(bad)} {sorted(set(b[1] for b in bad))} | {rss} MiB |")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.record:

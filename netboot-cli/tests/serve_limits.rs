@@ -292,3 +292,41 @@ fn a_flood_of_distinct_store_systems_is_answered_within_bounds() {
         }
     }
 }
+
+#[test]
+fn clients_that_stop_reading_slow_nobody_down() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let media = media_dir(d.path());
+    // Large enough that socket buffers cannot hold it.
+    let ns: Vec<u8> = (0..32u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(media.join("nix-store"), &ns).unwrap();
+    let srv = start(&media, &[]);
+    // 48 clients ask for nix-store and read nothing: each ends up with a
+    // frame (a shared read buffer) that hyper cannot write.
+    let stalled: Vec<TcpStream> = (0..48)
+        .map(|i| {
+            let mut s = connect_from(&format!("127.0.2.{}", i + 1), srv.port);
+            std::io::Write::write_all(&mut s, b"GET /m/nix-store HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    // Another client gets the whole file, at speed.
+    let t = Instant::now();
+    let mut c = BufReader::new(connect_from("127.0.3.1", srv.port));
+    let r = exchange(
+        &mut c,
+        b"GET /m/nix-store HTTP/1.1\r\nHost: x\r\n\r\n",
+        false,
+    );
+    let took = t.elapsed();
+    eprintln!("32 MiB past 48 stalled clients in {took:?}");
+    assert_eq!(r.status, 200);
+    assert!(r.body == ns);
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    drop(stalled);
+}

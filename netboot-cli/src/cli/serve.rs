@@ -47,8 +47,8 @@ with Retry-After: 5 (iPXE retries). --serve-store holds at most 16 systems, buil
 least recently requested idle one makes room, and when all 16 build or wait a new one gets 503 \
 with Retry-After. Threads: 2 async workers, at most 8 for file-system calls, the builder (and its \
 --jobs compressors while it builds) and the log writer. Bodies are read into 32 buffers of \
-256 KiB shared by all transfers (8 MiB); a transfer that waits more than 0.1 s for one uses \
-64 KiB of its own. Log lines go to stderr from a thread of their own; a closed stderr never stops \
+256 KiB shared by all transfers (8 MiB, however many clients); for each one held over 1 s by a \
+client that stopped reading, a waiting transfer uses 64 KiB of its own. Log lines go to stderr from a thread of their own; a closed stderr never stops \
 the server.
 
 Examples:

@@ -1,25 +1,32 @@
 //! Response bodies: a generation's file sent as frames of up to [`CHUNK`]
 //! bytes, each read when hyper asks for it (so one frame per connection is
-//! in flight), with a positional read on the blocking pool into a buffer
-//! from a [`Pool`] shared by every transfer.
+//! in flight) into a buffer from a [`Pool`] shared by every transfer, with
+//! a positional read: of the page cache on the async worker
+//! (`preadv2(RWF_NOWAIT)`, which never waits for the disk), else on the
+//! blocking pool.
 //!
 //! Memory for bodies is therefore [`POOL`] × [`CHUNK`] (8 MiB) however many
-//! clients there are. A transfer that finds no buffer free within
-//! [`POOL_WAIT`] (buffers held by clients that stopped reading) reads into
-//! one of [`SPARE`] bytes of its own, so stalled clients slow nobody down:
-//! at most 64 KiB more per connection.
+//! clients there are: a transfer waits for a free buffer. A buffer held
+//! for more than [`STALL`] is taken to belong to a client that stopped
+//! reading (hyper holds the frame until the socket takes it); for each
+//! such one, one waiter may read into a buffer of [`SPARE`] bytes of its
+//! own, so stalled clients slow nobody down. The bound is then 8 MiB +
+//! 64 KiB per stalled connection.
 //!
 //! NB: the earlier bodies read through `tokio::fs::File` (a blocking-pool
 //! hop and a copy out of its own buffer per read), into a fresh zeroed
-//! 64 KiB `Vec` per frame, through a channel from a task of their own.
+//! 64 KiB `Vec` per frame, through a channel from a task of their own;
+//! and every ETag of a media file not yet known was computed by every
+//! request that asked at once (100 clients: 100 hashes of nix-store).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame};
@@ -31,32 +38,48 @@ use super::generation::{Generation, Piece};
 pub(super) const CHUNK: usize = 256 * 1024;
 /// Buffers shared by all transfers.
 pub(super) const POOL: usize = 32;
-/// How long a transfer waits for a shared buffer before using its own.
-pub(super) const POOL_WAIT: Duration = Duration::from_millis(100);
-/// The size of a transfer's own buffer.
+/// How often a waiting transfer looks for stalled buffers.
+const POOL_WAIT: Duration = Duration::from_millis(100);
+/// A buffer out for longer than this is held by a client that stopped
+/// reading.
+pub(super) const STALL: Duration = Duration::from_secs(1);
+/// The size of a buffer standing in for a stalled one.
 pub(super) const SPARE: usize = 64 * 1024;
 
 /// Read buffers shared by all transfers.
 pub(super) struct Pool {
-    free: Mutex<Vec<Vec<u8>>>,
     permits: Arc<Semaphore>,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    free: Vec<Vec<u8>>,
+    /// Every buffer out (shared or spare): when it was taken, and a ticket.
+    out: BTreeSet<(Instant, u64)>,
+    next: u64,
+    /// Spare buffers out.
+    spares: usize,
 }
 
 impl Default for Pool {
     fn default() -> Pool {
         Pool {
-            free: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(POOL)),
+            state: Mutex::new(PoolState::default()),
         }
     }
 }
 
-/// A buffer being filled or sent; a shared one goes back to its pool when
-/// hyper has written (and dropped) the frame made of it.
+/// A buffer being filled or sent; it goes back to its pool when hyper
+/// has written (and dropped) the frame made of it.
 struct Buffer {
     buf: Vec<u8>,
     len: usize,
-    pool: Option<(Arc<Pool>, OwnedSemaphorePermit)>,
+    pool: Arc<Pool>,
+    ticket: (Instant, u64),
+    /// A shared buffer's permit; `None` for a spare.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl AsRef<[u8]> for Buffer {
@@ -68,31 +91,71 @@ impl AsRef<[u8]> for Buffer {
 impl Drop for Buffer {
     fn drop(&mut self) {
         // Returned before the permit (a later field) wakes the next taker.
-        if let Some((pool, _)) = &self.pool {
-            if let Ok(mut free) = pool.free.lock() {
-                free.push(std::mem::take(&mut self.buf));
-            }
+        let mut st = self.pool.lock();
+        st.out.remove(&self.ticket);
+        if self.permit.is_some() {
+            st.free.push(std::mem::take(&mut self.buf));
+        } else {
+            st.spares -= 1;
         }
     }
 }
 
 impl Pool {
-    /// A shared buffer, or after [`POOL_WAIT`] one of the transfer's own.
-    async fn take(self: &Arc<Pool>) -> Buffer {
-        match tokio::time::timeout(POOL_WAIT, self.permits.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => {
-                let reused = self.free.lock().ok().and_then(|mut f| f.pop());
-                Buffer {
-                    buf: reused.unwrap_or_else(|| vec![0; CHUNK]),
-                    len: 0,
-                    pool: Some((self.clone(), permit)),
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // Plain lists and counters, consistent between statements.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A shared buffer with `permit`, or a spare when more buffers are
+    /// stalled than spares stand in for them.
+    fn hand_out(self: &Arc<Pool>, permit: Option<OwnedSemaphorePermit>) -> Option<Buffer> {
+        let mut st = self.lock();
+        let now = Instant::now();
+        st.next += 1;
+        let ticket = (now, st.next);
+        let (buf, permit) = match permit {
+            Some(p) => (st.free.pop().unwrap_or_else(|| vec![0; CHUNK]), Some(p)),
+            None => {
+                // Oldest first, as far as the spares out.
+                let stalled = st
+                    .out
+                    .iter()
+                    .take(st.spares + 1)
+                    .take_while(|(taken, _)| now.duration_since(*taken) > STALL)
+                    .count();
+                if stalled <= st.spares {
+                    return None;
                 }
+                st.spares += 1;
+                (vec![0; SPARE], None)
             }
-            _ => Buffer {
-                buf: vec![0; SPARE],
-                len: 0,
-                pool: None,
-            },
+        };
+        st.out.insert(ticket);
+        Some(Buffer {
+            buf,
+            len: 0,
+            pool: self.clone(),
+            ticket,
+            permit,
+        })
+    }
+
+    /// A shared buffer (first come, first served), or a spare standing in
+    /// for a stalled one.
+    async fn take(self: &Arc<Pool>) -> Buffer {
+        let acquire = self.permits.clone().acquire_owned();
+        tokio::pin!(acquire);
+        // A free one, or a stalled one to stand in for, without waiting.
+        let mut permit = self.permits.clone().try_acquire_owned().ok();
+        loop {
+            if let Some(b) = self.hand_out(permit.take()) {
+                return b;
+            }
+            permit = tokio::select! {
+                p = &mut acquire => p.ok(),
+                _ = tokio::time::sleep(POOL_WAIT) => None,
+            };
         }
     }
 }
@@ -267,26 +330,53 @@ async fn blocking<T: Send + 'static>(
 /// Up to `want` bytes of `file` from `at` (at least one); an error when
 /// the file ends first (it shrank after it was measured).
 async fn read_at(file: Arc<File>, at: u64, want: usize, pool: &Arc<Pool>) -> io::Result<Bytes> {
-    use std::os::unix::fs::FileExt;
     let mut buf = pool.take().await;
-    let buf = blocking(move || {
-        let want = want.min(buf.buf.len());
-        while buf.len < want {
-            match file.read_at(&mut buf.buf[buf.len..want], at + buf.len as u64) {
-                Ok(0) => break,
-                Ok(n) => buf.len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    let want = want.min(buf.buf.len());
+    // Bytes in the page cache are copied here; only a read that would wait
+    // for the disk goes to the blocking pool (a hop and a wake-up each).
+    let buf = match cached(&file, &mut buf.buf[..want], at) {
+        Some(n) => {
+            buf.len = n;
+            buf
         }
-        if buf.len == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file is shorter than when it was measured",
-            ));
-        }
-        Ok(buf)
-    })
-    .await?;
+        None => blocking(move || fill(&file, buf, at, want)).await?,
+    };
+    if buf.len == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the file is shorter than when it was measured",
+        ));
+    }
     Ok(Bytes::from_owner(buf))
+}
+
+/// `preadv2(RWF_NOWAIT)`: the bytes at `at` that are in the page cache
+/// (some), or `None` when none are (or the file system cannot tell).
+/// Never waits for the disk (Linux 4.14).
+fn cached(file: &File, buf: &mut [u8], at: u64) -> Option<usize> {
+    use rustix::io::{preadv2, ReadWriteFlags};
+    match preadv2(
+        file,
+        &mut [io::IoSliceMut::new(buf)],
+        at,
+        ReadWriteFlags::NOWAIT,
+    ) {
+        Ok(n) if n > 0 => Some(n),
+        _ => None,
+    }
+}
+
+/// Fills `buf` from `at` (on the blocking pool), up to `want` bytes or the
+/// end of the file.
+fn fill(file: &File, mut buf: Buffer, at: u64, want: usize) -> io::Result<Buffer> {
+    use std::os::unix::fs::FileExt;
+    while buf.len < want {
+        match file.read_at(&mut buf.buf[buf.len..want], at + buf.len as u64) {
+            Ok(0) => break,
+            Ok(n) => buf.len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf)
 }

@@ -69,12 +69,14 @@
 //!   recently requested idle one makes room, and when all 16 build or wait,
 //!   a new one gets 503 + `Retry-After`.
 //! - threads: 2 async workers, at most [`BLOCKING_THREADS`] (8) for file
-//!   system calls (open, read, stat, hashing, removing a generation: never
-//!   on the async workers), the builder (and its `--jobs` compressors while
-//!   it builds), and the log writer.
+//!   system calls (open, stat, hashing, reads that would wait for the
+//!   disk, removing a generation: never on the async workers, which only
+//!   copy pages already cached, with `RWF_NOWAIT`), the builder (and its
+//!   `--jobs` compressors while it builds), and the log writer.
 //! - memory for bodies: [`body::POOL`] (32) buffers of 256 KiB shared by
-//!   all transfers; one that waits more than 0.1 s for a buffer reads into
-//!   64 KiB of its own ([`body`]).
+//!   all transfers (8 MiB, however many clients); for each buffer held
+//!   over 1 s (by a client that stopped reading), one waiting transfer
+//!   reads into 64 KiB of its own ([`body`]).
 //! - log: one line per request and build on stderr, written by a thread
 //!   of its own; a closed or slow stderr never stops or blocks serving
 //!   ([`log`]). SIGINT/SIGTERM stop the server.
