@@ -208,7 +208,10 @@ http {{ access_log off; sendfile on; server {{ listen 127.0.0.1:18931; root {wor
 """)
     ng = subprocess.Popen(["nginx", "-c", str(conf)])
     time.sleep(1)
-    pids = [int(p) for p in subprocess.run(["pgrep", "-f", str(conf)], capture_output=True, text=True).stdout.split()]
+    # The master (its command line names the config) and its workers.
+    master = [int(p) for p in subprocess.run(["pgrep", "-f", str(conf)], capture_output=True, text=True).stdout.split()]
+    pids = master + [int(p) for m in master for p in
+                     subprocess.run(["pgrep", "-P", str(m)], capture_output=True, text=True).stdout.split()]
     cpu0 = cpu_seconds(pids)
     wall, full_bytes, bad, nfull = asyncio.run(load(18931, "/m/nix-store", size, want, ns, clients, cap))
     # nginx's master + workers: the largest VmHWM among them.

@@ -1,9 +1,9 @@
 //! Response bodies: a generation's file sent as frames of up to [`CHUNK`]
-//! bytes, each read when hyper asks for it (so one frame per connection is
-//! in flight) into a buffer from a [`Pool`] shared by every transfer, with
-//! a positional read: of the page cache on the async worker
-//! (`preadv2(RWF_NOWAIT)`, which never waits for the disk), else on the
-//! blocking pool.
+//! bytes, each made when hyper asks for it (so one frame per connection is
+//! in flight). File bytes in the page cache go to the socket with
+//! `sendfile` ([`super::sendfile`]: no copy, no buffer); others are read
+//! on the blocking pool (which brings them into the cache) into a buffer
+//! from a [`Pool`] shared by every transfer.
 //!
 //! Memory for bodies is therefore [`POOL`] × [`CHUNK`] (8 MiB) however many
 //! clients there are: a transfer waits for a free buffer. A buffer held
@@ -33,6 +33,7 @@ use hyper::body::{Body, Frame};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::generation::{Generation, Piece};
+use super::sendfile::{cached, Outbox};
 
 /// Largest frame: big reads, few system calls and wake-ups per byte.
 pub(super) const CHUNK: usize = 256 * 1024;
@@ -172,6 +173,7 @@ struct Cursor {
     end: u64,
     opened: Option<Arc<File>>,
     pool: Arc<Pool>,
+    outbox: Outbox,
 }
 
 type Next = Pin<Box<dyn Future<Output = (Cursor, io::Result<Bytes>)> + Send>>;
@@ -193,6 +195,7 @@ impl FileBody {
         start: u64,
         count: u64,
         pool: Arc<Pool>,
+        outbox: Outbox,
     ) -> FileBody {
         let c = Cursor {
             generation,
@@ -203,6 +206,7 @@ impl FileBody {
             end: start + count,
             opened: None,
             pool,
+            outbox,
         };
         FileBody {
             cursor: Some(c),
@@ -299,7 +303,7 @@ impl Cursor {
             }
             Piece::Zeros(_) => Ok(Bytes::from_static(&ZEROS[..want.min(SPARE)])),
             Piece::Open { file, offset, .. } => {
-                read_at(file.clone(), offset + from, want, &self.pool).await
+                self.file_frame(file.clone(), offset + from, want).await
             }
             Piece::Path { path, offset, .. } => {
                 let file = match &self.opened {
@@ -312,9 +316,19 @@ impl Cursor {
                         f
                     }
                 };
-                read_at(file, offset + from, want, &self.pool).await
+                self.file_frame(file, offset + from, want).await
             }
         }
+    }
+
+    /// `want` bytes of `file` from `at`: sent with `sendfile` when they are
+    /// in the page cache, else read (on the blocking pool, which brings
+    /// them into the cache).
+    async fn file_frame(&self, file: Arc<File>, at: u64, want: usize) -> io::Result<Bytes> {
+        if cached(&file, at, want) {
+            return Ok(self.outbox.frame(file, at, want));
+        }
+        read_at(file, at, want, &self.pool).await
     }
 }
 
@@ -327,20 +341,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(io::Error::other)?
 }
 
-/// Up to `want` bytes of `file` from `at` (at least one); an error when
-/// the file ends first (it shrank after it was measured).
+/// Up to `want` bytes of `file` from `at` (at least one), read on the
+/// blocking pool; an error when the file ends first (it shrank after it
+/// was measured).
 async fn read_at(file: Arc<File>, at: u64, want: usize, pool: &Arc<Pool>) -> io::Result<Bytes> {
-    let mut buf = pool.take().await;
+    let buf = pool.take().await;
     let want = want.min(buf.buf.len());
-    // Bytes in the page cache are copied here; only a read that would wait
-    // for the disk goes to the blocking pool (a hop and a wake-up each).
-    let buf = match cached(&file, &mut buf.buf[..want], at) {
-        Some(n) => {
-            buf.len = n;
-            buf
-        }
-        None => blocking(move || fill(&file, buf, at, want)).await?,
-    };
+    let buf = blocking(move || fill(&file, buf, at, want)).await?;
     if buf.len == 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -348,22 +355,6 @@ async fn read_at(file: Arc<File>, at: u64, want: usize, pool: &Arc<Pool>) -> io:
         ));
     }
     Ok(Bytes::from_owner(buf))
-}
-
-/// `preadv2(RWF_NOWAIT)`: the bytes at `at` that are in the page cache
-/// (some), or `None` when none are (or the file system cannot tell).
-/// Never waits for the disk (Linux 4.14).
-fn cached(file: &File, buf: &mut [u8], at: u64) -> Option<usize> {
-    use rustix::io::{preadv2, ReadWriteFlags};
-    match preadv2(
-        file,
-        &mut [io::IoSliceMut::new(buf)],
-        at,
-        ReadWriteFlags::NOWAIT,
-    ) {
-        Ok(n) if n > 0 => Some(n),
-        _ => None,
-    }
 }
 
 /// Fills `buf` from `at` (on the blocking pool), up to `want` bytes or the

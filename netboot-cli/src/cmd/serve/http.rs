@@ -13,12 +13,12 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use netboot_engine::media::FILES;
 use netboot_engine::{Error, Result};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::FileBody;
 use super::conns::{Busy, Conn, Conns};
 use super::generation::{is_digest, Generation};
+use super::sendfile::{Outbox, Socket};
 use super::slots;
 use super::State;
 
@@ -159,20 +159,34 @@ async fn connection(
 /// HTTP on a connection until it ends, is evicted while idle, or its
 /// client takes no data for [`SEND_IDLE`].
 async fn speak_http(state: Arc<State>, conn: Arc<Conn>, stream: TcpStream, peer: SocketAddr) {
-    let io = hyper_util::rt::TokioIo::new(Watched {
+    let outbox = Outbox::default();
+    let io = hyper_util::rt::TokioIo::new(Socket {
         stream,
         conn: conn.clone(),
+        outbox: outbox.clone(),
     });
     let c = conn.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let (state, busy) = (state.clone(), c.begin());
-        async move { Ok::<_, std::convert::Infallible>(respond(&state, busy, peer, req).await) }
+        let (state, busy, outbox) = (state.clone(), c.begin(), outbox.clone());
+        async move {
+            let left = outbox.clear();
+            if left > 0 {
+                state.log.always(format!(
+                    "netboot serve: {peer}: {left} file frames were not sent by sendfile"
+                ));
+            }
+            let resp = respond(&state, busy, peer, req, outbox).await;
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
+    // Vectored writes of the frames as given (never flattened into a
+    // buffer of hyper's own): see [`super::sendfile`].
     let http = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
         .max_buf_size(MAX_HEAD)
         .keep_alive(true)
+        .writev(true)
         .serve_connection(io, svc);
     tokio::pin!(http);
     let mut watch = tokio::time::interval(WATCH_EVERY);
@@ -192,60 +206,6 @@ async fn speak_http(state: Arc<State>, conn: Arc<Conn>, stream: TcpStream, peer:
                 }
             }
         }
-    }
-}
-
-/// The socket, noting when bytes go out (for [`Conn::stalled`]).
-struct Watched {
-    stream: TcpStream,
-    conn: Arc<Conn>,
-}
-
-impl AsyncRead for Watched {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.conn.wrote();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.conn.wrote();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -302,8 +262,9 @@ async fn respond(
     busy: Busy,
     peer: SocketAddr,
     req: Request<Incoming>,
+    outbox: Outbox,
 ) -> Response<BoxBody> {
-    let resp = answer(state, &req).await;
+    let resp = answer(state, &req, outbox).await;
     state.log.info(|| {
         let len = resp
             .headers()
@@ -420,7 +381,7 @@ fn none_match(v: &str, etag: &str) -> bool {
     v.split(',').any(|t| t.trim() == etag || t.trim() == "*")
 }
 
-async fn answer(state: &State, req: &Request<Incoming>) -> Response<BoxBody> {
+async fn answer(state: &State, req: &Request<Incoming>, outbox: Outbox) -> Response<BoxBody> {
     let allow = [("allow", "GET, HEAD".to_owned())];
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return status(StatusCode::METHOD_NOT_ALLOWED, &allow);
@@ -478,7 +439,14 @@ async fn answer(state: &State, req: &Request<Incoming>) -> Response<BoxBody> {
     headers.push(("content-type", content_type.to_owned()));
     let mut resp = status(code, &common(headers));
     if req.method() == Method::GET && count > 0 {
-        let body = FileBody::new(c.generation, c.file, start, count, state.pool.clone());
+        let body = FileBody::new(
+            c.generation,
+            c.file,
+            start,
+            count,
+            state.pool.clone(),
+            outbox,
+        );
         *resp.body_mut() = body.boxed_unsync();
     }
     resp

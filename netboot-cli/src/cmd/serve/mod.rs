@@ -93,6 +93,7 @@ mod generation;
 mod http;
 mod log;
 mod media;
+mod sendfile;
 mod slots;
 
 use std::collections::HashMap;
