@@ -38,18 +38,20 @@ system next; transfers already running keep their bytes.
 
 Bounds: at most --max-connections (4096) connections and --max-connections-per-client (32) per \
 client address (IPv6: per /64); past either, the connection idle the longest (of that client, or \
-of all) is closed, and when all are busy a new one gets 503 with Retry-After. The open-file soft \
-limit is raised to 2 per connection + 512. A connection that has sent nothing costs its socket \
-only; a request head must arrive within 30 s; a keep-alive connection idle for 30 s is closed; a \
-transfer whose client takes nothing for 300 s is cut (no cap on a transfer's total time). Builds \
-run one at a time on one builder thread; a request waits up to 20 s for its build, then gets 503 \
-with Retry-After: 5 (iPXE retries). --serve-store holds at most 16 systems, built or waiting; the \
-least recently requested idle one makes room, and when all 16 build or wait a new one gets 503 \
-with Retry-After. Threads: 2 async workers, at most 8 for file-system calls, the builder (and its \
---jobs compressors while it builds) and the log writer. Bodies are read into 32 buffers of \
-256 KiB shared by all transfers (8 MiB, however many clients); for each one held over 1 s by a \
-client that stopped reading, a waiting transfer uses 64 KiB of its own. Log lines go to stderr from a thread of their own; a closed stderr never stops \
-the server.
+of all) is closed (after up to 2 s to finish a response), and when all are busy a new one gets \
+503 with Retry-After. The open-file soft limit is raised to 2 per connection + 512. A connection \
+that has sent nothing costs its socket only; a request head must arrive within 30 s; a \
+keep-alive connection idle for 30 s is closed; a connection whose client takes nothing for 300 s \
+is cut (no cap on a transfer's total time). Builds run one at a time on one builder thread; a \
+request waits up to 20 s for its build, then gets 503 with Retry-After: 5 (iPXE retries). \
+--serve-store holds at most 16 systems, built or waiting; the least recently requested idle one \
+makes room, and when all 16 build or wait a new one gets 503 with Retry-After. Threads: 2 async \
+workers, at most 8 for file-system calls, the builder (and its --jobs compressors while it \
+builds) and the log writer. File bytes in the page cache go to the socket with sendfile (no \
+buffer); bytes read from the disk go through 32 buffers of 256 KiB shared by all transfers (8 \
+MiB, however many clients); for each one held over 1 s by a client that stopped reading, a \
+waiting transfer uses 64 KiB of its own. Log lines go to stderr from a thread of their own; a \
+closed stderr never stops the server.
 
 Examples:
   netboot serve --media nixos=/srv/media/nixos

@@ -189,12 +189,15 @@ impl Conn {
         self.last_write.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// Busy, and nothing written for `idle`: the client takes no data.
+    /// Nothing written for `idle` since the last request began: the client
+    /// takes no data (also while the end of a response is flushed, which
+    /// counts as idle; a keep-alive connection waiting for a request head
+    /// is closed by the head timeout long before).
     pub(super) fn stalled(&self, idle: Duration) -> bool {
         let quiet = self
             .now_ms()
             .saturating_sub(self.last_write.load(Ordering::Relaxed));
-        !self.is_idle() && u128::from(quiet) > idle.as_millis()
+        u128::from(quiet) > idle.as_millis()
     }
 }
 

@@ -30,6 +30,9 @@ pub(super) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const SEND_IDLE: Duration = Duration::from_secs(300);
 /// How often a connection checks that its client still takes data.
 const WATCH_EVERY: Duration = Duration::from_secs(10);
+/// How long an evicted idle connection has to finish flushing its last
+/// response before it is closed.
+pub(super) const EVICT_GRACE: Duration = Duration::from_secs(2);
 /// Largest request head (request line and headers) hyper buffers.
 const MAX_HEAD: usize = 16 * 1024;
 /// How long a refused connection's request is read (and dropped) after
@@ -190,16 +193,22 @@ async fn speak_http(state: Arc<State>, conn: Arc<Conn>, stream: TcpStream, peer:
         .serve_connection(io, svc);
     tokio::pin!(http);
     let mut watch = tokio::time::interval(WATCH_EVERY);
+    // Evicted while idle: the last response may still be flushing, or a
+    // head arriving; hyper closes once it is done, or at this deadline.
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
     loop {
         tokio::select! {
             _ = http.as_mut() => break,
             _ = conn.close.notified() => {
-                if conn.is_idle() {
-                    break;
-                }
-                // A request arrived as it was chosen: finish it first.
+                // Keep-alive off: hyper ends the response it is sending
+                // (a request arrived as this one was chosen) and closes.
                 http.as_mut().graceful_shutdown();
+                if conn.is_idle() {
+                    grace.as_mut().reset(tokio::time::Instant::now() + EVICT_GRACE);
+                }
             }
+            _ = &mut grace => break,
             _ = watch.tick() => {
                 if conn.stalled(SEND_IDLE) {
                     break;

@@ -53,14 +53,15 @@
 //!   [`conns::MAX_PER_CLIENT`] (32) per client address (IPv6: per /64),
 //!   `--max-connections` and `--max-connections-per-client`; past either,
 //!   the connection idle the longest (of that client, or of all) is
-//!   closed; when all are busy the new one gets 503 + `Retry-After`. The
+//!   closed (given 2 s to finish flushing a response); when all are busy
+//!   the new one gets 503 + `Retry-After`. The
 //!   soft open-file limit is raised to two per connection and 512 more
 //!   (the connections are fewer if the hard limit is lower).
 //! - a connection that has sent nothing costs its socket and a small task
 //!   (no HTTP buffers); its request head must arrive within 30 s, and a
-//!   keep-alive connection idle for 30 s is closed; a transfer whose client
-//!   takes nothing for 300 s is cut; no cap on a transfer's total time
-//!   (iPXE on slow links).
+//!   keep-alive connection idle for 30 s is closed; a connection whose
+//!   client takes nothing for 300 s is cut; no cap on a transfer's total
+//!   time (iPXE on slow links).
 //! - builds: one at a time, on one builder thread fed by a queue of
 //!   [`slots::MAX_STORE_SYSTEMS`] plus one per `--system`; a request waits
 //!   up to [`slots::HOLD`] (20 s) for its build, then gets 503 +
@@ -73,10 +74,12 @@
 //!   disk, removing a generation: never on the async workers, which only
 //!   copy pages already cached, with `RWF_NOWAIT`), the builder (and its
 //!   `--jobs` compressors while it builds), and the log writer.
-//! - memory for bodies: [`body::POOL`] (32) buffers of 256 KiB shared by
-//!   all transfers (8 MiB, however many clients); for each buffer held
-//!   over 1 s (by a client that stopped reading), one waiting transfer
-//!   reads into 64 KiB of its own ([`body`]).
+//! - memory for bodies: none for file bytes in the page cache, which go to
+//!   the socket with `sendfile` ([`sendfile`]); bytes read from the disk go
+//!   through [`body::POOL`] (32) buffers of 256 KiB shared by all transfers
+//!   (8 MiB, however many clients); for each buffer held over 1 s (by a
+//!   client that stopped reading), one waiting transfer reads into 64 KiB
+//!   of its own ([`body`]).
 //! - log: one line per request and build on stderr, written by a thread
 //!   of its own; a closed or slow stderr never stops or blocks serving
 //!   ([`log`]). SIGINT/SIGTERM stop the server.
@@ -85,7 +88,8 @@
 //! connections and the answer to one request; [`conns`] the connection
 //! limits; [`generation`] what is served and for how long; [`media`] the
 //! media directories; [`slots`] the systems and their builds; [`body`]
-//! the streaming bodies; [`log`] the log.
+//! the streaming bodies; [`sendfile`] the socket that sends file bytes
+//! with `sendfile`; [`log`] the log.
 
 mod body;
 mod conns;
@@ -244,4 +248,48 @@ fn claim(
         return Err(Error::new(flag, format!("{name:?} given twice")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `serve --help` states every bound with the number the code uses.
+    #[test]
+    fn help_states_the_bounds() {
+        use clap::CommandFactory;
+        let mut cmd = crate::cli::Args::command();
+        let serve = cmd.find_subcommand_mut("serve").unwrap();
+        let help = serve.render_long_help().to_string();
+        let secs = |d: Duration| d.as_secs();
+        for text in [
+            format!("--max-connections ({})", conns::MAX_CONNECTIONS),
+            format!("--max-connections-per-client ({})", conns::MAX_PER_CLIENT),
+            format!("one of the last {} of its system", generation::KEEP_LAST),
+            format!("at least {} minutes", secs(generation::KEEP_FOR) / 60),
+            format!("never more than {} per system", generation::KEEP_MAX),
+            format!("waits up to {} s for its build", secs(slots::HOLD)),
+            format!("Retry-After: {}", slots::RETRY_AFTER),
+            format!("holds at most {} systems", MAX_STORE_SYSTEMS),
+            format!("when all {} build or wait", MAX_STORE_SYSTEMS),
+            format!("at most {} for file-system calls", BLOCKING_THREADS),
+            format!("{} buffers of {} KiB", body::POOL, body::CHUNK / 1024),
+            format!(
+                "({} MiB, however many clients)",
+                body::POOL * body::CHUNK >> 20
+            ),
+            format!("held over {} s", secs(body::STALL)),
+            format!("{} KiB of its own", body::SPARE / 1024),
+            format!("within {} s", secs(http::HEADER_TIMEOUT)),
+            format!("idle for {} s is closed", secs(http::HEADER_TIMEOUT)),
+            format!("nothing for {} s is cut", secs(http::SEND_IDLE)),
+            format!(
+                "after up to {} s to finish a response",
+                secs(http::EVICT_GRACE)
+            ),
+        ] {
+            assert!(help.contains(&text), "--help does not say {text:?}");
+        }
+    }
 }
