@@ -277,7 +277,7 @@ mod tests {
             format!("{} buffers of {} KiB", body::POOL, body::CHUNK / 1024),
             format!(
                 "({} MiB, however many clients)",
-                body::POOL * body::CHUNK >> 20
+                (body::POOL * body::CHUNK) >> 20
             ),
             format!("held over {} s", secs(body::STALL)),
             format!("{} KiB of its own", body::SPARE / 1024),
