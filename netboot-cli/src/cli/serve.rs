@@ -59,9 +59,15 @@ Examples:
   netboot serve --system lab=/nix/var/nix/profiles/system --cmdline console=ttyS0
   netboot serve --serve-store   # /store/<toplevel base name>/netboot.ipxe")]
 pub struct ServeArgs {
-    /// Address and port to listen on (loopback unless told otherwise):
-    /// 0.0.0.0:8080, [::1]:8080, localhost:8080, or :8080 for every address.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    /// Address and port to listen on (loopback unless told otherwise); an
+    /// IPv6 address in brackets (the help text shows the forms).
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:8080",
+        help = "Address and port to listen on (loopback unless told otherwise): \
+                0.0.0.0:8080, [::1]:8080, localhost:8080, or :8080 for every address."
+    )]
     pub listen: String,
     /// A media directory built by `netboot build`, served under /NAME/.
     #[arg(long, value_name = "NAME=DIR")]

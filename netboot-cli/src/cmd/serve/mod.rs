@@ -72,8 +72,9 @@
 //! - threads: 2 async workers, at most [`BLOCKING_THREADS`] (8) for file
 //!   system calls (open, stat, hashing, reads that would wait for the
 //!   disk, removing a generation: never on the async workers, which only
-//!   copy pages already cached, with `RWF_NOWAIT`), the builder (and its
-//!   `--jobs` compressors while it builds), and the log writer.
+//!   send pages already cached: `sendfile` of a region whose first and
+//!   last bytes `preadv2(RWF_NOWAIT)` finds in the page cache), the builder
+//!   (and its `--jobs` compressors while it builds), and the log writer.
 //! - memory for bodies: none for file bytes in the page cache, which go to
 //!   the socket with `sendfile` ([`sendfile`]); bytes read from the disk go
 //!   through [`body::POOL`] (32) buffers of 256 KiB shared by all transfers
