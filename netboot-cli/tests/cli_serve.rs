@@ -4,115 +4,64 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod serve_common;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::Path;
-use std::process::Child;
-use std::sync::{Arc, Mutex};
+use std::io::{BufRead, Write};
 
 use common::*;
+use serve_common::*;
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(media: &std::path::Path) -> Server {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_netboot"));
-    let (child, port) = netboot_tests::boot::start_serve(bin, media, &[]).unwrap();
-    Server { child, port }
-}
-
-struct Reply {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-/// Sends `raw` on `s` and reads one response (its body by Content-Length,
-/// none for HEAD or a 304).
-fn exchange(s: &mut BufReader<TcpStream>, raw: &[u8], head: bool) -> Reply {
-    s.get_mut().write_all(raw).unwrap();
-    let mut status_line = String::new();
-    s.read_line(&mut status_line).unwrap();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let mut headers = BTreeMap::new();
-    loop {
-        let mut l = String::new();
-        s.read_line(&mut l).unwrap();
-        let l = l.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').unwrap();
-        headers.insert(k.to_ascii_lowercase(), v.trim().to_owned());
-    }
-    let len: usize = headers
-        .get("content-length")
-        .map(|v| v.parse().unwrap())
-        .unwrap_or(0);
-    let mut body = vec![0u8; if head || status == 304 { 0 } else { len }];
-    s.read_exact(&mut body).unwrap();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn connect(port: u16) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
-    BufReader::new(s)
-}
-
-fn get(port: u16, path: &str, extra: &str) -> Reply {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
-    exchange(&mut connect(port), req.as_bytes(), false)
-}
+/// The four files a script names by digest.
+const CONTENT: [&str; 4] = ["bzImage", "initrd", "manifest", "nix-store"];
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 #[test]
 fn serves_what_ipxe_and_caches_need() {
     let d = tempfile::tempdir().unwrap();
     let media = d.path().join("media");
     run(build_cmd(&media, &example_paths()).arg("-q"));
-    let srv = start(&media);
+    let srv = start(&media, &[]);
     let ns = std::fs::read(media.join("nix-store")).unwrap();
 
-    // Keep-alive: every file, then HEAD, on one connection.
+    // The script, the one mutable URL, names the files by digest; the
+    // directory's own script is untouched (TFTP reads it).
+    let script = get(srv.port, "/m/netboot.ipxe", "");
+    assert_eq!(script.headers["cache-control"], "no-cache");
+    let (digest, plain) = plain_script(&script.body);
+    assert_eq!(plain, std::fs::read(media.join("netboot.ipxe")).unwrap());
+
+    // Keep-alive: every file by digest and by its plain name, then HEAD,
+    // on one connection.
     let mut c = connect(srv.port);
-    for f in FILES {
-        let r = exchange(
+    for f in CONTENT {
+        let want = std::fs::read(media.join(f)).unwrap();
+        let by_digest = exchange(
+            &mut c,
+            format!("GET /m/{digest}/{f} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            false,
+        );
+        let plain = exchange(
             &mut c,
             format!("GET /m/{f} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
             false,
         );
-        assert_eq!(r.status, 200, "{f}");
-        assert_eq!(r.body, std::fs::read(media.join(f)).unwrap(), "{f}");
-        assert_eq!(r.headers["content-length"], r.body.len().to_string());
-        assert!(
-            r.headers["etag"].starts_with("\"sha256-"),
-            "{:?}",
-            r.headers
-        );
+        for r in [&by_digest, &plain] {
+            assert_eq!(r.status, 200, "{f}");
+            assert!(r.body == want, "{f}");
+            assert_eq!(r.headers["content-length"], r.body.len().to_string());
+            assert!(
+                r.headers["etag"].starts_with("\"sha256-"),
+                "{:?}",
+                r.headers
+            );
+        }
+        assert_eq!(by_digest.headers["cache-control"], IMMUTABLE);
+        assert_eq!(plain.headers["cache-control"], "no-cache");
+        assert_eq!(by_digest.headers["etag"], plain.headers["etag"]);
     }
     let r = exchange(
         &mut c,
-        b"HEAD /m/nix-store HTTP/1.1\r\nHost: x\r\n\r\n",
+        format!("HEAD /m/{digest}/nix-store HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
         true,
     );
     assert_eq!(
@@ -120,6 +69,17 @@ fn serves_what_ipxe_and_caches_need() {
         (200, ns.len().to_string())
     );
     let etag = r.headers["etag"].clone();
+    // No script by digest, no other digest, no digest-looking junk.
+    let other = "0123456789abcdef0123456789abcdef";
+    for path in [
+        format!("/m/{digest}/netboot.ipxe"),
+        format!("/m/{other}/nix-store"),
+        format!("/m/{}/nix-store", digest.to_uppercase()),
+        format!("/m/{}/nix-store", &digest[1..]),
+        format!("/m/{digest}/nix-store/x"),
+    ] {
+        assert_eq!(get(srv.port, &path, "").status, 404, "{path}");
+    }
 
     // One range; the last bytes; unsatisfiable; several ranges = whole file.
     let r = get(srv.port, "/m/nix-store", "Range: bytes=100-199\r\n");
@@ -141,6 +101,28 @@ fn serves_what_ipxe_and_caches_need() {
     let r = get(srv.port, "/m/nix-store", "Range: bytes=0-1,5-6\r\n");
     assert_eq!((r.status, r.body.len()), (200, ns.len()));
 
+    // If-Range (RFC 9110 §13.1.5): the range only for the current ETag.
+    let r = get(
+        srv.port,
+        "/m/nix-store",
+        &format!("Range: bytes=100-199\r\nIf-Range: {etag}\r\n"),
+    );
+    assert_eq!((r.status, r.body.as_slice()), (206, &ns[100..200]));
+    for validator in [
+        "\"sha256-00000000000000000000000000000000\"",
+        &format!("W/{etag}"),
+        "Sat, 01 Jan 2000 00:00:00 GMT",
+    ] {
+        let r = get(
+            srv.port,
+            "/m/nix-store",
+            &format!("Range: bytes=100-199\r\nIf-Range: {validator}\r\n"),
+        );
+        assert_eq!(r.status, 200, "{validator}");
+        assert!(r.body == ns, "{validator}");
+        assert!(!r.headers.contains_key("content-range"));
+    }
+
     // Revalidation.
     let r = get(
         srv.port,
@@ -151,11 +133,32 @@ fn serves_what_ipxe_and_caches_need() {
     let r = get(srv.port, "/m/nix-store", "If-None-Match: \"other\"\r\n");
     assert_eq!(r.status, 200);
 
-    // A rebuilt directory is served at once, with a new ETag.
+    // A rebuilt directory is served at once, with a new ETag and digest;
+    // the old digest keeps its bytes (the old files are held open), and a
+    // resuming client with the old ETag gets the whole new file.
     run(build_cmd(&media, &example_paths()).args(["-q", "--compression", "lz4"]));
+    let ns2 = std::fs::read(media.join("nix-store")).unwrap();
+    assert_ne!(ns2, ns);
     let r = get(srv.port, "/m/nix-store", "");
-    assert_eq!(r.body, std::fs::read(media.join("nix-store")).unwrap());
+    assert!(r.body == ns2);
     assert_ne!(r.headers["etag"], etag);
+    let r = get(
+        srv.port,
+        "/m/nix-store",
+        &format!("Range: bytes=100-199\r\nIf-Range: {etag}\r\n"),
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body == ns2);
+    let (digest2, plain2) = plain_script(&get(srv.port, "/m/netboot.ipxe", "").body);
+    assert_ne!(digest2, digest);
+    assert_eq!(plain2, std::fs::read(media.join("netboot.ipxe")).unwrap());
+    let old = get(srv.port, &format!("/m/{digest}/nix-store"), "");
+    assert_eq!(
+        (old.status, old.headers["etag"].as_str()),
+        (200, etag.as_str())
+    );
+    assert!(old.body == ns);
+    assert!(get(srv.port, &format!("/m/{digest2}/nix-store"), "").body == ns2);
 }
 
 #[test]
@@ -164,7 +167,7 @@ fn hostile_requests_get_their_status_and_the_server_keeps_serving() {
     let media = d.path().join("media");
     run(build_cmd(&media, &example_paths()).arg("-q"));
     std::fs::write(d.path().join("secret"), b"no").unwrap();
-    let srv = start(&media);
+    let srv = start(&media, &[]);
     for path in [
         "/",
         "/m",
@@ -211,53 +214,10 @@ fn hostile_requests_get_their_status_and_the_server_keeps_serving() {
     // Still serving.
     let r = get(srv.port, "/m/netboot.ipxe", "");
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, std::fs::read(media.join("netboot.ipxe")).unwrap());
-}
-
-/// Starts `netboot serve` on a system store: ARGS after the store flags.
-fn start_system(store: &Path, cache: &Path, args: &[&str]) -> (Server, Arc<Mutex<String>>) {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_netboot"));
-    let mut all: Vec<std::ffi::OsString> = vec![
-        "--closure-root".into(),
-        store.into(),
-        "--cache".into(),
-        cache.into(),
-        "--cmdline".into(),
-        "console=ttyS0".into(),
-    ];
-    all.extend(args.iter().map(Into::into));
-    let (child, port, log) = netboot_tests::boot::start_serve_with(bin, &all, &[]).unwrap();
-    (Server { child, port }, log)
-}
-
-/// `build --system TOP --cmdline console=ttyS0` into `out`.
-fn build_system(top: &Path, out: &Path) -> BTreeMap<&'static str, Vec<u8>> {
-    run(netboot()
-        .args(["build", "-q", "--cmdline", "console=ttyS0", "--system"])
-        .arg(top)
-        .arg("--out")
-        .arg(out));
-    media(out)
-}
-
-/// The log lines that say a system was built, once there are `n` (the log
-/// is read on a thread of its own, a moment after the response).
-fn builds(log: &Arc<Mutex<String>>, n: usize) -> Vec<String> {
-    let lines = || -> Vec<String> {
-        log.lock()
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(": built "))
-            .map(str::to_owned)
-            .collect()
-    };
-    for _ in 0..100 {
-        if lines().len() >= n {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    lines()
+    assert_eq!(
+        plain_script(&r.body).1,
+        std::fs::read(media.join("netboot.ipxe")).unwrap()
+    );
 }
 
 #[test]
@@ -282,25 +242,32 @@ fn system_is_built_on_demand_once_and_equals_build_system() {
         .into_iter()
         .map(|t| t.join().unwrap())
         .collect();
+    let (digest, _) = plain_script(&replies[0].body);
     for r in &replies {
         assert_eq!(r.status, 200);
-        assert_eq!(r.body, want["netboot.ipxe"]);
+        assert_eq!(r.headers["cache-control"], "no-cache");
+        assert_eq!(
+            plain_script(&r.body),
+            (digest.clone(), want["netboot.ipxe"].clone())
+        );
     }
     assert_eq!(builds(&log, 1).len(), 1, "{}", log.lock().unwrap());
-    // Every file equals the built one, with its length and a content ETag;
-    // ranges across segment boundaries; revalidation.
-    for f in FILES {
-        let r = get(srv.port, &format!("/lab/{f}"), "");
-        assert_eq!(r.status, 200, "{f}");
-        assert!(r.body == want[f], "{f} differs");
-        assert_eq!(r.headers["content-length"], want[f].len().to_string());
-        let etag = &r.headers["etag"];
-        let again = get(
-            srv.port,
-            &format!("/lab/{f}"),
-            &format!("If-None-Match: {etag}\r\n"),
-        );
-        assert_eq!(again.status, 304, "{f}");
+    // Every file equals the built one, by digest and by its plain name,
+    // with its length and a content ETag; revalidation.
+    for f in CONTENT {
+        for (path, cache) in [
+            (format!("/lab/{digest}/{f}"), IMMUTABLE),
+            (format!("/lab/{f}"), "no-cache"),
+        ] {
+            let r = get(srv.port, &path, "");
+            assert_eq!(r.status, 200, "{path}");
+            assert!(r.body == want[f], "{path} differs");
+            assert_eq!(r.headers["content-length"], want[f].len().to_string());
+            assert_eq!(r.headers["cache-control"], cache);
+            let etag = &r.headers["etag"];
+            let again = get(srv.port, &path, &format!("If-None-Match: {etag}\r\n"));
+            assert_eq!(again.status, 304, "{path}");
+        }
     }
     let ns = &want["nix-store"];
     for (a, b) in [
@@ -334,11 +301,21 @@ fn system_is_built_on_demand_once_and_equals_build_system() {
     std::fs::remove_file(&profile).unwrap();
     std::os::unix::fs::symlink(&top2, &profile).unwrap();
     let r = get(srv.port, "/lab/netboot.ipxe", "");
-    assert_eq!(r.body, want2["netboot.ipxe"]);
-    assert_ne!(want2["netboot.ipxe"], want["netboot.ipxe"]);
-    for f in FILES {
+    let (digest2, plain2) = plain_script(&r.body);
+    assert_eq!(plain2, want2["netboot.ipxe"]);
+    assert_ne!(digest2, digest);
+    for f in CONTENT {
         assert!(
             get(srv.port, &format!("/lab/{f}"), "").body == want2[f],
+            "{f} differs"
+        );
+        assert!(
+            get(srv.port, &format!("/lab/{digest2}/{f}"), "").body == want2[f],
+            "{f} differs"
+        );
+        // The old generation is kept: its URLs keep their bytes.
+        assert!(
+            get(srv.port, &format!("/lab/{digest}/{f}"), "").body == want[f],
             "{f} differs"
         );
     }
@@ -360,6 +337,15 @@ fn system_is_built_on_demand_once_and_equals_build_system() {
         "{b:?}"
     );
     assert_eq!(ns_before.body, want["nix-store"]);
+    // Back to the first system: a kept generation, served without a build.
+    std::fs::remove_file(&profile).unwrap();
+    std::os::unix::fs::symlink(&top, &profile).unwrap();
+    let r = get(srv.port, "/lab/netboot.ipxe", "");
+    assert_eq!(
+        plain_script(&r.body),
+        (digest.clone(), want["netboot.ipxe"].clone())
+    );
+    assert_eq!(builds(&log, 3).len(), 2);
 }
 
 #[test]
@@ -367,21 +353,10 @@ fn while_a_system_builds_requests_get_503_with_retry_after() {
     let d = tempfile::tempdir().unwrap();
     let (store, top) = system_store(d.path());
     let want = build_system(&top, &d.path().join("a"));
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_netboot"));
-    let args: Vec<std::ffi::OsString> = vec![
-        "--closure-root".into(),
-        store.clone().into(),
-        "--cache".into(),
-        d.path().join("cache").into(),
-        "--cmdline".into(),
-        "console=ttyS0".into(),
-        "--system".into(),
-        format!("lab={}", top.display()).into(),
-    ];
+    let lab = format!("lab={}", top.display());
+    let args = system_args(&store, &d.path().join("cache"), &["--system", &lab]);
     // No waiting at all: the first request must be told to come back.
-    let hold = [("NETBOOT_SERVE_HOLD_SECS", "0")];
-    let (child, port, log) = netboot_tests::boot::start_serve_with(bin, &args, &hold).unwrap();
-    let srv = Server { child, port };
+    let (srv, log) = start_with(&args, &[("NETBOOT_SERVE_HOLD_SECS", "0")]);
     let r = get(srv.port, "/lab/nix-store", "");
     assert_eq!((r.status, r.headers["retry-after"].as_str()), (503, "5"));
     // As iPXE does: ask again until it is there.
@@ -407,10 +382,18 @@ fn serve_store_serves_systems_in_the_store_and_nothing_else() {
     let want = build_system(&top, &d.path().join("a"));
     let (srv, _log) = start_system(&store, &d.path().join("cache"), &["--serve-store"]);
     let base = top.file_name().unwrap().to_str().unwrap();
-    for f in FILES {
-        let r = get(srv.port, &format!("/store/{base}/{f}"), "");
-        assert_eq!(r.status, 200, "{f}");
-        assert!(r.body == want[f], "{f} differs");
+    let r = get(srv.port, &format!("/store/{base}/netboot.ipxe"), "");
+    let (digest, plain) = plain_script(&r.body);
+    assert_eq!(plain, want["netboot.ipxe"]);
+    for f in CONTENT {
+        for path in [
+            format!("/store/{base}/{f}"),
+            format!("/store/{base}/{digest}/{f}"),
+        ] {
+            let r = get(srv.port, &path, "");
+            assert_eq!(r.status, 200, "{path}");
+            assert!(r.body == want[f], "{path} differs");
+        }
     }
     for path in [
         format!("/store/{UNRELATED}/netboot.ipxe"),
@@ -422,6 +405,9 @@ fn serve_store_serves_systems_in_the_store_and_nothing_else() {
         format!("/store/{base}"),
         "/store/not-a-store-path/netboot.ipxe".to_owned(),
         "/lab/netboot.ipxe".to_owned(),
+        format!("/store/{base}/{digest}/netboot.ipxe"),
+        format!("/store/{base}/0123456789abcdef0123456789abcdef/nix-store"),
+        format!("/store/{UNRELATED}/{digest}/nix-store"),
     ] {
         assert_eq!(get(srv.port, &path, "").status, 404, "{path}");
     }

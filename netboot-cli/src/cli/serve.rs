@@ -11,6 +11,13 @@ use super::{
     check_store_dir, output_flags, source_date_epoch, ImageArgs, SegmentCompression, SettingsArgs,
 };
 
+/// Default of `--max-connections`: a boot storm of a few thousand
+/// machines without a cache in front (xCAT sizes one server at ~500).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Default of `--max-connections-per-client`: iPXE uses one connection;
+/// an HTTP cache in front uses several.
+pub const MAX_PER_CLIENT: usize = 32;
+
 output_flags!(
     /// `serve`'s output flags.
     ServeOutput,
@@ -20,16 +27,40 @@ output_flags!(
 /// `netboot serve`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
-Each NAME serves /NAME/bzImage, /NAME/initrd, /NAME/manifest, /NAME/nix-store and \
-/NAME/netboot.ipxe; point iPXE at http://HOST:PORT/NAME/netboot.ipxe (the script names \
-the other files relatively, so any host name, port or proxy works).
+Each NAME serves /NAME/netboot.ipxe: point iPXE at http://HOST:PORT/NAME/netboot.ipxe. The script \
+is the one mutable URL (Cache-Control: no-cache); it names the other files by content, relatively: \
+DIGEST/bzImage, DIGEST/initrd, DIGEST/manifest and DIGEST/nix-store, where DIGEST is the content \
+digest of that build (the same on every server for the same content). /NAME/DIGEST/FILE answers \
+Cache-Control: public, max-age=31536000, immutable, so any HTTP cache in front may keep it; it \
+never changes meaning: it is served while its generation is kept, then 404. A generation is kept \
+while it is current, while it is one of the last 3 of its system or media directory, and for at \
+least 10 minutes after it was replaced; never more than 8 per system (a media directory's old \
+generations keep their files open, so their bytes stay after a rebuild). The plain \
+/NAME/bzImage, /NAME/initrd, /NAME/manifest and /NAME/nix-store stay, no-cache, for menus that \
+name them.
 
 --system media are built on the first request, from the cache (only changed store paths are \
 packed again) and served without writing a nix-store file: its body is the cached segments in \
 order, byte for byte what `netboot build --system TOPLEVEL` with the same options writes. TOPLEVEL \
 is read again on every request for netboot.ipxe, so a profile link that moves serves the new \
-system next; transfers already running keep their bytes. While a system builds, requests wait up \
-to 20 s, then get 503 with Retry-After (iPXE retries).
+system next; transfers already running keep their bytes.
+
+Bounds: at most --max-connections (4096) connections and --max-connections-per-client (32) per \
+client address (IPv6: per /64); past either, the connection idle the longest (of that client, or \
+of all) is closed (after up to 2 s to finish a response), and when all are busy a new one gets \
+503 with Retry-After. The open-file soft limit is raised to 2 per connection + 512. A connection \
+that has sent nothing costs its socket only; a request head must arrive within 30 s; a \
+keep-alive connection idle for 30 s is closed; a connection whose client takes nothing for 300 s \
+is cut (no cap on a transfer's total time). Builds run one at a time on one builder thread; a \
+request waits up to 20 s for its build, then gets 503 with Retry-After: 5 (iPXE retries). \
+--serve-store holds at most 16 systems, built or waiting; the least recently requested idle one \
+makes room, and when all 16 build or wait a new one gets 503 with Retry-After. Threads: 2 async \
+workers, at most 8 for file-system calls, the builder (and its --jobs compressors while it \
+builds) and the log writer. File bytes in the page cache go to the socket with sendfile (no \
+buffer); bytes read from the disk go through 32 buffers of 256 KiB shared by all transfers (8 \
+MiB, however many clients); for each one held over 1 s by a client that stopped reading, a \
+waiting transfer uses 64 KiB of its own. Log lines go to stderr from a thread of their own; a \
+closed stderr never stops the server.
 
 Examples:
   netboot serve --media nixos=/srv/media/nixos
@@ -37,9 +68,15 @@ Examples:
   netboot serve --system lab=/nix/var/nix/profiles/system --cmdline console=ttyS0
   netboot serve --serve-store   # /store/<toplevel base name>/netboot.ipxe")]
 pub struct ServeArgs {
-    /// Address and port to listen on (loopback unless told otherwise):
-    /// 0.0.0.0:8080, `[::1]:8080`, localhost:8080, or :8080 for every address.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    /// Address and port to listen on (loopback unless told otherwise); an
+    /// IPv6 address in brackets (the help text shows the forms).
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:8080",
+        help = "Address and port to listen on (loopback unless told otherwise): \
+                0.0.0.0:8080, [::1]:8080, localhost:8080, or :8080 for every address."
+    )]
     pub listen: String,
     /// A media directory built by `netboot build`, served under /NAME/.
     #[arg(long, value_name = "NAME=DIR")]
@@ -74,6 +111,14 @@ pub struct ServeArgs {
     /// iPXE settings --cmdline may expand per machine.
     #[command(flatten)]
     pub settings: SettingsArgs,
+    /// Connections held at once; past it, the one idle the longest is
+    /// closed to make room.
+    #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Connections held at once per client address (IPv6: per /64); past
+    /// it, that client's connection idle the longest is closed.
+    #[arg(long, value_name = "N", default_value_t = MAX_PER_CLIENT)]
+    pub max_connections_per_client: usize,
     /// Compression of the nix-store cpio segments.
     #[arg(long, value_enum, default_value = "none")]
     pub initrd_compression: SegmentCompression,

@@ -203,6 +203,46 @@ pub fn file_version(m: &std::fs::Metadata) -> FileVersion {
 pub type KnownDigests =
     std::sync::Mutex<std::collections::HashMap<(FileVersion, u64, u64), [u8; 32]>>;
 
+/// The sha256 of `len` bytes from `offset` of the open file `f` (named
+/// `what` in errors), remembered in `known` under the version the handle
+/// itself reports (fstat): the digest describes the very file a caller
+/// then reads through the same handle, even if its path was replaced
+/// meanwhile. Positional reads, so the handle's offset is untouched and
+/// others may read it at the same time.
+pub fn digest_open(
+    f: &File,
+    offset: u64,
+    len: u64,
+    known: &KnownDigests,
+    what: &Path,
+) -> Result<[u8; 32]> {
+    use std::os::unix::fs::FileExt;
+    let key = (file_version(&f.metadata().at(what)?), offset, len);
+    if let Some(d) = known.lock().ok().and_then(|m| m.get(&key).copied()) {
+        return Ok(d);
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0;
+    while done < len {
+        let want = usize::try_from(len - done).map_or(buf.len(), |n| n.min(buf.len()));
+        let n = match f.read_at(&mut buf[..want], offset + done) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.map_err(|e| Error::io(what, e))?,
+        };
+        if n == 0 {
+            return Err(Error::at(what, "file shrank while it was read"));
+        }
+        h.update(&buf[..n]);
+        done += n as u64;
+    }
+    let d: [u8; 32] = h.finalize().into();
+    if let Ok(mut m) = known.lock() {
+        m.insert(key, d);
+    }
+    Ok(d)
+}
+
 /// Copies `len` bytes of `path` from `offset` to `w`; an error if the file
 /// holds fewer bytes than it was measured with. A failed read names `path`,
 /// a failed write (a full disk) the output `dest`.

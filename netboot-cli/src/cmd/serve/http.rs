@@ -1,36 +1,56 @@
-//! The HTTP side of `serve`: the listener, and the answer to one request:
-//! which content a URL names, its length, ranges, ETags and the headers.
+//! The HTTP side of `serve`: the listener, each connection's life, and the
+//! answer to one request: which content a URL names, its length, ranges,
+//! validators and caching headers.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use netboot_engine::media::{Part, Parts, FILES};
-use netboot_engine::units::hex;
+use netboot_engine::media::FILES;
 use netboot_engine::{Error, Result};
+use tokio::net::TcpStream;
 
-use super::body::{pump, ChannelBody, Source};
-use super::slots::{generation, store_slot};
+use super::body::FileBody;
+use super::conns::{Busy, Conn, Conns};
+use super::generation::{is_digest, Generation};
+use super::sendfile::{Outbox, Socket};
+use super::slots;
 use super::State;
 
-/// Connections served at once; more wait to be accepted.
-const MAX_CONNECTIONS: usize = 512;
-/// Time a client has to send its request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a client has to send a request head (also the longest a
+/// keep-alive connection stays idle between requests).
+pub(super) const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A transfer whose client takes nothing for this long is cut: well above
+/// iPXE's own 120 s, and no cap on a transfer's total time.
+pub(super) const SEND_IDLE: Duration = Duration::from_secs(300);
+/// How often a connection checks that its client still takes data.
+const WATCH_EVERY: Duration = Duration::from_secs(10);
+/// How long an evicted idle connection has to finish flushing its last
+/// response before it is closed.
+pub(super) const EVICT_GRACE: Duration = Duration::from_secs(2);
 /// Largest request head (request line and headers) hyper buffers.
 const MAX_HEAD: usize = 16 * 1024;
+/// How long a refused connection's request is read (and dropped) after
+/// its 503.
+const REFUSE_DRAIN: Duration = Duration::from_secs(1);
+/// `Cache-Control` of the script and of plain file names.
+const MUTABLE: &str = "no-cache";
+/// `Cache-Control` of `/NAME/<digest>/FILE` (RFC 8246).
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-pub(super) type BoxBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+pub(super) type BoxBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
 
 /// Serves on the first of `addrs` that binds, until SIGINT or SIGTERM.
 pub(super) async fn serve(
     addrs: &[SocketAddr],
     state: Arc<State>,
     names: std::collections::BTreeSet<String>,
+    conns: Arc<Conns>,
 ) -> Result<()> {
     let mut bound = Err(Error::new("--listen", "no address to listen on"));
     for addr in addrs {
@@ -50,52 +70,157 @@ pub(super) async fn serve(
         urls.push("/store/<system>/netboot.ipxe".to_owned());
     }
     // Tests and scripts read the port from this line (with --listen ...:0).
-    eprintln!(
+    state.log.always(format!(
         "netboot serve: listening on http://{local}/ ({})",
         urls.join(", ")
-    );
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Error::new("serve", e))?;
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.map_err(|e| Error::new("serve", e))?,
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
-                // Out of file descriptors and the like: keep serving.
-                Err(_) => continue,
+                Err(_) => {
+                    // Out of file descriptors and the like: free one, and
+                    // do not spin on the connection still waiting.
+                    conns.shed_one();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             },
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
         };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&state, peer, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEAD)
-                .keep_alive(true)
-                .serve_connection(io, svc)
-                .await;
-            drop(permit);
-        });
+        let Some(conn) = conns.admit(peer.ip()) else {
+            refuse(stream, peer, &state);
+            continue;
+        };
+        tokio::spawn(connection(state.clone(), conns.clone(), conn, stream, peer));
     }
-    eprintln!("netboot serve: stopped");
+    state.log.always("netboot serve: stopped".to_owned());
     Ok(())
+}
+
+/// Every connection that would make room is busy: 503 without reading
+/// the request (iPXE retries after `Retry-After`), then a FIN, and the
+/// request read and dropped for up to [`REFUSE_DRAIN`] (closing with it
+/// unread would reset the connection, and the client might never see the
+/// 503).
+fn refuse(stream: TcpStream, peer: SocketAddr, state: &State) {
+    state
+        .log
+        .info(|| format!("netboot serve: {peer} refused: too many busy connections"));
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = tokio::time::timeout(REFUSE_DRAIN, async {
+            stream
+                .write_all(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 5\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 1024];
+            let mut left = MAX_HEAD;
+            while left > 0 {
+                match stream.read(&mut sink).await? {
+                    0 => break,
+                    n => left = left.saturating_sub(n),
+                }
+            }
+            std::io::Result::Ok(())
+        })
+        .await;
+    });
+}
+
+/// One connection: nothing but its socket and a small task until its
+/// first byte, then hyper (allocated only then).
+async fn connection(
+    state: Arc<State>,
+    conns: Arc<Conns>,
+    conn: Arc<Conn>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    // `peek`, not `readable`: it waits for a byte (or the end), where
+    // readiness alone may report a socket that has nothing to read.
+    let mut byte = [0u8; 1];
+    let first = tokio::select! {
+        r = stream.peek(&mut byte) => matches!(r, Ok(n) if n > 0),
+        _ = conn.close.notified() => false,
+        _ = tokio::time::sleep(HEADER_TIMEOUT) => false,
+    };
+    if first {
+        // Boxed in a statement of its own: the HTTP state (a few KiB) is
+        // then no part of this task's future, which an idle connection
+        // holds.
+        let http = Box::pin(speak_http(state, conn.clone(), stream, peer));
+        http.await;
+    }
+    conns.remove(&conn);
+}
+
+/// HTTP on a connection until it ends, is evicted while idle, or its
+/// client takes no data for [`SEND_IDLE`].
+async fn speak_http(state: Arc<State>, conn: Arc<Conn>, stream: TcpStream, peer: SocketAddr) {
+    let outbox = Outbox::default();
+    let io = hyper_util::rt::TokioIo::new(Socket {
+        stream,
+        conn: conn.clone(),
+        outbox: outbox.clone(),
+    });
+    let c = conn.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let (state, busy, outbox) = (state.clone(), c.begin(), outbox.clone());
+        async move {
+            let left = outbox.clear();
+            if left > 0 {
+                state.log.always(format!(
+                    "netboot serve: {peer}: {left} file frames were not sent by sendfile"
+                ));
+            }
+            let resp = respond(&state, busy, peer, req, outbox).await;
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    // Vectored writes of the frames as given (never flattened into a
+    // buffer of hyper's own): see [`super::sendfile`].
+    let http = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(true)
+        .writev(true)
+        .serve_connection(io, svc);
+    tokio::pin!(http);
+    let mut watch = tokio::time::interval(WATCH_EVERY);
+    // Evicted while idle: the last response may still be flushing, or a
+    // head arriving; hyper closes once it is done, or at this deadline.
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            _ = http.as_mut() => break,
+            _ = conn.close.notified() => {
+                // Keep-alive off: hyper ends the response it is sending
+                // (a request arrived as this one was chosen) and closes.
+                http.as_mut().graceful_shutdown();
+                if conn.is_idle() {
+                    grace.as_mut().reset(tokio::time::Instant::now() + EVICT_GRACE);
+                }
+            }
+            _ = &mut grace => break,
+            _ = watch.tick() => {
+                if conn.stalled(SEND_IDLE) {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A response with an empty body and these headers.
 pub(super) fn status(code: StatusCode, headers: &[(&str, String)]) -> Response<BoxBody> {
-    let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+    let mut r = Response::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
     *r.status_mut() = code;
     let h = r.headers_mut();
     for (k, v) in headers {
@@ -115,22 +240,54 @@ pub(super) fn status(code: StatusCode, headers: &[(&str, String)]) -> Response<B
     r
 }
 
-async fn respond(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<BoxBody> {
-    let line = format!("{} {}", req.method(), req.uri().path());
-    let resp = answer(state, &req).await;
-    if state.log {
+/// A body that keeps its connection busy until it is dropped.
+struct Tracked {
+    body: BoxBody,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+async fn respond(
+    state: &State,
+    busy: Busy,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    outbox: Outbox,
+) -> Response<BoxBody> {
+    let resp = answer(state, &req, outbox).await;
+    state.log.info(|| {
         let len = resp
             .headers()
             .get(hyper::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("0")
-            .to_owned();
-        eprintln!(
-            "netboot serve: {peer} \"{line}\" {} {len}",
+            .unwrap_or("0");
+        format!(
+            "netboot serve: {peer} \"{} {}\" {} {len}",
+            req.method(),
+            req.uri().path(),
             resp.status().as_u16()
-        );
-    }
-    resp
+        )
+    });
+    resp.map(|body| Tracked { body, _busy: busy }.boxed_unsync())
 }
 
 /// `bytes=A-B`, `bytes=A-`, `bytes=-N` against a body of `len` bytes:
@@ -171,99 +328,99 @@ pub fn parse_range(header: &str, len: u64) -> std::result::Result<Option<(u64, u
     Ok(Some(range))
 }
 
-/// A response body to be: its source, length and ETag.
+/// What a URL names: a file of a generation, and whether the URL is
+/// content-addressed (immutable).
 struct Content {
-    source: Source,
-    len: u64,
-    etag: String,
+    generation: Arc<Generation>,
+    file: usize,
+    immutable: bool,
 }
 
-/// The content `/NAME/FILE` (or `/store/BASE/FILE`) names, or the response
-/// that says why there is none.
-async fn content(
-    state: &State,
-    path: &str,
-) -> std::result::Result<(Content, &'static str), Response<BoxBody>> {
+/// The content a path names, or the response that says why there is none:
+/// `/NAME/FILE`, `/NAME/DIGEST/FILE` (not the script), and the same under
+/// `/store/BASE/` with --serve-store.
+async fn content(state: &State, path: &str) -> std::result::Result<Content, Response<BoxBody>> {
     let not_found = || status(StatusCode::NOT_FOUND, &[]);
-    // The raw path is compared, never decoded; at most three components.
+    // The raw path is compared, never decoded; at most four components.
     let comps: Vec<&str> = path
         .strip_prefix('/')
         .unwrap_or("")
-        .splitn(4, '/')
+        .splitn(5, '/')
         .collect();
-    let (slot, name, file) = match comps[..] {
-        ["store", base, file] => (
-            Some(store_slot(state, base).ok_or_else(not_found)?),
-            "",
-            file,
-        ),
-        [name, file] => (state.systems.get(name).cloned(), name, file),
+    let (store, rest) = match comps[..] {
+        ["store", base, ref rest @ ..] if state.store.is_some() => (Some(base), rest),
+        _ => (None, &comps[..]),
+    };
+    let (name, digest, file) = match (store, rest) {
+        (Some(_), [file]) => ("", None, *file),
+        (Some(_), [d, file]) => ("", Some(*d), *file),
+        (None, [name, file]) => (*name, None, *file),
+        (None, [name, d, file]) => (*name, Some(*d), *file),
         _ => return Err(not_found()),
     };
     let file = *FILES.iter().find(|f| **f == file).ok_or_else(not_found)?;
-    if let Some(slot) = slot {
-        let g = generation(state, &slot, file == "netboot.ipxe").await?;
-        let (parts, etag) = g
-            .files
-            .iter()
-            .find(|f| f.0 == file)
-            .map(|f| (f.1.clone(), f.2.clone()))
-            .ok_or_else(not_found)?;
-        let c = Content {
-            len: parts.len(),
-            source: Source::Parts(parts, g),
-            etag,
-        };
-        return Ok((c, file));
+    if digest.is_some_and(|d| !is_digest(d)) || (digest.is_some() && file == "netboot.ipxe") {
+        return Err(not_found());
     }
-    let dir = state.media.get(name).ok_or_else(not_found)?;
-    let p = dir.join(file);
-    let Ok(f) = tokio::fs::File::open(&p).await else {
-        return Err(not_found());
+    let slot = match store {
+        Some(base) => Some(slots::store_slot(state, base).await?),
+        None => state.systems.get(name).cloned(),
     };
-    let f = f.into_std().await;
-    let Ok(meta) = f.metadata() else {
-        return Err(not_found());
+    let generation = match (slot, digest) {
+        (Some(slot), Some(d)) => slots::find(state, &slot, d).await?,
+        (Some(slot), None) => slots::generation(state, &slot, file == "netboot.ipxe").await?,
+        (None, d) => {
+            let m = state.media.get(name).ok_or_else(not_found)?;
+            match d {
+                Some(d) => m.find(state, d).await?,
+                None => m.current(state).await?,
+            }
+        }
     };
-    let etag = etag_of(state, &p, meta.len())
-        .await
-        .map_err(|_| status(StatusCode::INTERNAL_SERVER_ERROR, &[]))?;
-    let c = Content {
-        source: Source::Open(f),
-        len: meta.len(),
-        etag,
-    };
-    Ok((c, file))
+    let (i, _) = generation.file(file).ok_or_else(not_found)?;
+    Ok(Content {
+        generation,
+        file: i,
+        immutable: digest.is_some(),
+    })
 }
 
-async fn answer(state: &State, req: &Request<Incoming>) -> Response<BoxBody> {
+/// Whether an `If-None-Match` value matches `etag`.
+fn none_match(v: &str, etag: &str) -> bool {
+    v.split(',').any(|t| t.trim() == etag || t.trim() == "*")
+}
+
+async fn answer(state: &State, req: &Request<Incoming>, outbox: Outbox) -> Response<BoxBody> {
     let allow = [("allow", "GET, HEAD".to_owned())];
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return status(StatusCode::METHOD_NOT_ALLOWED, &allow);
     }
-    let (c, file) = match content(state, req.uri().path()).await {
+    let c = match content(state, req.uri().path()).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    let (len, etag) = (c.len, c.etag.clone());
+    let Some((name, served)) = c.generation.files.get(c.file) else {
+        return status(StatusCode::NOT_FOUND, &[]);
+    };
+    let (len, etag) = (served.len, served.etag.clone());
+    let cache = if c.immutable { IMMUTABLE } else { MUTABLE };
     let common = |mut h: Vec<(&'static str, String)>| {
         h.push(("etag", etag.clone()));
-        h.push(("cache-control", "no-cache".to_owned()));
+        h.push(("cache-control", cache.to_owned()));
         h.push(("accept-ranges", "bytes".to_owned()));
         h
     };
-    if let Some(inm) = req.headers().get(hyper::header::IF_NONE_MATCH) {
-        let matches = inm
-            .to_str()
-            .map(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
-            .unwrap_or(false);
-        if matches {
-            return status(StatusCode::NOT_MODIFIED, &common(Vec::new()));
-        }
+    let header = |h| req.headers().get(h).and_then(|v| v.to_str().ok());
+    if header(hyper::header::IF_NONE_MATCH).is_some_and(|v| none_match(v, &etag)) {
+        return status(StatusCode::NOT_MODIFIED, &common(Vec::new()));
     }
-    let range = match req.headers().get(hyper::header::RANGE).map(|v| v.to_str()) {
+    // RFC 9110 §13.1.5: a range only for the representation the client
+    // has (a strong ETag equal to ours); else the whole of it. An HTTP
+    // date never matches: no Last-Modified is sent.
+    let if_range = header(hyper::header::IF_RANGE).is_none_or(|v| v.trim() == etag);
+    let range = match header(hyper::header::RANGE).filter(|_| if_range) {
         None => None,
-        Some(Ok(v)) => match parse_range(v, len) {
+        Some(v) => match parse_range(v, len) {
             Ok(r) => r,
             Err(()) => {
                 return status(
@@ -272,7 +429,6 @@ async fn answer(state: &State, req: &Request<Incoming>) -> Response<BoxBody> {
                 )
             }
         },
-        Some(Err(_)) => None,
     };
     let (code, start, count, mut headers) = match range {
         Some((s, e)) => (
@@ -284,7 +440,7 @@ async fn answer(state: &State, req: &Request<Incoming>) -> Response<BoxBody> {
         None => (StatusCode::OK, 0, len, Vec::new()),
     };
     headers.push(("content-length", count.to_string()));
-    let content_type = if file == "netboot.ipxe" {
+    let content_type = if *name == "netboot.ipxe" {
         "text/plain; charset=utf-8"
     } else {
         "application/octet-stream"
@@ -292,42 +448,17 @@ async fn answer(state: &State, req: &Request<Incoming>) -> Response<BoxBody> {
     headers.push(("content-type", content_type.to_owned()));
     let mut resp = status(code, &common(headers));
     if req.method() == Method::GET && count > 0 {
-        // Two frames in flight per transfer: memory per client is bounded
-        // whatever the file or part sizes.
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(pump(tx, c.source, start, count));
-        *resp.body_mut() = ChannelBody {
-            rx,
-            remaining: count,
-        }
-        .boxed();
+        let body = FileBody::new(
+            c.generation,
+            c.file,
+            start,
+            count,
+            state.pool.clone(),
+            outbox,
+        );
+        *resp.body_mut() = body.boxed_unsync();
     }
     resp
-}
-
-/// The ETag of a media file: its digest, read the first time its version
-/// is asked for.
-async fn etag_of(state: &State, p: &Path, len: u64) -> Result<String> {
-    let mut parts = Parts::default();
-    parts.push(Part::File {
-        path: p.to_path_buf(),
-        offset: 0,
-        len,
-        id: None,
-    });
-    let digests = state.digests.clone();
-    let d = tokio::task::spawn_blocking(move || -> Result<[u8; 32]> {
-        parts.identify(&digests)?;
-        parts.digest()
-    })
-    .await
-    .map_err(|e| Error::new("serve", e))??;
-    Ok(etag(&d))
-}
-
-/// A strong ETag from a digest.
-pub(super) fn etag(digest: &[u8; 32]) -> String {
-    format!("\"sha256-{}\"", hex(&digest[..16]))
 }
 
 #[cfg(test)]

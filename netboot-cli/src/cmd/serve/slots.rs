@@ -1,55 +1,85 @@
 //! The systems `serve` builds: one [`Slot`] per served system (named by
-//! `--system`, or a store path under `--serve-store`), the [`Builder`] that
-//! makes their media one build at a time, and the [`Generation`]s served.
+//! `--system`, or a store path under `--serve-store`), the builder thread
+//! that makes their generations one at a time from a bounded queue, and
+//! the `--serve-store` slots, at most [`MAX_STORE_SYSTEMS`].
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::{Response, StatusCode};
 use netboot_engine::cache::Cache;
-use netboot_engine::media::{KnownDigests, MediaOptions, MediaPlan, Parts};
+use netboot_engine::media::parts::digest_open;
+use netboot_engine::media::{KnownDigests, MediaOptions, MediaPlan, Part, Parts};
 use netboot_engine::pipeline::{self, Run, Stats};
 use netboot_engine::store::system;
 use netboot_engine::units::human;
 use netboot_engine::{Error, IoContext, Result};
 
-use super::http::{etag, status, BoxBody};
+use super::generation::{etag, Generation, Kept, Piece, Served, CONTENT_FILES};
+use super::http::{status, BoxBody};
+use super::log::Log;
 use super::State;
 use crate::cli::ServeArgs;
 
 /// How long a request waits for a system being built before it is told
 /// to come back (well inside iPXE's 120 s without data).
 pub const HOLD: Duration = Duration::from_secs(20);
-/// `Retry-After` of a 503 while a system builds.
-const RETRY_AFTER: &str = "5";
+/// `Retry-After` of a 503 while a system builds or the server is full.
+pub const RETRY_AFTER: &str = "5";
 /// A failed build is tried again after this long (not on every request).
 const RETRY_FAILED: Duration = Duration::from_secs(10);
-/// Systems `--serve-store` keeps built at once; the least recently
-/// requested one beyond this is dropped (its cache entries stay).
-const MAX_STORE_SYSTEMS: usize = 16;
+/// Systems `--serve-store` holds at once, built or waiting for their
+/// build; the least recently requested idle one makes room for a new one,
+/// and when all are building or waiting, a new one gets 503.
+pub const MAX_STORE_SYSTEMS: usize = 16;
+/// Digests remembered (kernels, initrds, media files by version) before
+/// the memory is cleared.
+const MAX_KNOWN_DIGESTS: usize = 4096;
+
+/// A 503 that iPXE retries after [`RETRY_AFTER`] seconds.
+pub(super) fn busy() -> Response<BoxBody> {
+    status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &[("retry-after", RETRY_AFTER.to_owned())],
+    )
+}
 
 /// `--serve-store`'s systems by base name, with their last request.
 pub(super) type StoreSlots = HashMap<String, (Arc<Slot>, Instant)>;
 
-/// Builds generations of systems, one at a time.
-pub(super) struct Builder {
+/// A build to make.
+struct Job {
+    slot: Arc<Slot>,
+    base: String,
+    toplevel: PathBuf,
+}
+
+/// The builder thread's queue, and what requests need to read a system.
+pub(super) struct Builds {
+    queue: SyncSender<Job>,
+    pub(super) args: ServeArgs,
+    /// Where generations live (removed at exit).
+    pub(super) root: PathBuf,
+}
+
+/// What the builder thread owns.
+struct Builder {
     args: ServeArgs,
     options: MediaOptions,
     cache: PathBuf,
-    /// Where generations live (removed at exit).
-    pub(super) root: PathBuf,
-    next: AtomicU64,
-    one_at_a_time: Mutex<()>,
+    root: PathBuf,
+    next: u64,
     digests: Arc<KnownDigests>,
-    pub(super) log: bool,
+    log: Log,
 }
 
-/// One served system: its toplevel and the generation being served.
+/// One served system: its toplevel and its kept generations.
 pub(super) struct Slot {
-    name: String,
+    pub(super) name: String,
     toplevel: PathBuf,
     state: Mutex<SlotState>,
     /// Bumped whenever a build of this slot ends.
@@ -58,26 +88,11 @@ pub(super) struct Slot {
 
 #[derive(Default)]
 struct SlotState {
-    current: Option<Arc<Generation>>,
-    /// The base name being built.
+    kept: Kept,
+    /// The base name queued or being built.
     building: Option<String>,
     /// The last failed build: base name, when.
     failed: Option<(String, Instant)>,
-}
-
-/// A built system: its five files as parts, with their ETags. Its segment
-/// links live in `dir`, removed when the last holder (the slot, a
-/// transfer) lets go.
-pub(super) struct Generation {
-    base: String,
-    dir: PathBuf,
-    pub(super) files: Vec<(&'static str, Arc<Parts>, String)>,
-}
-
-impl Drop for Generation {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// `$XDG_CACHE_HOME/netboot`, else `~/.cache/netboot`.
@@ -90,8 +105,14 @@ fn default_cache() -> Result<PathBuf> {
     Ok(base.join("netboot"))
 }
 
-impl Builder {
-    pub(super) fn new(args: ServeArgs, digests: Arc<KnownDigests>, log: bool) -> Result<Builder> {
+impl Builds {
+    /// Starts the builder thread, with room for `queue` waiting builds.
+    pub(super) fn start(
+        args: ServeArgs,
+        digests: Arc<KnownDigests>,
+        log: Log,
+        queue: usize,
+    ) -> Result<Builds> {
         let options = args.media_options()?;
         let cache = match &args.cache {
             Some(c) => c.clone(),
@@ -104,22 +125,50 @@ impl Builder {
         // `.serve.netboot-tmp-<pid>` in the cache: pruning skips dot names,
         // and a killed server's directory is removed by the next one.
         let root = netboot_engine::fsutil::scratch_dir(&cache.join("serve"))?;
-        Ok(Builder {
-            args,
+        let (tx, rx) = sync_channel(queue.max(1));
+        let builder = Builder {
+            args: args.clone(),
             options,
             cache,
-            root,
-            next: AtomicU64::new(0),
-            one_at_a_time: Mutex::new(()),
+            root: root.clone(),
+            next: 0,
             digests,
             log,
+        };
+        std::thread::Builder::new()
+            .name("netboot-serve-build".into())
+            .spawn(move || builder.run(&rx))
+            .map_err(|e| Error::new("serve", e))?;
+        Ok(Builds {
+            queue: tx,
+            args,
+            root,
         })
+    }
+}
+
+impl Builder {
+    fn run(mut self, jobs: &Receiver<Job>) {
+        for job in jobs {
+            let r = self.build(&job.slot.name, &job.toplevel);
+            if let Err(e) = &r {
+                self.log.always(format!(
+                    "netboot serve: {}: build failed: {e}",
+                    job.slot.name
+                ));
+            }
+            job.slot.finish(job.base, r);
+            if let Ok(mut m) = self.digests.lock() {
+                if m.len() > MAX_KNOWN_DIGESTS {
+                    m.clear();
+                }
+            }
+        }
     }
 
     /// Builds the system at `toplevel` (a resolved store path) as a new
     /// generation.
-    fn build(&self, name: &str, toplevel: &Path) -> Result<Generation> {
-        let _one = self.one_at_a_time.lock();
+    fn build(&mut self, name: &str, toplevel: &Path) -> Result<Generation> {
         let started = Instant::now();
         let sys = system::read(
             toplevel,
@@ -127,46 +176,115 @@ impl Builder {
             &self.options.store_dir,
         )?;
         let plan = MediaPlan::of_system(&sys, &self.args.cmdline, &self.options)?;
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let dir = self.root.join(format!("{n}"));
+        self.next += 1;
+        let dir = self.root.join(format!("{}", self.next));
         std::fs::create_dir(&dir).at(&dir)?;
-        let mut generation = Generation {
-            base: plan.system.clone().unwrap_or_default(),
-            dir,
-            files: Vec::new(),
-        };
+        let unfinished = Unfinished(Some(dir.clone()));
         let cache = Cache::open(&self.cache)?;
         let stats = Stats::default();
         let run = Run {
             cache: Some(&cache),
-            work_dir: &generation.dir,
+            work_dir: &dir,
             observer: &(),
             stats: &stats,
         };
         let closure = pipeline::closure(&plan, Some(&cache))?;
         let media = pipeline::assemble(&plan, closure, run)?;
+        let mut content = Vec::new();
+        let mut script = String::new();
         for (file, parts) in &media.files {
-            let mut parts = parts.clone();
-            parts.identify(&self.digests)?;
-            let etag = etag(&parts.digest()?);
-            generation.files.push((file, Arc::new(parts), etag));
+            if CONTENT_FILES.contains(file) {
+                content.push((*file, self.served(parts)?));
+            } else if let Some(Part::Bytes(b)) = parts.parts().first() {
+                script = String::from_utf8_lossy(b).into_owned();
+            }
         }
-        if self.log {
+        let base = plan.system.clone().unwrap_or_default();
+        let generation = Generation::new(base, content, &script, unfinished.keep());
+        let nix_store = media.file("nix-store").map_or(0, Parts::len);
+        self.log.info(|| {
             let paths = media.closure.paths.len() as u64;
             let hits = Stats::get(&stats.cache_hits);
-            eprintln!(
-                "netboot serve: {name}: built {} in {:.2} s: {} paths ({} packed, {} from the cache; {} not read again), nix-store {} bytes, needs {} of RAM",
-                generation.base,
+            format!(
+                "netboot serve: {name}: built {} as {} in {:.2} s: {} paths ({} packed, {} from the cache; {} not read again), nix-store {} bytes, needs {} of RAM",
+                generation.source,
+                generation.digest,
                 started.elapsed().as_secs_f64(),
                 paths,
                 paths - hits,
                 hits,
                 Stats::get(&stats.scans_reused),
-                media.file("nix-store").map_or(0, Parts::len),
+                nix_store,
                 human(media.ram.total),
-            );
-        }
+            )
+        });
         Ok(generation)
+    }
+
+    /// A file of the build as served: files without a cache key (kernel,
+    /// initrd) are opened now and kept open, and their digests taken from
+    /// those handles; cache segments are named by their keys.
+    fn served(&self, parts: &Parts) -> Result<Served> {
+        let mut pieces = Vec::new();
+        let mut named = Parts::default();
+        for p in parts.parts() {
+            match p {
+                Part::File {
+                    path,
+                    offset,
+                    len,
+                    id: None,
+                } => {
+                    let f = File::open(path).at(path)?;
+                    let id = digest_open(&f, *offset, *len, &self.digests, path)?;
+                    pieces.push(Piece::Open {
+                        file: Arc::new(f),
+                        offset: *offset,
+                        len: *len,
+                    });
+                    named.push(Part::File {
+                        path: path.clone(),
+                        offset: *offset,
+                        len: *len,
+                        id: Some(id),
+                    });
+                    continue;
+                }
+                Part::File {
+                    path, offset, len, ..
+                } => pieces.push(Piece::Path {
+                    path: path.clone(),
+                    offset: *offset,
+                    len: *len,
+                }),
+                Part::Bytes(b) => pieces.push(Piece::Bytes(b.clone())),
+                Part::Zeros(n) => pieces.push(Piece::Zeros(*n)),
+            }
+            named.push(p.clone());
+        }
+        Ok(Served {
+            pieces,
+            len: parts.len(),
+            etag: etag(&named.digest()?),
+        })
+    }
+}
+
+/// A generation's directory, removed again if its build fails.
+struct Unfinished(Option<PathBuf>);
+
+impl Unfinished {
+    /// The build succeeded: the generation owns the directory now.
+    fn keep(mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 
@@ -185,6 +303,26 @@ impl Slot {
         // state itself is always whole.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Queued or being built.
+    fn is_busy(&self) -> bool {
+        self.lock().building.is_some()
+    }
+
+    /// A build of `base` ended.
+    fn finish(&self, base: String, r: Result<Generation>) {
+        let mut st = self.lock();
+        st.building = None;
+        match r {
+            Ok(g) => {
+                st.kept.install(Arc::new(g));
+                st.failed = None;
+            }
+            Err(_) => st.failed = Some((base, Instant::now())),
+        }
+        drop(st);
+        self.done.send_modify(|n| *n += 1);
+    }
 }
 
 /// The generation to serve from `slot`. `reread`: read the toplevel again
@@ -194,15 +332,15 @@ pub(super) async fn generation(
     slot: &Arc<Slot>,
     reread: bool,
 ) -> std::result::Result<Arc<Generation>, Response<BoxBody>> {
-    let Some(builder) = state.builder.clone() else {
+    let Some(builds) = state.builds.as_ref() else {
         return Err(status(StatusCode::NOT_FOUND, &[]));
     };
     if !reread {
-        if let Some(g) = slot.lock().current.clone() {
+        if let Some(g) = slot.lock().kept.current().cloned() {
             return Ok(g);
         }
     }
-    let (top, args) = (slot.toplevel.clone(), builder.args.clone());
+    let (top, args) = (slot.toplevel.clone(), builds.args.clone());
     let read = tokio::task::spawn_blocking(move || {
         system::read(&top, args.closure_root.as_deref(), &args.store_dir)
     })
@@ -210,9 +348,9 @@ pub(super) async fn generation(
     let sys = match read {
         Ok(Ok(sys)) => sys,
         Ok(Err(e)) => {
-            if state.log {
-                eprintln!("netboot serve: {}: {e}", slot.name);
-            }
+            state
+                .log
+                .always(format!("netboot serve: {}: {e}", slot.name));
             return Err(status(StatusCode::NOT_FOUND, &[]));
         }
         Err(_) => return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[])),
@@ -221,7 +359,10 @@ pub(super) async fn generation(
     let mut rx = slot.done.subscribe();
     {
         let mut st = slot.lock();
-        if let Some(g) = st.current.clone().filter(|g| g.base == base) {
+        if let Some(g) = st.kept.current().filter(|g| g.source == base) {
+            return Ok(g.clone());
+        }
+        if let Some(g) = st.kept.promote(&base) {
             return Ok(g);
         }
         if let Some((b, when)) = &st.failed {
@@ -230,28 +371,18 @@ pub(super) async fn generation(
             }
         }
         if st.building.as_deref() != Some(base.as_str()) {
-            st.building = Some(base.clone());
-            let (slot, builder, built) = (slot.clone(), builder.clone(), base.clone());
-            let top = sys.root.join(&base);
-            std::thread::spawn(move || {
-                let r = builder.build(&slot.name, &top);
-                let mut st = slot.lock();
-                st.building = None;
-                match r {
-                    Ok(g) => {
-                        st.current = Some(Arc::new(g));
-                        st.failed = None;
-                    }
-                    Err(e) => {
-                        if builder.log {
-                            eprintln!("netboot serve: {}: build failed: {e}", slot.name);
-                        }
-                        st.failed = Some((built, Instant::now()));
-                    }
+            let job = Job {
+                slot: slot.clone(),
+                base: base.clone(),
+                toplevel: sys.root.join(&base),
+            };
+            match builds.queue.try_send(job) {
+                Ok(()) => st.building = Some(base.clone()),
+                Err(TrySendError::Full(_)) => return Err(busy()),
+                Err(TrySendError::Disconnected(_)) => {
+                    return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]))
                 }
-                drop(st);
-                slot.done.send_modify(|n| *n += 1);
-            });
+            }
         }
     }
     let wait = async {
@@ -260,8 +391,8 @@ pub(super) async fn generation(
                 return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]));
             }
             let st = slot.lock();
-            if let Some(g) = st.current.clone().filter(|g| g.base == base) {
-                return Ok(g);
+            if let Some(g) = st.kept.current().filter(|g| g.source == base) {
+                return Ok(g.clone());
             }
             if st.failed.as_ref().is_some_and(|f| f.0 == base) {
                 return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]));
@@ -270,11 +401,28 @@ pub(super) async fn generation(
     };
     match tokio::time::timeout(hold(), wait).await {
         Ok(r) => r,
-        Err(_) => Err(status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &[("retry-after", RETRY_AFTER.to_owned())],
-        )),
+        Err(_) => Err(busy()),
     }
+}
+
+/// The kept generation of `slot` with this digest: the current one may be
+/// it, built now (after a restart, or for a script another server gave).
+pub(super) async fn find(
+    state: &State,
+    slot: &Arc<Slot>,
+    digest: &str,
+) -> std::result::Result<Arc<Generation>, Response<BoxBody>> {
+    if let Some(g) = slot.lock().kept.find(digest) {
+        return Ok(g);
+    }
+    let g = generation(state, slot, true).await?;
+    if g.digest == digest {
+        return Ok(g);
+    }
+    slot.lock()
+        .kept
+        .find(digest)
+        .ok_or_else(|| status(StatusCode::NOT_FOUND, &[]))
 }
 
 /// [`HOLD`], or `NETBOOT_SERVE_HOLD_SECS` (tests set 0 to see the 503).
@@ -285,39 +433,60 @@ fn hold() -> Duration {
         .map_or(HOLD, Duration::from_secs)
 }
 
-/// The slot of `/store/BASE/…`, created on first use.
-pub(super) fn store_slot(state: &State, base: &str) -> Option<Arc<Slot>> {
-    let store = state.store.as_ref()?;
-    let builder = state.builder.as_ref()?;
-    netboot_engine::store::path::check_base_name(base).ok()?;
-    let mut m = store.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((slot, used)) = m.get_mut(base) {
+/// The slot of `/store/BASE/…`, created on first use: 404 when BASE is no
+/// system in the store, 503 when [`MAX_STORE_SYSTEMS`] are all building
+/// or waiting to.
+pub(super) async fn store_slot(
+    state: &State,
+    base: &str,
+) -> std::result::Result<Arc<Slot>, Response<BoxBody>> {
+    let not_found = || status(StatusCode::NOT_FOUND, &[]);
+    let (Some(store), Some(builds)) = (state.store.as_ref(), state.builds.as_ref()) else {
+        return Err(not_found());
+    };
+    netboot_engine::store::path::check_base_name(base).map_err(|_| not_found())?;
+    let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((slot, used)) = lock().get_mut(base) {
         *used = Instant::now();
-        return Some(slot.clone());
+        return Ok(slot.clone());
     }
-    let root = builder
+    let root = builds
         .args
         .closure_root
         .clone()
-        .unwrap_or_else(|| PathBuf::from(&builder.args.store_dir));
+        .unwrap_or_else(|| PathBuf::from(&builds.args.store_dir));
     let top = root.join(base);
     // Only systems: a toplevel has `init` and `kernel` (checked again when
     // it is read); anything else in the store is not served.
-    let present = |f: &str| std::fs::symlink_metadata(top.join(f)).is_ok();
-    if !(present("init") && present("kernel")) {
-        return None;
+    let t = top.clone();
+    let present = tokio::task::spawn_blocking(move || {
+        ["init", "kernel"]
+            .iter()
+            .all(|f| std::fs::symlink_metadata(t.join(f)).is_ok())
+    })
+    .await;
+    if !matches!(present, Ok(true)) {
+        return Err(not_found());
+    }
+    let mut m = lock();
+    if let Some((slot, used)) = m.get_mut(base) {
+        *used = Instant::now();
+        return Ok(slot.clone());
     }
     if m.len() >= MAX_STORE_SYSTEMS {
         let idle = m
             .iter()
-            .filter(|(_, (s, _))| s.lock().building.is_none())
+            .filter(|(_, (s, _))| !s.is_busy())
             .min_by_key(|(_, (_, used))| *used)
             .map(|(k, _)| k.clone());
-        if let Some(k) = idle {
-            m.remove(&k);
+        match idle {
+            Some(k) => {
+                m.remove(&k);
+            }
+            None => return Err(busy()),
         }
     }
     let slot = Slot::new(&format!("store/{base}"), top);
     m.insert(base.to_owned(), (slot.clone(), Instant::now()));
-    Some(slot)
+    Ok(slot)
 }
