@@ -182,6 +182,9 @@ impl Command {
     /// The rendered tokens of this command (name first): its options, then
     /// `--` when the first positional could be read as an option, then the
     /// positionals.
+    // NB: longer than our ~60 lines on purpose: one `match` over the
+    // command kinds, one short arm each beside the parser's `typed`, reads
+    // best whole; the longer kinds have their own `Rendered` methods.
     pub(crate) fn render(&self, cx: &mut Ctx) -> Result<Vec<String>, Error> {
         let mut r = Rendered {
             argv: vec![self.name().to_owned()],

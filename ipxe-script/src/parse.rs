@@ -311,6 +311,12 @@ fn setting_name(v: &Value) -> Option<String> {
         .then(|| t.to_owned())
 }
 
+/// The typed command `name` with `args` is, or `None` when it is not one
+/// of `TYPED_COMMANDS` or its arguments do not fit the typed form (the
+/// caller keeps it as `Command::Other`).
+// NB: longer than our ~60 lines on purpose: one `match` over the command
+// names, one short arm each beside `render`'s, reads best whole; the long
+// image commands have their own function.
 fn typed(name: &str, args: &[Value]) -> Option<Command> {
     Some(match name {
         "echo" => {

@@ -155,6 +155,8 @@ impl<W: Write> Writer<W> {
         Ok(())
     }
 
+    /// Writes one entry: header, name, then (for `with_data`) the symlink
+    /// target or the file's data, each padded to 4.
     fn write_entry(
         &mut self,
         entry: &Entry,
@@ -165,6 +167,43 @@ impl<W: Write> Writer<W> {
         data: impl Read,
     ) -> Result<()> {
         let is_symlink = entry.kind() == EntryKind::Symlink && entry.kind_checked().is_some();
+        let header = self.entry_header(entry, name, ino, nlink, with_data, is_symlink)?;
+        let size = u64::from(header.filesize);
+        // From here on a failure leaves a partial entry behind.
+        self.broken = true;
+        let header_offset = self.position;
+        self.put(&header.to_bytes())?;
+        self.put_name(name)?;
+        if is_symlink {
+            self.put(entry.symlink_target())?;
+        } else if size > 0 {
+            let sum = self.copy_data(name, size, data)?;
+            if self.format == Format::Crc && sum != header.check {
+                return Err(Error::ChecksumMismatch {
+                    offset: header_offset,
+                    name: name.to_vec(),
+                    expected: header.check,
+                    actual: sum,
+                });
+            }
+        }
+        self.put(&ZEROS[..pad4(size)])?;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// The entry's header fields, and those the writer owns: `ino`,
+    /// `nlink`, `filesize` (0 for a name without the data), `namesize` and
+    /// `check`.
+    fn entry_header(
+        &self,
+        entry: &Entry,
+        name: &[u8],
+        ino: u32,
+        nlink: u32,
+        with_data: bool,
+        is_symlink: bool,
+    ) -> Result<NewcHeader> {
         let size = if is_symlink {
             entry.symlink_target().len() as u64
         } else if with_data {
@@ -185,8 +224,7 @@ impl<W: Write> Writer<W> {
             (Format::Crc, false) if filesize == 0 => 0,
             (Format::Crc, false) => entry.check(),
         };
-        // The entry's fields, and those the writer owns.
-        let header = NewcHeader {
+        Ok(NewcHeader {
             format: self.format,
             ino,
             nlink,
@@ -195,32 +233,15 @@ impl<W: Write> Writer<W> {
             namesize: name.len() as u32 + 1,
             check,
             ..*entry.header()
-        };
-        // From here on a failure leaves a partial entry behind.
-        self.broken = true;
-        let header_offset = self.position;
-        self.put(&header.to_bytes())?;
+        })
+    }
+
+    /// Writes `name`, its NUL terminator and the zero padding that starts
+    /// the data 4-aligned (the header is [`NewcHeader::SIZE`] bytes).
+    fn put_name(&mut self, name: &[u8]) -> Result<()> {
         self.put(name)?;
         let name_end = NewcHeader::SIZE as u64 + name.len() as u64;
-        // NUL terminator plus padding so the data starts 4-aligned.
-        let pad = 1 + pad4(name_end + 1);
-        self.put(&[0u8; 4][..pad])?;
-        if is_symlink {
-            self.put(entry.symlink_target())?;
-        } else if size > 0 {
-            let sum = self.copy_data(name, size, data)?;
-            if self.format == Format::Crc && sum != check {
-                return Err(Error::ChecksumMismatch {
-                    offset: header_offset,
-                    name: name.to_vec(),
-                    expected: check,
-                    actual: sum,
-                });
-            }
-        }
-        self.put(&ZEROS[..pad4(size)])?;
-        self.broken = false;
-        Ok(())
+        self.put(&[0u8; 4][..1 + pad4(name_end + 1)])
     }
 
     /// Copies exactly `size` bytes, returning their 070702 checksum.
@@ -293,9 +314,7 @@ impl<W: Write> Writer<W> {
             ..NewcHeader::default()
         };
         self.put(&trailer.to_bytes())?;
-        self.put(TRAILER_NAME)?;
-        let end = NewcHeader::SIZE as u64 + TRAILER_NAME.len() as u64;
-        self.put(&[0u8; 4][..1 + pad4(end + 1)])?;
+        self.put_name(TRAILER_NAME)?;
         let block = u64::from(block.max(4).div_ceil(4) * 4);
         let mut pad = (block - self.position % block) % block;
         while pad > 0 {

@@ -105,24 +105,7 @@ pub(crate) fn write_listing(
     let mut buf = Vec::new();
     while i < entries.len() {
         let first = &entries[i];
-        let block = (first.inode_ref >> 16) as u32;
-        let base = first.number;
-        // Entries under this header: same inode block, delta fits i16, at most 256.
-        // Also start a new header before a run outgrows one metadata block, as
-        // mksquashfs does, so the directory index can point near every name.
-        let mut j = i;
-        let mut run = DirHeader::SIZE;
-        while j < entries.len()
-            && j - i < MAX_ENTRIES_PER_HEADER
-            && (j == i
-                || run + DirEntryHead::SIZE + entries[j].name.len() <= crate::table::METADATA_SIZE)
-            && (entries[j].inode_ref >> 16) as u32 == block
-            && i64::from(entries[j].number) - i64::from(base) >= i64::from(i16::MIN)
-            && i64::from(entries[j].number) - i64::from(base) <= i64::from(i16::MAX)
-        {
-            run += DirEntryHead::SIZE + entries[j].name.len();
-            j += 1;
-        }
+        let j = i + run_len(&entries[i..]);
         let (hdr_block, _) = w.position();
         if hdr_block != last_header_block {
             check_listing(len, index.len() + 1)?;
@@ -135,23 +118,7 @@ pub(crate) fn write_listing(
             last_header_block = hdr_block;
         }
         buf.clear();
-        let header = DirHeader {
-            count: (j - i - 1) as u32,
-            start: block,
-            inode_number: base,
-        };
-        put(&mut buf, &header)?;
-        for e in &entries[i..j] {
-            let head = DirEntryHead {
-                offset: (e.inode_ref & 0xffff) as u16,
-                // Within i16: the run stops before a delta that is not.
-                inode_delta: (i64::from(e.number) - i64::from(base)) as i16,
-                inode_type: e.basic_type,
-                name_size: (e.name.len() - 1) as u16,
-            };
-            put(&mut buf, &head)?;
-            buf.extend_from_slice(e.name);
-        }
+        encode_run(&mut buf, &entries[i..j])?;
         w.write(&buf);
         len += buf.len() as u64;
         check_listing(len, index.len())?;
@@ -164,6 +131,59 @@ pub(crate) fn write_listing(
         len: len as u32,
         index,
     })
+}
+
+/// How many of `entries` (at least one) go under one header: same inode
+/// block, delta fits i16, at most 256. Also start a new header before a
+/// run outgrows one metadata block, as mksquashfs does, so the directory
+/// index can point near every name.
+fn run_len(entries: &[ListingEntry<'_>]) -> usize {
+    let Some(first) = entries.first() else {
+        return 0;
+    };
+    let block = (first.inode_ref >> 16) as u32;
+    let base = first.number;
+    let mut j = 0;
+    let mut run = DirHeader::SIZE;
+    while j < entries.len()
+        && j < MAX_ENTRIES_PER_HEADER
+        && (j == 0
+            || run + DirEntryHead::SIZE + entries[j].name.len() <= crate::table::METADATA_SIZE)
+        && (entries[j].inode_ref >> 16) as u32 == block
+        && i64::from(entries[j].number) - i64::from(base) >= i64::from(i16::MIN)
+        && i64::from(entries[j].number) - i64::from(base) <= i64::from(i16::MAX)
+    {
+        run += DirEntryHead::SIZE + entries[j].name.len();
+        j += 1;
+    }
+    j
+}
+
+/// Appends one run to `buf`: its header, then each entry and name. The
+/// header's block and base number are the first entry's.
+fn encode_run(buf: &mut Vec<u8>, run: &[ListingEntry<'_>]) -> Result<()> {
+    let Some(first) = run.first() else {
+        return Ok(());
+    };
+    let base = first.number;
+    let header = DirHeader {
+        count: (run.len() - 1) as u32,
+        start: (first.inode_ref >> 16) as u32,
+        inode_number: base,
+    };
+    put(buf, &header)?;
+    for e in run {
+        let head = DirEntryHead {
+            offset: (e.inode_ref & 0xffff) as u16,
+            // Within i16: the run stops before a delta that is not.
+            inode_delta: (i64::from(e.number) - i64::from(base)) as i16,
+            inode_type: e.basic_type,
+            name_size: (e.name.len() - 1) as u16,
+        };
+        put(buf, &head)?;
+        buf.extend_from_slice(e.name);
+    }
+    Ok(())
 }
 
 /// One parsed directory entry.

@@ -232,60 +232,73 @@ impl Extraction<'_, '_> {
         check_name(name, &host_path)?;
         if e.kind != EntryKind::Dir && e.nlink > 1 {
             if let Some(first) = self.links.get(&e.inode_number) {
-                // linkat without AT_SYMLINK_FOLLOW links the name itself; the
-                // first name's parents are directories this walk created.
-                let top = open
-                    .first()
-                    .ok_or(Error::Internal("extract: hard link outside a directory"))?;
-                rustix::fs::linkat(&top.fd, first.as_slice(), dir, name, AtFlags::empty())
-                    .map_err(|err| host(&host_path, err))?;
+                hard_link(open, first, dir, name, &host_path)?;
                 self.done.hard_links += 1;
                 return Ok(None);
             }
             self.links.insert(e.inode_number, rel.clone());
         }
-        let at = |err| host(&host_path, err);
         match e.kind {
             EntryKind::Dir => {
-                rustix::fs::mkdirat(dir, name, Mode::RWXU).map_err(at)?;
-                let fd = rustix::fs::openat(
-                    dir,
-                    name,
-                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(at)?;
-                self.done.dirs += 1;
+                let fd = self.dir(dir, name, &host_path)?;
                 return Ok(Some(OpenDir { rel, fd, entry: e }));
             }
             EntryKind::File => self.file(dir, name, &e, &host_path)?,
             EntryKind::Symlink => {
                 let target = e.target.as_deref().unwrap_or_default();
-                rustix::fs::symlinkat(target, dir, name).map_err(at)?;
+                rustix::fs::symlinkat(target, dir, name).map_err(|err| host(&host_path, err))?;
                 self.attrs_at(dir, name, &e, &host_path)?;
                 self.done.symlinks += 1;
             }
             EntryKind::BlockDevice
             | EntryKind::CharDevice
             | EntryKind::Fifo
-            | EntryKind::Socket => {
-                let (ft, dev) = match (e.kind, e.rdev) {
-                    (EntryKind::BlockDevice, Some((ma, mi))) => {
-                        (FileType::BlockDevice, rustix::fs::makedev(ma, mi))
-                    }
-                    (EntryKind::CharDevice, Some((ma, mi))) => {
-                        (FileType::CharacterDevice, rustix::fs::makedev(ma, mi))
-                    }
-                    (EntryKind::Fifo, _) => (FileType::Fifo, 0),
-                    (EntryKind::Socket, _) => (FileType::Socket, 0),
-                    _ => return Err(Error::Internal("extract: device entry without rdev")),
-                };
-                rustix::fs::mknodat(dir, name, ft, Mode::RUSR | Mode::WUSR, dev).map_err(at)?;
-                self.attrs_at(dir, name, &e, &host_path)?;
-                self.done.special += 1;
-            }
+            | EntryKind::Socket => self.special(dir, name, &e, &host_path)?,
         }
         Ok(None)
+    }
+
+    /// A directory, created 0700 (its own mode comes when the walk leaves
+    /// it) and opened for its entries without following a symlink.
+    fn dir(&mut self, dir: BorrowedFd<'_>, name: &[u8], host_path: &Path) -> Result<OwnedFd> {
+        let at = |err| host(host_path, err);
+        rustix::fs::mkdirat(dir, name, Mode::RWXU).map_err(at)?;
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(at)?;
+        self.done.dirs += 1;
+        Ok(fd)
+    }
+
+    /// A block or char device, fifo or socket (`mknod`), then its
+    /// attributes.
+    fn special(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        e: &Entry,
+        host_path: &Path,
+    ) -> Result<()> {
+        let (ft, dev) = match (e.kind, e.rdev) {
+            (EntryKind::BlockDevice, Some((ma, mi))) => {
+                (FileType::BlockDevice, rustix::fs::makedev(ma, mi))
+            }
+            (EntryKind::CharDevice, Some((ma, mi))) => {
+                (FileType::CharacterDevice, rustix::fs::makedev(ma, mi))
+            }
+            (EntryKind::Fifo, _) => (FileType::Fifo, 0),
+            (EntryKind::Socket, _) => (FileType::Socket, 0),
+            _ => return Err(Error::Internal("extract: device entry without rdev")),
+        };
+        rustix::fs::mknodat(dir, name, ft, Mode::RUSR | Mode::WUSR, dev)
+            .map_err(|err| host(host_path, err))?;
+        self.attrs_at(dir, name, e, host_path)?;
+        self.done.special += 1;
+        Ok(())
     }
 
     /// A regular file: created exclusively (never through a symlink),
@@ -389,6 +402,24 @@ impl Extraction<'_, '_> {
         let host_path = self.host_path(&d.rel);
         self.attrs_fd(d.fd.as_fd(), &d.entry, &host_path)
     }
+}
+
+/// A further name of an inode already created: `name` in `dir` linked to
+/// `first` (relative to the top, the first of `open`). NB: linkat without
+/// AT_SYMLINK_FOLLOW links the name itself; the first name's parents are
+/// directories this walk created.
+fn hard_link(
+    open: &[OpenDir],
+    first: &[u8],
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    host_path: &Path,
+) -> Result<()> {
+    let top = open
+        .first()
+        .ok_or(Error::Internal("extract: hard link outside a directory"))?;
+    rustix::fs::linkat(&top.fd, first, dir, name, AtFlags::empty())
+        .map_err(|err| host(host_path, err))
 }
 
 /// Splits a destination into its parent (`.` when none) and a final name.

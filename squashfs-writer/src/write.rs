@@ -27,7 +27,7 @@ use crate::options::Options;
 use crate::source::{for_each_chunk, read_block, same_contents, size_of, Source};
 use crate::superblock::{flags, Superblock, NOT_PRESENT, SIZE as SB_SIZE};
 use crate::table::{lookup_table, MetadataWriter, UNCOMPRESSED};
-use crate::tree::{DeviceKind, FileData, NodeKind, Tree};
+use crate::tree::{DeviceKind, FileData, Node, NodeKind, Tree};
 use crate::xattr::XattrWriter;
 
 /// Bit 24 of a data block / fragment size word: stored uncompressed.
@@ -318,66 +318,73 @@ impl<'t, W: Write> Pipeline<'t, W> {
         Ok(())
     }
 
+    /// Writes a block whose turn has come: a file's data block or a
+    /// fragment block.
     fn commit(&mut self, done: Done) -> Result<()> {
         let packed = done.packed?;
         match done.kind {
-            JobKind::Data(f) => {
-                let pos = self.out.pos;
-                let file = &mut self.files[f];
-                if !file.started {
-                    file.started = true;
-                    file.start = pos;
-                }
-                let word = match packed {
-                    Packed::Sparse(n) => {
-                        file.sparse += n as u64;
-                        self.summary.sparse_blocks += 1;
-                        0
-                    }
-                    Packed::Compressed(c) => {
-                        self.out.put(&c)?;
-                        self.summary.data_blocks += 1;
-                        let n = c.len() as u32;
-                        self.recycle(c);
-                        n
-                    }
-                    Packed::Raw(r) => {
-                        self.out.put(&r)?;
-                        self.summary.data_blocks += 1;
-                        let n = r.len() as u32 | BLOCK_UNCOMPRESSED;
-                        self.recycle(r);
-                        n
-                    }
-                };
-                self.files[f].blocks.push(word);
-            }
-            JobKind::Fragment => {
-                let start = self.out.pos;
-                let word = match packed {
-                    Packed::Compressed(c) => {
-                        self.out.put(&c)?;
-                        let n = c.len() as u32;
-                        self.recycle(c);
-                        n
-                    }
-                    Packed::Raw(r) => {
-                        self.out.put(&r)?;
-                        let n = r.len() as u32 | BLOCK_UNCOMPRESSED;
-                        self.recycle(r);
-                        n
-                    }
-                    Packed::Sparse(_) => 0,
-                };
-                let entry = FragmentEntry {
-                    start,
-                    size: word,
-                    unused: 0,
-                };
-                entry.write_to(&mut self.fragment_entries)?;
-                self.summary.fragments += 1;
-            }
+            JobKind::Data(f) => self.commit_data_block(f, packed),
+            JobKind::Fragment => self.commit_fragment_block(packed),
         }
+    }
+
+    /// Appends file `f`'s next block and its size word to its block list;
+    /// the first block fixes the file's start.
+    fn commit_data_block(&mut self, f: usize, packed: Packed) -> Result<()> {
+        let pos = self.out.pos;
+        let file = &mut self.files[f];
+        if !file.started {
+            file.started = true;
+            file.start = pos;
+        }
+        let word = match packed {
+            Packed::Sparse(n) => {
+                file.sparse += n as u64;
+                self.summary.sparse_blocks += 1;
+                0
+            }
+            block => {
+                let word = self.put_block(block)?;
+                self.summary.data_blocks += 1;
+                word
+            }
+        };
+        self.files[f].blocks.push(word);
         Ok(())
+    }
+
+    /// Writes a fragment block and its fragment table entry.
+    fn commit_fragment_block(&mut self, packed: Packed) -> Result<()> {
+        let start = self.out.pos;
+        let word = self.put_block(packed)?;
+        let entry = FragmentEntry {
+            start,
+            size: word,
+            unused: 0,
+        };
+        entry.write_to(&mut self.fragment_entries)?;
+        self.summary.fragments += 1;
+        Ok(())
+    }
+
+    /// Writes a packed block and returns its size word (compressed size,
+    /// or stored size with [`BLOCK_UNCOMPRESSED`]; 0 for a sparse block,
+    /// which writes nothing).
+    fn put_block(&mut self, packed: Packed) -> Result<u32> {
+        let (bytes, word) = match packed {
+            Packed::Sparse(_) => return Ok(0),
+            Packed::Compressed(c) => {
+                let n = c.len() as u32;
+                (c, n)
+            }
+            Packed::Raw(r) => {
+                let n = r.len() as u32 | BLOCK_UNCOMPRESSED;
+                (r, n)
+            }
+        };
+        self.out.put(&bytes)?;
+        self.recycle(bytes);
+        Ok(word)
     }
 }
 
@@ -451,19 +458,7 @@ fn find_duplicates(
     sizes: &[u64],
     jobs: usize,
 ) -> Result<Vec<Option<usize>>> {
-    let mut by_size: HashMap<u64, Vec<usize>> = HashMap::new();
-    for (i, &s) in sizes.iter().enumerate() {
-        if s > 0 {
-            by_size.entry(s).or_default().push(i);
-        }
-    }
-    let mut candidates: Vec<usize> = by_size
-        .values()
-        .filter(|v| v.len() > 1)
-        .flatten()
-        .copied()
-        .collect();
-    candidates.sort_unstable();
+    let candidates = same_size_files(sizes);
     let mut dup = vec![None; files.len()];
     if candidates.is_empty() {
         return Ok(dup);
@@ -478,6 +473,54 @@ fn find_duplicates(
     let data = |i: usize| -> Result<&FileData> {
         datas[i].ok_or(Error::Internal("file slot without file data"))
     };
+    let hashes = hash_files(&candidates, sizes, jobs, data)?;
+    // Originals per (size, hash), in file order.
+    let mut originals: HashMap<(u64, [u8; 32]), Vec<usize>> = HashMap::new();
+    for &i in &candidates {
+        let Some(&h) = hashes.get(&i) else { continue };
+        let list = originals.entry((sizes[i], h)).or_default();
+        let mut found = None;
+        for &o in list.iter() {
+            if same_contents(data(o)?, data(i)?, sizes[i])? {
+                found = Some(o);
+                break;
+            }
+        }
+        match found {
+            Some(o) => dup[i] = Some(o),
+            None => list.push(i),
+        }
+    }
+    Ok(dup)
+}
+
+/// The non-empty files whose size another file shares (the only ones
+/// that can be duplicates), in file order.
+fn same_size_files(sizes: &[u64]) -> Vec<usize> {
+    let mut by_size: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, &s) in sizes.iter().enumerate() {
+        if s > 0 {
+            by_size.entry(s).or_default().push(i);
+        }
+    }
+    let mut candidates: Vec<usize> = by_size
+        .values()
+        .filter(|v| v.len() > 1)
+        .flatten()
+        .copied()
+        .collect();
+    candidates.sort_unstable();
+    candidates
+}
+
+/// The SHA-256 of each of `candidates`' contents, hashed on up to `jobs`
+/// threads.
+fn hash_files<'d>(
+    candidates: &[usize],
+    sizes: &[u64],
+    jobs: usize,
+    data: impl Fn(usize) -> Result<&'d FileData> + Sync,
+) -> Result<HashMap<usize, [u8; 32]>> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Result<[u8; 32]>)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -505,24 +548,7 @@ fn find_duplicates(
     for (i, r) in results {
         hashes.insert(i, r?);
     }
-    // Originals per (size, hash), in file order.
-    let mut originals: HashMap<(u64, [u8; 32]), Vec<usize>> = HashMap::new();
-    for &i in &candidates {
-        let Some(&h) = hashes.get(&i) else { continue };
-        let list = originals.entry((sizes[i], h)).or_default();
-        let mut found = None;
-        for &o in list.iter() {
-            if same_contents(data(o)?, data(i)?, sizes[i])? {
-                found = Some(o);
-                break;
-            }
-        }
-        match found {
-            Some(o) => dup[i] = Some(o),
-            None => list.push(i),
-        }
-    }
-    Ok(dup)
+    Ok(hashes)
 }
 
 fn basic_type(k: &NodeKind) -> u16 {
@@ -722,6 +748,20 @@ struct Meta {
     root_ref: u64,
 }
 
+impl Meta {
+    /// Empty tables for `inode_count` inodes.
+    fn new(comp: Compression, inode_count: usize) -> Meta {
+        Meta {
+            inodes: MetadataWriter::new(comp),
+            dirs: MetadataWriter::new(comp),
+            xattrs: XattrWriter::new(comp),
+            ids: IdTable::default(),
+            export: ExportTable::with_capacity(inode_count),
+            root_ref: 0,
+        }
+    }
+}
+
 /// Inode step: every inode in post-order (children before their
 /// directory, so a listing can name its children's references), each
 /// directory's listing written as its inode is reached.
@@ -733,23 +773,11 @@ fn write_inodes(
     files: &Files,
     fouts: &[FileOut],
 ) -> Result<Meta> {
-    let mut m = Meta {
-        inodes: MetadataWriter::new(comp),
-        dirs: MetadataWriter::new(comp),
-        xattrs: XattrWriter::new(comp),
-        ids: IdTable::default(),
-        export: ExportTable::with_capacity(plan.post.len()),
-        root_ref: 0,
-    };
+    let mut m = Meta::new(comp, plan.post.len());
     let mut refs = vec![0u64; tree.nodes.len()];
     let mut buf = Vec::new();
     for &node in &plan.post {
         let n = &tree.nodes[node];
-        let (uid, gid) = if opts.all_root {
-            (0, 0)
-        } else {
-            (n.meta.uid, n.meta.gid)
-        };
         let xattr = m.xattrs.add(&n.meta.xattrs)?.unwrap_or(NONE);
         let nlink = plan.links[node].max(1);
         let body = match &n.kind {
@@ -770,14 +798,7 @@ fn write_inodes(
             NodeKind::Fifo | NodeKind::Socket => InodeBody::Ipc { nlink, xattr },
         };
         let inode = Inode {
-            header: InodeHeader {
-                inode_type: basic_type(&n.kind),
-                mode: n.meta.mode & 0o7777,
-                uid_idx: m.ids.index(uid)?,
-                gid_idx: m.ids.index(gid)?,
-                mtime: opts.inode_mtime(n.meta.mtime),
-                number: plan.number[node],
-            },
+            header: inode_header(n, opts, &mut m.ids, plan.number[node])?,
             body,
         };
         buf.clear();
@@ -788,6 +809,24 @@ fn write_inodes(
     }
     m.root_ref = refs[0];
     Ok(m)
+}
+
+/// The header every inode starts with: type, permission bits, owner
+/// (root with `all_root`) as id table indices, mtime and number.
+fn inode_header(n: &Node, opts: &Options, ids: &mut IdTable, number: u32) -> Result<InodeHeader> {
+    let (uid, gid) = if opts.all_root {
+        (0, 0)
+    } else {
+        (n.meta.uid, n.meta.gid)
+    };
+    Ok(InodeHeader {
+        inode_type: basic_type(&n.kind),
+        mode: n.meta.mode & 0o7777,
+        uid_idx: ids.index(uid)?,
+        gid_idx: ids.index(gid)?,
+        mtime: opts.inode_mtime(n.meta.mtime),
+        number,
+    })
 }
 
 /// A directory's inode body, after writing its listing.
