@@ -44,7 +44,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::fs::{
+    AtFlags, Dev, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags,
+};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
@@ -240,7 +242,7 @@ impl Extraction<'_, '_> {
         }
         match e.kind {
             EntryKind::Dir => {
-                let fd = self.dir(dir, name, &host_path)?;
+                let fd = self.directory(dir, name, &host_path)?;
                 return Ok(Some(OpenDir { rel, fd, entry: e }));
             }
             EntryKind::File => self.file(dir, name, &e, &host_path)?,
@@ -253,14 +255,20 @@ impl Extraction<'_, '_> {
             EntryKind::BlockDevice
             | EntryKind::CharDevice
             | EntryKind::Fifo
-            | EntryKind::Socket => self.special(dir, name, &e, &host_path)?,
+            | EntryKind::Socket => {
+                let (ft, dev) = node_type(&e)?;
+                rustix::fs::mknodat(dir, name, ft, Mode::RUSR | Mode::WUSR, dev)
+                    .map_err(|err| host(&host_path, err))?;
+                self.attrs_at(dir, name, &e, &host_path)?;
+                self.done.special += 1;
+            }
         }
         Ok(None)
     }
 
     /// A directory, created 0700 (its own mode comes when the walk leaves
     /// it) and opened for its entries without following a symlink.
-    fn dir(&mut self, dir: BorrowedFd<'_>, name: &[u8], host_path: &Path) -> Result<OwnedFd> {
+    fn directory(&mut self, dir: BorrowedFd<'_>, name: &[u8], host_path: &Path) -> Result<OwnedFd> {
         let at = |err| host(host_path, err);
         rustix::fs::mkdirat(dir, name, Mode::RWXU).map_err(at)?;
         let fd = rustix::fs::openat(
@@ -272,33 +280,6 @@ impl Extraction<'_, '_> {
         .map_err(at)?;
         self.done.dirs += 1;
         Ok(fd)
-    }
-
-    /// A block or char device, fifo or socket (`mknod`), then its
-    /// attributes.
-    fn special(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        name: &[u8],
-        e: &Entry,
-        host_path: &Path,
-    ) -> Result<()> {
-        let (ft, dev) = match (e.kind, e.rdev) {
-            (EntryKind::BlockDevice, Some((ma, mi))) => {
-                (FileType::BlockDevice, rustix::fs::makedev(ma, mi))
-            }
-            (EntryKind::CharDevice, Some((ma, mi))) => {
-                (FileType::CharacterDevice, rustix::fs::makedev(ma, mi))
-            }
-            (EntryKind::Fifo, _) => (FileType::Fifo, 0),
-            (EntryKind::Socket, _) => (FileType::Socket, 0),
-            _ => return Err(Error::Internal("extract: device entry without rdev")),
-        };
-        rustix::fs::mknodat(dir, name, ft, Mode::RUSR | Mode::WUSR, dev)
-            .map_err(|err| host(host_path, err))?;
-        self.attrs_at(dir, name, e, host_path)?;
-        self.done.special += 1;
-        Ok(())
     }
 
     /// A regular file: created exclusively (never through a symlink),
@@ -420,6 +401,22 @@ fn hard_link(
         .ok_or(Error::Internal("extract: hard link outside a directory"))?;
     rustix::fs::linkat(&top.fd, first, dir, name, AtFlags::empty())
         .map_err(|err| host(host_path, err))
+}
+
+/// The file type and device number `mknod` creates a block or char
+/// device, fifo or socket with.
+fn node_type(e: &Entry) -> Result<(FileType, Dev)> {
+    Ok(match (e.kind, e.rdev) {
+        (EntryKind::BlockDevice, Some((ma, mi))) => {
+            (FileType::BlockDevice, rustix::fs::makedev(ma, mi))
+        }
+        (EntryKind::CharDevice, Some((ma, mi))) => {
+            (FileType::CharacterDevice, rustix::fs::makedev(ma, mi))
+        }
+        (EntryKind::Fifo, _) => (FileType::Fifo, 0),
+        (EntryKind::Socket, _) => (FileType::Socket, 0),
+        _ => return Err(Error::Internal("extract: device entry without rdev")),
+    })
 }
 
 /// Splits a destination into its parent (`.` when none) and a final name.
