@@ -47,6 +47,12 @@ struct Setup {
     /// The toplevel (its `init` is stage 2's; `initrd` the systemd
     /// unpack stage 1).
     toplevel: PathBuf,
+    /// The systemd unpack stage 1: the file the toplevel's `initrd` links
+    /// to, in a store path of its own outside the closure.
+    initrd_unpack: PathBuf,
+    /// The kernel's and that initrd's store paths: in the closure, left
+    /// out of stage 2's listing.
+    unlisted: Vec<String>,
     expected_listing: String,
     expected_paths: Vec<u8>,
 }
@@ -78,7 +84,7 @@ fn normalise(path: &Path, mode: Option<&str>) {
 /// The difftest fixture closure (without what a NAR cannot hold, so
 /// `netboot build` computes the registration), stage 2's busybox and
 /// init, and a NixOS toplevel whose `init` is stage 2's.
-fn closure(store: &Path, vmlinuz: &Path, initrd: &Path) -> (Vec<Vec<u8>>, String) {
+fn closure(store: &Path, vmlinuz: &Path, initrd: &Path) -> (Vec<Vec<u8>>, String, Vec<String>) {
     let mut c = fixture::store_closure_spec();
     c.spec.nodes.retain(|n| {
         !matches!(
@@ -97,15 +103,38 @@ fn closure(store: &Path, vmlinuz: &Path, initrd: &Path) -> (Vec<Vec<u8>>, String
         .map(|p| p.base.clone().into_bytes())
         .collect();
     names.extend(s2.names());
-    // The toplevel: kernel and initrd link outside the store (the stage 1
-    // embeds the closure's listing, which must not contain itself).
+    // The toplevel, laid out as NixOS's: `init` a regular file, `kernel`
+    // and `initrd` links into store paths of their own, in the closure
+    // (serve and build refuse a link that leaves the store). Those two are
+    // unlisted: the stage 1 embeds the closure's listing, which cannot
+    // describe the stage 1 itself.
     let top_name = format!("{}-nixos-system-systemd-boot", fixture::fake_hash("sd-top"));
     let top = store.join(&top_name);
     std::fs::create_dir(&top).unwrap();
+    let s2_init = store.join(s2.init().trim_start_matches("/nix/store/"));
+    std::fs::copy(&s2_init, top.join("init")).unwrap();
+    let linux = format!("{}-linux-test", fixture::fake_hash("sd-linux"));
+    std::fs::create_dir(store.join(&linux)).unwrap();
+    if std::fs::hard_link(vmlinuz, store.join(&linux).join("bzImage")).is_err() {
+        std::fs::copy(vmlinuz, store.join(&linux).join("bzImage")).unwrap();
+    }
+    let initrd_base = initrd
+        .strip_prefix(store)
+        .ok()
+        .and_then(|p| p.parent())
+        .and_then(|p| p.to_str())
+        .expect("the initrd inside a store path")
+        .to_owned();
+    std::fs::create_dir(store.join(&initrd_base)).unwrap();
     use std::os::unix::fs::symlink;
-    symlink(s2.init(), top.join("init")).unwrap();
-    symlink(vmlinuz, top.join("kernel")).unwrap();
-    symlink(initrd, top.join("initrd")).unwrap();
+    symlink(format!("/nix/store/{linux}/bzImage"), top.join("kernel")).unwrap();
+    symlink(
+        format!("/nix/store/{initrd_base}/initrd"),
+        top.join("initrd"),
+    )
+    .unwrap();
+    let unlisted = vec![linux, initrd_base];
+    names.extend(unlisted.iter().map(|n| n.clone().into_bytes()));
     std::fs::write(top.join("kernel-params"), format!("{CMDLINE}\n")).unwrap();
     let refs: String = names
         .iter()
@@ -115,13 +144,14 @@ fn closure(store: &Path, vmlinuz: &Path, initrd: &Path) -> (Vec<Vec<u8>>, String
     for f in ["kernel-params", "references"] {
         normalise(&top.join(f), Some("0444"));
     }
-    for f in ["init", "kernel", "initrd"] {
+    normalise(&top.join("init"), Some("0555"));
+    for f in ["kernel", "initrd"] {
         normalise(&top.join(f), None);
     }
     normalise(&top, Some("0555"));
     names.push(top_name.clone().into_bytes());
     names.sort();
-    (names, top_name)
+    (names, top_name, unlisted)
 }
 
 fn setup() -> Option<&'static Setup> {
@@ -144,10 +174,20 @@ fn setup() -> Option<&'static Setup> {
             force_remove(&work);
             let store = work.join("store");
             std::fs::create_dir_all(&store).unwrap();
-            let initrd = work.join("initrd-systemd-unpack");
-            let (names, top) = closure(&store, &kernel.vmlinuz, &initrd);
+            let initrd = store
+                .join(format!(
+                    "{}-initrd-systemd-unpack",
+                    fixture::fake_hash("sd-initrd")
+                ))
+                .join("initrd");
+            let (names, top, unlisted) = closure(&store, &kernel.vmlinuz, &initrd);
+            let listed: Vec<Vec<u8>> = names
+                .iter()
+                .filter(|n| !unlisted.iter().any(|u| u.as_bytes() == n.as_slice()))
+                .cloned()
+                .collect();
             let expected_listing =
-                listing::closure_listing(&store, &names, listing::Expect::default()).unwrap();
+                listing::closure_listing(&store, &listed, listing::Expect::default()).unwrap();
             let expected_paths = listing::expected_paths(&names);
             let closure_file = work.join("closure");
             std::fs::write(&closure_file, &expected_paths).unwrap();
@@ -158,6 +198,8 @@ fn setup() -> Option<&'static Setup> {
                 netboot: netboot_tests::boot::netboot_bin().unwrap_or_else(|e| panic!("{e:#}")),
                 nix_instantiate: nix[0].clone(),
                 toplevel: store.join(top),
+                initrd_unpack: initrd.clone(),
+                unlisted,
                 work,
                 kernel,
                 unpacker,
@@ -219,6 +261,7 @@ impl Setup {
         }
         s.expected_listing = Some(self.expected_listing.clone());
         s.expected_paths = Some(self.expected_paths.clone());
+        s.unlisted = self.unlisted.clone();
         s.write_to_path(path).unwrap();
         text
     }
@@ -353,7 +396,7 @@ fn static_systemd_boot(mode: &str, firmware: Firmware, compression: &str, check_
         return;
     }
     let _one = one_qemu_at_a_time();
-    let mut initrd = s.work.join("initrd-systemd-unpack");
+    let mut initrd = s.initrd_unpack.clone();
     if check_nar {
         initrd = s.work.join("initrd-systemd-unpack-check-nar");
         let text = s.systemd_initrd("unpack", true, &initrd);
@@ -417,8 +460,12 @@ fn served_systemd_boot(mode: &str, firmware: Firmware) {
         Some(format!("http://10.0.2.2:{port}/sys/netboot.ipxe")),
     );
     let served = served.lock().unwrap().clone();
+    // The script names each file by its generation's digest:
+    // `/sys/<digest>/nix-store`.
     assert!(
-        served.contains("\"GET /sys/nix-store\" 200 "),
+        served
+            .lines()
+            .any(|l| l.contains("\"GET /sys/") && l.contains("/nix-store\" 200 ")),
         "{mode}: {served}"
     );
 }
@@ -446,7 +493,7 @@ fn boot_systemd_unpack_corrupt_image_ends_in_emergency() {
         return;
     }
     let _one = one_qemu_at_a_time();
-    let initrd = s.work.join("initrd-systemd-unpack");
+    let initrd = s.initrd_unpack.clone();
     let media = s.build(mode, &initrd, &["--initrd-compression", "none"]);
     // Uncompressed segments: the images are in nix-store as they are.
     let store = media.join("nix-store");
@@ -530,6 +577,7 @@ fn boot_scripted_unpack_bios_http() {
     st.unpacker = Some(unpacker.to_path_buf());
     st.expected_listing = Some(s.expected_listing.clone());
     st.expected_paths = Some(s.expected_paths.clone());
+    st.unlisted = s.unlisted.clone();
     let initrd = s.work.join("initrd-scripted-unpack");
     st.write_to_path(&initrd).unwrap();
     let media = s.build(mode, &initrd, &["--compression", "lz4"]);

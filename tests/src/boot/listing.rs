@@ -164,6 +164,15 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// `etc/netboot/unlisted` for verify.sh: each name in hex, one per line.
+pub fn unlisted_file(names: &[String]) -> Vec<u8> {
+    names
+        .iter()
+        .map(|n| format!("{}\n", hex(n.as_bytes())))
+        .collect::<String>()
+        .into_bytes()
+}
+
 /// The sorted `/nix/store/<name>` lines the registration must list.
 pub fn expected_paths(names: &[Vec<u8>]) -> Vec<u8> {
     let mut paths: Vec<Vec<u8>> = names

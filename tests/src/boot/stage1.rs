@@ -105,6 +105,10 @@ pub struct Stage1 {
     pub expected_listing: Option<String>,
     /// Expected sorted registered paths, one per line.
     pub expected_paths: Option<Vec<u8>>,
+    /// Store path base names whose contents stage 2 leaves out of its
+    /// listing (the toplevel's kernel and initrd: a stage 1 cannot list
+    /// itself); they are still checked as registered.
+    pub unlisted: Vec<String>,
     /// The postMountCommands `/init` runs (default: the seed's).
     pub postmount: String,
     /// The stage-1 unpacker, as `/bin/netboot-unpack` with its libraries.
@@ -180,6 +184,7 @@ impl Stage1 {
             modules,
             expected_listing: None,
             expected_paths: None,
+            unlisted: Vec::new(),
             postmount: POSTMOUNT_COMMANDS.to_owned(),
             unpacker: None,
         }
@@ -262,6 +267,10 @@ impl Stage1 {
         }
         if let Some(p) = &self.expected_paths {
             text("etc/netboot/expected-paths", p.clone(), 0o644);
+        }
+        if !self.unlisted.is_empty() {
+            let u = super::listing::unlisted_file(&self.unlisted);
+            text("etc/netboot/unlisted", u, 0o644);
         }
         text(
             "init",

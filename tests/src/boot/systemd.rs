@@ -154,6 +154,10 @@ pub struct SystemdStage1 {
     pub expected_listing: Option<String>,
     /// Expected registered paths for stage 2's check.
     pub expected_paths: Option<Vec<u8>>,
+    /// Store path base names whose contents stage 2 leaves out of its
+    /// listing (the toplevel's kernel and initrd: a stage 1 cannot list
+    /// itself); they are still checked as registered.
+    pub unlisted: Vec<String>,
 }
 
 impl SystemdStage1 {
@@ -167,6 +171,7 @@ impl SystemdStage1 {
             busybox: PathBuf::from("/bin/busybox"),
             expected_listing: None,
             expected_paths: None,
+            unlisted: Vec::new(),
         }
     }
 
@@ -294,6 +299,13 @@ impl SystemdStage1 {
         }
         if let Some(p) = &self.expected_paths {
             tree.file("etc/netboot/expected-paths", 0o644, p.clone());
+        }
+        if !self.unlisted.is_empty() {
+            tree.file(
+                "etc/netboot/unlisted",
+                0o644,
+                super::listing::unlisted_file(&self.unlisted),
+            );
         }
         tree.file(
             "etc/netboot/find-nixos-closure",

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Describes $NETBOOT_ROOT/nix/store (stage 1: /mnt-root; stage 2: the root
 # itself, NETBOOT_ROOT empty) as one canonical line per entry, compares it
-# with what the media should contain, and prints the verdict.
+# with what the media should contain, and prints the verdict. Store paths
+# named (in hex) in $etc/unlisted are left out of the listing, though
+# still checked as registered.
 # Line: hex(name) type perm uid gid size mtime nlink linkgroup content
 #   name relative to the store; size/nlink "-" for directories; linkgroup =
 #   hex name of the first (sorted) entry sharing the inode when nlink > 1;
@@ -58,6 +60,14 @@ if cd "$store"; then
       print n, ty, perm, $2, $3, size, $5, nl, ino, c
     }' "$tmp/stat" | sort |
     awk '{ if ($9 != "-") { if (!($9 in g)) g[$9] = $1; $9 = g[$9] } print }' > "$tmp/listing"
+  if [ -f "$etc/unlisted" ]; then
+    # Store paths (hex names) whose contents cannot be listed in advance:
+    # a stage 1 that is itself in the closure cannot describe its own file.
+    awk 'NR == FNR { u[$1] = 1; next }
+         { top = ""; for (i = 1; i < length($1); i += 2) { p = substr($1, i, 2); if (p == "2f") break; top = top p }
+           if (!(top in u)) print }' "$etc/unlisted" "$tmp/listing" > "$tmp/listed"
+    mv "$tmp/listed" "$tmp/listing"
+  fi
   echo "NETBOOT-LISTING-BEGIN"
   cat "$tmp/listing"
   echo "NETBOOT-LISTING-END"
