@@ -118,8 +118,8 @@ def media(t, flavour, store, cfile, init, compression):
     return out
 
 
-def verify(t, m):
-    o = subprocess.run([t["netboot"], "verify", m, "--json", "-q"],
+def verify(t, m, *extra):
+    o = subprocess.run([t["netboot"], "verify", m, "--json", "-q", *extra],
                        capture_output=True, text=True)
     return json.loads(o.stdout)
 
@@ -246,14 +246,17 @@ def main():
         m = WORK / f"media-{f}"
         if not (a.keep and m.exists()):
             m = media(t, f, store, cfile, init, a.compression)
-        v = verify(t, m)
+        # The guest has one vCPU: netboot-unpack runs one job.
+        v = verify(t, m, "--jobs", "1")
         est = -(-v["memory"]["needed"] // (1 << 20))
+        est_default = -(-verify(t, m)["memory"]["needed"] // (1 << 20))
         nix_store = (m / "nix-store").stat().st_size
         mib = a.memory or est
         r = boot(m, mib, WORK / "logs" / f"{f}-{mib}.log")
         print(f"{f}: -m {mib}: {outcome(r)}, ready at {r['ready_at']} s, populated in "
               f"{r['populate_s']} s; estimate {est} MiB; load {load()}", flush=True)
-        row = {"estimate_mib": est, "memory": v["memory"], "nix_store_bytes": nix_store,
+        row = {"estimate_mib": est, "estimate_default_mib": est_default,
+               "memory": v["memory"], "nix_store_bytes": nix_store,
                "boot": r, "load_after_boot": load()}
         if not a.no_bisect:
             hi = mib
@@ -261,7 +264,14 @@ def main():
                 hi = int(hi * 1.25)
                 r = boot(m, hi, WORK / "logs" / f"{f}-{hi}.log")
                 print(f"  {f} -m {hi}: {outcome(r)}", flush=True)
-            low, tried = bisect(m, f, hi // 2, hi, a.step, WORK / "logs" / f"{f}-bisect.log")
+            lo = hi * 3 // 5
+            while True:
+                r = boot(m, lo, WORK / "logs" / f"{f}-{lo}.log")
+                print(f"  {f} -m {lo}: {outcome(r)} {r['loud'][:1]}", flush=True)
+                if not r["ok"]:
+                    break
+                hi, lo = lo, lo * 3 // 5
+            low, tried = bisect(m, f, lo, hi, a.step, WORK / "logs" / f"{f}-bisect.log")
             row.update(lowest_mib=low, tried=tried, load_after_bisect=load())
             print(f"{f}: lowest -m that boots {low} MiB (estimate {est}); load {load()}", flush=True)
         results["flavours"][f] = row
@@ -273,15 +283,15 @@ def main():
 
 
 def table(res):
-    rows = ["| stage 1 | store ready at (guest s) | store population (s) | lowest -m that boots (MiB) | `verify` estimate (MiB) |",
-            "|---|---:|---:|---:|---:|"]
+    rows = ["| stage 1 | store ready at (guest s) | store population (s) | lowest -m that boots (MiB) | `verify --jobs 1` (MiB) | decided by |",
+            "|---|---:|---:|---:|---:|---|"]
     names = {"seed": "seed: loop mount + `cp -ar` (busybox, verbatim)",
              "scripted": "netboot-unpack, scripted stage 1 (busybox)",
              "systemd": "netboot-unpack, systemd stage 1"}
     for f, row in res["flavours"].items():
         b = row["boot"]
         rows.append(f"| {names.get(f, f)} | {b['ready_at']} | {b['populate_s']} | "
-                    f"{row.get('lowest_mib', '–')} | {row['estimate_mib']} |")
+                    f"{row.get('lowest_mib', '–')} | {row['estimate_mib']} | {row['memory']['bound']} |")
     fl = res["flavours"]
     out = "\n".join(rows) + "\n"
     if "seed" in fl:

@@ -158,8 +158,8 @@ fn store_options(text: &str) -> Option<String> {
 pub fn rootfs_from_cmdline(args: &str) -> (Option<Tmpfs>, bool) {
     let value = |key: &str| {
         args.split_whitespace()
-            .filter_map(|a| a.strip_prefix(key))
-            .last()
+            .rev()
+            .find_map(|a| a.strip_prefix(key))
     };
     let tmpfs = match value("rootfstype=") {
         Some(t) => t.split(',').any(|t| t == "tmpfs"),
