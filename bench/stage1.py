@@ -2,9 +2,9 @@
 """Stage 1 in QEMU: the seed's loop mount + `cp -ar` against netboot-unpack,
 same media, same run (issue 24.5).
 
-  bench/stage1.py                      # all flavours, bisect, write RESULTS.md
-  bench/stage1.py --no-bisect          # one boot each at --memory
-  bench/stage1.py --flavours seed --memory 400 --keep   # one boot, a probe
+  bench/stage1.py --write              # all flavours, timed and bisected
+  bench/stage1.py --no-bisect          # the timed boots only
+  bench/stage1.py --flavours seed --rounds 1 --memory 400 --no-bisect --keep
 
 The closure is real software: Debian packages unpacked as store paths (the
 corpus bench/run.py uses, downloaded once with `apt-get download` into
@@ -25,11 +25,14 @@ Flavours (the test stage 1s of tests/src/boot):
 
 For each: the guest's uptime when the store is ready (the end of
 postMountCommands; for systemd the kernel-log time of `Finished
-netboot-store.service`), how long populating the store took (from
-`postMountCommands begin` / `Starting netboot-store.service`), `netboot
-verify`'s RAM estimate for the media, and (unless --no-bisect) the lowest
-`-m` that boots (bisected to --step MiB between a failing and a booting
-size). QEMU runs TCG with one vCPU, as the boot tests do; one boot at a
+netboot-store.service`) and how long populating the store took (from
+`postMountCommands begin` / `Starting netboot-store.service`), the median
+of --rounds boots at --memory MiB taken in turn (so that the machine's
+load falls on every flavour alike); `netboot verify`'s RAM estimate for
+the media (`--jobs 1`: the guest has one vCPU; and the default); and
+(unless --no-bisect) the lowest `-m` that boots: from the estimate up
+until one boots, down by a fifth until one fails, then bisected to --step
+MiB. QEMU runs TCG with one vCPU, as the boot tests do; one boot at a
 time. Writes bench/work/stage1/results.json and, with --write, the
 "Stage 1" section of bench/RESULTS.md.
 """
@@ -204,30 +207,17 @@ def outcome(r):
     return "TIMEOUT" if r.get("timed_out") else "fails silently"
 
 
-def bisect(m, flavour, lo, hi, step, log):
-    """Lowest -m in (lo, hi] that boots, hi known to boot."""
-    tried = []
-    while hi - lo > step:
-        mid = (lo + hi) // 2
-        r = boot(m, mid, log)
-        tried.append((mid, outcome(r)))
-        print(f"  {flavour} -m {mid}: {outcome(r)} {r['loud'][:1]} (load {load()})", flush=True)
-        if r["ok"]:
-            hi = mid
-        else:
-            lo = mid
-    return hi, tried
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--flavours", default=",".join(FLAVOURS))
-    ap.add_argument("--memory", type=int, default=0, help="MiB for the single boots (default: the estimate)")
+    ap.add_argument("--memory", type=int, default=1024, help="MiB for the timed boots")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="timed boots per flavour, interleaved (seed, scripted, systemd, seed, ...)")
     ap.add_argument("--compression", default="gzip")
     ap.add_argument("--no-bisect", action="store_true")
     ap.add_argument("--step", type=int, default=4, help="bisection resolution, MiB")
     ap.add_argument("--write", action="store_true", help="write the section of bench/RESULTS.md")
-    ap.add_argument("--keep", action="store_true", help="reuse WORK's media if present")
+    ap.add_argument("--keep", action="store_true", help="reuse WORK's closure and media if present")
     a = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     t = tools()
@@ -241,40 +231,35 @@ def main():
     nfiles = int(subprocess.run(f"find {store} | wc -l", shell=True, capture_output=True, text=True).stdout)
     print(f"closure: {size / 1e6:.1f} MB, {nfiles} entries; load {load()}", flush=True)
     results = {"closure_bytes": size, "entries": nfiles, "compression": a.compression,
-               "load_before": load(), "flavours": {}}
+               "memory": a.memory, "load_before": load(), "flavours": {}}
+    media_of = {}
     for f in flavours:
         m = WORK / f"media-{f}"
         if not (a.keep and m.exists()):
             m = media(t, f, store, cfile, init, a.compression)
+        media_of[f] = m
         # The guest has one vCPU: netboot-unpack runs one job.
         v = verify(t, m, "--jobs", "1")
-        est = -(-v["memory"]["needed"] // (1 << 20))
-        est_default = -(-verify(t, m)["memory"]["needed"] // (1 << 20))
-        nix_store = (m / "nix-store").stat().st_size
-        mib = a.memory or est
-        r = boot(m, mib, WORK / "logs" / f"{f}-{mib}.log")
-        print(f"{f}: -m {mib}: {outcome(r)}, ready at {r['ready_at']} s, populated in "
-              f"{r['populate_s']} s; estimate {est} MiB; load {load()}", flush=True)
-        row = {"estimate_mib": est, "estimate_default_mib": est_default,
-               "memory": v["memory"], "nix_store_bytes": nix_store,
-               "boot": r, "load_after_boot": load()}
-        if not a.no_bisect:
-            hi = mib
-            while not r["ok"]:
-                hi = int(hi * 1.25)
-                r = boot(m, hi, WORK / "logs" / f"{f}-{hi}.log")
-                print(f"  {f} -m {hi}: {outcome(r)}", flush=True)
-            lo = hi * 3 // 5
-            while True:
-                r = boot(m, lo, WORK / "logs" / f"{f}-{lo}.log")
-                print(f"  {f} -m {lo}: {outcome(r)} {r['loud'][:1]}", flush=True)
-                if not r["ok"]:
-                    break
-                hi, lo = lo, lo * 3 // 5
-            low, tried = bisect(m, f, lo, hi, a.step, WORK / "logs" / f"{f}-bisect.log")
+        results["flavours"][f] = {
+            "estimate_mib": -(-v["memory"]["needed"] // (1 << 20)),
+            "estimate_default_mib": -(-verify(t, m)["memory"]["needed"] // (1 << 20)),
+            "memory": v["memory"], "nix_store_bytes": (m / "nix-store").stat().st_size,
+            "boots": []}
+    # Timing: the flavours in turn, so that the machine's load falls on all.
+    for k in range(a.rounds):
+        for f in flavours:
+            r = boot(media_of[f], a.memory, WORK / "logs" / f"{f}-time{k}.log")
+            r["load"] = load()
+            results["flavours"][f]["boots"].append(r)
+            print(f"{f}: -m {a.memory}: {outcome(r)}, ready at {r['ready_at']} s, populated in "
+                  f"{r['populate_s']} s (unpacker's own {r['unpacker_s']} s); load {r['load']}", flush=True)
+    results["load_after_timing"] = load()
+    if not a.no_bisect:
+        for f in flavours:
+            row = results["flavours"][f]
+            low, tried = lowest(media_of[f], f, row["estimate_mib"], a.step)
             row.update(lowest_mib=low, tried=tried, load_after_bisect=load())
-            print(f"{f}: lowest -m that boots {low} MiB (estimate {est}); load {load()}", flush=True)
-        results["flavours"][f] = row
+            print(f"{f}: lowest -m that boots {low} MiB (estimate {row['estimate_mib']}); load {load()}", flush=True)
     results["load_after"] = load()
     (WORK / "results.json").write_text(json.dumps(results, indent=1))
     print(table(results))
@@ -282,28 +267,64 @@ def main():
         write_section(results)
 
 
+def lowest(m, f, est, step):
+    """The lowest -m that boots: from the estimate, up until one boots,
+    down until one fails, then bisected."""
+    tried = []
+    log = lambda mib: WORK / "logs" / f"{f}-{mib}.log"  # noqa: E731
+
+    def attempt(mib):
+        r = boot(m, mib, log(mib))
+        tried.append((mib, outcome(r), r["loud"][:1]))
+        print(f"  {f} -m {mib}: {outcome(r)} {r['loud'][:1]} (load {load()})", flush=True)
+        return r["ok"]
+
+    hi = est
+    while not attempt(hi):
+        hi = int(hi * 1.25)
+    lo = hi * 4 // 5
+    while attempt(lo):
+        hi, lo = lo, lo * 4 // 5
+    while hi - lo > step:
+        mid = (lo + hi) // 2
+        if attempt(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, tried
+
+
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if xs else None
+
+
 def table(res):
-    rows = ["| stage 1 | store ready at (guest s) | store population (s) | lowest -m that boots (MiB) | `verify --jobs 1` (MiB) | decided by |",
-            "|---|---:|---:|---:|---:|---|"]
+    rows = ["| stage 1 | store ready at (guest s) | store population (s) | lowest -m that boots (MiB) "
+            "| `verify --jobs 1` (MiB) | decided by | `verify` (8 jobs) (MiB) |",
+            "|---|---:|---:|---:|---:|---|---:|"]
     names = {"seed": "seed: loop mount + `cp -ar` (busybox, verbatim)",
              "scripted": "netboot-unpack, scripted stage 1 (busybox)",
              "systemd": "netboot-unpack, systemd stage 1"}
+    pop = {}
     for f, row in res["flavours"].items():
-        b = row["boot"]
-        rows.append(f"| {names.get(f, f)} | {b['ready_at']} | {b['populate_s']} | "
-                    f"{row.get('lowest_mib', '–')} | {row['estimate_mib']} | {row['memory']['bound']} |")
+        b = row["boots"]
+        pop[f] = median([x["populate_s"] for x in b])
+        ready = median([x["ready_at"] for x in b])
+        runs = ", ".join(f"{x['populate_s']}" for x in b)
+        rows.append(f"| {names.get(f, f)} | {ready:.2f} | {pop[f]:.2f} ({runs}) | "
+                    f"{row.get('lowest_mib', '–')} | {row['estimate_mib']} | {row['memory']['bound']} "
+                    f"| {row['estimate_default_mib']} |")
     fl = res["flavours"]
     out = "\n".join(rows) + "\n"
     if "seed" in fl:
         seed = fl["seed"]
         for f in [x for x in fl if x != "seed"]:
-            p = fl[f]["boot"]["populate_s"]
-            s = seed["boot"]["populate_s"]
-            line = f"\n{f} vs seed: store population {p / s:.2f}x (target <= 0.5x)"
+            line = f"\n{f} vs seed: store population {pop[f] / pop['seed']:.2f}x (target <= 0.5x)"
             if "lowest_mib" in fl[f] and "lowest_mib" in seed:
                 line += f", lowest -m {fl[f]['lowest_mib']} vs {seed['lowest_mib']} MiB (target: no more)"
             out += line
-    return out
+    return out + "\n"
 
 
 def write_section(res):
@@ -315,8 +336,10 @@ def write_section(res):
             f"{os.cpu_count()} cores, Linux {uname.release}; QEMU TCG, one vCPU, SeaBIOS + iPXE over HTTP, "
             f"Debian's 6.1 cloud kernel. Closure: {len(PACKAGES)} Debian packages as store paths plus a "
             f"stage 2, {res['closure_bytes'] / 1e6:.1f} MB in {res['entries']} entries, "
-            f"{res['compression']} images. Load average (1/5/15 min) before: {res['load_before']}; "
-            f"after: {res['load_after']}.", "",
+            f"{res['compression']} images. Timed boots at -m {res['memory']}, the flavours in turn, "
+            f"median of {len(next(iter(res['flavours'].values()))['boots'])} (each run in brackets). "
+            f"Load average (1/5/15 min) before: {res['load_before']}; after the timed boots: "
+            f"{res['load_after_timing']}; at the end: {res['load_after']}.", "",
             table(res), ""]
     block = "\n".join(body)
     if SECTION in text:

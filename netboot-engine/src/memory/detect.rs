@@ -224,6 +224,58 @@ mod tests {
         assert_eq!(unpacker_jobs("make --jobs 9"), None);
     }
 
+    /// An initramfs of `files` (name, contents; a contents of `->x` is a
+    /// symlink to x) in one gzip segment.
+    fn initramfs(files: &[(&str, &str)]) -> tempfile::NamedTempFile {
+        use newc_cpio::initramfs::{Compression, Writer};
+        let mut w = Writer::new(Vec::new());
+        let mut seg = w.segment(Compression::Gzip { level: 1 }).unwrap();
+        for (name, data) in files {
+            match data.strip_prefix("->") {
+                Some(t) => seg.append(&newc_cpio::Entry::symlink(*name, t), &[][..]),
+                None => seg.append(
+                    &newc_cpio::Entry::file(*name, data.len() as u64),
+                    data.as_bytes(),
+                ),
+            }
+            .unwrap();
+        }
+        seg.finish().unwrap();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), w.finish().unwrap()).unwrap();
+        f
+    }
+
+    #[test]
+    fn what_initrds_say() {
+        // NixOS's systemd stage 1 with netboot-unpack.
+        let f = initramfs(&[
+            ("etc/fstab", "tmpfs /sysroot tmpfs mode=0755 0 0\ntmpfs /sysroot/nix tmpfs mode=0755,size=90% 0 0\n"),
+            ("etc/systemd/system/netboot-store.service", "[Service]\nExecStart=/nix/store/a-netboot-unpack/bin/netboot-unpack --root /sysroot --jobs 3\n"),
+            ("nix/store/a-netboot-unpack/bin/netboot-unpack", "\u{7f}ELF mount -t squashfs -o loop"),
+            ("init", "->/lib/systemd/systemd"),
+        ]);
+        let facts = read_initrd(f.path()).unwrap();
+        assert!(facts.unpacker && !facts.seed_commands, "{facts:?}");
+        assert_eq!(facts.store_options.as_deref(), Some("mode=0755,size=90%"));
+        assert_eq!(facts.jobs, Some(3));
+        let cost = facts.footprint.unwrap();
+        assert_eq!(cost.inodes, 4);
+        assert_eq!(cost.bytes, 3 * crate::memory::PAGE);
+        // The seed's stage 1 (the test's busybox /init).
+        let f = initramfs(&[(
+            "init",
+            "mount -t tmpfs -o mode=0755 tmpfs /mnt-root/nix\nmount -t squashfs -o loop \"$f\" x\n",
+        )]);
+        let facts = read_initrd(f.path()).unwrap();
+        assert!(!facts.unpacker && facts.seed_commands);
+        assert_eq!(facts.store_options.as_deref(), Some("mode=0755"));
+        // Not an initramfs this crate reads: nothing known.
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), b"\xfd7zXZ\0 xz data").unwrap();
+        assert_eq!(read_initrd(f.path()).unwrap(), InitrdFacts::default());
+    }
+
     #[test]
     fn rootfs_from_the_kernel_line() {
         assert_eq!(
