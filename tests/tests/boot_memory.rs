@@ -10,21 +10,24 @@
 //!   (loop mount + `cp -ar`), its /nix tmpfs without `size=` (half the
 //!   RAM);
 //! - scripted: the same /init running nix/netboot-stage1.nix's scripted
-//!   postMountCommands (netboot-unpack) with its store options (`size=100%`).
+//!   postMountCommands (netboot-unpack) with its store options (`size=100%`);
+//! - systemd: Debian's systemd as PID 1 with NixOS's initrd units and the
+//!   module's netboot-store.service (netboot-unpack), switching root into a
+//!   stage 2 that checks the store.
 //!
 //! The closure carries 126 MiB of incompressible data in four paths (and
 //! small files and symlinks), so the media's own share dominates the
 //! kernel's; rootfs's cap (half the RAM the kernel manages while the
-//! initrds are loaded: 3x the images) decides for both. The seed's store
+//! initrds are loaded: 3x the images) decides for all three. The seed's store
 //! cap is proven by bench/stage1.py on a compressible closure.
 //!
-//! Slow (four TCG boots): `#[ignore]`d in `cargo test`, run by
+//! Slow (six TCG boots): `#[ignore]`d in `cargo test`, run by
 //! scripts/test-all (`cargo test -p netboot-tests --test boot_memory -- --ignored`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use netboot_tests::boot::qemu::{self, Boot, Firmware, Transport};
-use netboot_tests::boot::{console, kernel, listing, stage1, unit};
+use netboot_tests::boot::{console, elf, kernel, listing, stage1, stage2, systemd, unit};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -45,9 +48,10 @@ fn noise(len: u64, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// The closure in `store`: the system (init), the blobs, and a path of
-/// small files with short and long symlinks (tmpfs gives a long one a page).
-fn materialize(store: &Path) -> Vec<Vec<u8>> {
+/// The closure in `store`: the system (init), the blobs, a path of small
+/// files with short and long symlinks (tmpfs gives a long one a page), and
+/// a stage 2; returns the names and stage 2's `init=`.
+fn materialize(store: &Path) -> (Vec<Vec<u8>>, String) {
     let mut names = vec![SYSTEM.to_owned()];
     std::fs::create_dir_all(store.join(SYSTEM)).unwrap();
     std::fs::write(store.join(SYSTEM).join("init"), b"#!/bin/sh\n").unwrap();
@@ -79,7 +83,13 @@ fn materialize(store: &Path) -> Vec<Vec<u8>> {
         .arg(store)
         .args(["-exec", "touch", "-h", "-d", "@1", "{}", "+"])
         .status();
-    names.into_iter().map(String::into_bytes).collect()
+    let mut names: Vec<Vec<u8>> = names.into_iter().map(String::into_bytes).collect();
+    // A stage 2 for systemd to switch root into (the busybox stage 1s
+    // check the store themselves; init= of theirs is SYSTEM's).
+    let s2 = stage2::materialize(store, Path::new("/bin/busybox")).unwrap();
+    names.extend(s2.names());
+    names.sort();
+    (names, s2.init())
 }
 
 struct Setup {
@@ -88,6 +98,8 @@ struct Setup {
     netboot: PathBuf,
     store: PathBuf,
     names: Vec<Vec<u8>>,
+    /// `init=` of the systemd stage 1: stage 2's.
+    stage2_init: String,
     listing: String,
     paths: Vec<u8>,
     logs: PathBuf,
@@ -95,14 +107,14 @@ struct Setup {
 
 impl Setup {
     /// `netboot build` of the closure with `initrd` as stage 1.
-    fn build(&self, initrd: &Path, out: &Path) {
+    fn build(&self, initrd: &Path, init: &str, out: &Path) {
         let mut c = Command::new(&self.netboot);
         c.arg("build")
             .arg("--kernel")
             .arg(&self.kernel.vmlinuz)
             .arg("--initrd")
             .arg(initrd)
-            .args(["--init", &format!("/nix/store/{SYSTEM}/init")])
+            .args(["--init", init])
             .args(["--cmdline", "console=ttyS0 panic=-1", "-q", "--out"])
             .arg(out);
         for n in &self.names {
@@ -127,6 +139,8 @@ impl Setup {
         let mut b = Boot::new(Firmware::Bios, Transport::Http, media, &log);
         b.memory_mib = mib;
         b.timeout = std::time::Duration::from_secs(400);
+        // A failed systemd stage 1 waits in the emergency target.
+        b.stop_when = Some("You are in emergency mode".into());
         let outcome = b.run(&self.tools).unwrap();
         assert!(
             !outcome.timed_out,
@@ -179,6 +193,11 @@ fn booted_or_loud(what: &str, r: &console::Report, console: &str, flavour: &str)
     let kernel = !r.unpack_failures.is_empty() || !r.panics.is_empty();
     let stage1 = match flavour {
         "seed" => r.postmount_status.is_some_and(|s| s != 0),
+        "systemd" => {
+            console.contains("systemd[1]: Failed to start netboot-store.service")
+                && console.contains("You are in emergency mode")
+                && console.lines().any(unpacker_fault)
+        }
         _ => console.contains("NETBOOT-STAGE1: fail") && console.lines().any(unpacker_fault),
     };
     assert!(
@@ -193,8 +212,9 @@ fn setup(work: &Path) -> Option<Setup> {
     let tools = qemu::require(Firmware::Bios)?;
     let kernel = kernel::debian_kernel(&kernel::default_cache_dir()).unwrap();
     let store = work.join("store");
-    let names = materialize(&store);
+    let (names, stage2_init) = materialize(&store);
     Some(Setup {
+        stage2_init,
         listing: listing::closure_listing(&store, &names, listing::Expect::default()).unwrap(),
         paths: listing::expected_paths(&names),
         tools,
@@ -206,45 +226,65 @@ fn setup(work: &Path) -> Option<Setup> {
     })
 }
 
-/// The test stage 1 of `flavour` ("seed" or "scripted").
-fn stage1_initrd(s: &Setup, flavour: &str, path: &Path) -> Option<()> {
-    let mut st = match flavour {
-        "seed" => stage1::Stage1::new(s.kernel.modules_for(stage1::WANTED_MODULES).unwrap()),
-        _ => {
-            let nix = netboot_tests::tools::require(&["nix-instantiate"])?;
-            let unpacker = netboot_tests::boot::unpack_bin().unwrap()?;
-            let cmds = unit::evaluate(&nix[0], "unpack", "/bin/netboot-unpack", false).unwrap();
-            let mut st = stage1::Stage1::new(Vec::new());
-            st.postmount = cmds.post_mount_commands;
-            st.store_options = cmds.store_options.join(",");
-            st.unpacker = Some(
-                netboot_tests::boot::elf::stripped_copy(&unpacker, &path.with_extension("unpack"))
-                    .unwrap(),
-            );
-            st
-        }
-    };
+/// The test stage 1 of `flavour` ("seed", "scripted" or "systemd") at
+/// `path`, and its `init=`; None (after saying why) when a tool it needs
+/// is missing.
+fn stage1_initrd(s: &Setup, flavour: &str, path: &Path) -> Option<String> {
+    let system_init = format!("/nix/store/{SYSTEM}/init");
+    if flavour == "seed" {
+        let mut st = stage1::Stage1::new(s.kernel.modules_for(stage1::WANTED_MODULES).unwrap());
+        st.expected_listing = Some(s.listing.clone());
+        st.expected_paths = Some(s.paths.clone());
+        st.write_to_path(path).unwrap();
+        return Some(system_init);
+    }
+    let nix = netboot_tests::tools::require(&["nix-instantiate"])?;
+    let unpacker = netboot_tests::boot::unpack_bin().unwrap()?;
+    let unpacker = elf::stripped_copy(&unpacker, &path.with_extension("unpack")).unwrap();
+    let cmds = unit::evaluate(&nix[0], "unpack", "/bin/netboot-unpack", false).unwrap();
+    if flavour == "scripted" {
+        let mut st = stage1::Stage1::new(Vec::new());
+        st.postmount = cmds.post_mount_commands;
+        st.store_options = cmds.store_options.join(",");
+        st.unpacker = Some(unpacker);
+        st.expected_listing = Some(s.listing.clone());
+        st.expected_paths = Some(s.paths.clone());
+        st.write_to_path(path).unwrap();
+        return Some(system_init);
+    }
+    if !Path::new("/lib/systemd/systemd").is_file() {
+        assert!(
+            !netboot_tests::tools::tools_required(),
+            "systemd missing (apt-get install systemd)"
+        );
+        eprintln!("SKIP: the systemd stage 1 needs /lib/systemd/systemd");
+        return None;
+    }
+    let rendered = unit::render(&cmds.name, &cmds.service, systemd::SCRIPT_DIR, "/bin/sh").unwrap();
+    let mut st = systemd::SystemdStage1::new(rendered, cmds.store_options);
+    st.unpacker = Some(unpacker);
     st.expected_listing = Some(s.listing.clone());
     st.expected_paths = Some(s.paths.clone());
     st.write_to_path(path).unwrap();
-    Some(())
+    Some(s.stage2_init.clone())
 }
 
 #[test]
-#[ignore = "four TCG boots; scripts/test-all runs it"]
+#[ignore = "six TCG boots; scripts/test-all runs it"]
 fn boot_memory_estimate_holds_in_qemu() {
     let d = tempfile::tempdir().unwrap();
     let Some(s) = setup(d.path()) else { return };
     for (flavour, stage1_name, store) in [
         ("seed", "seed", "size=50%"),
         ("scripted", "unpack", "size=100%"),
+        ("systemd", "unpack", "size=100%"),
     ] {
         let initrd = d.path().join(format!("stage1-{flavour}"));
-        if stage1_initrd(&s, flavour, &initrd).is_none() {
+        let Some(init) = stage1_initrd(&s, flavour, &initrd) else {
             continue;
-        }
+        };
         let media = d.path().join(format!("media-{flavour}"));
-        s.build(&initrd, &media);
+        s.build(&initrd, &init, &media);
         let v = s.verify(&media);
         let m = &v["memory"];
         // The model the test stage 1 implies, read from its initrd.
