@@ -16,7 +16,7 @@
 //!      deleting it from rootfs at once: a path being extracted holds its
 //!      image in the process and its store partly written.
 //!
-//! Besides the RAM, two tmpfs caps bind, whatever is free ([`tmpfs`]):
+//! Besides the RAM, two tmpfs caps bind, whatever is free ([`Tmpfs`]):
 //! - rootfs: a tmpfs when the kernel line has no `root=`, capped at half
 //!   the RAM the kernel manages *while the initrds are still loaded* (and
 //!   its init sections not yet freed), unless `initramfs_options=size=`
@@ -230,7 +230,7 @@ impl Model {
         let jobs = match (o.jobs, facts.jobs) {
             (Some(j), _) => setting(j, Source::Given),
             (None, Some(j)) => setting(j, Source::Initrd),
-            (None, None) => setting(DEFAULT_JOBS, Source::Default("default, --jobs")),
+            (None, None) => setting(DEFAULT_JOBS, Source::Default("default; verify --jobs N")),
         };
         Model {
             stage1,
