@@ -18,7 +18,9 @@ use netboot_engine::{Error, Result};
 pub use build::{BuildArgs, BuildPlan};
 pub use image::{ImageArgs, SegmentCompression};
 pub use serve::ServeArgs;
-pub use tools::{ClosureGraphArgs, CpioArgs, InspectArgs, SegmentArgs, SquashfsArgs, VerifyArgs};
+pub use tools::{
+    ClosureGraphArgs, CpioArgs, InspectArgs, SegmentArgs, SquashfsArgs, Stage1Arg, VerifyArgs,
+};
 
 /// Build NixOS netboot media in one process, with no external tools.
 #[derive(Debug, Parser)]

@@ -144,12 +144,25 @@ Examples:
     after_help = verify_checks!(" (see --help)"),
     after_long_help = verify_checks!("
 
-The RAM estimate follows the seed's stage 1: iPXE loads bzImage and the three initrds; the \
-kernel unpacks them into rootfs (each file page-rounded, plus ~1 KiB per inode) and only then \
-frees what iPXE loaded; stage 1 then copies each image's store path into a tmpfs and deletes \
-the image. Needed = kernel share (112 MiB, measured on Debian's 6.1 kernel in QEMU) + the larger \
-of: loaded files + unpacked rootfs, and the worst moment of the copy (images not yet deleted + \
-store copied so far). A stage-1 initrd compressed with xz or bzip2 counts as 3x its size.")
+The RAM estimate is the least RAM at which all of these hold (measured in QEMU with Debian's \
+6.1 kernel; files page-rounded, ~1 KiB per inode):
+  unpack      the initrds iPXE loaded plus the rootfs the kernel unpacks them into fit in RAM
+  fill        stage 1's peak fits: the seed's loop + cp, copying path k: images k.. still in
+              rootfs + stores ..=k; netboot-unpack: every path as the larger of its image and
+              its store + the --jobs largest images, held while extracted
+  rootfs cap  rootfs (a tmpfs unless the kernel line has root=) holds the unpacked initramfs:
+              half the RAM the kernel manages while the initrds are still loaded, unless
+              initramfs_options=size= says otherwise (Linux 6.18 and stable backports, e.g.
+              6.1.157); incompressible closures need 3x their images
+  store cap   the /nix tmpfs holds the store: its size= of the RAM (the seed's /nix has none:
+              half), nr_inodes (half the pages) its inodes
+The kernel keeps 40 MiB + RAM/32 out of MemTotal, its watermarks (7.5 % up to 80 MiB) and 40 MiB \
+for itself and stage 1. Which stage 1 and caps apply comes from the media: the stage-1 initrd (a \
+netboot-unpack binary, else the seed's loop mount; the /nix tmpfs's options in fstab, a mount \
+unit or a mount command; netboot-unpack's --jobs) and the kernel line (root=, rootfstype=, \
+initramfs_options=); the flags override them, and the memory line says which applied. A stage 1 \
+not recognised counts as the seed's with its 50 % store, which needs the most RAM. A stage-1 \
+initrd compressed with xz or bzip2 counts as 3x its size.")
 )]
 pub struct VerifyArgs {
     /// The media directory.
@@ -160,9 +173,37 @@ pub struct VerifyArgs {
     /// Fail when the target's RAM (e.g. 1G, 512M, 1536MiB) is below what the media need.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,
+    /// The target's stage 1, for the RAM estimate: auto (netboot-unpack when the initrd holds
+    /// it, else the seed's loop + cp), seed or unpack.
+    #[arg(long, value_enum, default_value_t = Stage1Arg::Auto)]
+    pub stage1: Stage1Arg,
+    /// size= of the target's /nix tmpfs, as mount takes it (75%, 2g; 0: unlimited); auto: the
+    /// initrd's mount options, else 50% (the seed's /nix has no size=) or, for netboot-unpack,
+    /// 100% (netbootRs.storeSize's default).
+    #[arg(long, value_name = "SIZE", default_value = "auto")]
+    pub store_size: String,
+    /// rootfs's size while the kernel unpacks the initrds (90%; 0: no cap); auto:
+    /// initramfs_options=size= on the kernel line, else the kernel's 50%.
+    #[arg(long, value_name = "SIZE", default_value = "auto")]
+    pub rootfs_size: String,
+    /// netboot-unpack's jobs on the target (one per CPU unless its --jobs says): images held
+    /// in memory at once; auto: --jobs in the initrd, else 8.
+    #[arg(long, value_name = "N", default_value = "auto")]
+    pub jobs: String,
     /// Output.
     #[command(flatten)]
     pub output: VerifyOutput,
+}
+
+/// `verify --stage1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Stage1Arg {
+    /// What the stage-1 initrd holds.
+    Auto,
+    /// The seed's postMountCommands: loop mount and cp -ar.
+    Seed,
+    /// netboot-unpack.
+    Unpack,
 }
 
 /// `netboot closure-graph`.

@@ -58,11 +58,18 @@ pub fn run(plan: BuildPlan, verbosity: Verbosity) -> Result<()> {
     };
     let paths = media.closure.paths.len();
     progress.note(&format!(
-        "netboot: {what}: {paths} paths, {} of files; kernel parameters: init={} {}; needs {} of RAM to boot (netboot verify --help)",
+        "netboot: {what}: {paths} paths, {} of files; kernel parameters: init={} {}; needs {} of RAM to boot ({}; netboot verify --help){}",
         human(Stats::get(&progress.stats.file_bytes)),
         plan.media.init,
         plan.media.cmdline,
-        human(media.ram.total)
+        human(media.ram.total),
+        media.ram_model.describe(),
+        media
+            .ram
+            .never
+            .as_ref()
+            .map(|n| format!("; WARNING: no amount of RAM boots them: {n}"))
+            .unwrap_or_default()
     ));
     progress.finish(paths, media.total());
     if let (Some(c), Some(max)) = (&cache, plan.cache_max) {

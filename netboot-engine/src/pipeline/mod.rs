@@ -90,6 +90,9 @@ pub struct Media {
     pub closure: Closure,
     /// What the target needs to boot them.
     pub ram: memory::Estimate,
+    /// The stage 1 and caps `ram` assumes (what the initrd and the kernel
+    /// line say; see `netboot verify --help`).
+    pub ram_model: memory::Model,
 }
 
 impl Media {
@@ -148,12 +151,19 @@ pub fn assemble(plan: &MediaPlan, closure: Closure, run: Run<'_>) -> Result<Medi
     let initrd = Parts::padded_file(&plan.initrd)?;
     let total = initrd.len() + manifest.len() as u64 + nix_store.len();
     check_initrd_total(total)?;
-    let ram = memory::estimate(&memory::Inputs {
-        loaded: kernel.len() + total,
-        rootfs_base: memory::file_cost(lines.len() as u64)
-            + memory::unpacked_cost(&plan.initrd)?.unwrap_or(3 * initrd.len()),
-        images: wrap::ram_images(&built, &reg),
+    let facts = memory::read_initrd(&plan.initrd)?;
+    let ram_model = memory::Model::new(&facts, &plan.cmdline, &memory::Overrides::default());
+    let unpacked = facts.footprint.unwrap_or(memory::Footprint {
+        // A compressor we cannot read (xz, bzip2...): assume 3x.
+        bytes: 3 * initrd.len(),
+        inodes: 0,
     });
+    let inputs = memory::Inputs {
+        initrds: total,
+        rootfs_base: unpacked + memory::Footprint::file(lines.len() as u64),
+        images: wrap::ram_images(&built, &reg)?,
+    };
+    let ram = memory::estimate(&inputs, &ram_model);
     let files = vec![
         ("bzImage", kernel),
         ("initrd", initrd),
@@ -166,6 +176,7 @@ pub fn assemble(plan: &MediaPlan, closure: Closure, run: Run<'_>) -> Result<Medi
         files,
         closure,
         ram,
+        ram_model,
     })
 }
 

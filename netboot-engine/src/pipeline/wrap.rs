@@ -119,17 +119,53 @@ pub(super) fn script(plan: &MediaPlan) -> String {
     script
 }
 
-/// The images in `nix-store` order, as the RAM model counts them.
-pub(super) fn ram_images(built: &[Built], reg: &Registration) -> Vec<memory::Image> {
-    built
-        .iter()
-        .map(|b| memory::Image {
+/// The images in `nix-store` order, as the RAM model counts them: the
+/// inodes from each image's superblock (the root directory, not copied,
+/// left out), the pages from the path's tmpfs cost less an inode's cost
+/// per inode (an upper bound: hard links count once as inodes).
+pub(super) fn ram_images(built: &[Built], reg: &Registration) -> Result<Vec<memory::Image>> {
+    let mut images = Vec::with_capacity(built.len() + 1);
+    for b in built {
+        let inodes = image_inodes(b)?.saturating_sub(1);
+        images.push(memory::Image {
             image_bytes: b.segment_bytes,
-            store_bytes: b.ram_bytes,
-        })
-        .chain([memory::Image {
-            image_bytes: reg.segment.len() as u64,
-            store_bytes: memory::file_cost(reg.text_len),
-        }])
-        .collect()
+            store: memory::Footprint {
+                bytes: b
+                    .ram_bytes
+                    .saturating_sub(inodes.saturating_mul(memory::INODE_COST)),
+                inodes,
+            },
+        });
+    }
+    images.push(memory::Image {
+        image_bytes: reg.segment.len() as u64,
+        store: memory::Footprint::file(reg.text_len),
+    });
+    Ok(images)
+}
+
+/// `inode_count` of the squashfs image in `b`'s segment (read through the
+/// segment's compression).
+fn image_inodes(b: &Built) -> Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let at = |e: std::io::Error| Error::at(&b.work, e);
+    let mut f = std::fs::File::open(&b.work).map_err(at)?;
+    f.seek(SeekFrom::Start(b.skip)).map_err(at)?;
+    let seg = std::io::BufReader::new(f.take(b.segment_bytes));
+    let mut r = newc_cpio::initramfs::StreamReader::new(seg);
+    let fault = |what: String| Error::at(&b.work, what);
+    while let Some(mut e) = r.next_entry().map_err(|e| fault(e.to_string()))? {
+        if e.entry().kind() != newc_cpio::EntryKind::File {
+            continue;
+        }
+        // The superblock's first fields: s_magic, inodes (both u32 LE).
+        let mut head = [0u8; 8];
+        e.read_exact(&mut head).map_err(at)?;
+        let [m0, m1, m2, m3, i0, i1, i2, i3] = head;
+        if u32::from_le_bytes([m0, m1, m2, m3]) != squashfs_writer::superblock::MAGIC {
+            return Err(fault("the segment's file is not a squashfs image".into()));
+        }
+        return Ok(u64::from(u32::from_le_bytes([i0, i1, i2, i3])));
+    }
+    Err(fault("a segment without an image".into()))
 }

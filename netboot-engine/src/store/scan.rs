@@ -372,8 +372,8 @@ pub struct Fingerprint {
     pub digest: [u8; 32],
     /// Sum of regular file sizes (to schedule big paths first).
     pub file_bytes: u64,
-    /// What the path costs in stage 1's tmpfs ([`crate::memory::file_cost`]
-    /// per file, an inode per other entry).
+    /// What the path costs in stage 1's tmpfs ([`crate::memory::Footprint`]
+    /// per entry: pages of files and long symlinks, an inode each).
     pub ram_bytes: u64,
     /// No entry changed in the last [`SETTLE`]: a scan taken now may be
     /// recorded under this fingerprint. (A change within the same clock tick
@@ -422,10 +422,13 @@ pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
             h.update(v.to_le_bytes());
         }
         ram_bytes += if m.is_file() {
-            crate::memory::file_cost(m.len())
+            crate::memory::Footprint::file(m.len())
+        } else if m.is_symlink() {
+            crate::memory::Footprint::symlink(m.len())
         } else {
-            crate::memory::INODE_COST
-        };
+            crate::memory::Footprint::inode()
+        }
+        .memory();
         if m.is_file() {
             file_bytes += m.len();
         } else if m.is_dir() {

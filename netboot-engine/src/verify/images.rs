@@ -123,8 +123,8 @@ pub struct ImageFacts {
     pub entries: usize,
     /// Bytes of regular files.
     pub file_bytes: u64,
-    /// The store path as stage 1's tmpfs will hold it ([`memory::file_cost`]).
-    pub store_bytes: u64,
+    /// The store path as stage 1's tmpfs will hold it.
+    pub store: memory::Footprint,
     /// sha256 and size of the NAR serialisation of the store path.
     pub nar: ([u8; 32], u64),
     /// `nix-path-registration`'s text, in the registration image.
@@ -144,16 +144,12 @@ fn check_image(
     let img = squashfs_writer::read::Image::new(image).map_err(|e| format!("{what}: {e}"))?;
     let entries = img.entries().map_err(|e| format!("{what}: {e}"))?;
     check_root(what, &entries, dest)?;
-    let (mut file_bytes, mut store_bytes) = (0, 0);
-    for e in entries.iter().filter(|e| !e.path.is_empty()) {
-        store_bytes += match e.kind {
-            EntryKind::File => memory::file_cost(e.size),
-            _ => memory::INODE_COST,
-        };
-        if e.kind == EntryKind::File {
-            file_bytes += e.size;
-        }
-    }
+    let file_bytes = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .map(|e| e.size)
+        .sum();
+    let store = memory::image_footprint(&entries);
     // Every file's data, decompressed and serialised as NAR (which reads
     // every file): its hash is what the registration promises.
     let root = img
@@ -178,7 +174,7 @@ fn check_image(
         image_bytes: image.len() as u64,
         entries: entries.len(),
         file_bytes,
-        store_bytes,
+        store,
         nar,
         registration,
     })

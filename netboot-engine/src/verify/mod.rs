@@ -18,8 +18,11 @@
 //!   entry, every regular file in it reads back, and its NAR hash and size
 //!   equal what `nix-path-registration` says (a changed byte is caught);
 //! - init: the kernel line's `init=` is a file inside the closure;
-//! - memory: the least RAM to reach stage 2 ([`crate::memory`]); with a
-//!   target's RAM given, less than that fails.
+//! - memory: the least RAM to reach stage 2 ([`crate::memory`]) under the
+//!   model the media say (the stage-1 initrd: which stage 1, the store
+//!   tmpfs's options; the kernel line: rootfs's cap) unless the caller
+//!   overrides it; with a target's RAM given, less than that fails, and so
+//!   do media no RAM can boot (a fixed-size tmpfs too small).
 
 //!
 //! The checks live in [`boot`] (files, kernel, initrd), [`script`] and
@@ -59,6 +62,8 @@ pub struct Report {
     pub cmdline_len: usize,
     /// The RAM estimate.
     pub memory: memory::Estimate,
+    /// The stage 1 and caps it assumes.
+    pub model: memory::Model,
 }
 
 impl Report {
@@ -69,10 +74,13 @@ impl Report {
 
 /// Runs every check on the media in `dir`, in order, filling `report`;
 /// the first fault is the error. `ram`: the target's RAM in bytes, which
-/// must be at least the estimate. `on_image` sees each image as it is read.
+/// must be at least the estimate; `model`: what the caller says of the
+/// target's stage 1 and caps ([`memory::Model::new`]). `on_image` sees
+/// each image as it is read.
 pub fn check(
     dir: &Path,
     ram: Option<u64>,
+    model: &memory::Overrides,
     report: &mut Report,
     on_image: &mut dyn FnMut(&str, &ImageFacts),
 ) -> Result<()> {
@@ -83,18 +91,24 @@ pub fn check(
         "kernel",
         "bzImage has the x86 boot header; initrd is an initramfs",
     );
-    let init = check_script_file(dir, report)?;
+    let (init, args) = check_script_file(dir, report)?;
     let store = check_store(dir, init.as_deref(), report, on_image)?;
-    check_memory(dir, ram, report, loaded, &store)?;
+    let bz = dir.join("bzImage");
+    let initrds = loaded - std::fs::metadata(&bz).at(&bz)?.len();
+    check_memory(dir, ram, model, report, initrds, &store, &args)?;
     report.passed(
         "memory",
-        format!("needs {} of RAM", human(report.memory.total)),
+        format!(
+            "needs {} of RAM ({})",
+            human(report.memory.total),
+            report.model.describe()
+        ),
     );
     Ok(())
 }
 
-/// The script check; returns the kernel line's `init=`.
-fn check_script_file(dir: &Path, report: &mut Report) -> Result<Option<String>> {
+/// The script check; returns the kernel line's `init=` and its arguments.
+fn check_script_file(dir: &Path, report: &mut Report) -> Result<(Option<String>, String)> {
     let script = read(dir, "netboot.ipxe")?;
     let script =
         String::from_utf8(script).map_err(|_| Error::at(&dir.join("netboot.ipxe"), "not UTF-8"))?;
@@ -104,7 +118,7 @@ fn check_script_file(dir: &Path, report: &mut Report) -> Result<Option<String>> 
         "script",
         "fetches bzImage, initrd, manifest, nix-store; initrd= names match",
     );
-    Ok(init)
+    Ok((init, script::kernel_args(&script).unwrap_or_default()))
 }
 
 /// The store as the media carry it: the manifest, and what each image
@@ -190,15 +204,22 @@ fn check_store(
 fn check_memory(
     dir: &Path,
     ram: Option<u64>,
+    overrides: &memory::Overrides,
     report: &mut Report,
-    loaded: u64,
+    initrds: u64,
     store: &Store,
+    cmdline: &str,
 ) -> Result<()> {
-    let mut base = memory::file_cost(store.manifest.len() as u64);
-    base += memory::unpacked_cost(&dir.join("initrd"))?.unwrap_or_else(|| {
+    let initrd = dir.join("initrd");
+    let facts = memory::read_initrd(&initrd)?;
+    let base = facts.footprint.unwrap_or_else(|| {
         // A compressor we cannot read (xz, bzip2...): assume 3x.
-        3 * std::fs::metadata(dir.join("initrd")).map_or(0, |m| m.len())
-    });
+        let len = std::fs::metadata(&initrd).map_or(0, |m| m.len());
+        memory::Footprint {
+            bytes: 3 * len,
+            inodes: 0,
+        }
+    }) + memory::Footprint::file(store.manifest.len() as u64);
     let images = store
         .listed
         .order
@@ -206,28 +227,37 @@ fn check_memory(
         .filter_map(|k| store.found.get(k))
         .map(|f| memory::Image {
             image_bytes: f.image_bytes,
-            store_bytes: f.store_bytes,
+            store: f.store,
         })
         .collect();
-    report.memory = memory::estimate(&memory::Inputs {
-        loaded,
+    report.model = memory::Model::new(&facts, cmdline, overrides);
+    let inputs = memory::Inputs {
+        initrds,
         rootfs_base: base,
         images,
-    });
-    if let Some(have) = ram {
-        if have < report.memory.total {
-            return Err(Error::at(
-                dir,
-                format!(
-                    "needs at least {} of RAM to reach stage 2 ({} given): unpacking peaks at {}, copying the store at {}, plus {} for the kernel",
-                    human(report.memory.total),
-                    human(have),
-                    human(report.memory.unpack),
-                    human(report.memory.copy),
-                    human(report.memory.kernel)
-                ),
-            ));
-        }
+    };
+    report.memory = memory::estimate(&inputs, &report.model);
+    let m = &report.memory;
+    if let Some(never) = &m.never {
+        return Err(Error::at(
+            dir,
+            format!(
+                "no amount of RAM boots these media: {never} ({})",
+                report.model.describe()
+            ),
+        ));
     }
-    Ok(())
+    match ram {
+        Some(have) if have < m.total => Err(Error::at(
+            dir,
+            format!(
+                "needs at least {} of RAM to reach stage 2 ({} given), for {} ({})",
+                human(m.total),
+                human(have),
+                m.bound.describe(),
+                report.model.describe()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }

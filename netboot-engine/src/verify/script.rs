@@ -152,6 +152,12 @@ pub fn check_script_structure(dir: &Path, text: &str) -> Result<Option<String>> 
         .map(str::to_owned))
 }
 
+/// The kernel line's arguments (settings as `${name}`), if it has one.
+pub fn kernel_args(text: &str) -> Option<String> {
+    let script = ipxe_script::parse(text).ok()?;
+    Loads::of(&script).kernel.map(|(_, args)| args)
+}
+
 /// Each fetched initrd is named by an `initrd=` of the kernel line, and
 /// each `initrd=` names a fetched one (UEFI hands the kernel only those).
 fn check_initrd_names(p: &Path, args: &str, initrds: &[(String, String)]) -> Result<()> {

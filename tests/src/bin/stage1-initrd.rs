@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 ///   verdict line `NETBOOT-VERDICT: ok|fail ...` on the console and powers
 ///   off;
 /// - scripted: the same /init running the scripted-stage-1 postMountCommands
-///   of nix/netboot-stage1.nix (netboot-unpack; no kernel modules);
+///   of nix/netboot-stage1.nix (netboot-unpack; no kernel modules), with
+///   the module's store tmpfs options (`size=`);
 /// - systemd: Debian's systemd as PID 1 with NixOS's initrd units and
 ///   netboot-store.service as nix/netboot-stage1.nix declares it (rendered
 ///   from nix/netboot-stage1-commands.nix; needs nix-instantiate), running
@@ -135,7 +136,10 @@ fn main() -> Result<()> {
                 stage1::Stage1::new(k.modules_for(stage1::WANTED_MODULES)?)
             } else {
                 let mut s = stage1::Stage1::new(Vec::new());
-                s.postmount = commands("unpack")?.post_mount_commands;
+                let cmds = commands("unpack")?;
+                s.postmount = cmds.post_mount_commands;
+                // The module's store tmpfs (size=), not the seed's.
+                s.store_options = cmds.store_options.join(",");
                 s.unpacker = Some(unpacker(&args, out)?);
                 s
             };

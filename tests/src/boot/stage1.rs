@@ -113,16 +113,32 @@ pub struct Stage1 {
     pub postmount: String,
     /// The stage-1 unpacker, as `/bin/netboot-unpack` with its libraries.
     pub unpacker: Option<PathBuf>,
+    /// Mount options of the `/mnt-root/nix` tmpfs (default: the seed's,
+    /// [`SEED_STORE_OPTIONS`]; the module's are `storeOptions` of
+    /// nix/netboot-stage1-commands.nix).
+    pub store_options: String,
 }
+
+/// The seed's `fileSystems."/nix".options`: no `size=`, so the kernel caps
+/// the store at half the RAM.
+pub const SEED_STORE_OPTIONS: &str = "mode=0755";
 
 /// `/init` with the seed's commands pasted in, as NixOS stage 1 does.
 pub fn init_script() -> String {
     init_script_with(POSTMOUNT_COMMANDS)
 }
 
-/// `/init` with `postmount` pasted in.
+/// `/init` with `postmount` pasted in (and the seed's store options).
 pub fn init_script_with(postmount: &str) -> String {
-    INIT_TEMPLATE.replace("@POSTMOUNT@", postmount.trim_end_matches('\n'))
+    init_script_for(postmount, SEED_STORE_OPTIONS)
+}
+
+/// `/init` with `postmount` pasted in, mounting the store tmpfs with
+/// `store_options`.
+pub fn init_script_for(postmount: &str, store_options: &str) -> String {
+    INIT_TEMPLATE
+        .replace("@POSTMOUNT@", postmount.trim_end_matches('\n'))
+        .replace("@STORE_OPTIONS@", store_options)
 }
 
 /// The `verify.sh` the guest runs (exposed for host-side tests of it).
@@ -187,6 +203,7 @@ impl Stage1 {
             unlisted: Vec::new(),
             postmount: POSTMOUNT_COMMANDS.to_owned(),
             unpacker: None,
+            store_options: SEED_STORE_OPTIONS.to_owned(),
         }
     }
 
@@ -274,7 +291,7 @@ impl Stage1 {
         }
         text(
             "init",
-            init_script_with(&self.postmount).into_bytes(),
+            init_script_for(&self.postmount, &self.store_options).into_bytes(),
             0o755,
         );
         if let Some(u) = &self.unpacker {
