@@ -8,7 +8,8 @@ use netboot_engine::media::MediaOptions;
 use netboot_engine::{Error, Result};
 
 use super::{
-    check_store_dir, output_flags, source_date_epoch, ImageArgs, SegmentCompression, SettingsArgs,
+    check_store_dir, output_flags, size_flag, source_date_epoch, ImageArgs, SegmentCompression,
+    SettingsArgs,
 };
 
 /// Default of `--max-connections`: a boot storm of a few thousand
@@ -43,7 +44,9 @@ name them.
 packed again) and served without writing a nix-store file: its body is the cached segments in \
 order, byte for byte what `netboot build --system TOPLEVEL` with the same options writes. TOPLEVEL \
 is read again on every request for netboot.ipxe, so a profile link that moves serves the new \
-system next; transfers already running keep their bytes.
+system next; transfers already running keep their bytes. With --cache-max SIZE, after each build \
+the least recently used cache entries are removed until the cache holds at most SIZE; the entries \
+of the generations still kept stay, even above SIZE.
 
 Bounds: at most --max-connections (4096) connections and --max-connections-per-client (32) per \
 client address (IPv6: per /64); past either, the connection idle the longest (of that client, or \
@@ -100,6 +103,11 @@ pub struct ServeArgs {
     /// $XDG_CACHE_HOME/netboot, else ~/.cache/netboot).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// After each build, remove least recently used cache entries until
+    /// the cache holds at most SIZE (e.g. 20G, 512M); entries the kept
+    /// generations use stay.
+    #[arg(long, value_name = "SIZE")]
+    pub cache_max: Option<String>,
     /// Kernel parameters after each system's kernel-params; one line.
     #[arg(
         long,
@@ -141,6 +149,14 @@ impl ServeArgs {
             mkfs_time: source_date_epoch(1)?,
             ipxe_settings: self.settings.allowed(),
         })
+    }
+
+    /// `--cache-max` in bytes.
+    pub fn cache_max(&self) -> Result<Option<u64>> {
+        self.cache_max
+            .as_deref()
+            .map(|m| size_flag("--cache-max", m))
+            .transpose()
     }
 
     /// `--listen`: `ADDR:PORT` (IPv6 in brackets), a host name and port,

@@ -62,6 +62,8 @@
 //!   keep-alive connection idle for 30 s is closed; a connection whose
 //!   client takes nothing for 300 s is cut; no cap on a transfer's total
 //!   time (iPXE on slow links).
+//! - cache: with `--cache-max`, pruned after each build to that size,
+//!   keeping the entries of every generation still alive.
 //! - builds: one at a time, on one builder thread fed by a queue of
 //!   [`slots::MAX_STORE_SYSTEMS`] plus one per `--system`; a request waits
 //!   up to [`slots::HOLD`] (20 s) for its build, then gets 503 +
@@ -135,6 +137,8 @@ struct State {
 
 /// Runs the command until SIGINT or SIGTERM.
 pub fn run(a: ServeArgs) -> Result<()> {
+    // Checked now, with or without systems to build.
+    a.cache_max()?;
     let log = log::Log::start(a.output.verbosity() != Verbosity::Quiet)
         .map_err(|e| Error::new("serve", e))?;
     let mut names = std::collections::BTreeSet::new();

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use hyper::{Response, StatusCode};
 use netboot_engine::cache::Cache;
@@ -75,6 +75,11 @@ struct Builder {
     next: u64,
     digests: Arc<KnownDigests>,
     log: Log,
+    /// `--cache-max`.
+    cache_max: Option<u64>,
+    /// The generations built, with when their builds began; those still
+    /// alive (kept, or still being sent) keep their cache entries.
+    built: Vec<(SystemTime, Weak<Generation>)>,
 }
 
 /// One served system: its toplevel and its kept generations.
@@ -114,6 +119,7 @@ impl Builds {
         queue: usize,
     ) -> Result<Builds> {
         let options = args.media_options()?;
+        let cache_max = args.cache_max()?;
         let cache = match &args.cache {
             Some(c) => c.clone(),
             None => default_cache()?,
@@ -134,6 +140,8 @@ impl Builds {
             next: 0,
             digests,
             log,
+            cache_max,
+            built: Vec::new(),
         };
         std::thread::Builder::new()
             .name("netboot-serve-build".into())
@@ -150,19 +158,52 @@ impl Builds {
 impl Builder {
     fn run(mut self, jobs: &Receiver<Job>) {
         for job in jobs {
-            let r = self.build(&job.slot.name, &job.toplevel);
-            if let Err(e) = &r {
-                self.log.always(format!(
+            let started = SystemTime::now();
+            let r = self.build(&job.slot.name, &job.toplevel).map(Arc::new);
+            match &r {
+                Ok(g) => self.built.push((started, Arc::downgrade(g))),
+                Err(e) => self.log.always(format!(
                     "netboot serve: {}: build failed: {e}",
                     job.slot.name
-                ));
+                )),
             }
+            // Installed first: a generation it replaces past the limits
+            // is gone, and its entries may go.
             job.slot.finish(job.base, r);
+            self.prune(started);
             if let Ok(mut m) = self.digests.lock() {
                 if m.len() > MAX_KNOWN_DIGESTS {
                     m.clear();
                 }
             }
+        }
+    }
+
+    /// `--cache-max`: least recently used entries go until the cache holds
+    /// at most that much, never one used since the oldest generation still
+    /// alive began its build (every build touches the entries it uses, so
+    /// those of every kept generation stay, even above the bound), nor one
+    /// of the build that began at `started`. Kept generations hold links
+    /// to their entries anyway: this only decides what a later build finds.
+    fn prune(&mut self, started: SystemTime) {
+        let Some(max) = self.cache_max else { return };
+        self.built.retain(|(_, g)| g.strong_count() > 0);
+        let since = self
+            .built
+            .iter()
+            .map(|(t, _)| *t)
+            .fold(started, SystemTime::min);
+        match Cache::open(&self.cache).and_then(|c| c.prune(max, since)) {
+            Ok(p) if p.removed > 0 => self.log.info(|| {
+                format!(
+                    "netboot serve: cache: removed {} least recently used entries ({}), {} left",
+                    p.removed,
+                    human(p.removed_bytes),
+                    human(p.kept_bytes)
+                )
+            }),
+            Ok(_) => {}
+            Err(e) => self.log.always(format!("netboot serve: cache: {e}")),
         }
     }
 
@@ -310,12 +351,12 @@ impl Slot {
     }
 
     /// A build of `base` ended.
-    fn finish(&self, base: String, r: Result<Generation>) {
+    fn finish(&self, base: String, r: Result<Arc<Generation>>) {
         let mut st = self.lock();
         st.building = None;
         match r {
             Ok(g) => {
-                st.kept.install(Arc::new(g));
+                st.kept.install(g);
                 st.failed = None;
             }
             Err(_) => st.failed = Some((base, Instant::now())),
