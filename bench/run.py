@@ -95,10 +95,7 @@ def require_tools():
     need = {"mksquashfs": "squashfs-tools", "cpio": "cpio", "gzip": "gzip", TIME: "time"}
     missing = sorted({pkg for tool, pkg in need.items() if shutil.which(tool) is None})
     if missing:
-        cmd = ["apt-get", "install", "-y", "-qq", *missing]
-        if subprocess.run(cmd).returncode != 0:
-            sh(["apt-get", "update", "-qq"])
-            sh(cmd)
+        sh([ROOT / "scripts/install-packages", *missing])
 
 
 def run_once(label, cmd, env, shell):

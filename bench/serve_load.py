@@ -241,7 +241,7 @@ def main():
     counts = [int(c) for c in a.clients.split(",")]
     servers = a.servers.split(",")
     if "nginx" in servers and not shutil.which("nginx"):
-        sh(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "--no-remove", "nginx-light"])
+        sh([ROOT / "scripts/install-packages", "nginx"])
     if a.netboot:
         netboot = Path(a.netboot).resolve()
     else:

@@ -152,11 +152,37 @@ struct CpioInput {
     items: Vec<CpioItem>,
 }
 
+/// The entry an item describes, and its data (a regular file's only).
+fn cpio_entry(it: &CpioItem) -> (newc_cpio::Entry, &[u8]) {
+    use newc_cpio::Entry;
+    let name = it.name.clone();
+    let kind = it.kind % 7;
+    let base = match kind {
+        0 => Entry::file(name, it.data.len() as u64),
+        1 => Entry::directory(name),
+        2 => Entry::symlink(name, it.data.clone()),
+        3 => Entry::char_device(name, it.rdev.0, it.rdev.1),
+        4 => Entry::block_device(name, it.rdev.0, it.rdev.1),
+        5 => Entry::fifo(name),
+        _ => Entry::socket(name),
+    };
+    let mut e = base
+        .with_mode(u32::from(it.perm))
+        .with_uid(it.uid)
+        .with_gid(it.gid)
+        .with_mtime(it.mtime)
+        .with_nlink(it.nlink);
+    if let Some(ino) = it.ino {
+        e = e.with_ino(ino);
+    }
+    let data: &[u8] = if kind == 0 { &it.data } else { &[] };
+    (e, data)
+}
+
 /// Arbitrary entries -> Writer (inside an initramfs segment of arbitrary
 /// compression) -> Reader: what the writer accepted reads back equal.
 pub fn cpio_roundtrip(data: &[u8]) {
     use newc_cpio::initramfs::{self, Compression};
-    use newc_cpio::Entry;
     let Some(input) = decode::<CpioInput>(data) else {
         return;
     };
@@ -170,26 +196,7 @@ pub fn cpio_roundtrip(data: &[u8]) {
     let mut accepted = Vec::new();
     let bytes = initramfs::encode_segment(compression, |w| {
         for it in &input.items {
-            let name = it.name.clone();
-            let base = match it.kind % 7 {
-                0 => Entry::file(name, it.data.len() as u64),
-                1 => Entry::directory(name),
-                2 => Entry::symlink(name, it.data.clone()),
-                3 => Entry::char_device(name, it.rdev.0, it.rdev.1),
-                4 => Entry::block_device(name, it.rdev.0, it.rdev.1),
-                5 => Entry::fifo(name),
-                _ => Entry::socket(name),
-            };
-            let mut e = base
-                .with_mode(u32::from(it.perm))
-                .with_uid(it.uid)
-                .with_gid(it.gid)
-                .with_mtime(it.mtime)
-                .with_nlink(it.nlink);
-            if let Some(ino) = it.ino {
-                e = e.with_ino(ino);
-            }
-            let data: &[u8] = if it.kind % 7 == 0 { &it.data } else { &[] };
+            let (e, data) = cpio_entry(it);
             // Validation errors (bad names, targets) write nothing.
             if w.append(&e, data).is_ok() {
                 accepted.push((e, data.to_vec()));
@@ -345,14 +352,14 @@ struct SqfsInput {
     tail: bool,
 }
 
-/// Arbitrary small tree -> write -> read -> the same files with the same
-/// contents, and the same symlinks with the same targets.
-pub fn squashfs_roundtrip(data: &[u8]) {
-    use squashfs_writer::read::{EntryKind, Image};
-    use squashfs_writer::{write_image, Compression, FileData, Metadata, Options, Tree};
-    let Some(input) = decode::<SqfsInput>(data) else {
-        return;
-    };
+/// Files (data, mtime) and symlinks (target) by path.
+type SqfsFiles = BTreeMap<Vec<u8>, (Vec<u8>, u32)>;
+type SqfsLinks = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// The tree of the items the writer accepts, and the files and symlinks
+/// it must then hold (a later item replaces an earlier one at its path).
+fn sqfs_tree(items: Vec<(SqfsItem, u16, u32)>) -> (squashfs_writer::Tree, SqfsFiles, SqfsLinks) {
+    use squashfs_writer::{FileData, Metadata, Tree};
     let norm = |path: &[u8]| -> Vec<u8> {
         let parts: Vec<&[u8]> = path
             .split(|&b| b == b'/')
@@ -361,9 +368,9 @@ pub fn squashfs_roundtrip(data: &[u8]) {
         parts.join(&b'/')
     };
     let mut tree = Tree::new();
-    let mut files: BTreeMap<Vec<u8>, (Vec<u8>, u32)> = BTreeMap::new();
-    let mut links: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    for (item, mode, mtime) in input.items.into_iter().take(64) {
+    let mut files = SqfsFiles::new();
+    let mut links = SqfsLinks::new();
+    for (item, mode, mtime) in items.into_iter().take(64) {
         let item_is_dir = matches!(item, SqfsItem::Dir { .. });
         let meta = Metadata::new(mode).with_mtime(mtime);
         match item {
@@ -399,6 +406,38 @@ pub fn squashfs_roundtrip(data: &[u8]) {
             }
         }
     }
+    (tree, files, links)
+}
+
+/// The files and symlinks an image of ours reads back as.
+fn sqfs_read_back(bytes: &[u8]) -> (SqfsFiles, SqfsLinks) {
+    use squashfs_writer::read::{EntryKind, Image};
+    let image = Image::new(bytes).expect("our image parses");
+    let entries = image.entries().expect("our image walks");
+    let got: SqfsFiles = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .map(|e| {
+            let data = image.read_file(e).expect("file reads");
+            (e.path.clone(), (data, e.mtime))
+        })
+        .collect();
+    let got_links: SqfsLinks = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Symlink)
+        .map(|e| (e.path.clone(), e.target.clone().unwrap_or_default()))
+        .collect();
+    (got, got_links)
+}
+
+/// Arbitrary small tree -> write -> read -> the same files with the same
+/// contents, and the same symlinks with the same targets.
+pub fn squashfs_roundtrip(data: &[u8]) {
+    use squashfs_writer::{write_image, Compression, Options};
+    let Some(input) = decode::<SqfsInput>(data) else {
+        return;
+    };
+    let (tree, files, links) = sqfs_tree(input.items);
     let comp = match input.comp % 3 {
         0 => Compression::Gzip { level: 1 },
         1 => Compression::Lz4 {
@@ -414,22 +453,8 @@ pub fn squashfs_roundtrip(data: &[u8]) {
     let mut out = Cursor::new(Vec::new());
     write_image(&tree, &opts, &mut out).expect("writing a valid tree succeeds");
     let bytes = out.into_inner();
-    let image = Image::new(&bytes).expect("our image parses");
-    let entries = image.entries().expect("our image walks");
-    let got: BTreeMap<Vec<u8>, (Vec<u8>, u32)> = entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::File)
-        .map(|e| {
-            let data = image.read_file(e).expect("file reads");
-            (e.path.clone(), (data, e.mtime))
-        })
-        .collect();
+    let (got, got_links) = sqfs_read_back(&bytes);
     assert_eq!(got, files);
-    let got_links: BTreeMap<Vec<u8>, Vec<u8>> = entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::Symlink)
-        .map(|e| (e.path.clone(), e.target.clone().unwrap_or_default()))
-        .collect();
     assert_eq!(got_links, links);
 }
 

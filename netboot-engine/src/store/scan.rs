@@ -386,6 +386,37 @@ pub struct Fingerprint {
 /// [`Fingerprint::settled`]); generous for coarse-grained file systems.
 pub const SETTLE: Duration = Duration::from_secs(2);
 
+/// Feeds one entry's name and the stat fields that change when it does.
+fn hash_entry(h: &mut Sha256, rel: &[u8], m: &std::fs::Metadata) {
+    h.update((rel.len() as u64).to_le_bytes());
+    h.update(rel);
+    for v in [
+        u64::from(m.mode()),
+        m.dev(),
+        m.ino(),
+        m.nlink(),
+        m.size(),
+        m.mtime() as u64,
+        m.mtime_nsec() as u64,
+        m.ctime() as u64,
+        m.ctime_nsec() as u64,
+    ] {
+        h.update(v.to_le_bytes());
+    }
+}
+
+/// What the entry costs in a tmpfs store.
+fn tmpfs_cost(m: &std::fs::Metadata) -> u64 {
+    if m.is_file() {
+        crate::memory::Footprint::file(m.len())
+    } else if m.is_symlink() {
+        crate::memory::Footprint::symlink(m.len())
+    } else {
+        crate::memory::Footprint::inode()
+    }
+    .memory()
+}
+
 /// Walks `root` (lstat and readdir only).
 pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
     let now = SystemTime::now()
@@ -406,29 +437,8 @@ pub fn fingerprint(root: &Path) -> Result<Fingerprint> {
             u32::try_from(m.ctime_nsec()).unwrap_or(0),
         );
         settled &= ctime < settle_before;
-        h.update((rel.len() as u64).to_le_bytes());
-        h.update(&rel);
-        for v in [
-            u64::from(m.mode()),
-            m.dev(),
-            m.ino(),
-            m.nlink(),
-            m.size(),
-            m.mtime() as u64,
-            m.mtime_nsec() as u64,
-            m.ctime() as u64,
-            m.ctime_nsec() as u64,
-        ] {
-            h.update(v.to_le_bytes());
-        }
-        ram_bytes += if m.is_file() {
-            crate::memory::Footprint::file(m.len())
-        } else if m.is_symlink() {
-            crate::memory::Footprint::symlink(m.len())
-        } else {
-            crate::memory::Footprint::inode()
-        }
-        .memory();
+        hash_entry(&mut h, &rel, &m);
+        ram_bytes += tmpfs_cost(&m);
         if m.is_file() {
             file_bytes += m.len();
         } else if m.is_dir() {

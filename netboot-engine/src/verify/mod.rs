@@ -163,41 +163,54 @@ fn check_store(
         ));
     }
     report.passed("images", format!("{} images read back", found.len()));
-    let script = dir.join("netboot.ipxe");
-    match (init, &init_in) {
-        (None, _) => return Err(Error::at(&script, "the kernel line has no init=")),
-        (Some(i), None) => {
-            return Err(Error::at(
-                &script,
-                format!("init={i} is not inside any store path of the closure"),
-            ))
-        }
-        (Some(i), Some(_)) => report.passed("init", format!("{i} is a file in the closure")),
-    }
-    let registration = found
-        .values()
-        .find_map(|f| f.registration.clone())
-        .ok_or_else(|| {
-            Error::at(
-                &mpath,
-                "no image provides nix-path-registration (nix-store --load-db would fail after boot)",
-            )
-        })?;
-    images::check_registration(
-        &dir.join("nix-store"),
-        &registration,
-        &listed.wanted,
-        &found,
-    )?;
-    report.passed(
-        "registration",
-        "every image's NAR hash and size as registered",
-    );
+    check_init(dir, init, init_in.is_some(), report)?;
+    check_registered(dir, &listed, &found, report)?;
     Ok(Store {
         manifest,
         listed,
         found,
     })
+}
+
+/// `init=` is on the kernel line and inside a store path of the closure.
+fn check_init(dir: &Path, init: Option<&str>, in_closure: bool, report: &mut Report) -> Result<()> {
+    let script = dir.join("netboot.ipxe");
+    match (init, in_closure) {
+        (None, _) => Err(Error::at(&script, "the kernel line has no init=")),
+        (Some(i), false) => Err(Error::at(
+            &script,
+            format!("init={i} is not inside any store path of the closure"),
+        )),
+        (Some(i), true) => {
+            report.passed("init", format!("{i} is a file in the closure"));
+            Ok(())
+        }
+    }
+}
+
+/// One image provides `nix-path-registration`, and every image's NAR
+/// hash and size are as it registers them.
+fn check_registered(
+    dir: &Path,
+    listed: &images::Listed,
+    found: &BTreeMap<String, ImageFacts>,
+    report: &mut Report,
+) -> Result<()> {
+    let registration = found
+        .values()
+        .find_map(|f| f.registration.clone())
+        .ok_or_else(|| {
+            Error::at(
+                &dir.join("manifest"),
+                "no image provides nix-path-registration (nix-store --load-db would fail after boot)",
+            )
+        })?;
+    images::check_registration(&dir.join("nix-store"), &registration, &listed.wanted, found)?;
+    report.passed(
+        "registration",
+        "every image's NAR hash and size as registered",
+    );
+    Ok(())
 }
 
 /// The RAM estimate, and the target's RAM checked against it.

@@ -390,6 +390,34 @@ fn none_match(v: &str, etag: &str) -> bool {
     v.split(',').any(|t| t.trim() == etag || t.trim() == "*")
 }
 
+/// The byte range to send of a `len`-byte file: `None` for all of it,
+/// `Err` for a range that cannot be satisfied (a 416).
+fn wanted_range(
+    req: &Request<Incoming>,
+    etag: &str,
+    len: u64,
+) -> std::result::Result<Option<(u64, u64)>, ()> {
+    let header = |h| req.headers().get(h).and_then(|v| v.to_str().ok());
+    // RFC 9110 §13.1.5: a range only for the representation the client
+    // has (a strong ETag equal to ours); else the whole of it. An HTTP
+    // date never matches: no Last-Modified is sent.
+    let if_range = header(hyper::header::IF_RANGE).is_none_or(|v| v.trim() == etag);
+    match header(hyper::header::RANGE).filter(|_| if_range) {
+        None => Ok(None),
+        Some(v) => parse_range(v, len),
+    }
+}
+
+fn content_type(name: &str) -> &'static str {
+    if name == "netboot.ipxe" {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// The response to one request: a file's headers, and its body (or the
+/// requested range of it) for a GET.
 async fn answer(state: &State, req: &Request<Incoming>, outbox: Outbox) -> Response<BoxBody> {
     let allow = [("allow", "GET, HEAD".to_owned())];
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -414,21 +442,11 @@ async fn answer(state: &State, req: &Request<Incoming>, outbox: Outbox) -> Respo
     if header(hyper::header::IF_NONE_MATCH).is_some_and(|v| none_match(v, &etag)) {
         return status(StatusCode::NOT_MODIFIED, &common(Vec::new()));
     }
-    // RFC 9110 §13.1.5: a range only for the representation the client
-    // has (a strong ETag equal to ours); else the whole of it. An HTTP
-    // date never matches: no Last-Modified is sent.
-    let if_range = header(hyper::header::IF_RANGE).is_none_or(|v| v.trim() == etag);
-    let range = match header(hyper::header::RANGE).filter(|_| if_range) {
-        None => None,
-        Some(v) => match parse_range(v, len) {
-            Ok(r) => r,
-            Err(()) => {
-                return status(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    &common(vec![("content-range", format!("bytes */{len}"))]),
-                )
-            }
-        },
+    let Ok(range) = wanted_range(req, &etag, len) else {
+        return status(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            &common(vec![("content-range", format!("bytes */{len}"))]),
+        );
     };
     let (code, start, count, mut headers) = match range {
         Some((s, e)) => (
@@ -440,12 +458,7 @@ async fn answer(state: &State, req: &Request<Incoming>, outbox: Outbox) -> Respo
         None => (StatusCode::OK, 0, len, Vec::new()),
     };
     headers.push(("content-length", count.to_string()));
-    let content_type = if *name == "netboot.ipxe" {
-        "text/plain; charset=utf-8"
-    } else {
-        "application/octet-stream"
-    };
-    headers.push(("content-type", content_type.to_owned()));
+    headers.push(("content-type", content_type(name).to_owned()));
     let mut resp = status(code, &common(headers));
     if req.method() == Method::GET && count > 0 {
         let body = FileBody::new(

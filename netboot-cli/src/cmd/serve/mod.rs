@@ -141,33 +141,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
     a.cache_max()?;
     let log = log::Log::start(a.output.verbosity() != Verbosity::Quiet)
         .map_err(|e| Error::new("serve", e))?;
-    let mut names = std::collections::BTreeSet::new();
-    let mut media = HashMap::new();
-    for m in &a.media {
-        let (name, dir) = name_value("--media", m, "DIR")?;
-        let dir = PathBuf::from(dir);
-        for f in FILES {
-            let p = dir.join(f);
-            std::fs::metadata(&p).map_err(|e| Error::new(format!("--media {}", p.display()), e))?;
-        }
-        claim(&mut names, "--media", name, a.serve_store)?;
-        media.insert(name.to_owned(), MediaDir::new(name, dir));
-    }
-    let mut systems = HashMap::new();
-    for s in &a.system {
-        let (name, top) = name_value("--system", s, "TOPLEVEL")?;
-        let top = PathBuf::from(top);
-        // Read now, so a wrong path fails at start, not at the first boot.
-        system::read(&top, a.closure_root.as_deref(), &a.store_dir)?;
-        claim(&mut names, "--system", name, a.serve_store)?;
-        systems.insert(name.to_owned(), Slot::new(name, top));
-    }
-    if names.is_empty() && !a.serve_store {
-        return Err(Error::new(
-            "serve",
-            "nothing to serve (give --media NAME=DIR, --system NAME=TOPLEVEL or --serve-store)",
-        ));
-    }
+    let Sources {
+        names,
+        media,
+        systems,
+    } = sources(&a)?;
     let max = conns::fit_open_files(a.max_connections);
     if max < a.max_connections {
         log.always(format!(
@@ -214,6 +192,50 @@ pub fn run(a: ServeArgs) -> Result<()> {
     }
     log.flush();
     res
+}
+
+/// The names served: `--media` directories (their files present) and
+/// `--system` toplevels (read now, so a wrong path fails at start, not at
+/// the first boot), each name claimed once.
+fn sources(a: &ServeArgs) -> Result<Sources> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut media = HashMap::new();
+    for m in &a.media {
+        let (name, dir) = name_value("--media", m, "DIR")?;
+        let dir = PathBuf::from(dir);
+        for f in FILES {
+            let p = dir.join(f);
+            std::fs::metadata(&p).map_err(|e| Error::new(format!("--media {}", p.display()), e))?;
+        }
+        claim(&mut names, "--media", name, a.serve_store)?;
+        media.insert(name.to_owned(), MediaDir::new(name, dir));
+    }
+    let mut systems = HashMap::new();
+    for s in &a.system {
+        let (name, top) = name_value("--system", s, "TOPLEVEL")?;
+        let top = PathBuf::from(top);
+        system::read(&top, a.closure_root.as_deref(), &a.store_dir)?;
+        claim(&mut names, "--system", name, a.serve_store)?;
+        systems.insert(name.to_owned(), Slot::new(name, top));
+    }
+    if names.is_empty() && !a.serve_store {
+        return Err(Error::new(
+            "serve",
+            "nothing to serve (give --media NAME=DIR, --system NAME=TOPLEVEL or --serve-store)",
+        ));
+    }
+    Ok(Sources {
+        names,
+        media,
+        systems,
+    })
+}
+
+/// What `--media` and `--system` name.
+struct Sources {
+    names: std::collections::BTreeSet<String>,
+    media: HashMap<String, Arc<MediaDir>>,
+    systems: HashMap<String, Arc<Slot>>,
 }
 
 /// `NAME=VALUE` of `flag`, with NAME a safe URL component.

@@ -381,68 +381,104 @@ pub(super) async fn generation(
             return Ok(g);
         }
     }
+    let sys = read_system(state, slot, builds).await?;
+    let base = sys.base.clone();
+    let rx = slot.done.subscribe();
+    match kept_or_queue(slot, builds, &sys) {
+        Found::Ready(g) => return Ok(g),
+        Found::Queued => {}
+        Found::Busy => return Err(busy()),
+        Found::Failed => return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[])),
+    }
+    match tokio::time::timeout(hold(), built(slot, &base, rx)).await {
+        Ok(r) => r,
+        Err(_) => Err(busy()),
+    }
+}
+
+/// The slot's toplevel, read again off the async workers; a system that
+/// cannot be read (gone, or leading out of the store) is a 404, logged.
+async fn read_system(
+    state: &State,
+    slot: &Slot,
+    builds: &Builds,
+) -> std::result::Result<system::System, Response<BoxBody>> {
     let (top, args) = (slot.toplevel.clone(), builds.args.clone());
     let read = tokio::task::spawn_blocking(move || {
         system::read(&top, args.closure_root.as_deref(), &args.store_dir)
     })
     .await;
-    let sys = match read {
-        Ok(Ok(sys)) => sys,
+    match read {
+        Ok(Ok(sys)) => Ok(sys),
         Ok(Err(e)) => {
             state
                 .log
                 .always(format!("netboot serve: {}: {e}", slot.name));
-            return Err(status(StatusCode::NOT_FOUND, &[]));
+            Err(status(StatusCode::NOT_FOUND, &[]))
         }
-        Err(_) => return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[])),
-    };
-    let base = sys.base.clone();
-    let mut rx = slot.done.subscribe();
-    {
-        let mut st = slot.lock();
+        Err(_) => Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[])),
+    }
+}
+
+/// What [`kept_or_queue`] found.
+enum Found {
+    /// A kept generation of the system.
+    Ready(Arc<Generation>),
+    /// Its build is queued, or already running.
+    Queued,
+    /// The build queue is full (a 503).
+    Busy,
+    /// Its build failed less than [`RETRY_FAILED`] ago (a 500).
+    Failed,
+}
+
+/// A kept generation of `sys`, or else its build queued.
+fn kept_or_queue(slot: &Arc<Slot>, builds: &Builds, sys: &system::System) -> Found {
+    let base = &sys.base;
+    let mut st = slot.lock();
+    if let Some(g) = st.kept.current().filter(|g| g.source == *base) {
+        return Found::Ready(g.clone());
+    }
+    if let Some(g) = st.kept.promote(base) {
+        return Found::Ready(g);
+    }
+    if let Some((b, when)) = &st.failed {
+        if b == base && when.elapsed() < RETRY_FAILED {
+            return Found::Failed;
+        }
+    }
+    if st.building.as_deref() != Some(base.as_str()) {
+        let job = Job {
+            slot: slot.clone(),
+            base: base.clone(),
+            toplevel: sys.root.join(base),
+        };
+        match builds.queue.try_send(job) {
+            Ok(()) => st.building = Some(base.clone()),
+            Err(TrySendError::Full(_)) => return Found::Busy,
+            Err(TrySendError::Disconnected(_)) => return Found::Failed,
+        }
+    }
+    Found::Queued
+}
+
+/// Waits for the build of `base` to end: its generation, or a 500.
+async fn built(
+    slot: &Slot,
+    base: &str,
+    mut rx: tokio::sync::watch::Receiver<u64>,
+) -> std::result::Result<Arc<Generation>, Response<BoxBody>> {
+    loop {
+        if rx.changed().await.is_err() {
+            return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]));
+        }
+        let st = slot.lock();
         if let Some(g) = st.kept.current().filter(|g| g.source == base) {
             return Ok(g.clone());
         }
-        if let Some(g) = st.kept.promote(&base) {
-            return Ok(g);
+        if st.failed.as_ref().is_some_and(|f| f.0 == base) {
+            return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]));
         }
-        if let Some((b, when)) = &st.failed {
-            if *b == base && when.elapsed() < RETRY_FAILED {
-                return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]));
-            }
-        }
-        if st.building.as_deref() != Some(base.as_str()) {
-            let job = Job {
-                slot: slot.clone(),
-                base: base.clone(),
-                toplevel: sys.root.join(&base),
-            };
-            match builds.queue.try_send(job) {
-                Ok(()) => st.building = Some(base.clone()),
-                Err(TrySendError::Full(_)) => return Err(busy()),
-                Err(TrySendError::Disconnected(_)) => {
-                    return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]))
-                }
-            }
-        }
-    }
-    let wait = async {
-        loop {
-            if rx.changed().await.is_err() {
-                return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]));
-            }
-            let st = slot.lock();
-            if let Some(g) = st.kept.current().filter(|g| g.source == base) {
-                return Ok(g.clone());
-            }
-            if st.failed.as_ref().is_some_and(|f| f.0 == base) {
-                return Err(status(StatusCode::INTERNAL_SERVER_ERROR, &[]));
-            }
-        }
-    };
-    match tokio::time::timeout(hold(), wait).await {
-        Ok(r) => r,
-        Err(_) => Err(busy()),
     }
 }
 
