@@ -391,20 +391,26 @@ impl Decompressor {
     }
 }
 
-/// A zlib stream (gzip images), inflated to at most `limit` bytes: the
-/// output grows to `limit` and no further.
+/// A zlib stream (gzip images), inflated to at most `limit` bytes, straight
+/// into a buffer of `limit` bytes (a block inflates to the block size, bar a
+/// file's last), its Adler-32 checked as the kernel's `zlib_inflate` does.
+///
+/// NB: zlib-rs through flate2, as for deflate, not miniz_oxide: inflating
+/// is the stage-1 unpacker's critical path, and zlib-rs takes 0.65x
+/// miniz_oxide's CPU time on our images (bench/RESULTS.md, "Stage 1").
 fn inflate_zlib(data: &[u8], limit: usize) -> std::result::Result<Vec<u8>, String> {
-    // The error's Debug form carries the partial output (up to a whole
-    // block): name the status only.
-    miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, limit).map_err(|e| {
-        use miniz_oxide::inflate::TINFLStatus as S;
-        match e.status {
-            S::Adler32Mismatch => "checksum (Adler-32) mismatch".to_owned(),
-            S::HasMoreOutput => format!("decompresses to more than {limit} bytes"),
-            S::FailedCannotMakeProgress => "truncated compressed data".to_owned(),
-            other => format!("corrupt compressed data ({other:?})"),
-        }
-    })
+    // Written into the spare capacity: no pass zeroing it first.
+    let mut out = Vec::with_capacity(limit);
+    let mut z = flate2::Decompress::new(true);
+    let status = z
+        .decompress_vec(data, &mut out, flate2::FlushDecompress::Finish)
+        .map_err(|e| format!("corrupt compressed data ({e})"))?;
+    let n = out.len();
+    match status {
+        flate2::Status::StreamEnd if n <= limit => Ok(out),
+        _ if n >= limit => Err(format!("decompresses to more than {limit} bytes")),
+        _ => Err("truncated compressed data".to_owned()),
+    }
 }
 
 /// One zstd frame, decoded to at most `limit` bytes. The kernel sizes its

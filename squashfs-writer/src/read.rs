@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::io::Write;
+use std::rc::Rc;
 
 use crate::budget::Charge;
 use crate::compress::Decompressor;
@@ -125,7 +126,7 @@ pub struct Image<'a> {
     fragments: Vec<u8>,
     xattr_ids: Vec<u8>,
     xattr_kv: Option<MetaTable>,
-    frag_cache: RefCell<Option<(u32, Vec<u8>)>>,
+    frag_cache: RefCell<Option<(u32, Rc<[u8]>)>>,
 }
 
 impl std::fmt::Debug for Image<'_> {
@@ -728,10 +729,13 @@ impl<'a> Image<'a> {
         Ok(out)
     }
 
-    fn fragment(&self, index: u32) -> Result<Vec<u8>> {
+    /// Fragment block `index`, inflated. The last one is kept: files
+    /// sharing it follow each other in the inode table, and each takes its
+    /// tail from it without a copy of the block.
+    fn fragment(&self, index: u32) -> Result<Rc<[u8]>> {
         if let Some((i, b)) = self.frag_cache.borrow().as_ref() {
             if *i == index {
-                return Ok(b.clone());
+                return Ok(Rc::clone(b));
             }
         }
         let FragmentEntry {
@@ -743,8 +747,8 @@ impl<'a> Image<'a> {
                 "fragment block of length 0",
             ));
         }
-        let b = self.data_block(start, word, 0)?;
-        *self.frag_cache.borrow_mut() = Some((index, b.clone()));
+        let b: Rc<[u8]> = self.data_block(start, word, 0)?.into();
+        *self.frag_cache.borrow_mut() = Some((index, Rc::clone(&b)));
         Ok(b)
     }
 
