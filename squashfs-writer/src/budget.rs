@@ -20,7 +20,7 @@ pub const MEMORY_PER_INPUT_BYTE: u64 = 128;
 
 /// Held back from the bound for allocations that are not charged: the
 /// largest are an xz dictionary (4 MiB, the decoder's memory limit) and a
-/// few 1 MiB data blocks (block, cached fragment block and its copy, zeros).
+/// few 1 MiB data blocks (block, the cached fragment block, zeros).
 pub(crate) const RESERVE: u64 = 16 << 20;
 
 /// The most bytes reading an image of `image_len` bytes allocates, beyond
