@@ -380,7 +380,9 @@ pub(crate) fn decode_token(token: &str, escapes: &BTreeSet<u8>) -> Result<Value,
         if let Some(b) = escape_byte(name).filter(|b| escapes.contains(b)) {
             v.push_text(&char::from(b).to_string());
         } else if name.is_empty() {
-            // `${}`: invalid setting name, expands to nothing.
+            // `${}`: always nothing. settings.c `setting_cmp` never
+            // matches an empty name, so even `set ${} x` cannot give it a
+            // value.
         } else if is_valid_setting_name(name) {
             v.parts.push(Part::Setting(name.to_owned()));
         } else {

@@ -2,7 +2,7 @@
 //! `image/script.c` `process_script` (lines, continuations, labels),
 //! `core/exec.c` `split_command`/`command_terminator` and
 //! `core/settings.c` `expand_settings` (innermost `${...}` first, rescan
-//! until none is left, unknown settings empty). The renderer's output, run
+//! until none is left, unknown settings and the empty name empty). The renderer's output, run
 //! through this model, must give exactly the values we asked for; the
 //! parser must read it back to the same model.
 
@@ -38,7 +38,9 @@ fn expand(token: &str, settings: &HashMap<String, Vec<u8>>) -> Vec<u8> {
         };
         let name = String::from_utf8_lossy(&s[st + 2..en]).into_owned();
         let (base, ty) = name.split_once(':').unwrap_or((&name, "string"));
-        let value = match (settings.get(base), ty) {
+        // settings.c `setting_cmp` never matches an empty name (and "" is
+        // no tag): `${}` is always empty, whatever `set ${} x` stored.
+        let value = match (settings.get(base).filter(|_| !base.is_empty()), ty) {
             (Some(v), "string") => v.clone(),
             (Some(v), "hex") => v
                 .iter()
@@ -388,8 +390,9 @@ type Executed = (Vec<(Vec<u8>, Vec<u8>)>, Vec<String>);
 /// What iPXE would run, per command: the name and its arguments as the
 /// command sees them after `concat_args` (re-joined with single spaces),
 /// minus what the renderer may add or drop without changing meaning: our
-/// escape `set`s, `--`, and a lone empty argument after an image URI
-/// (`kernel x ${}` sets an empty command line, `kernel x` none).
+/// escape `set`s, `--`, a lone empty argument after an image URI
+/// (`kernel x ${}` sets an empty command line, `kernel x` none), and an
+/// empty value after `set NAME` (the value is `concat_args` of the rest).
 fn normalized(text: &str) -> Executed {
     let (cmds, labels) = run(text);
     let cmds = cmds
@@ -407,6 +410,16 @@ fn normalized(text: &str) -> Executed {
             ];
             if image.contains(&a[0].as_slice()) && rest.len() == 2 && rest[1].is_empty() {
                 rest.pop();
+            }
+            // `set NAME ARGS...` stores concat_args(ARGS): `set x ${}` and
+            // `set x` both store the empty string.
+            if a[0] == b"set" && rest.len() > 1 {
+                let value = rest[1..].join(&b' ');
+                rest.truncate(1);
+                rest.push(value);
+                if rest[1].is_empty() {
+                    rest.pop();
+                }
             }
             (a[0].clone(), rest.join(&b' '))
         })
@@ -534,8 +547,11 @@ proptest! {
                     KernelParamProblem::ControlChar(c) => prop_assert!(param.contains(c)),
                     KernelParamProblem::Init => prop_assert!(param.trim_start_matches('"').starts_with("init=")),
                     KernelParamProblem::Initrd => prop_assert!(param.trim_start_matches('"').starts_with("initrd=")),
+                    // Atoms concatenate ("${" + "a}"), so any name may come up:
+                    // what is refused must be outside the allowed set.
                     KernelParamProblem::SettingNotAllowed { setting, .. } => {
-                        prop_assert!(["password", "cmdline"].contains(&setting.as_str()), "{}", setting)
+                        let allowed = DEFAULT_ALLOWED_SETTINGS.contains(&setting.as_str()) || setting == "net0/ip";
+                        prop_assert!(!allowed && param.contains(&format!("${{{setting}")), "{}", setting)
                     }
                     KernelParamProblem::BadExpansion { expansion, .. } => {
                         prop_assert!(expansion.starts_with("${") && param.contains(&expansion), "{}", expansion)

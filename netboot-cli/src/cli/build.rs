@@ -16,7 +16,7 @@ use netboot_engine::{Error, Result};
 
 use super::{
     check_store_dir, flag_file, output_flags, size_flag, source_date_epoch, ImageArgs,
-    SegmentCompression, SettingsArgs,
+    KernelLineArgs, SegmentCompression,
 };
 
 output_flags!(
@@ -80,17 +80,9 @@ pub struct BuildArgs {
     /// The media directory; replaced atomically.
     #[arg(long, short, value_name = "DIR")]
     pub out: PathBuf,
-    /// Kernel parameters (after the system's kernel-params with --system); one line.
-    #[arg(
-        long,
-        value_name = "ARGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
-    pub cmdline: String,
-    /// iPXE settings --cmdline may expand per machine.
+    /// --cmdline, and the iPXE settings it may expand per machine.
     #[command(flatten)]
-    pub settings: SettingsArgs,
+    pub kernel_line: KernelLineArgs,
     /// File listing the closure, one absolute store path per line.
     #[arg(long, value_name = "FILE")]
     pub closure: Vec<PathBuf>,
@@ -198,7 +190,7 @@ impl BuildArgs {
             store_dir: check_store_dir(&self.store_dir)?,
             segment_compression: self.initrd_compression.into(),
             mkfs_time: source_date_epoch(1)?,
-            ipxe_settings: self.settings.allowed(),
+            ipxe_settings: self.kernel_line.allowed(),
         };
         let system = self
             .system
@@ -240,12 +232,12 @@ impl BuildArgs {
     fn boot(&self, system: Option<&System>) -> Result<Boot> {
         let missing = |flag: &str| Error::new(flag, "required (or --system TOPLEVEL)");
         let mut boot = match system {
-            Some(s) => Boot::of_system(s, &self.cmdline),
+            Some(s) => Boot::of_system(s, &self.kernel_line.cmdline),
             None => Boot {
                 kernel: self.kernel.clone().ok_or_else(|| missing("--kernel"))?,
                 initrd: self.initrd.clone().ok_or_else(|| missing("--initrd"))?,
                 init: self.init.clone().ok_or_else(|| missing("--init"))?,
-                cmdline: self.cmdline.clone(),
+                cmdline: self.kernel_line.cmdline.clone(),
             },
         };
         if let Some(k) = &self.kernel {

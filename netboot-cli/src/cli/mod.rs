@@ -99,9 +99,19 @@ macro_rules! output_flags {
 }
 pub(crate) use output_flags;
 
-/// Per-machine kernel parameters: iPXE settings the script may expand.
+/// The kernel line's own parameters, and the iPXE settings they may
+/// expand per machine.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct SettingsArgs {
+pub struct KernelLineArgs {
+    /// Kernel parameters, after the system's kernel-params (with --system,
+    /// and for each system served); one line.
+    #[arg(
+        long,
+        value_name = "ARGS",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    pub cmdline: String,
     /// Let --cmdline carry ${SETTING} expansions of iPXE's common settings
     /// (mac, ip, hostname, uuid, serial, memsize, ... but no credentials),
     /// which iPXE fills in per machine at boot: BOOTIF=${mac}.
@@ -113,7 +123,7 @@ pub struct SettingsArgs {
     pub allow_ipxe_setting: Vec<String>,
 }
 
-impl SettingsArgs {
+impl KernelLineArgs {
     /// The settings allowed, as the script builder takes them.
     pub fn allowed(&self) -> Vec<String> {
         let common = ipxe_script::netboot::DEFAULT_ALLOWED_SETTINGS.iter();

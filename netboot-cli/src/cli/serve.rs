@@ -8,8 +8,8 @@ use netboot_engine::media::MediaOptions;
 use netboot_engine::{Error, Result};
 
 use super::{
-    check_store_dir, output_flags, size_flag, source_date_epoch, ImageArgs, SegmentCompression,
-    SettingsArgs,
+    check_store_dir, output_flags, size_flag, source_date_epoch, ImageArgs, KernelLineArgs,
+    SegmentCompression,
 };
 
 /// Default of `--max-connections`: a boot storm of a few thousand
@@ -108,17 +108,9 @@ pub struct ServeArgs {
     /// generations use stay.
     #[arg(long, value_name = "SIZE")]
     pub cache_max: Option<String>,
-    /// Kernel parameters after each system's kernel-params; one line.
-    #[arg(
-        long,
-        value_name = "ARGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
-    pub cmdline: String,
-    /// iPXE settings --cmdline may expand per machine.
+    /// --cmdline, and the iPXE settings it may expand per machine.
     #[command(flatten)]
-    pub settings: SettingsArgs,
+    pub kernel_line: KernelLineArgs,
     /// Connections held at once; past it, the one idle the longest is
     /// closed to make room.
     #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS)]
@@ -147,7 +139,7 @@ impl ServeArgs {
             store_dir: check_store_dir(&self.store_dir)?,
             segment_compression: self.initrd_compression.into(),
             mkfs_time: source_date_epoch(1)?,
-            ipxe_settings: self.settings.allowed(),
+            ipxe_settings: self.kernel_line.allowed(),
         })
     }
 

@@ -216,7 +216,7 @@ impl Builder {
             self.args.closure_root.as_deref(),
             &self.options.store_dir,
         )?;
-        let plan = MediaPlan::of_system(&sys, &self.args.cmdline, &self.options)?;
+        let plan = MediaPlan::of_system(&sys, &self.args.kernel_line.cmdline, &self.options)?;
         self.next += 1;
         let dir = self.root.join(format!("{}", self.next));
         std::fs::create_dir(&dir).at(&dir)?;
