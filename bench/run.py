@@ -248,12 +248,7 @@ def main():
             # build refuses what verify would reject: a real kernel header,
             # an initramfs, and init= a regular file of the closure (--force:
             # it need not be executable here).
-            kernel = ROOT / "examples/closure/bzImage"
-            initrd = ROOT / "examples/closure/initrd"
-            init_file = paths[0] if paths[0].is_file() else next(
-                Path(r) / f for r, _, fs in sorted(os.walk(paths[0])) for f in sorted(fs)
-                if (Path(r) / f).is_file() and not (Path(r) / f).is_symlink())
-            init = f"/nix/store/{init_file.relative_to(paths[0].parent)}"
+            kernel, initrd, init = boot_files(paths)
             rows.append(measure("netboot build (cold)", [netboot, "build", "--quiet", "--force", "--out",
                                 str(w / "out-cold"), "--kernel", str(kernel), "--initrd", str(initrd),
                                 "--init", init, *map(str, paths)], [w / "out-cold"], env))
@@ -308,15 +303,11 @@ def main():
         rows.append(measure("netboot cpio --compression gzip", [netboot, "cpio", str(biggest), str(w / "our.cpio.gz"),
                             "--compression", "gzip", "--reproducible"], [w / "our.cpio.gz"], env))
         # 3. whole media
-        kernel = w / "bzImage"
-        kernel.write_bytes(b"\0" * 4096)
-        initrd = w / "initrd"
-        initrd.write_bytes(b"\0" * 4096)
-        init = f"/nix/store/{paths[0].name}/init"
+        kernel, initrd, init = boot_files(paths)
         rows.append(measure("seed media pipeline (mksquashfs+cpio+gzip)",
                             seed_media_pipeline(store, w / "seed-out", w / "seed-work"),
                             [w / "seed-out" / "nix-store"], env, shell=True, scratch=[w / "seed-work"]))
-        common = ["--kernel", str(kernel), "--initrd", str(initrd), "--init", init, *map(str, paths)]
+        common = ["--force", "--kernel", str(kernel), "--initrd", str(initrd), "--init", init, *map(str, paths)]
         rows.append(measure("netboot build (cold)", [netboot, "build", "--quiet", "--out", str(w / "out-cold"), *common],
                             [w / "out-cold"], env))
         cache = w / "cache"
@@ -364,6 +355,17 @@ def ratio(rows, a, b, key):
 def md(text):
     """Text for a Markdown table cell."""
     return text.replace("|", "\\|")
+
+
+def boot_files(paths):
+    """Kernel, initrd and init= that `build` accepts (it refuses what verify
+    would reject): the example's kernel and initramfs, and a regular file of
+    the closure as init= (`--force`: it need not be executable here)."""
+    init_file = paths[0] if paths[0].is_file() else next(
+        Path(r) / f for r, _, fs in sorted(os.walk(paths[0])) for f in sorted(fs)
+        if (Path(r) / f).is_file() and not (Path(r) / f).is_symlink())
+    init = f"/nix/store/{init_file.relative_to(paths[0].parent)}"
+    return ROOT / "examples/closure/bzImage", ROOT / "examples/closure/initrd", init
 
 
 def write_results(sections):
@@ -422,8 +424,25 @@ def write_results(sections):
                 "| corpus | peak RSS of netboot build (cold, default --jobs), MiB |", "|---|---:|"]
         out += [f"| {k} | {v:.0f} |" for k, v in rss.items()]
         out += [""]
-    (ROOT / "bench" / "RESULTS.md").write_text("\n".join(out) + "\n")
-    print(f"wrote {ROOT / 'bench' / 'RESULTS.md'}")
+    path = ROOT / "bench" / "RESULTS.md"
+    regenerated = [l for l in out if l.startswith("## ")]
+    path.write_text("\n".join(out) + "\n" + kept_sections(path, regenerated))
+    print(f"wrote {path}")
+
+
+def kept_sections(path, regenerated):
+    """What RESULTS.md holds besides the sections this run wrote (the
+    headings in `regenerated`): corpora not run this time, the hand-written
+    notes and the other benchmarks' sections (serve, stage 1, fleet)."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    def key(heading):  # "Corpus 1x", "Scaling", "Notes", ...
+        return heading.split("\n", 1)[0].split(":")[0].split(" (")[0].strip()
+    gone = {key(h[3:]) for h in regenerated}
+    parts = text.split("\n## ")[1:]
+    kept = ["## " + p.rstrip("\n") + "\n" for p in parts if key(p) not in gone]
+    return "".join("\n" + k for k in kept)
 
 
 if __name__ == "__main__":
