@@ -302,6 +302,7 @@ fn boot_media(
     image_compression: &str,
     segment_compression: &str,
     nar_only: bool,
+    per_machine: bool,
 ) {
     let Some(setup) = setup() else { return };
     let s = if nar_only { &setup.nar } else { &setup.hostile };
@@ -326,7 +327,16 @@ fn boot_media(
         .arg(&s.closure_file)
         .arg("--closure-root")
         .arg(&s.store)
-        .args(["--cmdline", "console=ttyS0 panic=-1"])
+        // Per-machine parameters: iPXE fills in `${mac}` at boot.
+        .args(if per_machine {
+            &[
+                "--cmdline",
+                "console=ttyS0 panic=-1 BOOTIF=${mac}",
+                "--allow-ipxe-settings",
+            ][..]
+        } else {
+            &["--cmdline", "console=ttyS0 panic=-1"][..]
+        })
         .args(["--compression", image_compression])
         // zstd as nixpkgs builds it: 1 MiB blocks.
         .args(if image_compression == "zstd" {
@@ -359,6 +369,20 @@ fn boot_media(
         KillOnDrop(child)
     });
     let outcome = boot.run(&setup.tools).unwrap();
+    if per_machine {
+        // QEMU's first NIC is 52:54:00:12:34:56; the kernel prints the
+        // line iPXE handed it.
+        let line = outcome
+            .console
+            .lines()
+            .find(|l| l.contains("Command line:"))
+            .unwrap_or_default();
+        assert!(
+            line.contains(" BOOTIF=52:54:00:12:34:56"),
+            "{mode}: iPXE did not fill in ${{mac}}: {line:?}; serial log: {}",
+            log.display()
+        );
+    }
     check_boot(mode, s, transport, &log, &media, build, &outcome);
 }
 
@@ -478,9 +502,12 @@ fn boot_bios_tftp_gzip_images_uncompressed_segments() {
         "gzip",
         "none",
         false,
+        false,
     );
 }
 
+/// Also per-machine parameters: `--cmdline 'BOOTIF=${mac}'
+/// --allow-ipxe-settings`, filled in by the real iPXE at boot.
 #[test]
 fn boot_bios_http_lz4_images_lz4_segments() {
     boot_media(
@@ -489,6 +516,7 @@ fn boot_bios_http_lz4_images_lz4_segments() {
         Transport::Http,
         "lz4",
         "lz4",
+        true,
         true,
     );
 }
@@ -501,6 +529,7 @@ fn boot_uefi_tftp_gzip_images_gzip_segments() {
         Transport::Tftp,
         "gzip",
         "gzip",
+        false,
         false,
     );
 }
@@ -516,6 +545,7 @@ fn boot_bios_http_zstd_images() {
         "zstd",
         "none",
         true,
+        false,
     );
 }
 
@@ -529,6 +559,7 @@ fn boot_uefi_tftp_xz_images() {
         "xz",
         "none",
         true,
+        false,
     );
 }
 
@@ -600,10 +631,12 @@ fn boot_bios_netboot_serve() {
         "gzip",
         "none",
         true,
+        false,
     );
 }
 
-/// Served by `netboot serve` over HTTP: OVMF + EFI iPXE.
+/// Served by `netboot serve` over HTTP: OVMF + EFI iPXE, with
+/// `BOOTIF=${mac}` filled in by EFI iPXE.
 #[test]
 fn boot_uefi_netboot_serve() {
     boot_media(
@@ -612,6 +645,7 @@ fn boot_uefi_netboot_serve() {
         Transport::External,
         "lz4",
         "none",
+        true,
         true,
     );
 }
