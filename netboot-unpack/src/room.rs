@@ -1,85 +1,32 @@
 //! Will the store fit? What unpacking costs on a tmpfs and in memory, and
 //! what the store's file system and the system have left.
 //!
-//! tmpfs charges its `size=` limit in pages (`mm/shmem.c`): a regular file
-//! takes its size rounded up to pages (holes excepted, so this is an upper
-//! bound), a symlink whose target needs more than `SHORT_SYMLINK_LEN` (128)
-//! bytes with its NUL takes a page, directories and short symlinks take
-//! none. Each inode counts against `nr_inodes` and, in memory, about
-//! `BOGO_INODE_SIZE` (1 KiB, what tmpfs itself charges per inode since
-//! Linux 6.6) for the inode and its dentry. A tmpfs without `size=` has
-//! half of RAM; unlimited (`size=0`) reports no blocks, and is not checked.
+//! What files take on a tmpfs (pages, inodes, long symlinks) is
+//! netboot-engine's `memory::tmpfs` model, here with the target's own page
+//! size. A tmpfs without `size=` has half of RAM; unlimited (`size=0`)
+//! reports no blocks, and is not checked.
 //!
 //! Memory: tmpfs pages are not in `MemAvailable`, so the store's growth
 //! must fit it, net of the images it frees (each image is deleted once read;
 //! rootfs pages are freed with it). While an image is unpacked its bytes
 //! are in this process (one copy per job).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use squashfs_writer::read::{Entry, EntryKind};
+use squashfs_writer::read::Entry;
 
 use crate::error::{Error, Result};
 
-/// Memory per inode (tmpfs's `BOGO_INODE_SIZE`).
-pub const INODE_BYTES: u64 = 1024;
-/// Longest symlink target (with its NUL) tmpfs keeps inside the inode.
-pub const SHORT_SYMLINK_LEN: u64 = 128;
+/// What a store path takes on a tmpfs: netboot-engine's RAM model, the one
+/// `netboot verify` estimates with.
+pub use netboot_engine::memory::Footprint;
+
 const MIB: u64 = 1 << 20;
 
-/// What a store path takes on a tmpfs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Footprint {
-    /// Bytes of pages.
-    pub bytes: u64,
-    /// Inodes.
-    pub inodes: u64,
-}
-
-impl std::ops::Add for Footprint {
-    type Output = Footprint;
-    fn add(self, o: Footprint) -> Footprint {
-        Footprint {
-            bytes: self.bytes.saturating_add(o.bytes),
-            inodes: self.inodes.saturating_add(o.inodes),
-        }
-    }
-}
-
-impl std::iter::Sum for Footprint {
-    fn sum<I: Iterator<Item = Footprint>>(it: I) -> Footprint {
-        it.fold(Footprint::default(), |a, b| a + b)
-    }
-}
-
-impl Footprint {
-    /// Memory the unpacked path holds: pages plus inodes.
-    pub fn memory(&self) -> u64 {
-        self.bytes
-            .saturating_add(self.inodes.saturating_mul(INODE_BYTES))
-    }
-}
-
 /// The tmpfs footprint of `entries` (an image's, the root left out: it is
-/// not copied); hard links (non-directories sharing an inode number) count
-/// once.
+/// not copied), with pages of `page` bytes; hard links count once.
 pub fn footprint(entries: &[Entry], page: u64) -> Footprint {
-    let mut linked = HashSet::new();
-    let mut f = Footprint::default();
-    for e in entries.iter().filter(|e| !e.path.is_empty()) {
-        if e.kind != EntryKind::Dir && e.nlink > 1 && !linked.insert(e.inode_number) {
-            continue;
-        }
-        f.inodes += 1;
-        let pages = match e.kind {
-            EntryKind::File => e.size.div_ceil(page),
-            EntryKind::Symlink if e.size + 1 > SHORT_SYMLINK_LEN => 1,
-            _ => 0,
-        };
-        f.bytes = f.bytes.saturating_add(pages.saturating_mul(page));
-    }
-    f
+    netboot_engine::memory::image_footprint_in(entries, page)
 }
 
 /// What the store's file system and the system have left.

@@ -48,8 +48,8 @@ mod tmpfs;
 
 pub use detect::{read_initrd, rootfs_from_cmdline, store_tmpfs, InitrdFacts};
 pub use tmpfs::{
-    file_cost, image_footprint, pages, Footprint, Inodes, Size, Tmpfs, INODE_COST, PAGE,
-    SHORT_SYMLINK_LEN,
+    file_cost, image_footprint, image_footprint_in, pages, Footprint, Inodes, Size, Tmpfs,
+    INODE_COST, PAGE, SHORT_SYMLINK_LEN,
 };
 
 const MIB: u64 = 1 << 20;

@@ -46,16 +46,27 @@ pub struct Footprint {
 impl Footprint {
     /// A regular file of `size` bytes.
     pub fn file(size: u64) -> Footprint {
+        Footprint::file_in(size, PAGE)
+    }
+
+    /// A regular file of `size` bytes, with pages of `page` bytes.
+    pub fn file_in(size: u64, page: u64) -> Footprint {
         Footprint {
-            bytes: pages(size),
+            bytes: size.div_ceil(page).saturating_mul(page),
             inodes: 1,
         }
     }
 
     /// A symlink whose target is `len` bytes long.
     pub fn symlink(len: u64) -> Footprint {
+        Footprint::symlink_in(len, PAGE)
+    }
+
+    /// A symlink whose target is `len` bytes long, with pages of `page`
+    /// bytes.
+    pub fn symlink_in(len: u64, page: u64) -> Footprint {
         Footprint {
-            bytes: if len + 1 > SHORT_SYMLINK_LEN { PAGE } else { 0 },
+            bytes: if len + 1 > SHORT_SYMLINK_LEN { page } else { 0 },
             inodes: 1,
         }
     }
@@ -101,14 +112,20 @@ impl std::iter::Sum for Footprint {
 /// entries, the image's root left out (stage 1 copies the one entry in
 /// it); hard links (non-directories sharing an inode number) count once.
 pub fn image_footprint(entries: &[Entry]) -> Footprint {
+    image_footprint_in(entries, PAGE)
+}
+
+/// [`image_footprint`] with pages of `page` bytes: netboot-unpack, on the
+/// target itself, knows its page size.
+pub fn image_footprint_in(entries: &[Entry], page: u64) -> Footprint {
     let mut linked = std::collections::HashSet::new();
     entries
         .iter()
         .filter(|e| !e.path.is_empty())
         .filter(|e| e.kind == EntryKind::Dir || e.nlink < 2 || linked.insert(e.inode_number))
         .map(|e| match e.kind {
-            EntryKind::File => Footprint::file(e.size),
-            EntryKind::Symlink => Footprint::symlink(e.size),
+            EntryKind::File => Footprint::file_in(e.size, page),
+            EntryKind::Symlink => Footprint::symlink_in(e.size, page),
             _ => Footprint::inode(),
         })
         .sum()
